@@ -1,0 +1,56 @@
+//! Lesson 01: echo. A server that sends back every byte it receives, and a
+//! client that types lines at it.
+//!
+//!     cargo run --bin 01-echo-solution -- server
+//!     cargo run --bin 01-echo-solution -- client      (in a second terminal)
+//!
+//! Both roles take the address to use, so they work across two machines as
+//! well as on one: `server --bind 0.0.0.0:7001` on one, `client --connect
+//! 192.0.2.10:7001` on the other.
+
+mod client;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Lesson 01: a TCP echo server and its client")]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Listen for connections and send every byte back.
+    Server {
+        /// The address to listen on; port 0 asks the system for a free port.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        bind: String,
+    },
+    /// Send each line of standard input to a server and print what comes back.
+    Client {
+        /// The address of the server.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        connect: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.role {
+        Role::Server { bind } => server::run(&bind),
+        Role::Client { connect } => client::run(&connect),
+    };
+    // A user's mistake (a port in use, a server that is not there) is one
+    // clear line and a non-zero exit, never a panic with a backtrace.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

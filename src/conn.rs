@@ -1,0 +1,318 @@
+//! A TCP connection as a stage uses it: every read and write has a deadline,
+//! and every byte both ways goes into the stage's journal.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::escape;
+use crate::failure::{from_io, Check, Failure};
+use crate::journal::{Journal, Wire};
+
+/// How many bytes one `read` call asks for.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connection from the test to the program under test.
+pub struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: usize,
+    journal: Journal,
+    /// How long any one read or write may wait.
+    patience: Duration,
+    /// Bytes read past what a check asked for, kept for the next read.
+    pending: Vec<u8>,
+}
+
+impl Conn {
+    /// Connect to `peer`, waiting at most `patience`.
+    pub fn connect(peer: SocketAddr, journal: &Journal, patience: Duration) -> Check<Conn> {
+        let id = journal.new_connection();
+        journal.step(format!("connection #{id}: connected to {peer}"));
+        let stream = TcpStream::connect_timeout(&peer, patience).map_err(|error| {
+            journal.wire(id, Wire::Note(format!("connect failed: {error}")));
+            with_id(from_io(&error, peer, "connecting"), id)
+        })?;
+        // Small writes go out at once: a stage that sends one byte at a time
+        // means one segment at a time.
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            peer,
+            id,
+            journal: journal.clone(),
+            patience,
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// This connection's number in the journal (`#2`).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Another handle to the same socket, for reading on one thread while
+    /// another writes. It shares this connection's journal and number.
+    pub fn try_clone(&self) -> Check<Conn> {
+        let stream = self
+            .stream
+            .try_clone()
+            .map_err(|error| self.io_failure(&error, "cloning the socket"))?;
+        Ok(Conn {
+            stream,
+            peer: self.peer,
+            id: self.id,
+            journal: self.journal.clone(),
+            patience: self.patience,
+            pending: Vec::new(),
+        })
+    }
+
+    /// A failure that shows only this connection's bytes.
+    pub fn fail(&self, what: impl Into<String>) -> Failure {
+        with_id(Failure::new(what), self.id)
+    }
+
+    fn io_failure(&self, error: &io::Error, doing: &str) -> Failure {
+        with_id(from_io(error, self.peer, doing), self.id)
+    }
+
+    /// Send all of `bytes` before the deadline.
+    pub fn send(&mut self, bytes: &[u8]) -> Check<()> {
+        self.stream
+            .set_write_timeout(Some(self.patience))
+            .map_err(|error| self.io_failure(&error, "setting a deadline"))?;
+        let result = self.stream.write_all(bytes);
+        let sent = bytes.len();
+        self.journal.wire(
+            self.id,
+            Wire::Sent {
+                bytes: bytes[..sent.min(256)].to_vec(),
+                total: sent,
+            },
+        );
+        result.map_err(|error| self.io_failure(&error, &format!("sending {} bytes", bytes.len())))
+    }
+
+    /// Send `bytes` one byte per write, as a slow network might deliver them.
+    pub fn send_byte_by_byte(&mut self, bytes: &[u8]) -> Check<()> {
+        self.journal.step(format!(
+            "connection #{}: sent {} one byte at a time",
+            self.id,
+            escape::escape(bytes)
+        ));
+        for byte in bytes {
+            self.send(std::slice::from_ref(byte))?;
+        }
+        Ok(())
+    }
+
+    /// Shut down the sending side: the peer's next read returns end of stream,
+    /// and this side can still read what the peer sends back.
+    pub fn shut_down_sending(&mut self) -> Check<()> {
+        self.journal.wire(self.id, Wire::ShutDown);
+        self.stream
+            .shutdown(Shutdown::Write)
+            .map_err(|error| self.io_failure(&error, "shutting down the sending side"))
+    }
+
+    /// One read of at most `limit` bytes, waiting until `deadline`. `Ok(None)`
+    /// is end of stream.
+    fn read_some(&mut self, limit: usize, deadline: Instant) -> io::Result<Option<Vec<u8>>> {
+        if !self.pending.is_empty() {
+            let take = limit.min(self.pending.len());
+            return Ok(Some(self.pending.drain(..take).collect()));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut buffer = vec![0; limit.min(READ_CHUNK)];
+        let count = loop {
+            match self.stream.read(&mut buffer) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if count == 0 {
+            self.journal.wire(self.id, Wire::Closed);
+            return Ok(None);
+        }
+        buffer.truncate(count);
+        self.journal.wire(
+            self.id,
+            Wire::Received {
+                bytes: buffer[..count.min(256)].to_vec(),
+                total: count,
+            },
+        );
+        Ok(Some(buffer))
+    }
+
+    /// Read exactly `expected.len()` bytes and check they are `expected`.
+    /// Stops at the first wrong byte rather than waiting for the rest.
+    pub fn expect(&mut self, expected: &[u8]) -> Check<()> {
+        self.journal.step(format!(
+            "connection #{}: waited for {} to come back",
+            self.id,
+            escape::escape(expected)
+        ));
+        let deadline = Instant::now() + self.patience;
+        let mut received = Vec::with_capacity(expected.len().min(1 << 20));
+        while received.len() < expected.len() {
+            let want = expected.len() - received.len();
+            match self.read_some(want, deadline) {
+                Ok(Some(bytes)) => {
+                    received.extend_from_slice(&bytes);
+                    if !expected.starts_with(&received) {
+                        return Err(self
+                            .fail("the bytes that came back are not the ones expected")
+                            .bytes(expected, &received));
+                    }
+                }
+                Ok(None) => {
+                    return Err(self
+                        .fail(format!(
+                            "the connection was closed after {} of the {} bytes expected",
+                            received.len(),
+                            expected.len()
+                        ))
+                        .bytes(expected, &received)
+                        .hint(
+                            "Your program closed the connection before sending everything. \
+                             Keep the connection open until all of it is written.",
+                        ))
+                }
+                Err(error) => {
+                    return Err(self
+                        .io_failure(&error, "waiting for the reply")
+                        .bytes(expected, &received))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read up to and including the next `\n`, at most `limit` bytes.
+    pub fn read_line(&mut self, limit: usize) -> Check<Vec<u8>> {
+        let deadline = Instant::now() + self.patience;
+        let mut line = Vec::new();
+        loop {
+            if let Some(end) = line.iter().position(|&b| b == b'\n') {
+                let rest = line.split_off(end + 1);
+                self.pending.splice(0..0, rest);
+                return Ok(line);
+            }
+            if line.len() >= limit {
+                return Err(self
+                    .fail(format!("no newline came in the first {limit} bytes"))
+                    .detail(format!("received: {}", escape::escape(&line))));
+            }
+            match self.read_some(limit - line.len(), deadline) {
+                Ok(Some(bytes)) => line.extend_from_slice(&bytes),
+                Ok(None) => {
+                    return Err(self
+                        .fail("the connection was closed before a whole line came")
+                        .detail(format!("received: {}", escape::escape(&line))))
+                }
+                Err(error) => {
+                    return Err(self
+                        .io_failure(&error, "waiting for a line")
+                        .detail(format!("received so far: {}", escape::escape(&line))))
+                }
+            }
+        }
+    }
+
+    /// Read exactly `count` bytes, whatever they are.
+    pub fn read_exact(&mut self, count: usize) -> Check<Vec<u8>> {
+        let deadline = Instant::now() + self.patience;
+        let mut received = Vec::with_capacity(count.min(1 << 20));
+        while received.len() < count {
+            match self.read_some(count - received.len(), deadline) {
+                Ok(Some(bytes)) => received.extend_from_slice(&bytes),
+                Ok(None) => {
+                    return Err(self.fail(format!(
+                        "the connection was closed after {} of {count} bytes",
+                        received.len()
+                    )))
+                }
+                Err(error) => {
+                    return Err(self.io_failure(&error, &format!("waiting for {count} bytes")))
+                }
+            }
+        }
+        Ok(received)
+    }
+
+    /// Wait for the peer to close its side: the next read must be end of
+    /// stream. Bytes that come first are a failure.
+    pub fn expect_closed(&mut self) -> Check<()> {
+        self.journal.step(format!(
+            "connection #{}: waited for the other side to close",
+            self.id
+        ));
+        let deadline = Instant::now() + self.patience;
+        match self.read_some(READ_CHUNK, deadline) {
+            Ok(None) => Ok(()),
+            Ok(Some(bytes)) => Err(self
+                .fail("more bytes came where the connection should have closed")
+                .bytes(b"", &bytes)),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(self.fail(format!(
+                    "the connection stayed open for {:.1}s; it should have closed",
+                    self.patience.as_secs_f64()
+                )))
+            }
+            Err(error) => Err(self.io_failure(&error, "waiting for the close")),
+        }
+    }
+
+    /// Wait until at least one byte is ready to read, without reading it.
+    pub fn wait_readable(&mut self) -> Check<()> {
+        if !self.pending.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .set_read_timeout(Some(self.patience))
+            .map_err(|error| self.io_failure(&error, "setting a deadline"))?;
+        match self.stream.peek(&mut [0; 1]) {
+            Ok(0) => Err(self.fail("the connection was closed before any reply came")),
+            Ok(_) => Ok(()),
+            Err(error) => Err(self.io_failure(&error, "waiting for a reply")),
+        }
+    }
+
+    /// Close the socket at once. If bytes the test never read are waiting, the
+    /// operating system answers with a reset (RST) rather than a clean close.
+    pub fn abort(self) {
+        self.journal.wire(
+            self.id,
+            Wire::Note("the test closed this connection abruptly".into()),
+        );
+        drop(self.stream);
+    }
+
+    /// Close cleanly (the socket is closed when dropped).
+    pub fn close(self) {
+        self.journal.wire(
+            self.id,
+            Wire::Note("the test closed this connection".into()),
+        );
+    }
+}
+
+fn with_id(mut failure: Failure, id: usize) -> Failure {
+    failure.connection = Some(id);
+    failure
+}

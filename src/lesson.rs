@@ -1,0 +1,79 @@
+//! The lessons of the course, in order: what the board lists and what the
+//! stage runner and `course grade` need to know about each.
+
+/// One lesson.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lesson {
+    /// Two digits: `01`.
+    pub number: &'static str,
+    /// The folder and binary name after the number: `echo`.
+    pub slug: &'static str,
+    /// What it teaches, in a few words.
+    pub title: &'static str,
+    /// The port its server binds by default.
+    pub port: u16,
+    /// The file a student opens first, inside `lessons/NN-slug/`.
+    pub first_file: &'static str,
+}
+
+impl Lesson {
+    /// `01-echo`: the folder, the slide file and the student's binary.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.number, self.slug)
+    }
+
+    /// `01_echo`: the test target (`cargo test --test 01_echo`).
+    pub fn test_target(&self) -> String {
+        format!("{}_{}", self.number, self.slug.replace('-', "_"))
+    }
+
+    /// `slides/01-echo.md`.
+    pub fn slides(&self) -> String {
+        format!("slides/{}.md", self.name())
+    }
+
+    /// `lessons/01-echo/server.rs`.
+    pub fn starter_file(&self) -> String {
+        format!("lessons/{}/{}", self.name(), self.first_file)
+    }
+}
+
+/// Every lesson, in the order of the course.
+pub const LESSONS: &[Lesson] = &[Lesson {
+    number: "01",
+    slug: "echo",
+    title: "echo: bind, listen, accept, connect",
+    port: 7001,
+    first_file: "server.rs",
+}];
+
+/// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).
+pub fn find(number: &str) -> Option<&'static Lesson> {
+    let wanted = number.split('-').next().unwrap_or(number);
+    let wanted: u32 = wanted.parse().ok()?;
+    LESSONS
+        .iter()
+        .find(|lesson| lesson.number.parse::<u32>().ok() == Some(wanted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_lesson_however_its_number_is_written() {
+        for name in ["1", "01", "01-echo"] {
+            assert_eq!(find(name).map(|lesson| lesson.number), Some("01"));
+        }
+        assert_eq!(find("99"), None);
+        assert_eq!(find("echo"), None);
+    }
+
+    #[test]
+    fn lessons_are_numbered_in_order_with_their_ports() {
+        for (index, lesson) in LESSONS.iter().enumerate() {
+            assert_eq!(lesson.number, format!("{:02}", index + 1));
+            assert_eq!(lesson.port, 7001 + index as u16);
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! Running the program under test: start it, read what it prints (within
+//! bounds), wait for `listening on IP:PORT`, and end it with SIGTERM, then
+//! SIGKILL after a grace period. No process outlives its stage: [`Running`]
+//! ends its child when dropped, also while a failing stage unwinds.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::escape;
+
+/// Bytes kept of the start of an output stream, and of its end.
+const KEPT_BYTES: usize = 4096;
+/// How long a program has, after SIGTERM, to exit on its own.
+pub const GRACE: Duration = Duration::from_secs(2);
+/// How often a wait looks at the child; a wait ends as soon as its event
+/// happens, this only bounds how late it notices an exit.
+const POLL: Duration = Duration::from_millis(10);
+
+/// What a program wrote on one stream: its start and its end, and how much.
+#[derive(Debug, Default)]
+pub struct Captured {
+    /// The first bytes, up to [`KEPT_BYTES`].
+    pub head: Vec<u8>,
+    /// The last bytes, up to [`KEPT_BYTES`].
+    tail: Vec<u8>,
+    /// Bytes in all.
+    pub total: usize,
+    /// The stream reached its end (the program closed it or exited).
+    pub ended: bool,
+}
+
+impl Captured {
+    fn push(&mut self, bytes: &[u8]) {
+        let room = KEPT_BYTES.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > KEPT_BYTES {
+            let excess = self.tail.len() - KEPT_BYTES;
+            self.tail.drain(..excess);
+        }
+        self.total += bytes.len();
+    }
+
+    /// Everything, when it all fits; otherwise the start, a count, the end.
+    pub fn text(&self) -> String {
+        if self.total <= KEPT_BYTES {
+            String::from_utf8_lossy(&self.head).into_owned()
+        } else {
+            format!(
+                "{}\n[… {} bytes in all; the last {} follow …]\n{}",
+                String::from_utf8_lossy(&self.head),
+                self.total,
+                self.tail.len(),
+                String::from_utf8_lossy(&self.tail)
+            )
+        }
+    }
+
+    /// The last `lines` lines, for a report.
+    pub fn last_lines(&self, lines: usize) -> String {
+        let source = if self.total <= KEPT_BYTES {
+            &self.head
+        } else {
+            &self.tail
+        };
+        let text = String::from_utf8_lossy(source);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Every complete line kept, when the whole output fits.
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.head)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A captured stream that a reader thread fills and waiters watch.
+type Shared = Arc<(Mutex<Captured>, Condvar)>;
+
+fn drain_into(mut source: impl Read + Send + 'static, shared: Shared) {
+    thread::spawn(move || {
+        let mut buffer = [0u8; 8192];
+        loop {
+            match source.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(count) => {
+                    let (lock, changed) = &*shared;
+                    lock.lock().unwrap().push(&buffer[..count]);
+                    changed.notify_all();
+                }
+            }
+        }
+        let (lock, changed) = &*shared;
+        lock.lock().unwrap().ended = true;
+        changed.notify_all();
+    });
+}
+
+/// How a program ended when asked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It had already exited, or exited on SIGTERM within the grace period.
+    Exited(ExitStatus),
+    /// It ignored SIGTERM and was killed.
+    Killed,
+}
+
+/// Why a program did not announce its address.
+#[derive(Debug)]
+pub enum StartError {
+    /// The operating system could not start it at all.
+    Spawn(String),
+    /// It exited before printing a line.
+    Exited(ExitStatus),
+    /// It printed nothing that ends in a newline before the deadline.
+    Silent { partial: Vec<u8> },
+    /// It printed a first line that is not `listening on IP:PORT`.
+    WrongLine(Vec<u8>),
+    /// It printed many bytes without a newline.
+    Flood(usize),
+}
+
+/// A started program, its output captured. Dropping it ends the program.
+pub struct Running {
+    child: Child,
+    /// The command, as a person would type it.
+    pub command_line: String,
+    stdout: Shared,
+    stderr: Shared,
+    status: Option<ExitStatus>,
+}
+
+impl Running {
+    /// Start `program` with `args`, its output captured and its input piped
+    /// (write to it with [`Running::write_stdin`]).
+    pub fn start(program: &[String], args: &[String]) -> Result<Running, String> {
+        let (name, fixed) = program.split_first().ok_or("no program to run")?;
+        let mut command = Command::new(name);
+        command
+            .args(fixed)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let command_line = std::iter::once(name.as_str())
+            .chain(fixed.iter().map(String::as_str))
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        die_with_parent(&mut command);
+        let mut child = command
+            .spawn()
+            .map_err(|error| format!("could not start `{command_line}`: {error}"))?;
+        let stdout: Shared = Arc::default();
+        let stderr: Shared = Arc::default();
+        drain_into(child.stdout.take().expect("piped"), stdout.clone());
+        drain_into(child.stderr.take().expect("piped"), stderr.clone());
+        Ok(Running {
+            child,
+            command_line,
+            stdout,
+            stderr,
+            status: None,
+        })
+    }
+
+    /// The operating system's id for the program.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited, and how (reaping it if so).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Wait until the program has printed its first line, and read the address
+    /// from it. The wait ends early when the program exits.
+    pub fn wait_for_address(&mut self, deadline: Instant) -> Result<SocketAddr, StartError> {
+        loop {
+            let (head, total, ended) = {
+                let (lock, changed) = &*self.stdout;
+                let captured = lock.lock().unwrap();
+                let captured = changed.wait_timeout(captured, POLL).unwrap().0;
+                (captured.head.clone(), captured.total, captured.ended)
+            };
+            if let Some(end) = head.iter().position(|&b| b == b'\n') {
+                let line = &head[..end];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                return parse_listening(line).ok_or_else(|| StartError::WrongLine(line.to_vec()));
+            }
+            if total >= KEPT_BYTES {
+                return Err(StartError::Flood(total));
+            }
+            if ended || self.exit_status().is_some() {
+                // Let the reader threads take the last bytes it wrote.
+                self.wait_for_output_end(Instant::now() + Duration::from_millis(500));
+                match self.wait_exit(Instant::now() + Duration::from_millis(500)) {
+                    Some(status) => return Err(StartError::Exited(status)),
+                    // It closed stdout but runs on: as silent as can be.
+                    None => return Err(StartError::Silent { partial: head }),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(StartError::Silent { partial: head });
+            }
+        }
+    }
+
+    /// Wait until both output streams have ended, or the deadline.
+    fn wait_for_output_end(&self, deadline: Instant) {
+        for shared in [&self.stdout, &self.stderr] {
+            let (lock, changed) = &**shared;
+            let mut captured = lock.lock().unwrap();
+            while !captured.ended {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                captured = changed.wait_timeout(captured, left).unwrap().0;
+            }
+        }
+    }
+
+    /// Wait for the program to exit by itself until `deadline`.
+    pub fn wait_exit(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        loop {
+            if let Some(status) = self.exit_status() {
+                self.wait_for_output_end(Instant::now() + Duration::from_millis(500));
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Wait until stdout holds `wanted`, the program exits, or the deadline.
+    pub fn wait_for_stdout(&mut self, wanted: &[u8], deadline: Instant) -> bool {
+        loop {
+            {
+                let (lock, changed) = &*self.stdout;
+                let captured = lock.lock().unwrap();
+                let captured = changed.wait_timeout(captured, POLL).unwrap().0;
+                let haystack = if captured.total <= KEPT_BYTES {
+                    &captured.head
+                } else {
+                    &captured.tail
+                };
+                if haystack.windows(wanted.len()).any(|w| w == wanted) {
+                    return true;
+                }
+                if captured.ended {
+                    return false;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+
+    /// Write to the program's standard input.
+    pub fn write_stdin(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.child.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(bytes),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// Close the program's standard input: it reads end of input.
+    pub fn close_stdin(&mut self) {
+        self.child.stdin.take();
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> std::sync::MutexGuard<'_, Captured> {
+        self.stdout.0.lock().unwrap()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr(&self) -> std::sync::MutexGuard<'_, Captured> {
+        self.stderr.0.lock().unwrap()
+    }
+
+    /// Kill at once (SIGKILL), as a power cut would.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if self.exit_status().is_none() {
+            let _ = self.child.kill();
+        }
+        self.status = self.child.wait().ok();
+        self.status
+    }
+
+    /// Ask the program to stop (SIGTERM, where there are signals) and wait
+    /// [`GRACE`]; kill it if it is still running then.
+    pub fn stop(&mut self) -> Ending {
+        if let Some(status) = self.exit_status() {
+            return Ending::Exited(status);
+        }
+        if send_sigterm(&self.child) {
+            if let Some(status) = self.wait_exit(Instant::now() + GRACE) {
+                return Ending::Exited(status);
+            }
+            self.kill();
+            return Ending::Killed;
+        }
+        // No SIGTERM here (Windows): ending the process is the only way.
+        match self.kill() {
+            Some(status) => Ending::Exited(status),
+            None => Ending::Killed,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `listening on 127.0.0.1:7001` → the address.
+pub fn parse_listening(line: &[u8]) -> Option<SocketAddr> {
+    let line = std::str::from_utf8(line).ok()?;
+    line.strip_prefix("listening on ")?.trim_end().parse().ok()
+}
+
+impl StartError {
+    /// What went wrong, in a sentence, and what to try.
+    pub fn explain(&self) -> (String, String) {
+        match self {
+            StartError::Spawn(error) => (
+                error.clone(),
+                "The program could not be started at all. Does it build (`cargo build`), and \
+                 is the command right?"
+                    .into(),
+            ),
+            StartError::Exited(status) => (
+                format!(
+                    "the program exited ({}) before it printed its address",
+                    describe(status)
+                ),
+                "A server prints `listening on IP:PORT` once it has bound its socket, then \
+                 keeps running. Its stderr, above, says why it stopped."
+                    .into(),
+            ),
+            StartError::Silent { partial } if partial.is_empty() => (
+                "the program printed nothing before the deadline".into(),
+                "After binding, print `listening on IP:PORT` as the first line of stdout, \
+                 then flush stdout (`println!` and an explicit `std::io::stdout().flush()`), \
+                 so the line leaves your program before it starts waiting for clients."
+                    .into(),
+            ),
+            StartError::Silent { partial } => (
+                format!(
+                    "the program printed {} but never ended the line",
+                    escape::escape(partial)
+                ),
+                "The first line must end with a newline: use `println!`, not `print!`, and \
+                 flush stdout."
+                    .into(),
+            ),
+            StartError::WrongLine(line) => (
+                format!(
+                    "the first line printed was {}, not `listening on IP:PORT`",
+                    escape::escape(line)
+                ),
+                "The first line of stdout must be exactly `listening on ` and the address, \
+                 such as `listening on 127.0.0.1:7001`: the tests read the port from it. \
+                 Print other messages after it, or on stderr."
+                    .into(),
+            ),
+            StartError::Flood(total) => (
+                format!("the program printed {total} bytes without a newline"),
+                "The first line must be `listening on IP:PORT`. Is something printing in a \
+                 loop?"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// An exit status in words: `exit code 1`, `killed by signal 9`.
+pub fn describe(status: &ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit code {code}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("killed by signal {signal}");
+        }
+    }
+    status.to_string()
+}
+
+#[cfg(unix)]
+fn send_sigterm(child: &Child) -> bool {
+    // SAFETY: kill(2) with a pid we own and have not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) == 0 }
+}
+
+#[cfg(not(unix))]
+fn send_sigterm(_child: &Child) -> bool {
+    false
+}
+
+/// On Linux, the kernel kills the program if the test itself dies (killed
+/// from outside, where no destructor runs). The signal follows the thread
+/// that started the child, so programs are started from the stage's thread.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_address_from_the_first_line() {
+        assert_eq!(
+            parse_listening(b"listening on 127.0.0.1:7001"),
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listening(b"listening on [::1]:80"),
+            Some("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(parse_listening(b"Listening on 127.0.0.1:7001"), None);
+        assert_eq!(parse_listening(b"listening on 127.0.0.1"), None);
+    }
+
+    #[test]
+    fn keeps_the_start_and_the_end_of_a_flood() {
+        let mut captured = Captured::default();
+        for _ in 0..1000 {
+            captured.push(&[b'x'; 100]);
+        }
+        captured.push(b"\nthe end");
+        assert_eq!(captured.total, 100_008);
+        assert_eq!(captured.head.len(), KEPT_BYTES);
+        assert_eq!(captured.last_lines(1), "the end");
+        assert!(captured.text().contains("100008 bytes in all"));
+    }
+}

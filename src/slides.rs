@@ -1,0 +1,270 @@
+//! Slides that never drift from the code.
+//!
+//! A code block in a slide quotes a file when its first line is a comment
+//! naming that file:
+//!
+//! ````markdown
+//! ```rust
+//! // solutions/01-echo/server.rs
+//! let count = stream.read(&mut buffer)?;
+//! if count == 0 {
+//!     break;
+//! }
+//! ```
+//! ````
+//!
+//! The lines after it must stand in that file, one after another (the quote
+//! may be indented less or more than the file, as a whole). A line holding
+//! only `// ...` (or `# ...`) skips: the parts before and after it must each
+//! stand in the file, in that order. `tests/slides.rs` checks every quote of
+//! every slide, and that every slide a stage or a TODO names is a heading.
+
+use std::path::Path;
+
+/// A code block that quotes a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// The line of the slide file where the block starts (1-based).
+    pub line: usize,
+    /// The quoted file, relative to the project.
+    pub file: String,
+    /// The quoted parts, each a run of consecutive lines.
+    pub parts: Vec<Vec<String>>,
+}
+
+/// Comment markers that may name a file on a block's first line.
+const COMMENTS: [&str; 3] = ["// ", "# ", "<!-- "];
+
+/// The quotes in a slide file's text.
+pub fn quotes(markdown: &str) -> Vec<Quote> {
+    let mut found = Vec::new();
+    let mut lines = markdown.lines().enumerate();
+    while let Some((index, line)) = lines.next() {
+        let Some(fence) = opening_fence(line) else {
+            continue;
+        };
+        let body: Vec<&str> = lines
+            .by_ref()
+            .map(|(_, line)| line)
+            .take_while(|line| !line.trim_start().starts_with(fence))
+            .collect();
+        let Some(file) = body.first().and_then(|first| named_file(first)) else {
+            continue;
+        };
+        let mut parts = vec![Vec::new()];
+        for line in &body[1..] {
+            if is_skip(line) {
+                parts.push(Vec::new());
+            } else {
+                parts
+                    .last_mut()
+                    .expect("never empty")
+                    .push(line.to_string());
+            }
+        }
+        parts.retain(|part| part.iter().any(|line| !line.trim().is_empty()));
+        found.push(Quote {
+            line: index + 1,
+            file,
+            parts,
+        });
+    }
+    found
+}
+
+fn opening_fence(line: &str) -> Option<&'static str> {
+    let line = line.trim_start();
+    ["```", "~~~"]
+        .into_iter()
+        .find(|fence| line.starts_with(fence))
+}
+
+/// `// solutions/01-echo/server.rs` → the path, if it names a project file.
+fn named_file(first_line: &str) -> Option<String> {
+    let line = first_line.trim();
+    let rest = COMMENTS
+        .iter()
+        .find_map(|comment| line.strip_prefix(comment))?;
+    let path = rest.trim_end_matches("-->").trim();
+    let is_project_file = ["lessons/", "solutions/", "src/", "tests/"]
+        .iter()
+        .any(|folder| path.starts_with(folder))
+        && !path.contains(' ');
+    is_project_file.then(|| path.to_string())
+}
+
+fn is_skip(line: &str) -> bool {
+    matches!(line.trim(), "// ..." | "# ..." | "..." | "// …" | "# …")
+}
+
+/// Check a quote against the text of the file it names: each part must stand
+/// in it as consecutive lines, in order. The error says which part is missing.
+pub fn check(quote: &Quote, source: &str) -> Result<(), String> {
+    let source: Vec<&str> = source.lines().collect();
+    let mut from = 0;
+    for part in &quote.parts {
+        match find_part(part, &source, from) {
+            Some(end) => from = end,
+            None => {
+                return Err(format!(
+                    "the quote at line {} no longer stands in {}; the part that is missing \
+                     starts:\n    {}",
+                    quote.line,
+                    quote.file,
+                    part.iter()
+                        .find(|line| !line.trim().is_empty())
+                        .map(|line| line.trim())
+                        .unwrap_or("")
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where `part` stands in `source` at or after line `from`, as a whole
+/// shifted by the same indentation; the line after it.
+fn find_part(part: &[String], source: &[&str], from: usize) -> Option<usize> {
+    let part = trim_blank_ends(part);
+    if part.is_empty() {
+        return Some(from);
+    }
+    let wanted = dedent(part);
+    (from..source.len().saturating_sub(part.len() - 1)).find_map(|start| {
+        let window: Vec<String> = source[start..start + part.len()]
+            .iter()
+            .map(|line| line.to_string())
+            .collect();
+        (dedent(&window) == wanted).then_some(start + part.len())
+    })
+}
+
+fn trim_blank_ends(lines: &[String]) -> &[String] {
+    let start = lines
+        .iter()
+        .position(|line| !line.trim().is_empty())
+        .unwrap_or(lines.len());
+    let end = lines
+        .iter()
+        .rposition(|line| !line.trim().is_empty())
+        .map_or(start, |last| last + 1);
+    &lines[start..end]
+}
+
+/// Lines without the indentation they share, and without trailing spaces.
+fn dedent(lines: &[String]) -> Vec<String> {
+    let shared = lines
+        .iter()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| line.len() - line.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|line| line.get(shared..).unwrap_or("").trim_end().to_string())
+        .collect()
+}
+
+/// The headings of a slide file (`# A heading` → `A heading`), outside code.
+pub fn headings(markdown: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut found = Vec::new();
+    for line in markdown.lines() {
+        if opening_fence(line).is_some() {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let text = line.trim_start_matches('#');
+        if text.len() < line.len() && text.starts_with(' ') {
+            found.push(text.trim().to_string());
+        }
+    }
+    found
+}
+
+/// The slides named in a text as `slides/NN-name.md, "Heading"`: each is a
+/// slide file and the heading to read there.
+pub fn references(text: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("slides/") {
+        rest = &rest[start..];
+        let Some(end) = rest.find(".md") else { break };
+        let file = rest[..end + 3].to_string();
+        let after = rest[end + 3..].trim_start_matches([',', ' ']);
+        if let Some(quoted) = after
+            .strip_prefix('"')
+            .or_else(|| after.strip_prefix("\\\""))
+        {
+            if let Some(close) = quoted.find('"') {
+                let heading = quoted[..close].trim_end_matches('\\').to_string();
+                let name = &file["slides/".len()..file.len() - ".md".len()];
+                let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+                if !name.is_empty() && name.chars().all(plain) {
+                    found.push((file, heading));
+                }
+            }
+        }
+        rest = &rest[end + 3..];
+    }
+    found
+}
+
+/// Read a project file, for the checks.
+pub fn read(root: &Path, file: &str) -> Result<String, String> {
+    std::fs::read_to_string(root.join(file)).map_err(|error| format!("cannot read {file}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLIDE: &str = "# Echo\n\n```rust\n// solutions/x.rs\nlet a = 1;\n// ...\n    b();\n```\n\n```rust\nlet free = 1;\n```\n";
+
+    #[test]
+    fn finds_blocks_that_name_a_file() {
+        let found = quotes(SLIDE);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].file, "solutions/x.rs");
+        assert_eq!(found[0].line, 3);
+        assert_eq!(found[0].parts, vec![vec!["let a = 1;"], vec!["    b();"]]);
+    }
+
+    #[test]
+    fn a_quote_matches_at_any_indentation_with_gaps_between_parts() {
+        let quote = &quotes(SLIDE)[0];
+        let source = "fn f() {\n    let a = 1;\n    other();\n    b();\n}\n";
+        assert_eq!(check(quote, source), Ok(()));
+    }
+
+    #[test]
+    fn a_changed_line_or_a_wrong_order_is_reported() {
+        let quote = &quotes(SLIDE)[0];
+        let changed = check(quote, "let a = 2;\nb();\n").unwrap_err();
+        assert!(changed.contains("let a = 1;"), "{changed}");
+        let swapped = check(quote, "b();\nlet a = 1;\n").unwrap_err();
+        assert!(swapped.contains("b();"), "{swapped}");
+    }
+
+    #[test]
+    fn headings_outside_code_only() {
+        let text = "# One\n```\n# not a heading\n```\n## Two words\n#hashtag\n";
+        assert_eq!(headings(text), ["One", "Two words"]);
+    }
+
+    #[test]
+    fn finds_slide_references_in_code_and_comments() {
+        let text = r#"// TODO 1 (slides/01-echo.md, "bind, listen, accept"): bind
+            "(read slides/01-echo.md, \"connect\")""#;
+        assert_eq!(
+            references(text),
+            [
+                ("slides/01-echo.md".into(), "bind, listen, accept".into()),
+                ("slides/01-echo.md".into(), "connect".into())
+            ]
+        );
+    }
+}
