@@ -285,7 +285,18 @@ pub struct Ctx {
     journal: Journal,
     rng: Rng,
     processes: Vec<Running>,
+    folders: Vec<std::path::PathBuf>,
     _same_thread: PhantomData<*const ()>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // Programs first: they may still be writing into the folders.
+        self.processes.clear();
+        for folder in &self.folders {
+            let _ = std::fs::remove_dir_all(folder);
+        }
+    }
 }
 
 impl Ctx {
@@ -296,6 +307,7 @@ impl Ctx {
             journal: Journal::new(),
             rng: Rng::for_stage(setup.seed, stage),
             processes: Vec::new(),
+            folders: Vec::new(),
             _same_thread: PhantomData,
         }
     }
@@ -316,6 +328,26 @@ impl Ctx {
 
     pub fn patience(&self) -> Patience {
         self.setup.patience
+    }
+
+    /// A new, empty folder for this stage (a server's files, its data), removed
+    /// when the stage ends.
+    pub fn temp_dir(&mut self) -> Check<std::path::PathBuf> {
+        let folder = std::env::temp_dir().join(format!(
+            "course-{}-{}-stage{}-{}",
+            std::process::id(),
+            self.setup.lesson.number,
+            self.stage,
+            self.folders.len() + 1
+        ));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).map_err(|error| {
+            Failure::new(format!(
+                "the test could not make a temporary folder: {error}"
+            ))
+        })?;
+        self.folders.push(folder.clone());
+        Ok(folder)
     }
 
     /// Note a step, in words a student would use.
