@@ -1,1 +1,142 @@
+//! Grading from the `course` command: build the lessons' stage suites with
+//! cargo, run them, and read back one record per stage.
+//!
+//! A suite is the test binary `tests/NN_name.rs` compiles to. It writes its
+//! records as JSON Lines to the file named by `COURSE_REPORT`, so the course
+//! command never parses test output meant for people.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::lesson::Lesson;
+use crate::stage::StageRecord;
+use crate::target::Target;
+
+/// What to grade: the student's code, the reference, or any command that
+/// keeps the contract.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    Build(Target),
+    Command(String),
+}
+
+/// Build the stage suites of `lessons` (and so every lesson's binaries), and
+/// return where each suite's executable is, by test target (`01_echo`).
+/// Compile errors reach the user as cargo prints them.
+pub fn build_suites(project: &Path, lessons: &[Lesson]) -> Result<BTreeMap<String, PathBuf>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command.current_dir(project).args([
+        "test",
+        "--no-run",
+        "--quiet",
+        "--message-format=json-render-diagnostics",
+    ]);
+    for lesson in lessons {
+        command.args(["--test", &lesson.test_target()]);
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !output.status.success() {
+        bail!("the project does not compile: cargo's first error is above");
+    }
+    Ok(suites_in(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The test executables named in cargo's JSON messages.
+fn suites_in(messages: &str) -> BTreeMap<String, PathBuf> {
+    #[derive(Deserialize)]
+    struct Message {
+        reason: String,
+        target: Option<TargetInfo>,
+        executable: Option<PathBuf>,
+    }
+    #[derive(Deserialize)]
+    struct TargetInfo {
+        name: String,
+        kind: Vec<String>,
+    }
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Message>(line).ok())
+        .filter(|message| message.reason == "compiler-artifact")
+        .filter_map(|message| {
+            let target = message.target?;
+            let is_test = target.kind.iter().any(|kind| kind == "test");
+            is_test.then_some((target.name, message.executable?))
+        })
+        .collect()
+}
+
+/// Run one lesson's suite against `subject` and return its records, in
+/// stage order.
+pub fn run_suite(
+    executable: &Path,
+    lesson: &Lesson,
+    subject: &Subject,
+) -> Result<Vec<StageRecord>> {
+    let report = std::env::temp_dir().join(format!(
+        "course-report-{}-{}.jsonl",
+        std::process::id(),
+        lesson.number
+    ));
+    let _ = std::fs::remove_file(&report);
+    let mut command = Command::new(executable);
+    command
+        .arg("--quiet")
+        .env("COURSE_REPORT", &report)
+        .env_remove("COURSE_CMD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    match subject {
+        Subject::Build(target) => command.env("COURSE_TARGET", target.name()),
+        Subject::Command(line) => command.env("COURSE_CMD", line),
+    };
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run the stages of lesson {}", lesson.name()))?;
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let _ = std::fs::remove_file(&report);
+    let mut records: Vec<StageRecord> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("a stage record could not be read")?;
+    if records.is_empty() {
+        bail!(
+            "the stages of lesson {} did not run: {}",
+            lesson.name(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    records.sort_by_key(|record| record.stage);
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_test_executables_from_cargo_messages() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","target":{"name":"01_echo","kind":["test"]},"executable":"/x/01_echo-1"}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"name":"course","kind":["bin"]},"executable":"/x/course"}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+            "\nnot json\n"
+        );
+        let suites = suites_in(messages);
+        assert_eq!(suites.len(), 1);
+        assert_eq!(suites["01_echo"], PathBuf::from("/x/01_echo-1"));
+    }
+}

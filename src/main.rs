@@ -1,1 +1,222 @@
-fn main() {}
+//! `course`: the course board, and grading for students and instructors.
+//!
+//!     cargo run                                  the board
+//!     cargo run -- grade 01                      lesson 01's stages, your code
+//!     cargo run -- grade 01 --target solutions   against the reference
+//!     cargo run -- grade 01 --cmd "python3 echo.py" --json
+//!     cargo run -- check-starters                every starter fails stage 1
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::thread;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use course::board::{self, Standing};
+use course::grade::{self, Subject};
+use course::lesson::{self, Lesson, LESSONS};
+use course::report::wrap;
+use course::stage::StageRecord;
+use course::target::{split_command, Target};
+
+#[derive(Parser)]
+#[command(
+    name = "course",
+    about = "Client as Server: the course board and its grader",
+    after_help = "With no command, shows the board: every lesson, its stages passed, and what to do next."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Action>,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Show every lesson with its stages passed, and what to do next.
+    Board,
+    /// Run one lesson's stages and print a report, a line per stage.
+    Grade {
+        /// The lesson: 1, 01 or 01-echo.
+        lesson: String,
+        /// Whose code: `lessons` (the student's, the default) or `solutions`.
+        #[arg(long, default_value = "lessons", conflicts_with = "cmd")]
+        target: Target,
+        /// Grade any program that keeps the contract, in any language: the
+        /// stages run `PROGRAM ARGS server --bind 127.0.0.1:0`, and so on.
+        #[arg(long, value_name = "PROGRAM ARGS")]
+        cmd: Option<String>,
+        /// Print JSON Lines, one object per stage, for a gradebook.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that every starter in lessons/ fails its first stage, with a
+    /// report that names a TODO: no exercise ships solved.
+    CheckStarters,
+}
+
+/// The project the course tool belongs to, wherever it is run from.
+fn project() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Action::Board) {
+        Action::Board => show_board(),
+        Action::Grade {
+            lesson,
+            target,
+            cmd,
+            json,
+        } => grade_lesson(&lesson, target, cmd, json),
+        Action::CheckStarters => check_starters(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn show_board() -> Result<ExitCode> {
+    eprintln!("Building the lessons and their stages (the first time takes a minute or two)...");
+    let suites = grade::build_suites(project(), LESSONS)?;
+    let subject = Subject::Build(Target::Lessons);
+    // Lessons are independent programs: grade them side by side.
+    let standings: Vec<Standing> = thread::scope(|scope| {
+        let running: Vec<_> = LESSONS
+            .iter()
+            .map(|lesson| {
+                let suites = &suites;
+                let subject = &subject;
+                scope.spawn(move || run_lesson(suites, lesson, subject))
+            })
+            .collect();
+        LESSONS
+            .iter()
+            .zip(running)
+            .map(|(lesson, handle)| Standing {
+                lesson,
+                records: handle
+                    .join()
+                    .unwrap_or_else(|_| Err("the grader stopped unexpectedly".into())),
+            })
+            .collect()
+    });
+    print!("{}", board::render(&standings));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_lesson(
+    suites: &std::collections::BTreeMap<String, std::path::PathBuf>,
+    lesson: &Lesson,
+    subject: &Subject,
+) -> Result<Vec<StageRecord>, String> {
+    let executable = suites
+        .get(&lesson.test_target())
+        .ok_or_else(|| format!("cargo built no tests/{}.rs", lesson.test_target()))?;
+    grade::run_suite(executable, lesson, subject).map_err(|error| format!("{error:#}"))
+}
+
+fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -> Result<ExitCode> {
+    let Some(lesson) = lesson::find(number) else {
+        let known: Vec<String> = LESSONS.iter().map(Lesson::name).collect();
+        bail!(
+            "there is no lesson {number:?}; the lessons are {}",
+            known.join(", ")
+        );
+    };
+    let subject = match cmd {
+        Some(line) => {
+            // Check the words now, so a typo is one clear line, once.
+            split_command(&line).map_err(anyhow::Error::msg)?;
+            Subject::Command(line)
+        }
+        None => Subject::Build(target),
+    };
+    let suites = grade::build_suites(project(), std::slice::from_ref(lesson))?;
+    let records = run_lesson(&suites, lesson, &subject).map_err(anyhow::Error::msg)?;
+    if json {
+        for record in &records {
+            println!("{}", serde_json::to_string(record)?);
+        }
+    } else {
+        print!("{}", grade_report(lesson, &subject, &records));
+    }
+    let all_passed = records.iter().all(|record| record.passed);
+    Ok(if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A line per stage, and the full report under the first that fails.
+fn grade_report(lesson: &Lesson, subject: &Subject, records: &[StageRecord]) -> String {
+    let whose = match subject {
+        Subject::Build(Target::Lessons) => format!("your code in lessons/{}", lesson.name()),
+        Subject::Build(Target::Solutions) => {
+            format!("the reference in solutions/{}", lesson.name())
+        }
+        Subject::Command(line) => format!("the program `{line}`"),
+    };
+    let mut text = format!(
+        "Lesson {}: {}\nGrading {whose}.\n\n",
+        lesson.number, lesson.title
+    );
+    let slug_width = records.iter().map(|r| r.slug.len()).max().unwrap_or(0);
+    let mut shown_report = false;
+    for record in records {
+        let mark = if record.passed { "pass" } else { "FAIL" };
+        text.push_str(&format!(
+            "  {mark}  stage {}  {:<slug_width$}  {} ({} ms)\n",
+            record.stage, record.slug, record.title, record.duration_ms
+        ));
+        if !record.passed && !shown_report {
+            shown_report = true;
+            text.push('\n');
+            for line in record.message.lines() {
+                text.push_str(&format!("        {line}\n").replace("        \n", "\n"));
+            }
+            text.push('\n');
+        }
+    }
+    let passed = records.iter().filter(|record| record.passed).count();
+    text.push_str(&format!("\n{passed} of {} stages pass.\n", records.len()));
+    text
+}
+
+fn check_starters() -> Result<ExitCode> {
+    let suites = grade::build_suites(project(), LESSONS)?;
+    let subject = Subject::Build(Target::Lessons);
+    let mut solved = 0;
+    for lesson in LESSONS {
+        let records = run_lesson(&suites, lesson, &subject).map_err(anyhow::Error::msg)?;
+        let first = records.first();
+        let verdict = match first {
+            Some(stage) if stage.passed => "PASSES stage 1: the exercise ships solved",
+            Some(stage) if !stage.message.contains("TODO") => {
+                "fails stage 1, but its report names no TODO"
+            }
+            Some(_) => "fails stage 1 with a report that names a TODO",
+            None => "has no stages",
+        };
+        let ok = first.is_some_and(|stage| !stage.passed && stage.message.contains("TODO"));
+        if !ok {
+            solved += 1;
+        }
+        println!(
+            "{} {}",
+            if ok { "ok  " } else { "BAD " },
+            wrap(&format!("lessons/{}: {verdict}", lesson.name()), "").trim()
+        );
+    }
+    Ok(if solved == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

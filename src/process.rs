@@ -135,6 +135,8 @@ pub struct Running {
     stdout: Shared,
     stderr: Shared,
     status: Option<ExitStatus>,
+    /// The test ended it (SIGTERM or SIGKILL) while it was still running.
+    ended_by_test: bool,
 }
 
 impl Running {
@@ -168,6 +170,7 @@ impl Running {
             stdout,
             stderr,
             status: None,
+            ended_by_test: false,
         })
     }
 
@@ -294,9 +297,15 @@ impl Running {
         self.stderr.0.lock().unwrap()
     }
 
+    /// Whether the test ended it, rather than it exiting on its own.
+    pub fn ended_by_test(&self) -> bool {
+        self.ended_by_test
+    }
+
     /// Kill at once (SIGKILL), as a power cut would.
     pub fn kill(&mut self) -> Option<ExitStatus> {
         if self.exit_status().is_none() {
+            self.ended_by_test = true;
             let _ = self.child.kill();
         }
         self.status = self.child.wait().ok();
@@ -309,6 +318,7 @@ impl Running {
         if let Some(status) = self.exit_status() {
             return Ending::Exited(status);
         }
+        self.ended_by_test = true;
         if send_sigterm(&self.child) {
             if let Some(status) = self.wait_exit(Instant::now() + GRACE) {
                 return Ending::Exited(status);
@@ -381,8 +391,8 @@ impl StartError {
                  Print other messages after it, or on stderr."
                     .into(),
             ),
-            StartError::Flood(total) => (
-                format!("the program printed {total} bytes without a newline"),
+            StartError::Flood(_) => (
+                format!("the program printed more than {KEPT_BYTES} bytes without a newline"),
                 "The first line must be `listening on IP:PORT`. Is something printing in a \
                  loop?"
                     .into(),

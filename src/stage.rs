@@ -84,6 +84,8 @@ pub struct StageRecord {
     pub stage: usize,
     pub slug: String,
     pub title: String,
+    /// The heading to read in the lesson's slides.
+    pub slide: String,
     pub passed: bool,
     pub duration_ms: u64,
     /// The failure report; empty when the stage passed.
@@ -132,7 +134,9 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
             let stage = *stage;
             let setup = setup.clone();
             Trial::test(test_name(index + 1, stage.slug), move || {
-                run_one(&setup, index + 1, &stage).map_err(Failed::from)
+                run_one(&setup, index + 1, &stage).map_err(|failure| {
+                    Failed::from(shown_failure(&setup, index + 1, &stage, failure))
+                })
             })
         })
         .collect();
@@ -165,8 +169,15 @@ fn setup(lesson_number: &str, programs: Programs, total: usize) -> Result<Setup,
     })
 }
 
+/// Why a stage failed: the full report, and its one-sentence cause.
+#[derive(Debug, Clone)]
+pub struct StageFailure {
+    pub report: String,
+    pub what: String,
+}
+
 /// Run one stage and turn its failure, if any, into the report.
-pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<(), String> {
+pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<(), StageFailure> {
     let started = Instant::now();
     let mut ctx = Ctx::new(setup, number);
     let outcome =
@@ -192,31 +203,40 @@ pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<(), String
     let failure = failure.or(stopped);
     let report = failure.as_ref().map(|failure| ctx.report(stage, failure));
     write_record(setup, number, stage, started.elapsed(), report.as_deref());
-    let (Some(failure), Some(report)) = (failure, report) else {
-        return Ok(());
-    };
-    // The first failure gets the full report. Later stages usually fail for
-    // the same reason, so they say what went wrong in short and point back.
-    match FIRST_FAILED.compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst) {
-        Ok(_) => Err(report),
-        Err(first) => Err(format!(
-            "stage {number} of {}: {} ({})\n{}\n\n{}",
-            setup.total,
-            stage.title,
-            stage.slug,
-            crate::report::wrap(&failure.what, "  "),
-            crate::report::wrap(
-                &format!(
-                    "Stage {first} failed too, and its full report is above: fix it first, as \
-                     later stages build on it. For this stage's full report, run it alone: \
-                     cargo test --test {} {}",
-                    setup.lesson.test_target(),
-                    test_name(number, stage.slug)
-                ),
-                "  "
-            )
-        )),
+    match (failure, report) {
+        (Some(failure), Some(report)) => Err(StageFailure {
+            report,
+            what: failure.what.clone(),
+        }),
+        _ => Ok(()),
     }
+}
+
+/// What libtest prints for a failed stage. The first failure of a run gets
+/// the full report; later stages usually fail for the same reason, so they
+/// say what went wrong in short and point back to it.
+fn shown_failure(setup: &Setup, number: usize, stage: &Stage, failure: StageFailure) -> String {
+    let Err(first) = FIRST_FAILED.compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst)
+    else {
+        return failure.report;
+    };
+    format!(
+        "stage {number} of {}: {} ({})\n{}\n\n{}",
+        setup.total,
+        stage.title,
+        stage.slug,
+        crate::report::wrap(&failure.what, "  "),
+        crate::report::wrap(
+            &format!(
+                "Stage {first} failed too, and its full report is above: fix it first, as \
+                 later stages build on it. For this stage's full report, run it alone: \
+                 cargo test --test {} {}",
+                setup.lesson.test_target(),
+                test_name(number, stage.slug)
+            ),
+            "  "
+        )
+    )
 }
 
 /// The number of the first stage that failed in this run, 0 while none has.
@@ -237,6 +257,7 @@ fn write_record(
         stage: number,
         slug: stage.slug.to_string(),
         title: stage.title.to_string(),
+        slide: stage.slide.to_string(),
         passed: message.is_none(),
         duration_ms: took.as_millis() as u64,
         message: message.unwrap_or_default().to_string(),
@@ -499,18 +520,22 @@ impl Ctx {
     fn report(&mut self, stage: &Stage, failure: &Failure) -> String {
         let mut details = failure.details.clone();
         for running in &mut self.processes {
+            let command = shown_command(&running.command_line);
             let stderr = running.stderr().last_lines(12);
             match running.exit_status() {
-                Some(status) if !status.success() || !stderr.is_empty() => {
-                    details.push(output_block(
-                        &format!(
-                            "`{}` exited ({}); the end of its stderr",
-                            shown_command(&running.command_line),
-                            process::describe(&status)
-                        ),
-                        &stderr,
-                    ));
-                }
+                // It exited by itself: how, and its last words.
+                Some(status) if !running.ended_by_test() => details.push(output_block(
+                    &format!(
+                        "`{command}` exited ({}); the end of its stderr",
+                        process::describe(&status)
+                    ),
+                    &stderr,
+                )),
+                // Still running (or ended by the test): its stderr, if any.
+                _ if !stderr.trim().is_empty() => details.push(output_block(
+                    &format!("`{command}` printed on stderr"),
+                    &stderr,
+                )),
                 _ => {}
             }
         }

@@ -8,7 +8,8 @@
 //! address it prints, and talks to it over real TCP connections.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ fn main() {
 const STAGES: [Stage; 7] = [
     Stage {
         slug: "listens",
-        title: "prints its address and accepts a TCP connection there",
+        title: "prints its address, accepts a connection there, closes it when the client is done",
         slide: "bind, listen, accept",
         check: listens,
     },
@@ -76,11 +77,22 @@ fn listens(ctx: &mut Ctx) -> Check<()> {
              prints the address."
         ))
     })?;
-    // Two connections, one after the other: a server that accepted once and
-    // then stopped would refuse the second.
+    // The system completes a connection before the server accepts it, so a
+    // successful connect proves only that the server listens. An accepted
+    // connection shows itself when the test stops sending: the server reads
+    // end of stream and closes. Twice, as a server that accepted once and then
+    // stopped would fail the second.
     for _ in 0..2 {
-        let conn = ctx.connect(server.addr)?;
-        conn.close();
+        let mut conn = ctx.connect(server.addr)?;
+        conn.shut_down_sending()?;
+        conn.expect_closed().map_err(|failure| {
+            failure.hint(
+                "The test connected, then shut down its sending side, and waited for your \
+                 server to close the connection. A connection your server accepts and \
+                 serves ends that way: `read` returns 0, the function serving it returns, \
+                 the stream is dropped. A connection that is never accepted stays open.",
+            )
+        })?;
     }
     ctx.expect_running(server.id)
 }
@@ -359,6 +371,7 @@ fn unused_address() -> Check<SocketAddr> {
 /// connection, echoing as bytes arrive, and keeps a copy of what it received.
 struct EchoPeer {
     addr: SocketAddr,
+    accepted: Arc<AtomicBool>,
     received: mpsc::Receiver<Vec<u8>>,
     patience: Duration,
 }
@@ -371,20 +384,28 @@ impl EchoPeer {
             .local_addr()
             .expect("a bound listener has an address");
         let (sender, received) = mpsc::channel();
+        let accepted = Arc::new(AtomicBool::new(false));
+        let accepting = accepted.clone();
         thread::spawn(move || {
             if let Some(stream) = accept_before(&listener, Instant::now() + patience) {
+                accepting.store(true, Ordering::SeqCst);
                 let _ = sender.send(echo_until_closed(stream, patience));
             }
         });
         Ok(EchoPeer {
             addr,
+            accepted,
             received,
             patience,
         })
     }
 
-    /// What the peer received, once the client has gone (None if it never came).
+    /// What the peer received, once the client has exited (None if the
+    /// client never connected: then there is nothing to wait for).
     fn finish(self) -> Option<Vec<u8>> {
+        if !self.accepted.load(Ordering::SeqCst) {
+            return None;
+        }
         self.received.recv_timeout(self.patience).ok()
     }
 }
