@@ -466,7 +466,10 @@ impl Ctx {
                 "the program was still running {:.0}s after its input ended",
                 patience.as_secs_f64()
             ))
-            .detail(output_block("its stdout so far", &running.stdout().text()))
+            .detail(output_block(
+                "the end of its stdout so far",
+                &running.stdout().last_lines(8),
+            ))
             .hint(
                 "When its input ends, the program should finish what it owes and exit. \
                  Is it waiting for something that never comes?",
