@@ -1,13 +1,14 @@
 //! The course's own tooling: the stage harness that grades a lesson over real
 //! sockets, and the parts of the `course` command.
 //!
-//! A lesson's stages (`tests/NN_name.rs`) use [`stage`] to start the program
-//! under test, [`conn`] to talk to it, and [`failure`] to say what went wrong.
+//! A lesson's stages (`tests/NN_name.rs`) are run by [`stage`]; each gets a
+//! [`ctx::Ctx`] to start the program under test, [`conn`] to talk to it, and [`failure`] to say what went wrong.
 //! Everything a stage does is written in its [`journal`], and a failure is
 //! laid out by [`report`].
 
 pub mod board;
 pub mod conn;
+pub mod ctx;
 pub mod escape;
 pub mod failure;
 pub mod grade;
@@ -22,5 +23,6 @@ pub mod stage;
 pub mod target;
 
 pub use conn::Conn;
+pub use ctx::Ctx;
 pub use failure::{Check, Failure};
-pub use stage::{run_stages, Ctx, Programs, Stage};
+pub use stage::{run_stages, Programs, Stage};

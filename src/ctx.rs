@@ -1,0 +1,339 @@
+//! What a stage works with: the program under test, connections to it, its
+//! random data, and the journal its report is made from.
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::process::ExitStatus;
+use std::time::Instant;
+
+use crate::conn::Conn;
+use crate::failure::{Check, Failure};
+use crate::journal::Journal;
+use crate::lesson::Lesson;
+use crate::process::{self, Ending, Running};
+use crate::report::Report;
+use crate::seed::Rng;
+use crate::stage::{test_name, Patience, Setup, Stage};
+
+/// A program the stage started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId(usize);
+
+/// A server the stage started, and the address it printed.
+#[derive(Debug, Clone, Copy)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub id: ProcessId,
+}
+
+/// A program that ran to its end.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What a stage works with: the program under test, connections to it, its
+/// random data, and the journal its report is made from.
+///
+/// A `Ctx` stays on the stage's thread (it is neither `Send` nor `Sync`):
+/// programs are started from there, and on Linux the kernel ties their life to
+/// that thread. Connections ([`Conn`]) may move to other threads.
+pub struct Ctx {
+    setup: Setup,
+    stage: usize,
+    journal: Journal,
+    rng: Rng,
+    processes: Vec<Running>,
+    folders: Vec<std::path::PathBuf>,
+    _same_thread: PhantomData<*const ()>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // Programs first: they may still be writing into the folders.
+        self.processes.clear();
+        for folder in &self.folders {
+            let _ = std::fs::remove_dir_all(folder);
+        }
+    }
+}
+
+impl Ctx {
+    pub(crate) fn new(setup: &Setup, stage: usize) -> Ctx {
+        Ctx {
+            setup: setup.clone(),
+            stage,
+            journal: Journal::new(),
+            rng: Rng::for_stage(setup.seed, stage),
+            processes: Vec::new(),
+            folders: Vec::new(),
+            _same_thread: PhantomData,
+        }
+    }
+
+    /// The lesson being graded.
+    pub fn lesson(&self) -> &'static Lesson {
+        self.setup.lesson
+    }
+
+    /// This stage's random data: the same for the same `COURSE_SEED`.
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn patience(&self) -> Patience {
+        self.setup.patience
+    }
+
+    /// A new, empty folder for this stage (a server's files, its data), removed
+    /// when the stage ends.
+    pub fn temp_dir(&mut self) -> Check<std::path::PathBuf> {
+        let folder = std::env::temp_dir().join(format!(
+            "course-{}-{}-stage{}-{}",
+            std::process::id(),
+            self.setup.lesson.number,
+            self.stage,
+            self.folders.len() + 1
+        ));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).map_err(|error| {
+            Failure::new(format!(
+                "the test could not make a temporary folder: {error}"
+            ))
+        })?;
+        self.folders.push(folder.clone());
+        Ok(folder)
+    }
+
+    /// Note a step, in words a student would use.
+    pub fn step(&self, text: impl Into<String>) {
+        self.journal.step(text);
+    }
+
+    /// Start the program under test with `args` after its own words, its
+    /// output captured. It is ended when the stage ends.
+    pub fn start(&mut self, args: &[&str]) -> Check<ProcessId> {
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        let running = Running::start(&self.setup.program, &args).map_err(|error| {
+            Failure::new(error).hint(
+                "The program could not be started. Does it build? Run `cargo build` and \
+                 read the first error.",
+            )
+        })?;
+        self.step(format!(
+            "started `{}`",
+            shown_command(&running.command_line)
+        ));
+        self.processes.push(running);
+        Ok(ProcessId(self.processes.len() - 1))
+    }
+
+    /// Start `server --bind 127.0.0.1:0` and the `extra` words, and wait for
+    /// the address it prints.
+    pub fn start_server(&mut self, extra: &[&str]) -> Check<Server> {
+        let mut args = vec!["server", "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        self.start_server_with(&args)
+    }
+
+    /// Start the program with `args` (a server), and wait for its address.
+    pub fn start_server_with(&mut self, args: &[&str]) -> Check<Server> {
+        let id = self.start(args)?;
+        let deadline = Instant::now() + self.setup.patience.start;
+        let running = &mut self.processes[id.0];
+        match running.wait_for_address(deadline) {
+            Ok(addr) => {
+                self.step(format!("it printed `listening on {addr}`"));
+                if addr.port() == 0 {
+                    return Err(Failure::new(
+                        "the server printed port 0, the port it was asked to bind, not the \
+                         port it got",
+                    )
+                    .hint(
+                        "Port 0 asks the operating system for any free port. Print \
+                         `listener.local_addr()`, which holds the port it chose.",
+                    ));
+                }
+                Ok(Server { addr, id })
+            }
+            Err(error) => {
+                let (what, hint) = error.explain();
+                Err(Failure::new(what).hint(hint))
+            }
+        }
+    }
+
+    /// A started program, to write to its input or read its output.
+    pub fn process(&mut self, id: ProcessId) -> &mut Running {
+        &mut self.processes[id.0]
+    }
+
+    /// Connect to `addr`; every read and write on it has a deadline.
+    pub fn connect(&self, addr: SocketAddr) -> Check<Conn> {
+        Conn::connect(addr, &self.journal, self.setup.patience.reply)
+    }
+
+    /// Run the program with `args` to its end, `stdin` as its input. It must
+    /// exit within the exit patience.
+    pub fn run(&mut self, args: &[&str], stdin: &[u8]) -> Check<Finished> {
+        let id = self.start(args)?;
+        let patience = self.setup.patience.exit;
+        let running = &mut self.processes[id.0];
+        // The input goes in whole and is closed: the program sees its end.
+        let written = running.write_stdin(stdin);
+        running.close_stdin();
+        if let Err(error) = written {
+            self.step(format!("its input could not be written whole: {error}"));
+        }
+        let running = &mut self.processes[id.0];
+        match running.wait_exit(Instant::now() + patience) {
+            Some(status) => {
+                let finished = Finished {
+                    status,
+                    stdout: running.stdout().text(),
+                    stderr: running.stderr().text(),
+                };
+                self.step(format!("it exited ({})", process::describe(&status)));
+                Ok(finished)
+            }
+            None => Err(Failure::new(format!(
+                "the program was still running {:.0}s after its input ended",
+                patience.as_secs_f64()
+            ))
+            .detail(output_block(
+                "the end of its stdout so far",
+                &running.stdout().last_lines(8),
+            ))
+            .hint(
+                "When its input ends, the program should finish what it owes and exit. \
+                 Is it waiting for something that never comes?",
+            )),
+        }
+    }
+
+    /// Fail if the program has exited: a server must keep running.
+    pub fn expect_running(&mut self, id: ProcessId) -> Check<()> {
+        match self.processes[id.0].exit_status() {
+            None => Ok(()),
+            Some(status) => Err(Failure::new(format!(
+                "the server exited ({}) when it should still be serving",
+                process::describe(&status)
+            ))
+            .hint(
+                "A server keeps accepting connections until it is stopped. What made it \
+                 return from its accept loop? Its stderr, below, may say.",
+            )),
+        }
+    }
+
+    /// Kill a program at once (SIGKILL), as a crash or a power cut would.
+    pub fn kill(&mut self, id: ProcessId) {
+        self.step("killed it (SIGKILL)");
+        self.processes[id.0].kill();
+    }
+
+    /// Ask a program to stop (SIGTERM) and wait for it, as the stage's end
+    /// does; a program that ignores SIGTERM fails the stage.
+    pub fn stop(&mut self, id: ProcessId) -> Check<ExitStatus> {
+        self.step("asked it to stop (SIGTERM)");
+        match self.processes[id.0].stop() {
+            Ending::Exited(status) => Ok(status),
+            Ending::Killed => Err(ignored_sigterm()),
+        }
+    }
+
+    /// End every program still running; a failure if one ignored SIGTERM.
+    pub(crate) fn stop_all(&mut self) -> Option<Failure> {
+        let mut failure = None;
+        for running in &mut self.processes {
+            if running.exit_status().is_none() && running.stop() == Ending::Killed {
+                failure = Some(ignored_sigterm());
+            }
+        }
+        failure
+    }
+
+    /// The full report for a failure in this stage.
+    pub(crate) fn report(&mut self, stage: &Stage, failure: &Failure) -> String {
+        let mut details = failure.details.clone();
+        for running in &mut self.processes {
+            let command = shown_command(&running.command_line);
+            let stderr = running.stderr().last_lines(12);
+            match running.exit_status() {
+                // It exited by itself: how, and its last words.
+                Some(status) if !running.ended_by_test() => details.push(output_block(
+                    &format!(
+                        "`{command}` exited ({}); the end of its stderr",
+                        process::describe(&status)
+                    ),
+                    &stderr,
+                )),
+                // Still running (or ended by the test): its stderr, if any.
+                _ if !stderr.trim().is_empty() => details.push(output_block(
+                    &format!("`{command}` printed on stderr"),
+                    &stderr,
+                )),
+                _ => {}
+            }
+        }
+        let lesson = self.setup.lesson;
+        let slide = failure.slide.as_deref().unwrap_or(stage.slide);
+        Report {
+            heading: format!(
+                "stage {} of {}: {} ({})",
+                self.stage, self.setup.total, stage.title, stage.slug
+            ),
+            steps: self.journal.steps(),
+            what: &failure.what,
+            wire: self.journal.wire_text(failure.connection),
+            comparison: failure.comparison(),
+            details,
+            hint: failure.hint.as_deref(),
+            slide: format!("{}, \"{}\"", lesson.slides(), slide),
+            replay: format!(
+                "COURSE_SEED={} cargo test --test {} {}",
+                self.setup.seed,
+                lesson.test_target(),
+                test_name(self.stage, stage.slug)
+            ),
+        }
+        .render()
+    }
+}
+
+fn ignored_sigterm() -> Failure {
+    Failure::new(format!(
+        "the program did not exit within {}s of SIGTERM, and was killed",
+        process::GRACE.as_secs()
+    ))
+    .hint(
+        "A server must stop when asked. Leave SIGTERM's default action alone, or, if you \
+         handle it, finish quickly and exit.",
+    )
+}
+
+/// A block of a program's output for a report, or a note that it was empty.
+pub fn output_block(title: &str, output: &str) -> String {
+    if output.trim().is_empty() {
+        format!("{title}: (nothing)")
+    } else {
+        let indented: Vec<String> = output.lines().map(|line| format!("| {line}")).collect();
+        format!("{title}:\n{}", indented.join("\n"))
+    }
+}
+
+/// A command line as a student would type it: the program's path relative to
+/// the project, where it lies inside it.
+fn shown_command(command_line: &str) -> String {
+    let Ok(here) = std::env::current_dir() else {
+        return command_line.to_string();
+    };
+    let prefix = format!("{}{}", here.display(), std::path::MAIN_SEPARATOR);
+    command_line.replacen(&prefix, "", 1)
+}
