@@ -1,10 +1,10 @@
 //! The course's own tooling: the stage harness that grades a lesson over real
 //! sockets, and the parts of the `course` command.
 //!
-//! A lesson's stages (`tests/NN_name.rs`) are run by [`stage`]; each gets a
-//! [`ctx::Ctx`] to start the program under test, [`conn`] to talk to it, and [`failure`] to say what went wrong.
-//! Everything a stage does is written in its [`journal`], and a failure is
-//! laid out by [`report`].
+//! A lesson's stages (`tests/NN_name.rs`) are run by [`stage`]. Each stage
+//! gets a [`ctx::Ctx`] to start the program under test, [`conn`] to talk to
+//! it, and [`failure`] to say what went wrong. Everything a stage does is
+//! written in its [`journal`], and a failure is laid out by [`report`].
 
 pub mod board;
 pub mod conn;
