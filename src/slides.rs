@@ -107,14 +107,11 @@ pub fn check(quote: &Quote, source: &str) -> Result<(), String> {
             Some(end) => from = end,
             None => {
                 return Err(format!(
-                    "the quote at line {} no longer stands in {}; the part that is missing \
-                     starts:\n    {}",
+                    "the quote at line {} no longer stands in {}; this line of it is not \
+                     there (where the lines before it are):\n    {}",
                     quote.line,
                     quote.file,
-                    part.iter()
-                        .find(|line| !line.trim().is_empty())
-                        .map(|line| line.trim())
-                        .unwrap_or("")
+                    first_missing_line(part, &source, from).trim()
                 ))
             }
         }
@@ -137,6 +134,17 @@ fn find_part(part: &[String], source: &[&str], from: usize) -> Option<usize> {
             .collect();
         (dedent(&window) == wanted).then_some(start + part.len())
     })
+}
+
+/// The first line of `part` that stands nowhere after the longest run of its
+/// leading lines that does: the line a maintainer must look at.
+fn first_missing_line<'a>(part: &'a [String], source: &[&str], from: usize) -> &'a str {
+    let part = trim_blank_ends(part);
+    let longest = (1..=part.len())
+        .take_while(|&len| find_part(&part[..len], source, from).is_some())
+        .last()
+        .unwrap_or(0);
+    part.get(longest).map(String::as_str).unwrap_or("")
 }
 
 fn trim_blank_ends(lines: &[String]) -> &[String] {
@@ -244,9 +252,16 @@ mod tests {
     fn a_changed_line_or_a_wrong_order_is_reported() {
         let quote = &quotes(SLIDE)[0];
         let changed = check(quote, "let a = 2;\nb();\n").unwrap_err();
-        assert!(changed.contains("let a = 1;"), "{changed}");
+        assert!(changed.ends_with("\n    let a = 1;"), "{changed}");
         let swapped = check(quote, "b();\nlet a = 1;\n").unwrap_err();
         assert!(swapped.contains("b();"), "{swapped}");
+    }
+
+    #[test]
+    fn names_the_line_that_drifted_not_the_first_of_the_part() {
+        let quote = &quotes("```rust\n// src/x.rs\nfn f() {\n    one();\n    two();\n}\n```\n")[0];
+        let drifted = check(quote, "fn f() {\n    one();\n    three();\n}\n").unwrap_err();
+        assert!(drifted.ends_with("\n    two();"), "{drifted}");
     }
 
     #[test]
