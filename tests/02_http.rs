@@ -10,13 +10,14 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::local;
 use course::process::describe;
 use course::stage::output_block;
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
@@ -911,7 +912,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     }
 
     ctx.step("now a URL where nothing listens");
-    let nowhere = unused_address()?.to_string();
+    let nowhere = local::unused_address()?.to_string();
     one_clear_line(ctx, &format!("http://{nowhere}/"), &nowhere)?;
     ctx.step("and a URL the client cannot use");
     one_clear_line(ctx, &format!("ftp://{nowhere}/file"), "ftp://")
@@ -1201,30 +1202,6 @@ fn escape(bytes: &[u8]) -> String {
     course::escape::escape(bytes)
 }
 
-/// An address on this machine where nothing listens: bound, read, released.
-fn unused_address() -> Check<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|error| Failure::new(format!("the test could not bind a port: {error}")))?;
-    listener
-        .local_addr()
-        .map_err(|error| Failure::new(format!("the test could not read its address: {error}")))
-}
-
-/// Accept one connection before `deadline`, or none.
-fn accept_before(listener: &TcpListener, deadline: Instant) -> Option<TcpStream> {
-    listener.set_nonblocking(true).ok()?;
-    while Instant::now() < deadline {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).ok()?;
-                return Some(stream);
-            }
-            Err(_) => thread::sleep(Duration::from_millis(5)),
-        }
-    }
-    None
-}
-
 // ---------------------------------------------------------------------------
 // The test's own HTTP server, for grading the client
 
@@ -1238,14 +1215,11 @@ struct HttpPeer {
 
 impl HttpPeer {
     fn start(response: Vec<u8>, patience: Duration) -> Check<HttpPeer> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .map_err(|error| Failure::new(format!("the test could not bind a port: {error}")))?;
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let (listener, addr) = local::listener()?;
         let (sender, request) = mpsc::channel();
         thread::spawn(move || {
-            let Some(mut stream) = accept_before(&listener, Instant::now() + patience) else {
+            let Some(mut stream) = local::accept_before(&listener, Instant::now() + patience)
+            else {
                 return;
             };
             let _ = stream.set_read_timeout(Some(patience));
@@ -1316,12 +1290,10 @@ const RELAY_IDLE: Duration = Duration::from_secs(60);
 
 impl Relay {
     fn start(server: SocketAddr) -> Check<Relay> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-            .map_err(|error| Failure::new(format!("the test could not bind a port: {error}")))?;
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let (listener, addr) = local::listener()?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|error| Failure::new(format!("the test could not set up a relay: {error}")))?;
         let relay = Relay {
             addr,
             exchanges: Exchanges::default(),

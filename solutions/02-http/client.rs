@@ -134,17 +134,28 @@ fn print_response(stream: &TcpStream, address: &str) -> Result<()> {
             }
         }
     }
-    // Without Content-Length, the body ends where the server closes; with
-    // it, we know where it ends and need not wait for the close.
-    let copied = match content_length {
-        Some(length) => io::copy(&mut (&mut reader).take(length), &mut output),
-        None => io::copy(&mut reader, &mut output),
+    // With Content-Length, we know where the body ends and need not wait
+    // for the close; without it, the body ends where the server closes.
+    let mut left = content_length.unwrap_or(u64::MAX);
+    let mut buffer = [0u8; 8192];
+    while left > 0 {
+        let want = buffer
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        let count = reader
+            .read(&mut buffer[..want])
+            .map_err(|error| reading_failed(error, address))?;
+        if count == 0 {
+            break;
+        }
+        output.write_all(&buffer[..count])?;
+        left -= count as u64;
     }
-    .map_err(|error| reading_failed(error, address))?;
     output.flush()?;
     match content_length {
-        Some(length) if copied < length => Err(anyhow!(
-            "{address} closed the connection after {copied} of {length} body bytes"
+        Some(length) if left > 0 => Err(anyhow!(
+            "{address} closed the connection after {} of {length} body bytes",
+            length - left
         )),
         _ => Ok(()),
     }
