@@ -66,9 +66,9 @@ fn parse_url(url: &str) -> Result<Url> {
 fn connect(address: &str) -> Result<TcpStream> {
     let candidates: Vec<SocketAddr> = address
         .to_socket_addrs()
-        .map_err(|_| anyhow!("cannot find the host of {address}"))?
+        .map_err(|error| anyhow!("cannot resolve {address}: {error}"))?
         .collect();
-    let mut last_error = anyhow!("cannot find the host of {address}");
+    let mut last_error = anyhow!("cannot resolve {address}: no address found");
     for candidate in candidates {
         match TcpStream::connect_timeout(&candidate, PATIENCE) {
             Ok(stream) => return Ok(stream),
