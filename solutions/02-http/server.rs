@@ -113,7 +113,9 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
             Ok(Some(request)) => request,
             // The client closed between requests: the normal end.
             Ok(None) => return Ok(()),
-            Err(ReadError::Gone(error)) if is_timeout(&error) => return Ok(()),
+            // A client that went quiet or vanished: browsers and load
+            // testers do it all the time, so it is no news for the log.
+            Err(ReadError::Gone(error)) if is_quiet_end(&error) => return Ok(()),
             Err(ReadError::Gone(error)) => return Err(error.into()),
             Err(ReadError::Rejected(status, why)) => {
                 eprintln!("{peer}: {status}: {why}");
@@ -140,8 +142,11 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
     }
 }
 
-fn is_timeout(error: &io::Error) -> bool {
-    matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+fn is_quiet_end(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::ConnectionReset
+    )
 }
 
 /// Whether the client said `Connection: close`: it wants this response to
