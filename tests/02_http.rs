@@ -164,62 +164,34 @@ struct Kind {
 }
 
 const KINDS: [Kind; 11] = [
-    Kind {
-        extension: "html",
-        types: &["text/html"],
-        binary: false,
-    },
-    Kind {
-        extension: "css",
-        types: &["text/css"],
-        binary: false,
-    },
-    Kind {
-        extension: "js",
-        types: &["text/javascript", "application/javascript"],
-        binary: false,
-    },
-    Kind {
-        extension: "json",
-        types: &["application/json"],
-        binary: false,
-    },
-    Kind {
-        extension: "txt",
-        types: &["text/plain"],
-        binary: false,
-    },
-    Kind {
-        extension: "svg",
-        types: &["image/svg+xml"],
-        binary: false,
-    },
-    Kind {
-        extension: "png",
-        types: &["image/png"],
-        binary: true,
-    },
-    Kind {
-        extension: "jpg",
-        types: &["image/jpeg"],
-        binary: true,
-    },
-    Kind {
-        extension: "PNG",
-        types: &["image/png"],
-        binary: true,
-    },
-    Kind {
-        extension: "bin",
-        types: &["application/octet-stream"],
-        binary: true,
-    },
-    Kind {
-        extension: "",
-        types: &["application/octet-stream"],
-        binary: true,
-    },
+    text("html", &["text/html"]),
+    text("css", &["text/css"]),
+    text("js", &["text/javascript", "application/javascript"]),
+    text("json", &["application/json"]),
+    text("txt", &["text/plain"]),
+    text("svg", &["image/svg+xml"]),
+    binary("png", &["image/png"]),
+    binary("jpg", &["image/jpeg"]),
+    binary("PNG", &["image/png"]),
+    binary("bin", &["application/octet-stream"]),
+    binary("", &["application/octet-stream"]),
 ];
+
+const fn text(extension: &'static str, types: &'static [&'static str]) -> Kind {
+    Kind {
+        extension,
+        types,
+        binary: false,
+    }
+}
+
+const fn binary(extension: &'static str, types: &'static [&'static str]) -> Kind {
+    Kind {
+        extension,
+        types,
+        binary: true,
+    }
+}
 
 fn serves_files(ctx: &mut Ctx) -> Check<()> {
     let root = ctx.temp_dir()?;
@@ -231,7 +203,7 @@ fn serves_files(ctx: &mut Ctx) -> Check<()> {
             extension => format!("{stem}.{extension}"),
         };
         // One large file: it takes many writes to send.
-        let size = if number == 6 {
+        let size = if kind.extension == "png" {
             300 * 1024
         } else {
             ctx.rng().between(1, 5000)
