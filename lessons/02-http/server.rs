@@ -190,9 +190,9 @@ fn open_file(root: &Path, target: &str) -> Option<Reply> {
 /// Close after the last answer without losing it. Closing a socket while
 /// bytes of the client's wait unread (a body we did not read, the rest of a
 /// head too large) makes the system send a reset, and a reset may destroy
-/// our answer before the client reads it. So: end our side
-/// (the client reads the answer, then end of stream), read and throw away
-/// what the client still sends, for a moment and up to a bound, then close.
+/// our answer before the client reads it. So: end our side (the client
+/// reads the answer, then end of stream), read and throw away what the
+/// client still sends, for a moment and up to a bound, then close.
 fn close_after_answer(mut stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
