@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use course::local;
 use course::process::describe;
-use course::stage::output_block;
+use course::stage::{output_block, ProcessId};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {
@@ -104,8 +104,19 @@ fn answers(ctx: &mut Ctx) -> Check<()> {
              blank line. The server's stderr, above, says what it ran into."
         ))
     };
-    let response = read_response(&mut conn, Method::Get).map_err(first_steps)?;
-    expect_status_line(&conn, &response, b"HTTP/1.1 200 OK\r\n").map_err(first_steps)?;
+    let answered = read_response(&mut conn, Method::Get).and_then(|response| {
+        expect_status_line(&conn, &response, b"HTTP/1.1 200 OK\r\n")?;
+        Ok(response)
+    });
+    let response = match answered {
+        Ok(response) => response,
+        Err(failure) => {
+            // The starter says on stderr which TODO stopped it; let the line
+            // arrive whole before the stage ends the server.
+            wait_for_a_line_on_stderr(ctx, server.id);
+            return Err(first_steps(failure));
+        }
+    };
     expect_type(&conn, &response, "/", &["text/html"])?;
     if response.body != index {
         return Err(conn
@@ -1138,6 +1149,18 @@ fn run_tool(
             patience.as_secs()
         ))
         .detail(output_block("its output so far", &running.stdout().text()))),
+    }
+}
+
+/// Wait, a moment at most, until the program's stderr ends with a whole line.
+fn wait_for_a_line_on_stderr(ctx: &mut Ctx, id: ProcessId) {
+    let deadline = Instant::now() + ctx.patience().reply;
+    while Instant::now() < deadline {
+        let text = ctx.process(id).stderr().text();
+        if text.ends_with('\n') {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
