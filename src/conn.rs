@@ -253,6 +253,18 @@ impl Conn {
     /// Wait for the peer to close its side: the next read must be end of
     /// stream. Bytes that come first are a failure.
     pub fn expect_closed(&mut self) -> Check<()> {
+        self.wait_for_close(false)
+    }
+
+    /// Wait for the peer to close, cleanly or by a reset. A server that
+    /// closes after an error answer, with bytes of the test's still unread,
+    /// makes its system send a reset: the connection is closed all the same.
+    /// Bytes that come first are a failure.
+    pub fn expect_end(&mut self) -> Check<()> {
+        self.wait_for_close(true)
+    }
+
+    fn wait_for_close(&mut self, reset_is_a_close: bool) -> Check<()> {
         self.journal.step(format!(
             "connection #{}: waited for the other side to close",
             self.id
@@ -273,6 +285,19 @@ impl Conn {
                     "the connection stayed open for {:.1}s; it should have closed",
                     self.patience.as_secs_f64()
                 )))
+            }
+            Err(error)
+                if reset_is_a_close
+                    && matches!(
+                        error.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                    ) =>
+            {
+                self.journal.wire(
+                    self.id,
+                    Wire::Note("the other side reset the connection".into()),
+                );
+                Ok(())
             }
             Err(error) => Err(self.io_failure(&error, "waiting for the close")),
         }

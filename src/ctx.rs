@@ -134,6 +134,27 @@ impl Ctx {
         Ok(ProcessId(self.processes.len() - 1))
     }
 
+    /// Start another program that a stage uses as a real client, such as
+    /// `curl` or a browser: its output captured, ended with the stage like
+    /// the program under test. Where `program` is not installed, the stage
+    /// fails saying so and how to install it (`install`, such as `sudo
+    /// apt-get install curl`), rather than with an obscure error.
+    pub fn start_tool(&mut self, program: &str, args: &[&str], install: &str) -> Check<ProcessId> {
+        if !installed(program) {
+            return Err(Failure::new(format!(
+                "this stage needs `{program}`, and it is not installed on this machine"
+            ))
+            .hint(format!(
+                "Install it with `{install}`, then run the stage again."
+            )));
+        }
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        let running = Running::start(&[program.to_string()], &args).map_err(Failure::new)?;
+        self.step(format!("started `{}`", running.command_line));
+        self.processes.push(running);
+        Ok(ProcessId(self.processes.len() - 1))
+    }
+
     /// Start `server --bind 127.0.0.1:0` and the `extra` words, and wait for
     /// the address it prints.
     pub fn start_server(&mut self, extra: &[&str]) -> Check<Server> {
@@ -305,6 +326,17 @@ impl Ctx {
         }
         .render()
     }
+}
+
+/// Whether `program` names a file to run: a path, or a name found on `PATH`.
+fn installed(program: &str) -> bool {
+    let path = std::path::Path::new(program);
+    if path.components().count() > 1 {
+        return path.is_file();
+    }
+    std::env::var_os("PATH").is_some_and(|folders| {
+        std::env::split_paths(&folders).any(|folder| folder.join(program).is_file())
+    })
 }
 
 fn ignored_sigterm() -> Failure {

@@ -7,12 +7,13 @@
 //! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
 //! address it prints, and talks to it over real TCP connections.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::local;
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {
@@ -332,7 +333,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     }
 
     ctx.step("now against an address where nothing listens");
-    let nowhere = unused_address()?.to_string();
+    let nowhere = local::unused_address()?.to_string();
     let refused = ctx.run(&["client", "--connect", &nowhere], b"hello\n")?;
     let lines: Vec<&str> = refused
         .stderr
@@ -358,15 +359,6 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     Ok(())
 }
 
-/// An address on this machine where nothing listens: bound, read, released.
-fn unused_address() -> Check<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|error| Failure::new(format!("the test could not bind a port: {error}")))?;
-    listener
-        .local_addr()
-        .map_err(|error| Failure::new(format!("the test could not read its address: {error}")))
-}
-
 /// The test's own echo server, for grading the client: it serves one
 /// connection, echoing as bytes arrive, and keeps a copy of what it received.
 struct EchoPeer {
@@ -378,16 +370,12 @@ struct EchoPeer {
 
 impl EchoPeer {
     fn start(patience: Duration) -> Check<EchoPeer> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .map_err(|error| Failure::new(format!("the test could not bind a port: {error}")))?;
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let (listener, addr) = local::listener()?;
         let (sender, received) = mpsc::channel();
         let accepted = Arc::new(AtomicBool::new(false));
         let accepting = accepted.clone();
         thread::spawn(move || {
-            if let Some(stream) = accept_before(&listener, Instant::now() + patience) {
+            if let Some(stream) = local::accept_before(&listener, Instant::now() + patience) {
                 accepting.store(true, Ordering::SeqCst);
                 let _ = sender.send(echo_until_closed(stream, patience));
             }
@@ -408,20 +396,6 @@ impl EchoPeer {
         }
         self.received.recv_timeout(self.patience).ok()
     }
-}
-
-fn accept_before(listener: &TcpListener, deadline: Instant) -> Option<TcpStream> {
-    listener.set_nonblocking(true).ok()?;
-    while Instant::now() < deadline {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false).ok()?;
-                return Some(stream);
-            }
-            Err(_) => thread::sleep(Duration::from_millis(5)),
-        }
-    }
-    None
 }
 
 fn echo_until_closed(mut stream: TcpStream, patience: Duration) -> Vec<u8> {

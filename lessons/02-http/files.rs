@@ -1,0 +1,59 @@
+//! From a request's target to a file inside the root, and the type of a file.
+
+use std::path::{Path, PathBuf};
+
+/// The file that `target` names inside `root`, or `None` when it names
+/// nothing this server may send. `root` must be canonical (see server.rs).
+pub fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
+    // The query (`?page=2`) is for programs; a file server ignores it.
+    let path = target.split('?').next().unwrap_or_default();
+    // Decode first, check after: checked before decoding, `%2e%2e` would
+    // pass as a harmless name and become `..` later.
+    let path = percent_decode(path)?;
+    // TODO 5 (slides/02-http.md, "Path traversal"): this naive join lets
+    // `/../secret.txt` walk out of the root, and `//etc/passwd` replace the
+    // root altogether. Build the path one `/`-separated segment at a time:
+    // skip empty segments and `.`, refuse `..` and names holding a
+    // backslash or a NUL (return None). Then, as the last guard,
+    // `canonicalize` the file and check that the result `starts_with(root)`.
+    let mut file = root.join(path.trim_start_matches('/'));
+    if file.is_dir() {
+        file.push("index.html");
+    }
+    Some(file)
+}
+
+/// `%2e` → `.`: a URL carries some bytes as `%` and two hex digits.
+/// `None` for a broken escape, or bytes that do not make UTF-8 text.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, after)) = rest.split_first() {
+        if byte == b'%' {
+            let [high, low, ..] = *after else {
+                return None;
+            };
+            bytes.push(hex_value(high)? * 16 + hex_value(low)?);
+            rest = &after[2..];
+        } else {
+            bytes.push(byte);
+            rest = after;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|value| value as u8)
+}
+
+/// The media type a client needs to use a file, from its extension.
+pub fn content_type(path: &Path) -> &'static str {
+    // TODO 3 (slides/02-http.md, "Content-Type"): look at the extension of
+    // `path` (ignoring case) and answer the type a client needs: html, css,
+    // js, json, txt, png, jpg and jpeg, gif, svg, and
+    // `application/octet-stream` for anything else. Text types carry
+    // `; charset=utf-8`.
+    // Until then, a stand-in: everything is called HTML.
+    "text/html; charset=utf-8"
+}

@@ -1,0 +1,134 @@
+//! The response: a status line, header lines, a blank line, then the body.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+
+/// A status code: `Status(404)`. Programs read the number; the words that
+/// go with it are for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u16);
+
+impl Status {
+    pub fn reason(self) -> &'static str {
+        match self.0 {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            505 => "HTTP Version Not Supported",
+            _ => "Unknown",
+        }
+    }
+}
+
+/// `404 Not Found`, as the status line and the logs show it.
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.reason())
+    }
+}
+
+/// What follows the head.
+pub enum Body {
+    File(File),
+    Text(String),
+    /// The answer to HEAD: the head says how long the body would be.
+    Omitted,
+}
+
+/// Everything one response says.
+pub struct Reply {
+    pub status: Status,
+    pub content_type: &'static str,
+    pub content_length: u64,
+    pub body: Body,
+    /// The methods this server accepts, sent with 405.
+    pub allow: Option<&'static str>,
+    /// Tell the client this connection ends after this response.
+    pub close: bool,
+}
+
+impl Reply {
+    pub fn file(file: File, length: u64, content_type: &'static str) -> Reply {
+        Reply {
+            status: Status(200),
+            content_type,
+            content_length: length,
+            body: Body::File(file),
+            allow: None,
+            close: false,
+        }
+    }
+
+    /// A short page that says what went wrong, for people reading it in a
+    /// browser; programs read the status code.
+    pub fn error(status: Status) -> Reply {
+        let text = format!("{status}\n");
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            content_length: text.len() as u64,
+            body: Body::Text(text),
+            allow: None,
+            close: false,
+        }
+    }
+
+    /// The same head, without the body: what HEAD asks for.
+    pub fn without_body(self) -> Reply {
+        Reply {
+            body: Body::Omitted,
+            ..self
+        }
+    }
+}
+
+/// Send `reply`: its head, then exactly `content_length` bytes of body.
+pub fn send(out: &mut impl Write, reply: Reply) -> io::Result<()> {
+    write_head(out, &reply)?;
+    match reply.body {
+        Body::Text(text) => out.write_all(text.as_bytes())?,
+        Body::File(file) => {
+            // Exactly the length the head announced: were the file to grow
+            // meanwhile, extra bytes would be read as the next response.
+            let sent = io::copy(&mut file.take(reply.content_length), out)?;
+            if sent < reply.content_length {
+                // Fewer bytes than announced: the client would wait for the
+                // rest forever. Failing here closes the connection instead.
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was being sent",
+                ));
+            }
+        }
+        Body::Omitted => {}
+    }
+    out.flush()
+}
+
+/// The status line and the headers, each ending in CRLF, and the blank line
+/// that ends them.
+fn write_head(out: &mut impl Write, reply: &Reply) -> io::Result<()> {
+    let Reply {
+        status,
+        content_type,
+        content_length,
+        allow,
+        close,
+        ..
+    } = reply;
+    write!(out, "HTTP/1.1 {status}\r\n")?;
+    write!(out, "Content-Type: {content_type}\r\n")?;
+    // The only way the client knows where this body ends and the next
+    // response begins on a connection that stays open.
+    write!(out, "Content-Length: {content_length}\r\n")?;
+    if let Some(methods) = allow {
+        write!(out, "Allow: {methods}\r\n")?;
+    }
+    if *close {
+        write!(out, "Connection: close\r\n")?;
+    }
+    write!(out, "\r\n")
+}

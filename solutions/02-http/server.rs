@@ -1,0 +1,209 @@
+//! The server: accept connections, and on each one read requests and answer
+//! them in order, until the client is done.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::files;
+use crate::request::{self, ReadError, Request};
+use crate::response::{self, Reply, Status};
+
+/// How long a connection may stay silent, between requests or inside one,
+/// before we close it. Without it, a client that connects and says nothing
+/// would hold a thread forever.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once. Each costs a thread; past this many, a new
+/// one gets 503 and is closed rather than exhausting the machine.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Serve the files under `root` on `addr` until stopped.
+pub fn run(addr: &str, root: &Path) -> Result<()> {
+    // The canonical root (absolute, links resolved) is what every file the
+    // server sends is checked against (files.rs).
+    let root: Arc<Path> = root
+        .canonicalize()
+        .with_context(|| format!("cannot serve the folder {}", root.display()))?
+        .into();
+    if !root.is_dir() {
+        return Err(anyhow!("cannot serve {}: not a folder", root.display()));
+    }
+    let listener = bind_listener(addr)?;
+    println!("listening on {}", listener.local_addr()?);
+    io::stdout().flush()?;
+    accept_loop(&listener, root);
+    Ok(())
+}
+
+fn bind_listener(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|error| match error.kind() {
+        ErrorKind::AddrInUse => anyhow!("address {addr} is already in use"),
+        ErrorKind::AddrNotAvailable => anyhow!("address {addr} is not an address of this machine"),
+        ErrorKind::PermissionDenied => {
+            anyhow!("not allowed to listen on {addr} (ports below 1024 need privileges)")
+        }
+        _ => anyhow!("cannot listen on {addr}: {error}"),
+    })
+}
+
+/// Take connections, each on a thread of its own.
+fn accept_loop(listener: &TcpListener, root: Arc<Path>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    for connection in listener.incoming() {
+        let stream = match connection {
+            Ok(stream) => stream,
+            Err(error) => {
+                eprintln!("accept failed: {error}");
+                continue;
+            }
+        };
+        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::SeqCst);
+            turn_away(stream);
+            continue;
+        }
+        // A browser opens several connections and keeps each open between
+        // requests. Served one at a time, the second would wait until the
+        // first went idle. Lesson 04 weighs a thread per client against
+        // the alternatives.
+        let root = Arc::clone(&root);
+        let open = Arc::clone(&open);
+        thread::spawn(move || {
+            let peer = match stream.peer_addr() {
+                Ok(peer) => peer.to_string(),
+                Err(_) => "a client that already left".to_string(),
+            };
+            if let Err(error) = serve_connection(stream, &root, &peer) {
+                eprintln!("{peer}: {error:#}");
+            }
+            open.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Too many connections already: say so, and close.
+fn turn_away(mut stream: TcpStream) {
+    let mut reply = Reply::error(Status(503));
+    reply.close = true;
+    let _ = response::send(&mut stream, reply);
+}
+
+/// Read requests from one connection and answer each, in order.
+fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
+    // A response leaves in one write (BufWriter), and leaves at once:
+    // otherwise Nagle's algorithm may hold a small write back until the
+    // client acknowledges the previous one, up to 40 ms later.
+    stream.set_nodelay(true)?;
+    // The reader keeps what arrived past one request: a pipelined request
+    // waits there for its turn.
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = BufWriter::new(stream);
+    loop {
+        let request = match request::read_request(&mut reader) {
+            Ok(Some(request)) => request,
+            // The client closed between requests: the normal end.
+            Ok(None) => return Ok(()),
+            // A client that went quiet or vanished: browsers and load
+            // testers do it all the time, so it is no news for the log.
+            Err(ReadError::Gone(error)) if is_quiet_end(&error) => return Ok(()),
+            Err(ReadError::Gone(error)) => return Err(error.into()),
+            Err(ReadError::Rejected(status, why)) => {
+                eprintln!("{peer}: {status}: {why}");
+                let mut reply = Reply::error(status);
+                // We cannot tell where this request ends, so nothing after
+                // it on this connection can be read: answer, then close.
+                reply.close = true;
+                response::send(&mut writer, reply)?;
+                close_after_answer(writer.get_ref());
+                return Ok(());
+            }
+        };
+        // HTTP/1.1 keeps the connection open unless the client says
+        // otherwise; HTTP/1.0 closes after every response.
+        let keep_open =
+            request.version == "HTTP/1.1" && !asks_to_close(&request) && !request.has_body();
+        let mut reply = answer(&request, root);
+        reply.close = !keep_open;
+        response::send(&mut writer, reply)?;
+        if !keep_open {
+            close_after_answer(writer.get_ref());
+            return Ok(());
+        }
+    }
+}
+
+fn is_quiet_end(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::ConnectionReset
+    )
+}
+
+/// Whether the client said `Connection: close`: it wants this response to
+/// be the last on this connection.
+fn asks_to_close(request: &Request) -> bool {
+    // The header holds a list of options (`keep-alive, Upgrade`), in any case.
+    request.header("Connection").is_some_and(|options| {
+        options
+            .split(',')
+            .any(|option| option.trim().eq_ignore_ascii_case("close"))
+    })
+}
+
+/// The reply to one well-formed request: the file it names, or why not.
+fn answer(request: &Request, root: &Path) -> Reply {
+    if request.method != "GET" && request.method != "HEAD" {
+        let mut reply = Reply::error(Status(405));
+        reply.allow = Some("GET, HEAD");
+        return reply;
+    }
+    let reply = match open_file(root, &request.target) {
+        Some(reply) => reply,
+        None => Reply::error(Status(404)),
+    };
+    // HEAD gets the head GET would get, Content-Length included, and no body.
+    if request.method == "HEAD" {
+        reply.without_body()
+    } else {
+        reply
+    }
+}
+
+/// The file `target` names, opened, as a reply. A file outside the root, a
+/// missing one and one we may not read all look the same from outside:
+/// "not found" says nothing about what else is on the disk.
+fn open_file(root: &Path, target: &str) -> Option<Reply> {
+    let path = files::resolve(root, target)?;
+    let file = File::open(&path).ok()?;
+    let length = file.metadata().ok()?.len();
+    Some(Reply::file(file, length, files::content_type(&path)))
+}
+
+/// Close after the last answer without losing it. Closing a socket while
+/// bytes of the client's wait unread (a body we did not read, the rest of a
+/// head too large) makes the system send a reset, and a reset may destroy
+/// our answer before the client reads it. So: end our side (the client
+/// reads the answer, then end of stream), read and throw away what the
+/// client still sends, for a moment and up to a bound, then close.
+fn close_after_answer(mut stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut discard = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match stream.read(&mut discard) {
+            Ok(0) | Err(_) => break,
+            Ok(count) => left = left.saturating_sub(count),
+        }
+    }
+}
