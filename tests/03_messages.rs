@@ -80,9 +80,10 @@ fn hello(ctx: &mut Ctx) -> Check<()> {
     let mut alice = ctx.connect(server.addr)?;
     alice.send(b"USER alice\n")?;
     alice.expect(b"OK\n").map_err(|failure| {
-        failure.more_hint(format!(
-            "Start at TODO 1 in {PROTOCOL_FILE}, fn read_line: read one request line, up to \
-             its `\\n`. The server's loop then parses it and answers."
+        failure.hint(format!(
+            "The server should read the request line `USER alice\\n` and answer `OK\\n`. \
+             Start at TODO 1 in {PROTOCOL_FILE}, fn read_line: until it reads a line, the \
+             server sees no request, and closes the connection without a reply."
         ))
     })?;
     let words = ctx.rng().between(2, 6);
@@ -267,6 +268,7 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     alice.send(format!("SEND bob {}\n", MAX_BODY + 1).as_bytes())?;
     expect_err(&mut alice, "a length over 65536").map_err(limit_hint)?;
     alice.expect_closed().map_err(limit_hint)?;
+    alice.close();
 
     ctx.step("a request line of 2000 bytes");
     let mut long = ctx.connect(server.addr)?;
@@ -275,6 +277,7 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     long.send(&line)?;
     expect_err(&mut long, "a line of 2000 bytes").map_err(limit_hint)?;
     long.expect_closed().map_err(limit_hint)?;
+    long.close();
 
     let pid = ctx.process(server.id).pid();
     quit(login(ctx, server.addr, "alice")?)?;

@@ -100,7 +100,8 @@ def run(address, user):
         session = Session(sock)
         reply = session.request(f"USER {user}\n".encode())
         if reply != "OK":
-            raise SystemExit(f"error: the server refused the name {user}: {reply}")
+            reason = reply.removeprefix("ERR ")
+            raise SystemExit(f"error: the server refused the name {user}: {reason}")
         for line in sys.stdin:
             command, _, rest = line.strip().partition(" ")
             if command == "send":

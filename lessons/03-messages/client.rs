@@ -27,7 +27,8 @@ pub fn run(addr: &str, user: &str) -> Result<()> {
     };
     let reply = session.request(format!("USER {user}\n").as_bytes())?;
     if reply != "OK" {
-        bail!("the server refused the name {user}: {reply}");
+        let reason = reply.strip_prefix("ERR ").unwrap_or(&reply);
+        bail!("the server refused the name {user}: {reason}");
     }
     for line in io::stdin().lock().lines() {
         let line = line.context("cannot read the input")?;
