@@ -54,6 +54,13 @@ pub const LESSONS: &[Lesson] = &[
         port: 7003,
         first_file: "protocol.rs",
     },
+    Lesson {
+        number: "04",
+        slug: "concurrency",
+        title: "concurrency: many clients at once",
+        port: 7004,
+        first_file: "server.rs",
+    },
 ];
 
 /// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).
