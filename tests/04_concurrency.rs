@@ -82,7 +82,8 @@ fn two_at_once(ctx: &mut Ctx) -> Check<()> {
             .hint(format!(
                 "While the accept loop serves A, nobody accepts B: B's connection waits in \
                  the system's queue. Where: TODO 1 in {SERVER_FILE}, fn accept_loop: hand \
-                 each connection to the pool, and let the loop go back to accept at once."
+                 each connection to the pool, and let the loop go back to accept at once; \
+                 then TODO 2 in {POOL_FILE}, so that the workers take them."
             ))),
         result => result,
     }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
 pub struct Pool {
-    queue: SyncSender<TcpStream>,
+    /// Where connections wait for a worker. `send` waits while it is full,
+    /// and fails only once every worker has gone.
+    pub queue: SyncSender<TcpStream>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -41,13 +43,6 @@ impl Pool {
         Ok(Pool { queue, workers })
     }
 
-    /// Queue a connection for the next free worker; wait while the queue is
-    /// full.
-    pub fn submit(&self, stream: TcpStream) {
-        // Fails only when every worker has gone, which `finish` alone does.
-        let _ = self.queue.send(stream);
-    }
-
     /// Close the queue, and wait for every worker to finish its connection.
     pub fn finish(self) {
         drop(self.queue);
@@ -60,17 +55,8 @@ impl Pool {
 /// One worker: take a connection, serve it, take the next, until the queue
 /// is closed.
 fn work(connections: &Mutex<Receiver<TcpStream>>, serve: &dyn Fn(TcpStream)) {
-    loop {
-        // The lock is held only while waiting for the next connection, and
-        // released at the end of this statement, before serving it.
-        let next = connections
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .recv();
-        match next {
-            Ok(stream) => serve(stream),
-            // The queue is closed and empty: the server is stopping.
-            Err(_) => return,
-        }
-    }
+    // TODO 2 (slides/04-concurrency.md, "A bounded pool"): loop: lock
+    // `connections`, take the next connection (`recv`), release the lock
+    // before serving it (or no other worker could take one meanwhile), and
+    // `serve` it. When `recv` fails, the queue is closed: return.
 }

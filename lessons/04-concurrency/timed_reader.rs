@@ -36,7 +36,11 @@ impl<'a> TimedReader<'a> {
     /// A deadline for the whole request, not for each read, is what stops a
     /// client that sends one byte a second from holding a worker forever.
     pub fn expect_request(&mut self, timeout: Duration) {
-        self.deadline = Instant::now() + timeout;
+        // TODO 3 (slides/04-concurrency.md, "Idle timeouts and slowloris"):
+        // as given, the deadline is a day away, so a silent client holds its
+        // worker forever. The whole request must come within `timeout`: set
+        // the deadline to `timeout` from now. `read` below enforces it.
+        self.deadline = Instant::now() + Duration::from_secs(24 * 60 * 60);
         self.between_requests = true;
     }
 

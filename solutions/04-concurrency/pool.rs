@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
 pub struct Pool {
-    queue: SyncSender<TcpStream>,
+    /// Where connections wait for a worker. `send` waits while it is full,
+    /// and fails only once every worker has gone.
+    pub queue: SyncSender<TcpStream>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -39,13 +41,6 @@ impl Pool {
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Pool { queue, workers })
-    }
-
-    /// Queue a connection for the next free worker; wait while the queue is
-    /// full.
-    pub fn submit(&self, stream: TcpStream) {
-        // Fails only when every worker has gone, which `finish` alone does.
-        let _ = self.queue.send(stream);
     }
 
     /// Close the queue, and wait for every worker to finish its connection.

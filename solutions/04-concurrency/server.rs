@@ -128,8 +128,11 @@ fn accept_loop(listener: &TcpListener, pool: &Pool, shared: &Shared) {
         }
         match connection {
             // The loop goes straight back to accept: a worker serves this
-            // client while the next one is accepted.
-            Ok(stream) => pool.submit(stream),
+            // client while the next one is accepted. While every worker is
+            // busy and the queue is full, `send` waits: back-pressure.
+            Ok(stream) => {
+                let _ = pool.queue.send(stream);
+            }
             Err(error) => eprintln!("accept failed: {error}"),
         }
     }
