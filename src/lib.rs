@@ -13,6 +13,7 @@ pub mod failure;
 pub mod grade;
 pub mod journal;
 pub mod lesson;
+pub mod load;
 pub mod process;
 pub mod report;
 pub mod resources;
