@@ -125,10 +125,10 @@ fn accept_loop(listener: &TcpListener, pool: &Pool, shared: &Shared) {
             return;
         }
         match connection {
-            // TODO 1 (slides/04-concurrency.md, "The sequential server
-            // blocks"): this serves the client here, in the accept loop, and
-            // nobody accepts the next one until it leaves. Send the stream into
-            // the pool's queue instead (`pool.queue`), and go straight back to
+            // TODO 1 (slides/04-concurrency.md, "The sequential server blocks"):
+            // this serves the client here, in the accept loop, and nobody
+            // accepts the next one until it leaves. Send the stream into the
+            // pool's queue instead (`pool.queue`), and go straight back to
             // accept.
             Ok(stream) => serve_connection(stream, shared),
             Err(error) => eprintln!("accept failed: {error}"),
