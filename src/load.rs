@@ -77,14 +77,16 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         until,
         think: Duration::from_millis(args.think),
     };
+    let protocol = clap::ValueEnum::to_possible_value(&args.protocol)
+        .map(|value| value.get_name().to_string())
+        .unwrap_or_default();
     eprintln!(
-        "load: {} clients, {}, {:?} protocol, against {addr}",
+        "load: {} clients, {}, {protocol} protocol, against {addr}",
         args.clients,
         match until {
             Until::Requests(count) => format!("{count} requests each"),
             Until::Deadline(time) => format!("for {:.1} s", time.as_secs_f64()),
         },
-        args.protocol
     );
     let tally = Tally::default();
     let started = Instant::now();
@@ -110,6 +112,9 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let took = started.elapsed();
     print_summary(&tally, &latencies, took);
     print_first_replies(&first_replies, args.clients);
+    if latencies.total == 0 {
+        bail!("no request succeeded against {addr}");
+    }
     Ok(())
 }
 
