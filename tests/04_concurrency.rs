@@ -220,7 +220,7 @@ fn lost_update_hint() -> String {
 
 fn bounded(ctx: &mut Ctx) -> Check<()> {
     const WORKERS: usize = 8;
-    // The main thread, the signal handler's, and room for a helper or two.
+    // The main thread, the signal handler's, and room for two more.
     const OTHER_THREADS: usize = 4;
     let server = ctx.start_server(&["--workers", &WORKERS.to_string()])?;
     ctx.step("300 clients connect and say USER; 8 can be served at once");
