@@ -119,13 +119,28 @@ impl Ctx {
     /// Start the program under test with `args` after its own words, its
     /// output captured. It is ended when the stage ends.
     pub fn start(&mut self, args: &[&str]) -> Check<ProcessId> {
-        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-        let running = Running::start(&self.setup.program, &args).map_err(|error| {
-            Failure::new(error).hint(
+        let program = self.setup.program.clone();
+        self.launch(&program, args).map_err(|failure| {
+            failure.hint(
                 "The program could not be started. Does it build? Run `cargo build` and \
                  read the first error.",
             )
-        })?;
+        })
+    }
+
+    /// Start another program than the one under test (`python3` and a
+    /// client script, say), its output captured and its life bounded the
+    /// same way. `command` is the program and its arguments.
+    pub fn start_command(&mut self, command: &[&str]) -> Check<ProcessId> {
+        let (program, args) = command
+            .split_first()
+            .expect("a command names at least its program");
+        self.launch(&[program.to_string()], args)
+    }
+
+    fn launch(&mut self, program: &[String], args: &[&str]) -> Check<ProcessId> {
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        let running = Running::start(program, &args).map_err(Failure::new)?;
         self.step(format!(
             "started `{}`",
             shown_command(&running.command_line)
@@ -148,11 +163,7 @@ impl Ctx {
                 "Install it with `{install}`, then run the stage again."
             )));
         }
-        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-        let running = Running::start(&[program.to_string()], &args).map_err(Failure::new)?;
-        self.step(format!("started `{}`", running.command_line));
-        self.processes.push(running);
-        Ok(ProcessId(self.processes.len() - 1))
+        self.launch(&[program.to_string()], args)
     }
 
     /// Start `server --bind 127.0.0.1:0` and the `extra` words, and wait for
@@ -204,6 +215,17 @@ impl Ctx {
     /// exit within the exit patience.
     pub fn run(&mut self, args: &[&str], stdin: &[u8]) -> Check<Finished> {
         let id = self.start(args)?;
+        self.finish(id, stdin)
+    }
+
+    /// [`Ctx::run`] for another program: [`Ctx::start_command`], to its end.
+    pub fn run_command(&mut self, command: &[&str], stdin: &[u8]) -> Check<Finished> {
+        let id = self.start_command(command)?;
+        self.finish(id, stdin)
+    }
+
+    /// Give a started program its whole input and wait for it to exit.
+    fn finish(&mut self, id: ProcessId, stdin: &[u8]) -> Check<Finished> {
         let patience = self.setup.patience.exit;
         let running = &mut self.processes[id.0];
         // The input goes in whole and is closed: the program sees its end.

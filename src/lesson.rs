@@ -54,6 +54,20 @@ pub const LESSONS: &[Lesson] = &[
         port: 7002,
         first_file: "request.rs",
     },
+    Lesson {
+        number: "03",
+        slug: "messages",
+        title: "messages: a protocol of our own, framed",
+        port: 7003,
+        first_file: "protocol.rs",
+    },
+    Lesson {
+        number: "04",
+        slug: "concurrency",
+        title: "concurrency: many clients at once",
+        port: 7004,
+        first_file: "server.rs",
+    },
 ];
 
 /// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).
@@ -80,12 +94,13 @@ mod tests {
 
     #[test]
     fn lessons_are_numbered_in_order_with_their_ports() {
-        // Lessons may be added in any order, so numbers only need to grow.
-        for pair in LESSONS.windows(2) {
-            assert!(pair[0].number < pair[1].number);
-        }
-        for lesson in LESSONS {
-            let number: u16 = lesson.number.parse().unwrap();
+        let numbers: Vec<u16> = LESSONS
+            .iter()
+            .map(|lesson| lesson.number.parse().unwrap())
+            .collect();
+        assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
+        for (lesson, number) in LESSONS.iter().zip(numbers) {
+            assert_eq!(lesson.number, format!("{number:02}"));
             assert_eq!(lesson.port, 7000 + number);
         }
     }

@@ -14,6 +14,7 @@ pub mod failure;
 pub mod grade;
 pub mod journal;
 pub mod lesson;
+pub mod load;
 pub mod local;
 pub mod process;
 pub mod report;

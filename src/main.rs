@@ -5,6 +5,7 @@
 //!     cargo run -- grade 01 --target solutions   against the reference
 //!     cargo run -- grade 01 --cmd "python3 echo.py" --json
 //!     cargo run -- check-starters                every starter fails stage 1
+//!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -53,6 +54,8 @@ enum Action {
     /// Check that every starter in lessons/ fails its first stage, with a
     /// report that names a TODO: no exercise ships solved.
     CheckStarters,
+    /// Many clients at once against a server: throughput, latency, errors.
+    Load(course::load::LoadArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             json,
         } => grade_lesson(&lesson, target, cmd, json),
         Action::CheckStarters => check_starters(),
+        Action::Load(args) => course::load::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

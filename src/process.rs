@@ -312,6 +312,13 @@ impl Running {
         self.status
     }
 
+    /// Send SIGTERM and return at once, for a stage that talks to the
+    /// program while it stops. False where there is no SIGTERM (Windows),
+    /// or the program has already exited.
+    pub fn request_stop(&mut self) -> bool {
+        self.exit_status().is_none() && send_sigterm(&self.child)
+    }
+
     /// Ask the program to stop (SIGTERM, where there are signals) and wait
     /// [`GRACE`]; kill it if it is still running then.
     pub fn stop(&mut self) -> Ending {

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""The mailbox client again, in Python, with nothing but its standard library.
+
+It speaks the protocol of README.md to the Rust server: a protocol written
+down is all two programs need to understand each other, whatever their
+language. Same commands, same output as `03-messages client`:
+
+    python3 lessons/03-messages/client.py --connect 127.0.0.1:7003 --user bob
+"""
+
+import argparse
+import socket
+import sys
+
+MAX_LINE = 1024  # the longest line, its "\n" included
+MAX_BODY = 64 * 1024  # the longest message body
+
+
+class ProtocolError(Exception):
+    """The server said something the protocol does not allow."""
+
+
+def read_line(reader):
+    """One line framed by its "\\n", without it; at most MAX_LINE bytes."""
+    # The limit is the argument: readline stops there even with no "\n".
+    line = reader.readline(MAX_LINE)
+    if not line.endswith(b"\n"):
+        if len(line) == MAX_LINE:
+            raise ProtocolError("the server sent a line longer than the protocol allows")
+        raise ProtocolError("the server closed the connection")
+    return line.rstrip(b"\r\n").decode("utf-8", "replace")
+
+
+def read_body(reader, length):
+    """Exactly `length` bytes: a body is framed by its length, not by a line."""
+    if length > MAX_BODY:
+        raise ProtocolError(f"a body of {length} bytes is over the limit")
+    # A buffered reader's read(n) waits for all n bytes, or the end of the
+    # stream; a socket's recv(n) would return whatever has arrived.
+    body = reader.read(length)
+    if len(body) != length:
+        raise ProtocolError("the server closed the connection inside a message")
+    return body
+
+
+def refused(reply):
+    return "refused: " + reply.removeprefix("ERR ")
+
+
+class Session:
+    def __init__(self, sock):
+        self.sock = sock
+        # One buffered reader for the whole connection, as in the Rust client.
+        self.reader = sock.makefile("rb")
+
+    def request(self, data):
+        self.sock.sendall(data)
+        return read_line(self.reader)
+
+    def send(self, to, text):
+        body = text.encode("utf-8")
+        reply = self.request(f"SEND {to} {len(body)}\n".encode() + body)
+        if reply.startswith("OK "):
+            return "sent #" + reply.removeprefix("OK ")
+        return refused(reply)
+
+    def count(self):
+        reply = self.request(b"COUNT\n")
+        if reply.startswith("OK "):
+            return reply.removeprefix("OK ") + " waiting"
+        return refused(reply)
+
+    def fetch(self):
+        reply = self.request(b"FETCH\n")
+        if not reply.startswith("MSGS "):
+            return refused(reply)
+        count = int(reply.removeprefix("MSGS "))
+        shown = [f"{count} fetched"]
+        for _ in range(count):
+            header = read_line(self.reader)
+            words = header.split(" ")
+            if len(words) != 4 or words[0] != "MSG":
+                raise ProtocolError(f"the server sent `{header}` where a MSG line belongs")
+            _, message_id, sender, length = words
+            body = read_body(self.reader, int(length))
+            text = body.decode("utf-8", "replace")
+            shown.append(f"#{message_id} from {sender}: {text}")
+        return "\n".join(shown)
+
+
+def run(address, user):
+    host, _, port = address.rpartition(":")
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port)))
+    except ConnectionRefusedError:
+        raise SystemExit(f"error: nothing is listening at {address}")
+    except OSError as error:
+        raise SystemExit(f"error: cannot connect to {address}: {error}")
+    with sock:
+        session = Session(sock)
+        reply = session.request(f"USER {user}\n".encode())
+        if reply != "OK":
+            reason = reply.removeprefix("ERR ")
+            raise SystemExit(f"error: the server refused the name {user}: {reason}")
+        for line in sys.stdin:
+            command, _, rest = line.strip().partition(" ")
+            if command == "send":
+                to, _, text = rest.partition(" ")
+                shown = session.send(to, text)
+            elif command == "count":
+                shown = session.count()
+            elif command == "fetch":
+                shown = session.fetch()
+            elif command == "quit":
+                break
+            elif command == "":
+                continue
+            else:
+                shown = "commands: send <to> <text>, count, fetch, quit"
+            print(shown, flush=True)
+        reply = session.request(b"QUIT\n")
+        if reply != "BYE":
+            raise SystemExit(f"error: the server answered QUIT with `{reply}`")
+
+
+def main():
+    parser = argparse.ArgumentParser(description="A mailbox client, in Python.")
+    parser.add_argument("--connect", default="127.0.0.1:7003", help="the server's address")
+    parser.add_argument("--user", required=True, help="who you are")
+    arguments = parser.parse_args()
+    try:
+        run(arguments.connect, arguments.user)
+    except (ProtocolError, OSError) as error:
+        raise SystemExit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

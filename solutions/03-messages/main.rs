@@ -1,0 +1,65 @@
+//! Lesson 03: messages. A protocol of our own: a mailbox server where users
+//! leave messages for each other, and a client for it. The protocol is
+//! written down in lessons/03-messages/README.md.
+//!
+//!     cargo run --bin 03-messages-solution -- server [--data DIR]
+//!     cargo run --bin 03-messages-solution -- client --user alice
+//!
+//! Both roles take the address to use, so they work across two machines as
+//! well as on one.
+
+mod client;
+mod disk;
+mod mailbox;
+mod protocol;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Lesson 03: a mailbox server with its own protocol, and its client")]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Keep messages for users until they fetch them.
+    Server {
+        /// The address to listen on; port 0 asks the system for a free port.
+        #[arg(long, default_value = "127.0.0.1:7003")]
+        bind: String,
+        /// Keep messages in this folder, so that a restart loses none.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Send and fetch messages, one command per line of standard input.
+    Client {
+        /// The address of the server.
+        #[arg(long, default_value = "127.0.0.1:7003")]
+        connect: String,
+        /// Who you are: 1 to 32 of A-Z a-z 0-9 _ -.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.role {
+        Role::Server { bind, data } => server::run(&bind, data.as_deref()),
+        Role::Client { connect, user } => client::run(&connect, &user),
+    };
+    // A user's mistake is one clear line and a non-zero exit, never a panic.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

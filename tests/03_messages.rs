@@ -1,0 +1,536 @@
+//! Lesson 03, messages: the stages, in the order you build them.
+//!
+//!     cargo test --test 03_messages                 your code in lessons/03-messages
+//!     cargo test --test 03_messages frames          one stage
+//!     COURSE_TARGET=solutions cargo test --test 03_messages
+//!
+//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
+//! address it prints, and speaks the mailbox protocol (lessons/03-messages/
+//! README.md) to it over real TCP connections.
+
+use std::net::SocketAddr;
+
+use course::resources::resident_bytes;
+use course::stage::{output_block, Finished};
+use course::{Check, Conn, Ctx, Failure, Programs, Stage};
+
+fn main() {
+    let programs = Programs {
+        lessons: env!("CARGO_BIN_EXE_03-messages"),
+        solutions: env!("CARGO_BIN_EXE_03-messages-solution"),
+    };
+    course::run_stages("03", programs, &STAGES);
+}
+
+const STAGES: [Stage; 7] = [
+    Stage {
+        slug: "hello",
+        title: "answers USER with `OK` and SEND with `OK <id>`",
+        slide: "Framing by line",
+        check: hello,
+    },
+    Stage {
+        slug: "delivers",
+        title: "delivers what alice sends to bob, in order, byte for byte, once",
+        slide: "Framing by length",
+        check: delivers,
+    },
+    Stage {
+        slug: "frames",
+        title: "answers each request once, however the bytes are cut",
+        slide: "One read is not one message",
+        check: frames,
+    },
+    Stage {
+        slug: "errors",
+        title: "answers a bad request with `ERR <reason>` and goes on serving",
+        slide: "Errors keep the connection alive",
+        check: errors,
+    },
+    Stage {
+        slug: "limits",
+        title: "refuses an oversized line or body, and 100 MiB do not grow it",
+        slide: "Limits are a security property",
+        check: limits,
+    },
+    Stage {
+        slug: "durable",
+        title: "with --data, keeps every acknowledged message through a SIGKILL",
+        slide: "By memory, by disk, by network",
+        check: durable,
+    },
+    Stage {
+        slug: "the-client",
+        title: "the Rust client and the Python client both work with the server",
+        slide: "One protocol, two languages",
+        check: the_client,
+    },
+];
+
+const PROTOCOL_FILE: &str = "lessons/03-messages/protocol.rs";
+const SERVER_FILE: &str = "lessons/03-messages/server.rs";
+
+/// The longest reply line the protocol allows.
+const MAX_LINE: usize = 1024;
+/// The largest body the protocol allows.
+const MAX_BODY: usize = 64 * 1024;
+
+fn hello(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let mut alice = ctx.connect(server.addr)?;
+    alice.send(b"USER alice\n")?;
+    alice.expect(b"OK\n").map_err(|failure| {
+        failure.hint(format!(
+            "The server should read the request line `USER alice\\n` and answer `OK\\n`. \
+             Start at TODO 1 in {PROTOCOL_FILE}, fn read_line: until it reads a line, the \
+             server sees no request, and closes the connection without a reply."
+        ))
+    })?;
+    let words = ctx.rng().between(2, 6);
+    let text = ctx.rng().sentence(words);
+    alice.send(format!("SEND bob {}\n{text}", text.len()).as_bytes())?;
+    expect_id(&mut alice)?;
+    ctx.step("COUNT: the body must have been read whole, so COUNT is the next request");
+    alice.send(b"COUNT\n")?;
+    alice.expect(b"OK 0\n").map_err(|failure| {
+        failure.more_hint(format!(
+            "Where: TODO 2 in {PROTOCOL_FILE}, fn read_body. After `SEND bob <length>\\n` \
+             come exactly <length> bytes of body; read all of them, or they are taken for \
+             the next request."
+        ))
+    })
+}
+
+fn delivers(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let mut alice = login(ctx, server.addr, "alice")?;
+    let mut every_byte: Vec<u8> = (0..=255).collect();
+    for index in (1..every_byte.len()).rev() {
+        let other = ctx.rng().below(index + 1);
+        every_byte.swap(index, other);
+    }
+    let bodies: Vec<Vec<u8>> = vec![
+        ctx.rng().sentence(5).into_bytes(),
+        b"two lines\nMSG 99 eve 3\nand a fake header\n".to_vec(),
+        every_byte,
+        Vec::new(),
+        ctx.rng().bytes(MAX_BODY),
+    ];
+    ctx.step("alice sends bob 5 messages: text, newlines, every byte value, empty, 64 KiB");
+    let mut ids = Vec::new();
+    for body in &bodies {
+        let mut request = format!("SEND bob {}\n", body.len()).into_bytes();
+        request.extend_from_slice(body);
+        alice.send(&request)?;
+        let id = expect_id(&mut alice)?;
+        if ids.contains(&id) {
+            return Err(alice.fail(format!("the id {id} was given to two messages")));
+        }
+        ids.push(id);
+    }
+
+    quit(alice)?;
+
+    ctx.step("bob, on another connection, counts and fetches");
+    let mut bob = login(ctx, server.addr, "bob")?;
+    bob.send(b"COUNT\n")?;
+    bob.expect(format!("OK {}\n", bodies.len()).as_bytes())?;
+    bob.send(b"FETCH\n")?;
+    let mut expected = format!("MSGS {}\n", bodies.len()).into_bytes();
+    for (id, body) in ids.iter().zip(&bodies) {
+        expected.extend_from_slice(format!("MSG {id} alice {}\n", body.len()).as_bytes());
+        expected.extend_from_slice(body);
+    }
+    bob.expect(&expected).map_err(|failure| {
+        failure.more_hint(format!(
+            "Where: TODO 3 in {SERVER_FILE}, fn write_messages. FETCH answers `MSGS <n>`, \
+             then, oldest first, `MSG <id> <from> <length>` and the body's bytes as they \
+             are: no newline after a body, no text conversion."
+        ))
+    })?;
+    ctx.step("fetched messages are gone");
+    bob.send(b"COUNT\nFETCH\n")?;
+    bob.expect(b"OK 0\nMSGS 0\n")
+        .map_err(|failure| failure.more_hint("FETCH removes the messages it sends."))?;
+    quit(bob)?;
+    ctx.step("alice's own mailbox is empty: the messages were for bob");
+    let mut alice = login(ctx, server.addr, "alice")?;
+    alice.send(b"COUNT\n")?;
+    alice.expect(b"OK 0\n")
+}
+
+fn frames(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let framing_hint = |failure: Failure| {
+        failure.more_hint(format!(
+            "Keep one BufReader for the whole connection, and read lines and bodies from \
+             it: the bytes after a `\\n` are often already in its buffer. See fn read_line \
+             and fn read_body in {PROTOCOL_FILE}."
+        ))
+    };
+    let mut alice = ctx.connect(server.addr)?;
+    alice.send_byte_by_byte(b"USER alice\n")?;
+    alice.expect(b"OK\n").map_err(framing_hint)?;
+
+    ctx.step("three requests in one write");
+    alice.send(b"COUNT\nSEND bob 3\nabcCOUNT\n")?;
+    alice.expect(b"OK 0\n").map_err(framing_hint)?;
+    let first = expect_id(&mut alice).map_err(framing_hint)?;
+    alice.expect(b"OK 0\n").map_err(framing_hint)?;
+
+    ctx.step("a SEND cut across three writes, inside its line and inside its body");
+    let body = b"hello\nworld!";
+    for part in [&b"SEND bob 1"[..], b"2\nhello", b"\nworld!"] {
+        alice.send(part)?;
+    }
+    let second = expect_id(&mut alice).map_err(framing_hint)?;
+
+    ctx.step("a request ending in \\r\\n, as telnet sends it");
+    alice.send(b"COUNT\r\n")?;
+    alice.expect(b"OK 0\n").map_err(|failure| {
+        failure.more_hint(format!(
+            "A `\\r` before the `\\n` belongs to the line ending, not to the request \
+             (fn read_line in {PROTOCOL_FILE})."
+        ))
+    })?;
+
+    ctx.step("QUIT: the one reply left is BYE, so no reply came twice");
+    quit(alice).map_err(framing_hint)?;
+
+    ctx.step("bob fetches both messages whole");
+    let mut bob = login(ctx, server.addr, "bob")?;
+    bob.send(b"FETCH\n")?;
+    let mut expected =
+        format!("MSGS 2\nMSG {first} alice 3\nabcMSG {second} alice 12\n").into_bytes();
+    expected.extend_from_slice(body);
+    bob.expect(&expected).map_err(framing_hint)
+}
+
+fn errors(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let mut conn = ctx.connect(server.addr)?;
+    let name_33: String = "n".repeat(33);
+    let refused: [(&str, Vec<u8>); 9] = [
+        ("SEND before USER", b"SEND bob 5\nhello".to_vec()),
+        ("COUNT before USER", b"COUNT\n".to_vec()),
+        ("an unknown command", b"HELLO\n".to_vec()),
+        ("USER without a name", b"USER\n".to_vec()),
+        ("a name with a `!`", b"USER bad!name\n".to_vec()),
+        (
+            "a name of 33 letters",
+            format!("USER {name_33}\n").into_bytes(),
+        ),
+        ("SEND without a length", b"SEND bob\n".to_vec()),
+        ("a length that is not a number", b"SEND bob abc\n".to_vec()),
+        ("SEND to a bad name", b"SEND no.such 3\nxyz".to_vec()),
+    ];
+    for (index, (what, request)) in refused.iter().enumerate() {
+        // The last one needs a user, so that only the name is wrong.
+        if index == refused.len() - 1 {
+            conn.send(b"USER alice\n")?;
+            conn.expect(b"OK\n")?;
+        }
+        ctx.step(format!("{what}: must be refused with ERR"));
+        conn.send(request)?;
+        expect_err(&mut conn, what)?;
+    }
+    ctx.step("the same connection still works");
+    conn.send(b"USER alice\nSEND bob 2\nhi")?;
+    conn.expect(b"OK\n")?;
+    let id = expect_id(&mut conn)?;
+    quit(conn)?;
+    ctx.step("bob gets only the message that was accepted");
+    let mut bob = login(ctx, server.addr, "bob")?;
+    bob.send(b"FETCH\n")?;
+    bob.expect(format!("MSGS 1\nMSG {id} alice 2\nhi").as_bytes())
+        .map_err(|failure| {
+            failure.more_hint(
+                "A refused SEND stores nothing, but its body was sent: read it, then refuse.",
+            )
+        })
+}
+
+fn limits(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let limit_hint = |failure: Failure| {
+        failure.more_hint(format!(
+            "Check the size before you read: fn read_line reads at most MAX_LINE bytes \
+             (TODO 1), and parse_length refuses a SEND whose length is over MAX_BODY, \
+             before its body is read, both in {PROTOCOL_FILE}. The server then answers ERR \
+             and closes."
+        ))
+    };
+    ctx.step(format!(
+        "a SEND announcing {} bytes, one over the limit",
+        MAX_BODY + 1
+    ));
+    let mut alice = login(ctx, server.addr, "alice")?;
+    alice.send(format!("SEND bob {}\n", MAX_BODY + 1).as_bytes())?;
+    expect_err(&mut alice, "a length over 65536").map_err(limit_hint)?;
+    alice.expect_closed().map_err(limit_hint)?;
+    alice.close();
+
+    ctx.step("a request line of 2000 bytes");
+    let mut long = ctx.connect(server.addr)?;
+    let mut line = vec![b'A'; 2000];
+    line.push(b'\n');
+    long.send(&line)?;
+    expect_err(&mut long, "a line of 2000 bytes").map_err(limit_hint)?;
+    long.expect_closed().map_err(limit_hint)?;
+    long.close();
+
+    let pid = ctx.process(server.id).pid();
+    quit(login(ctx, server.addr, "alice")?)?;
+    let Some(before) = resident_bytes(pid) else {
+        return Err(Failure::new(
+            "this stage measures the server's memory, and that measurement is not available \
+             on this system (it reads /proc, which only Linux has)",
+        )
+        .hint("Run this stage on Linux, or in a Linux container, to see it pass."));
+    };
+    ctx.step(format!(
+        "the server's resident memory: {:.1} MiB",
+        mebibytes(before)
+    ));
+    ctx.step("pushing 100 MiB as one line with no newline, until the server closes");
+    push_flood(ctx, server.addr, b"")?;
+    ctx.step("pushing 100 MiB as the body of `SEND bob 104857600`");
+    push_flood(ctx, server.addr, b"USER eve\nSEND bob 104857600\n")?;
+    let after = resident_bytes(pid).unwrap_or(before);
+    ctx.step(format!(
+        "the server's resident memory: {:.1} MiB",
+        mebibytes(after)
+    ));
+    const ALLOWED: u64 = 4 << 20;
+    if after > before + ALLOWED {
+        return Err(limit_hint(
+            Failure::new(format!(
+                "the server's memory grew from {:.1} MiB to {:.1} MiB while a client pushed \
+             100 MiB at it; at most {} MiB of growth is allowed",
+                mebibytes(before),
+                mebibytes(after),
+                ALLOWED >> 20
+            ))
+            .hint(
+                "Whatever a peer sends, a server keeps only a bounded part of it in memory. \
+             Reading until a `\\n` that never comes, or sizing a buffer by a length the peer \
+             chose, lets any client take all your memory.",
+            ),
+        ));
+    }
+    ctx.expect_running(server.id)?;
+    ctx.step("the server still serves the next client");
+    let mut alice = login(ctx, server.addr, "alice")?;
+    alice.send(b"COUNT\n")?;
+    alice.expect(b"OK 0\n")
+}
+
+/// Open a connection, send `opening`, then up to 100 MiB of `A`s, and stop
+/// when the server closes on us.
+fn push_flood(ctx: &mut Ctx, addr: SocketAddr, opening: &[u8]) -> Check<()> {
+    let mut conn = ctx.connect(addr)?;
+    conn.send(opening)?;
+    let chunk = vec![b'A'; 1 << 20];
+    let mut pushed = 0;
+    while pushed < 100 {
+        if conn.send(&chunk).is_err() {
+            break;
+        }
+        pushed += 1;
+    }
+    ctx.step(format!("{pushed} MiB went out before the connection ended"));
+    conn.abort();
+    Ok(())
+}
+
+fn mebibytes(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+fn durable(ctx: &mut Ctx) -> Check<()> {
+    let data = ctx.temp_dir()?;
+    let data = data.to_string_lossy().into_owned();
+    let server = ctx.start_server(&["--data", &data])?;
+    let mut alice = login(ctx, server.addr, "alice")?;
+    let count = ctx.rng().between(3, 6);
+    let mut sent = Vec::new();
+    for _ in 0..count {
+        let words = ctx.rng().between(1, 8);
+        let text = ctx.rng().sentence(words);
+        alice.send(format!("SEND bob {}\n{text}", text.len()).as_bytes())?;
+        sent.push((expect_id(&mut alice)?, text));
+    }
+    ctx.step(format!(
+        "{count} messages acknowledged; killing the server at once"
+    ));
+    ctx.kill(server.id);
+
+    let server = ctx.start_server(&["--data", &data])?;
+    let durable_hint = |failure: Failure| {
+        failure.more_hint(
+            "Where: TODO 4 in lessons/03-messages/disk.rs, fn save. With --data, a message \
+             is written to a file and synced (fsync) before the server answers `OK <id>`; \
+             the next server finds it there when it starts.",
+        )
+    };
+    ctx.step("bob fetches from the restarted server");
+    let mut bob = login(ctx, server.addr, "bob")?;
+    bob.send(b"FETCH\n")?;
+    let mut expected = format!("MSGS {count}\n").into_bytes();
+    for (id, text) in &sent {
+        expected.extend_from_slice(format!("MSG {id} alice {}\n{text}", text.len()).as_bytes());
+    }
+    bob.expect(&expected).map_err(durable_hint)?;
+    quit(bob)?;
+
+    ctx.step("a new message after the restart gets a new id");
+    let mut alice = login(ctx, server.addr, "alice")?;
+    alice.send(b"SEND bob 3\nnew")?;
+    let id = expect_id(&mut alice)?;
+    if sent.iter().any(|(old, _)| *old == id) {
+        return Err(alice
+            .fail(format!("the id {id} was given again after the restart"))
+            .hint(
+                "Ids must stay unique across restarts: start counting after the highest id \
+                 found on disk.",
+            ));
+    }
+    quit(alice)?;
+    ctx.step("fetched messages stay gone after another restart");
+    ctx.kill(server.id);
+    let server = ctx.start_server(&["--data", &data])?;
+    let mut bob = login(ctx, server.addr, "bob")?;
+    bob.send(b"FETCH\n")?;
+    bob.expect(format!("MSGS 1\nMSG {id} alice 3\nnew").as_bytes())
+        .map_err(|failure| {
+            failure.more_hint("A fetched message is deleted from disk, or it comes back.")
+        })
+}
+
+fn the_client(ctx: &mut Ctx) -> Check<()> {
+    const CLIENT_FILE: &str = "lessons/03-messages/client.rs";
+    let server = ctx.start_server(&[])?;
+    let addr = server.addr.to_string();
+    let from_rust = ctx.rng().sentence(4);
+    let from_python = ctx.rng().sentence(4);
+
+    ctx.step("the Rust client, as alice, sends to bob");
+    let input = format!("send bob {from_rust}\ncount\n");
+    let alice = ctx.run(
+        &["client", "--connect", &addr, "--user", "alice"],
+        input.as_bytes(),
+    )?;
+    expect_printed(&alice, &["sent #", "0 waiting"], "the Rust client")?;
+
+    ctx.step("the Python client, as bob, fetches it and answers");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/lessons/03-messages/client.py");
+    let input = format!("count\nfetch\nsend alice {from_python}\nquit\n");
+    let command = ["python3", script, "--connect", &addr, "--user", "bob"];
+    let bob = ctx
+        .run_command(&command, input.as_bytes())
+        .map_err(|failure| {
+            failure.hint(
+                "python3 could not be started: is it installed? This stage runs the Python \
+             client of lessons/03-messages/client.py against your server. Install Python 3 \
+             (Debian, Ubuntu: `sudo apt-get install python3`; macOS: `brew install python`; \
+             Windows: python.org), then run the stage again.",
+            )
+        })?;
+    let from_alice = format!("from alice: {from_rust}");
+    expect_printed(
+        &bob,
+        &["1 waiting", "1 fetched", &from_alice, "sent #"],
+        "the Python client",
+    )?;
+
+    ctx.step("the Rust client, as alice, fetches bob's answer");
+    let alice = ctx.run(
+        &["client", "--connect", &addr, "--user", "alice"],
+        b"fetch\nquit\n",
+    )?;
+    let from_bob = format!("from bob: {from_python}");
+    expect_printed(&alice, &["1 fetched", &from_bob], "the Rust client").map_err(|failure| {
+        failure.more_hint(format!(
+            "Where: TODO 5 in {CLIENT_FILE}, fn fetch: read `MSGS <n>`, then n times a \
+             `MSG <id> <from> <length>` line and exactly <length> bytes of body."
+        ))
+    })
+}
+
+/// The program exited 0 and printed each of `wanted`, in order.
+fn expect_printed(finished: &Finished, wanted: &[&str], who: &str) -> Check<()> {
+    let mut rest = finished.stdout.as_str();
+    for piece in wanted {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => {
+                return Err(Failure::new(format!("{who} did not print `{piece}`"))
+                    .detail(output_block("its stdout", &finished.stdout))
+                    .hint(
+                        "The client prints `sent #<id>` for send, `<n> waiting` for count, \
+                         and for fetch `<n> fetched` then `#<id> from <name>: <text>` for \
+                         each message.",
+                    ))
+            }
+        }
+    }
+    if !finished.status.success() {
+        return Err(Failure::new(format!("{who} exited with an error"))
+            .detail(output_block("its stderr", &finished.stderr)));
+    }
+    Ok(())
+}
+
+/// Connect as `name`, and check the server says `OK`.
+fn login(ctx: &Ctx, addr: SocketAddr, name: &str) -> Check<Conn> {
+    let mut conn = ctx.connect(addr)?;
+    conn.send(format!("USER {name}\n").as_bytes())?;
+    conn.expect(b"OK\n")?;
+    Ok(conn)
+}
+
+/// Say QUIT, and check the server says `BYE` and closes.
+fn quit(mut conn: Conn) -> Check<()> {
+    conn.send(b"QUIT\n")?;
+    conn.expect(b"BYE\n")?;
+    conn.expect_closed().map_err(|failure| {
+        failure.more_hint(
+            "After BYE the server closes the connection: this server serves one client at \
+             a time, and the next one waits until then.",
+        )
+    })
+}
+
+/// Read `OK <id>\n` and return the id.
+fn expect_id(conn: &mut Conn) -> Check<u64> {
+    let line = conn.read_line(MAX_LINE)?;
+    let id = std::str::from_utf8(&line)
+        .ok()
+        .and_then(|text| text.strip_prefix("OK "))
+        .and_then(|text| text.strip_suffix('\n'))
+        .and_then(|id| id.parse().ok());
+    id.ok_or_else(|| {
+        conn.fail("SEND should be answered `OK <id>`, a number that names the message")
+            .bytes(b"OK <id>\n", &line)
+    })
+}
+
+/// Read `ERR <reason>\n`.
+fn expect_err(conn: &mut Conn, what: &str) -> Check<()> {
+    let line = conn.read_line(MAX_LINE)?;
+    let reason = line
+        .strip_prefix(b"ERR ")
+        .and_then(|rest| rest.strip_suffix(b"\n"))
+        .filter(|reason| !reason.trim_ascii().is_empty());
+    if reason.is_none() {
+        return Err(conn
+            .fail(format!("{what} should be answered `ERR <reason>`"))
+            .bytes(b"ERR <reason>\n", &line)
+            .hint(format!(
+                "Every request gets exactly one reply. A bad one gets `ERR`, a space, and a \
+                 reason in words; the connection stays open for the next request (see \
+                 fn serve_client in {SERVER_FILE})."
+            )));
+    }
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! Lesson 04, concurrency: the stages, in the order you build them.
+//!
+//!     cargo test --test 04_concurrency                 your code in lessons/04-concurrency
+//!     cargo test --test 04_concurrency crowd           one stage
+//!     COURSE_TARGET=solutions cargo test --test 04_concurrency
+//!
+//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
+//! address it prints, and speaks lesson 03's mailbox protocol to it, over
+//! many real TCP connections at once.
+
+use std::collections::HashSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use course::resources::threads;
+use course::{Check, Conn, Ctx, Failure, Programs, Stage};
+
+fn main() {
+    let programs = Programs {
+        lessons: env!("CARGO_BIN_EXE_04-concurrency"),
+        solutions: env!("CARGO_BIN_EXE_04-concurrency-solution"),
+    };
+    course::run_stages("04", programs, &STAGES);
+}
+
+const STAGES: [Stage; 6] = [
+    Stage {
+        slug: "two-at-once",
+        title: "serves client B while client A is connected and silent",
+        slide: "The sequential server blocks",
+        check: two_at_once,
+    },
+    Stage {
+        slug: "crowd",
+        title: "answers 100 clients, connected together, in reverse order",
+        slide: "A bounded pool",
+        check: crowd,
+    },
+    Stage {
+        slug: "no-lost-updates",
+        title: "50 clients send 100 messages each to one mailbox: 5000 arrive, once",
+        slide: "Shared state behind a Mutex",
+        check: no_lost_updates,
+    },
+    Stage {
+        slug: "bounded",
+        title: "with 300 connections open, its threads stay within --workers",
+        slide: "Back-pressure",
+        check: bounded,
+    },
+    Stage {
+        slug: "slow-and-silent",
+        title: "closes slow and silent clients after the idle timeout",
+        slide: "Idle timeouts and slowloris",
+        check: slow_and_silent,
+    },
+    Stage {
+        slug: "graceful-shutdown",
+        title: "on SIGTERM, finishes the requests in progress and exits 0",
+        slide: "Graceful shutdown",
+        check: graceful_shutdown,
+    },
+];
+
+const SERVER_FILE: &str = "lessons/04-concurrency/server.rs";
+const POOL_FILE: &str = "lessons/04-concurrency/pool.rs";
+const READER_FILE: &str = "lessons/04-concurrency/timed_reader.rs";
+const MAX_LINE: usize = 1024;
+
+fn two_at_once(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    ctx.step("client A connects and says nothing");
+    let _silent = ctx.connect(server.addr)?;
+    ctx.step("client B connects and has one second to be served");
+    let one_second = ctx.patience().reply / 2;
+    let mut second = Conn::connect(server.addr, ctx.journal(), one_second)?;
+    let started = Instant::now();
+    second.send(b"USER bob\nCOUNT\n")?;
+    match second.expect(b"OK\nOK 0\n") {
+        Err(_) if started.elapsed() >= one_second => Err(second
+            .fail("B waited while A was connected: your server serves one client at a time")
+            .hint(format!(
+                "While the accept loop serves A, nobody accepts B: B's connection waits in \
+                 the system's queue. Where: TODO 1 in {SERVER_FILE}, fn accept_loop: hand \
+                 each connection to the pool, and let the loop go back to accept at once; \
+                 then TODO 2 in {POOL_FILE}, so that the workers take them."
+            ))),
+        result => result,
+    }
+}
+
+fn crowd(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&["--workers", "128"])?;
+    ctx.step("100 clients connect, one after another, and say nothing yet");
+    let mut crowd = (0..100)
+        .map(|_| ctx.connect(server.addr))
+        .collect::<Check<Vec<Conn>>>()?;
+    ctx.step("each says USER and COUNT, the last to connect first");
+    for (number, conn) in crowd.iter_mut().enumerate().rev() {
+        conn.send(format!("USER client{number}\nCOUNT\n").as_bytes())?;
+        conn.expect(b"OK\nOK 0\n").map_err(|failure| {
+            failure.more_hint(format!(
+                "With --workers 128, 100 clients are served at once. Does each worker of \
+                 the pool take connections from the queue (TODO 2 in {POOL_FILE})?"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn no_lost_updates(ctx: &mut Ctx) -> Check<()> {
+    const SENDERS: usize = 50;
+    const EACH: usize = 100;
+    let server = ctx.start_server(&["--workers", "64"])?;
+    let senders = (0..SENDERS)
+        .map(|_| ctx.connect(server.addr))
+        .collect::<Check<Vec<Conn>>>()?;
+    ctx.step(format!(
+        "{SENDERS} clients send {EACH} messages each to `inbox`, all at the same time"
+    ));
+    let acknowledged: Vec<Vec<(u64, String)>> = thread::scope(|scope| {
+        let running: Vec<_> = senders
+            .into_iter()
+            .enumerate()
+            .map(|(number, mut conn)| scope.spawn(move || send_many(&mut conn, number, EACH)))
+            .collect();
+        running
+            .into_iter()
+            .map(|sender| sender.join().expect("a sending thread does not panic"))
+            .collect::<Check<_>>()
+    })?;
+    let mut expected = HashSet::new();
+    for (id, body) in acknowledged.into_iter().flatten() {
+        if !expected.insert((id, body)) {
+            return Err(
+                Failure::new(format!("two messages were acknowledged with the id {id}"))
+                    .hint(lost_update_hint()),
+            );
+        }
+    }
+    let ids: HashSet<u64> = expected.iter().map(|(id, _)| *id).collect();
+    if ids.len() != expected.len() {
+        return Err(Failure::new(format!(
+            "{} messages were acknowledged with only {} different ids",
+            expected.len(),
+            ids.len()
+        ))
+        .hint(lost_update_hint()));
+    }
+
+    ctx.step("inbox fetches them all");
+    let mut inbox = ctx.connect(server.addr)?;
+    inbox.send(b"USER inbox\nFETCH\n")?;
+    inbox.expect(b"OK\n")?;
+    let header = inbox.read_line(MAX_LINE)?;
+    let total = SENDERS * EACH;
+    if header != format!("MSGS {total}\n").as_bytes() {
+        return Err(inbox
+            .fail(format!(
+                "{total} messages were acknowledged, and FETCH did not say {total}"
+            ))
+            .bytes(format!("MSGS {total}\n").as_bytes(), &header)
+            .hint(lost_update_hint()));
+    }
+    let mut fetched = HashSet::new();
+    for _ in 0..total {
+        let line = inbox.read_line(MAX_LINE)?;
+        let text = String::from_utf8_lossy(&line);
+        let words: Vec<&str> = text.trim_end().split(' ').collect();
+        let (Some(id), Some(length)) = (
+            words.get(1).and_then(|id| id.parse::<u64>().ok()),
+            words.get(3).and_then(|length| length.parse::<usize>().ok()),
+        ) else {
+            return Err(inbox
+                .fail("a MSG line of FETCH's reply could not be read")
+                .bytes(b"MSG <id> <from> <length>\n", &line));
+        };
+        let body = inbox.read_exact(length)?;
+        fetched.insert((id, String::from_utf8_lossy(&body).into_owned()));
+    }
+    if fetched != expected {
+        let missing = expected.difference(&fetched).count();
+        return Err(Failure::new(format!(
+            "FETCH returned {total} messages, but {missing} acknowledged ones were not among \
+             them"
+        ))
+        .hint(lost_update_hint()));
+    }
+    Ok(())
+}
+
+/// Send `count` messages to `inbox`, each waiting for its `OK <id>`.
+fn send_many(conn: &mut Conn, number: usize, count: usize) -> Check<Vec<(u64, String)>> {
+    conn.send(format!("USER sender{number}\n").as_bytes())?;
+    conn.expect(b"OK\n")?;
+    let mut acknowledged = Vec::with_capacity(count);
+    for index in 0..count {
+        let body = format!("from {number}, message {index}");
+        conn.send(format!("SEND inbox {}\n{body}", body.len()).as_bytes())?;
+        let line = conn.read_line(MAX_LINE)?;
+        let id = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|text| text.strip_prefix("OK "))
+            .and_then(|text| text.trim_end().parse().ok())
+            .ok_or_else(|| {
+                conn.fail("SEND was not answered `OK <id>`")
+                    .bytes(b"OK <id>\n", &line)
+            })?;
+        acknowledged.push((id, body));
+    }
+    Ok(acknowledged)
+}
+
+fn lost_update_hint() -> String {
+    "Two workers changed the mailbox at the same time, and one change was lost. Every \
+     access to the shared mailbox goes through its Mutex, and taking an id and storing \
+     the message happen under one lock."
+        .to_string()
+}
+
+fn bounded(ctx: &mut Ctx) -> Check<()> {
+    const WORKERS: usize = 8;
+    // The main thread, the signal handler's, and room for two more.
+    const OTHER_THREADS: usize = 4;
+    let server = ctx.start_server(&["--workers", &WORKERS.to_string()])?;
+    ctx.step("300 clients connect and say USER; 8 can be served at once");
+    let mut clients = Vec::with_capacity(300);
+    for number in 0..300 {
+        let mut conn = ctx.connect(server.addr)?;
+        conn.send(format!("USER client{number}\n").as_bytes())?;
+        clients.push(conn);
+    }
+    // The first clients hold every worker: wait until one answers.
+    clients[0].wait_readable()?;
+    let pid = ctx.process(server.id).pid();
+    let Some(count) = threads(pid) else {
+        return Err(Failure::new(
+            "this stage counts the server's threads, and that measurement is not available on \
+             this system (it reads /proc, which only Linux has)",
+        )
+        .hint("Run this stage on Linux, or in a Linux container, to see it pass."));
+    };
+    ctx.step(format!("the server has {count} threads"));
+    if count > WORKERS + OTHER_THREADS {
+        return Err(Failure::new(format!(
+            "with 300 connections open and --workers {WORKERS}, the server has {count} threads; \
+             at most {} are expected",
+            WORKERS + OTHER_THREADS
+        ))
+        .hint(format!(
+            "A thread per connection grows without bound: 300 clients, 300 threads, and \
+             10 000 would be too many. Start --workers threads once (TODO 2 in {POOL_FILE}) \
+             and queue the connections for them."
+        )));
+    }
+    ctx.step("each client in turn asks COUNT and quits; the next is then served");
+    for (number, conn) in clients.iter_mut().enumerate() {
+        conn.send(b"COUNT\nQUIT\n")?;
+        conn.expect(b"OK\nOK 0\nBYE\n").map_err(|failure| {
+            failure.more_hint(format!(
+                "Client {number} of 300 was not served. Connections wait in the pool's queue \
+                 until a worker is free; none may be dropped."
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn slow_and_silent(ctx: &mut Ctx) -> Check<()> {
+    let idle = Duration::from_secs(1);
+    let server = ctx.start_server(&["--workers", "2", "--idle-timeout", "1"])?;
+    let patience = ctx.patience().reply;
+    ctx.step("a silent client connects; a slow one sends `USER slow\\n` a byte at a time");
+    let mut silent = Conn::connect(server.addr, ctx.journal(), idle + patience)?;
+    let mut slow = Conn::connect(server.addr, ctx.journal(), idle + patience)?;
+    let started = Instant::now();
+    let mut dripper = slow.try_clone()?;
+    thread::scope(|scope| {
+        // One byte each 300 ms: a request that never completes in time.
+        scope.spawn(move || {
+            for byte in b"USER slow\n" {
+                if dripper.send(std::slice::from_ref(byte)).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(300));
+            }
+        });
+        ctx.step("with --workers 2 both workers are taken; a third client must still be served");
+        let mut third = Conn::connect(server.addr, ctx.journal(), idle + patience)?;
+        third.send(b"USER third\nCOUNT\n")?;
+        third.expect(b"OK\nOK 0\n").map_err(|failure| {
+            failure.more_hint(format!(
+                "The slow and the silent client hold both workers. After the idle timeout \
+                 (1 s) they must be closed, freeing the workers: TODO 3 in {READER_FILE}."
+            ))
+        })?;
+        for (who, conn) in [("silent", &mut silent), ("slow", &mut slow)] {
+            expect_dropped(conn, idle + patience).map_err(|failure| {
+                failure.hint(format!(
+                    "A client whose next request does not arrive whole within --idle-timeout \
+                     is closed: the {who} client was not. Give the whole request a deadline \
+                     (TODO 3 in {READER_FILE}): a timeout per read alone lets a client that \
+                     sends one byte a second stay forever."
+                ))
+            })?;
+            if started.elapsed() < idle / 2 {
+                return Err(Failure::new(format!(
+                    "the {who} client was closed after {:.2}s, before the idle timeout of 1 s",
+                    started.elapsed().as_secs_f64()
+                )));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Wait for the server to close `conn` (after an `ERR` line, or at once);
+/// a reset counts as closed.
+fn expect_dropped(conn: &mut Conn, patience: Duration) -> Check<()> {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    loop {
+        match conn.read_exact(1) {
+            Ok(byte) => {
+                received.extend_from_slice(&byte);
+                if received.len() > MAX_LINE
+                    || !b"ERR ".starts_with(&received[..received.len().min(4)])
+                {
+                    return Err(conn
+                        .fail("the server sent something other than an ERR line before closing")
+                        .bytes(b"ERR <reason>\n", &received));
+                }
+            }
+            Err(failure) if started.elapsed() + Duration::from_millis(50) >= patience => {
+                return Err(conn
+                    .fail(format!(
+                        "the connection was still open after {:.1}s",
+                        started.elapsed().as_secs_f64()
+                    ))
+                    .detail(failure.what.clone()));
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+fn graceful_shutdown(ctx: &mut Ctx) -> Check<()> {
+    let data = ctx.temp_dir()?.to_string_lossy().into_owned();
+    let server = ctx.start_server(&["--data", &data, "--workers", "4"])?;
+    let mut alice = ctx.connect(server.addr)?;
+    alice.send(b"USER alice\n")?;
+    alice.expect(b"OK\n")?;
+    let mut sent = Vec::new();
+    for number in 0..3 {
+        let body = format!("before the stop, {number}");
+        alice.send(format!("SEND bob {}\n{body}", body.len()).as_bytes())?;
+        sent.push((expect_id(&mut alice)?, body));
+    }
+    ctx.step("carol connects and stays idle");
+    let mut carol = ctx.connect(server.addr)?;
+    carol.send(b"USER carol\n")?;
+    carol.expect(b"OK\n")?;
+    ctx.step("alice begins a SEND: its line and half its body");
+    alice.send(b"COUNT\nSEND bob 10\nhello")?;
+    alice.expect(b"OK 0\n")?;
+
+    ctx.step("SIGTERM, then the rest of alice's body");
+    let stopped_at = Instant::now();
+    if !ctx.process(server.id).request_stop() {
+        return Err(Failure::new(
+            "the server had exited before SIGTERM could be sent",
+        ));
+    }
+    alice.send(b"world")?;
+    let stop_hint = |failure: Failure| {
+        failure.more_hint(format!(
+            "On SIGTERM: stop accepting, let each request already begun finish and get its \
+             reply, close idle connections, wait for the workers, exit 0 (TODO 4 in \
+             {SERVER_FILE})."
+        ))
+    };
+    let id = expect_id(&mut alice).map_err(stop_hint)?;
+    sent.push((id, "helloworld".to_string()));
+    expect_dropped(&mut alice, ctx.patience().reply).map_err(stop_hint)?;
+    ctx.step("carol's idle connection is closed");
+    expect_dropped(&mut carol, ctx.patience().reply).map_err(stop_hint)?;
+    let deadline = stopped_at + ctx.patience().exit;
+    match ctx.process(server.id).wait_exit(deadline) {
+        Some(status) if status.success() => {}
+        Some(status) => {
+            return Err(stop_hint(Failure::new(format!(
+                "after SIGTERM the server exited with {status}; a graceful stop exits 0"
+            ))))
+        }
+        None => {
+            return Err(stop_hint(Failure::new(format!(
+                "the server was still running {:.0}s after SIGTERM",
+                ctx.patience().exit.as_secs_f64()
+            ))))
+        }
+    }
+    ctx.step(format!(
+        "it exited 0, {:.2}s after SIGTERM",
+        stopped_at.elapsed().as_secs_f64()
+    ));
+
+    ctx.step("restarted with the same --data: bob fetches every acknowledged message");
+    let server = ctx.start_server(&["--data", &data])?;
+    let mut bob = ctx.connect(server.addr)?;
+    bob.send(b"USER bob\nFETCH\n")?;
+    let mut expected = format!("OK\nMSGS {}\n", sent.len()).into_bytes();
+    for (id, body) in &sent {
+        expected.extend_from_slice(format!("MSG {id} alice {}\n{body}", body.len()).as_bytes());
+    }
+    bob.expect(&expected).map_err(|failure| {
+        failure.more_hint("Every message acknowledged with `OK <id>` must survive the stop.")
+    })
+}
+
+/// Read `OK <id>\n` and return the id.
+fn expect_id(conn: &mut Conn) -> Check<u64> {
+    let line = conn.read_line(MAX_LINE)?;
+    std::str::from_utf8(&line)
+        .ok()
+        .and_then(|text| text.strip_prefix("OK "))
+        .and_then(|text| text.strip_suffix('\n'))
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| {
+            conn.fail("SEND should be answered `OK <id>`")
+                .bytes(b"OK <id>\n", &line)
+        })
+}
