@@ -52,7 +52,7 @@ pub const LESSONS: &[Lesson] = &[
         slug: "http",
         title: "http: a protocol someone else wrote, by hand",
         port: 7002,
-        first_file: "request.rs",
+        first_file: "response.rs",
     },
     Lesson {
         number: "03",
