@@ -57,6 +57,16 @@ impl Read for TimedReader<'_> {
             if left.is_zero() {
                 return Err(ErrorKind::TimedOut.into());
             }
+            let mut stream = self.stream;
+            if self.between_requests && self.stopping.load(Ordering::SeqCst) {
+                // One last look: bytes that came before the stop are a
+                // request begun, and it is served. Nothing: the end.
+                self.stream.set_read_timeout(Some(LAST_LOOK))?;
+                return match stream.read(buffer) {
+                    Err(error) if is_timeout(&error) => Ok(0),
+                    other => other,
+                };
+            }
             // Between requests, wake now and then to look at the stop flag.
             let wait = if self.between_requests {
                 left.min(STOP_CHECK)
@@ -64,19 +74,8 @@ impl Read for TimedReader<'_> {
                 left
             };
             self.stream.set_read_timeout(Some(wait))?;
-            let mut stream = self.stream;
             match stream.read(buffer) {
-                Err(error) if is_timeout(&error) => {
-                    if self.between_requests && self.stopping.load(Ordering::SeqCst) {
-                        // One last look: bytes that came before the stop are
-                        // a request begun, and it is served. Nothing: end.
-                        self.stream.set_read_timeout(Some(LAST_LOOK))?;
-                        return match stream.read(buffer) {
-                            Err(error) if is_timeout(&error) => Ok(0),
-                            other => other,
-                        };
-                    }
-                }
+                Err(error) if is_timeout(&error) => continue,
                 other => return other,
             }
         }

@@ -168,11 +168,9 @@ fn serve_client(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
             result => result?,
         };
         writer.flush()?;
-        // A stopping server answers the request in progress, then closes.
+        // A stopping server ends here only when the client is done: the
+        // next read decides whether a request had begun before the stop.
         if let Next::Close = next {
-            return Ok(());
-        }
-        if shared.stopping.load(Ordering::SeqCst) {
             return Ok(());
         }
     }
