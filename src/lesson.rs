@@ -39,13 +39,22 @@ impl Lesson {
 }
 
 /// Every lesson, in the order of the course.
-pub const LESSONS: &[Lesson] = &[Lesson {
-    number: "01",
-    slug: "echo",
-    title: "echo: bind, listen, accept, connect",
-    port: 7001,
-    first_file: "server.rs",
-}];
+pub const LESSONS: &[Lesson] = &[
+    Lesson {
+        number: "01",
+        slug: "echo",
+        title: "echo: bind, listen, accept, connect",
+        port: 7001,
+        first_file: "server.rs",
+    },
+    Lesson {
+        number: "05",
+        slug: "chat",
+        title: "chat: the server speaks first",
+        port: 7005,
+        first_file: "room.rs",
+    },
+];
 
 /// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).
 pub fn find(number: &str) -> Option<&'static Lesson> {
@@ -71,9 +80,14 @@ mod tests {
 
     #[test]
     fn lessons_are_numbered_in_order_with_their_ports() {
-        for (index, lesson) in LESSONS.iter().enumerate() {
-            assert_eq!(lesson.number, format!("{:02}", index + 1));
-            assert_eq!(lesson.port, 7001 + index as u16);
+        let numbers: Vec<u16> = LESSONS
+            .iter()
+            .map(|lesson| lesson.number.parse().unwrap())
+            .collect();
+        assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
+        for (lesson, number) in LESSONS.iter().zip(numbers) {
+            assert_eq!(lesson.number, format!("{number:02}"));
+            assert_eq!(lesson.port, 7000 + number);
         }
     }
 }
