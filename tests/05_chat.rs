@@ -419,7 +419,7 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
     ada.send(&huge)?;
     let answer = ada
         .read_line(READ_LIMIT)
-        .map_err(|failure| failure.more_hint(too_long_hint.clone()))?;
+        .map_err(|failure| failure.hint(too_long_hint.clone()))?;
     if !answer.starts_with(b"! ") {
         return Err(ada
             .fail("the 64 KiB line was not refused with an error line")
@@ -427,7 +427,7 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
             .hint(too_long_hint));
     }
     expect_line(&mut bob, "[ada] after the huge line")
-        .map_err(|failure| failure.more_hint(too_long_hint.clone()))?;
+        .map_err(|failure| failure.hint(too_long_hint.clone()))?;
 
     let pid = ctx.process(server.id).pid();
     let before = resident_bytes(pid).ok_or_else(not_measurable)?;
@@ -439,10 +439,13 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
     ada.send(b"\n")?;
     let answer = ada
         .read_line(READ_LIMIT)
-        .map_err(|failure| failure.more_hint(too_long_hint.clone()))?;
+        .map_err(|failure| failure.hint(too_long_hint.clone()))?;
     let after = resident_bytes(pid).ok_or_else(not_measurable)?;
     let grown = after.saturating_sub(before);
-    ctx.step(format!("the server's memory grew by {}", mebibytes(grown)));
+    measured(
+        ctx,
+        format!("after the 16 MiB line, memory grew by {}", mebibytes(grown)),
+    );
     if !answer.starts_with(b"! ") || grown > 8 << 20 {
         return Err(Failure::new(format!(
             "after a 16 MiB line the server's memory grew by {}; it answered {}",
@@ -456,6 +459,14 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
     bob.send(b"still here\n")?;
     expect_line(&mut ada, "[bob] still here")?;
     ctx.expect_running(server.id)
+}
+
+/// Note a measurement in the report, and print it when `COURSE_TIMES` is set.
+fn measured(ctx: &Ctx, text: String) {
+    if std::env::var_os("COURSE_TIMES").is_some() {
+        eprintln!("  {text}");
+    }
+    ctx.step(text);
 }
 
 fn not_measurable() -> Failure {
@@ -485,9 +496,6 @@ impl Times {
             self.at(0.99).as_secs_f64() * 1e3,
             self.at(1.0).as_secs_f64() * 1e3
         );
-        if std::env::var_os("COURSE_TIMES").is_some() {
-            eprintln!("  {text}");
-        }
         (self, text)
     }
 }
@@ -575,10 +583,10 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
         }
     }
     let (times, summary) = Times(times).summary();
-    ctx.step(format!(
-        "{summary}; memory grew by at most {}",
-        mebibytes(grown)
-    ));
+    measured(
+        ctx,
+        format!("{summary}; memory grew by at most {}", mebibytes(grown)),
+    );
     let Some(at) = dropped_at else {
         return Err(Failure::new(format!(
             "ada sent {MOST_LINES} lines of 4000 bytes (32 MiB); slow read none of them, and \
@@ -645,7 +653,7 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
         times.extend(result?);
     }
     let (times, summary) = Times(times).summary();
-    ctx.step(summary.clone());
+    measured(ctx, summary.clone());
     let p99 = times.at(0.99);
     let limit = Duration::from_secs_f64(scale(ctx));
     if p99 > limit {
