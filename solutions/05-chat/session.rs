@@ -1,7 +1,7 @@
 //! One connection, from its first byte to its last: ask for a name, join the
 //! room, then read the member's lines and commands until it leaves.
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, ErrorKind, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -17,18 +17,28 @@ const NAME_WAIT: Duration = Duration::from_secs(30);
 const NAME_LIMIT: usize = 16;
 
 pub fn serve(stream: TcpStream, room: &Room) -> io::Result<()> {
+    // Chat lines are small and should leave at once, not wait for more to
+    // fill a packet (Nagle's algorithm); each writer already gathers what is
+    // waiting into one write.
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     (&stream).write_all(b"* what is your name?\n")?;
     stream.set_read_timeout(Some(NAME_WAIT))?;
-    let joined = match read_line(&mut reader)? {
-        Incoming::Line(line) => {
+    let first_line = read_line(&mut reader);
+    stream.set_read_timeout(None)?;
+    let joined = match first_line {
+        Ok(Incoming::Line(line)) => {
             let name = String::from_utf8_lossy(&line);
             check_name(&name).and_then(|()| room.join(&name, &stream))
         }
-        Incoming::TooLong => Err(format!("a name has at most {NAME_LIMIT} characters")),
-        Incoming::Closed => return Ok(()),
+        Ok(Incoming::TooLong) => Err(format!("a name has at most {NAME_LIMIT} characters")),
+        Ok(Incoming::Closed) => return Ok(()),
+        // The read timed out (`WouldBlock` on Unix, `TimedOut` on Windows).
+        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(
+            format!("no name came within {} seconds", NAME_WAIT.as_secs()),
+        ),
+        Err(error) => return Err(error),
     };
-    stream.set_read_timeout(None)?;
     let mut member = match joined {
         Ok(member) => member,
         Err(reason) => {
