@@ -514,7 +514,11 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
         expect_line(member, "* slow joined")?;
     }
     let before = resident_bytes(pid).ok_or_else(not_measurable)?;
+    // 99 lines in 100 within 200 ms, and none later than a second: on a busy
+    // machine, one line may wait for the scheduler; a room that waits for
+    // slow makes many lines late, or stops.
     let limit = Duration::from_secs_f64(0.2 * scale(ctx));
+    let ceiling = Duration::from_secs_f64(scale(ctx));
     let most_memory: u64 = 24 << 20;
     let wait_hint = format!(
         "A write to a member who does not read blocks once the buffers between you fill \
@@ -524,9 +528,10 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
     );
 
     ctx.step(format!(
-        "ada says lines of 4000 bytes, one at a time; bob and cy must each get every line \
-         within {} ms",
-        limit.as_millis()
+        "ada says lines of 4000 bytes, one at a time; bob and cy must get them within {} \
+         ms (99 in 100) and none later than {} ms",
+        limit.as_millis(),
+        ceiling.as_millis()
     ));
     let filler = ctx.rng().word(3994);
     let mut times = Vec::new();
@@ -599,12 +604,15 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
         .more_hint(format!("Where: TODO 8 in {ROOM_FILE}, fn deliver.")));
     };
     ctx.step(format!("slow was dropped during line {at}"));
-    let slowest = times.at(1.0);
-    if slowest > limit {
+    let (p99, slowest) = (times.at(0.99), times.at(1.0));
+    if p99 > limit || slowest > ceiling {
         return Err(Failure::new(format!(
-            "a line took {:.0} ms to reach bob or cy; every line must arrive within {} ms",
+            "while slow did not read, lines reached bob and cy too late: 99 in 100 took up \
+             to {:.0} ms (at most {} ms allowed), the slowest {:.0} ms (at most {} ms)",
+            p99.as_secs_f64() * 1e3,
+            limit.as_millis(),
             slowest.as_secs_f64() * 1e3,
-            limit.as_millis()
+            ceiling.as_millis()
         ))
         .detail(summary)
         .hint(wait_hint));
@@ -615,7 +623,9 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
 /// Members in the full room.
 const FULL_ROOM: usize = 200;
 /// Lines each of them says.
-const ROUNDS: usize = 5;
+const LINES_EACH: usize = 5;
+/// In each round a fifth of the room speaks, and everyone listens.
+const GROUPS: usize = 5;
 
 fn full_room(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
@@ -631,16 +641,21 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
     }
 
     ctx.step(format!(
-        "{ROUNDS} rounds: each member says a line, and reads the 199 others' lines"
+        "{} rounds: in each, a fifth of the members say a line, and all read what the \
+         others said",
+        LINES_EACH * GROUPS
     ));
     let deadline = Instant::now() + Duration::from_secs_f64(30.0 * scale(ctx));
     let epoch = Instant::now();
-    let results: Vec<Check<Vec<Duration>>> = thread::scope(|scope| {
+    let results: Vec<(Check<Vec<Duration>>, Instant)> = thread::scope(|scope| {
         let running: Vec<_> = members
             .iter_mut()
             .enumerate()
             .map(|(index, conn)| {
-                scope.spawn(move || member_of_full_room(index, conn, epoch, deadline))
+                scope.spawn(move || {
+                    let result = member_of_full_room(index, conn, epoch, deadline);
+                    (result, Instant::now())
+                })
             })
             .collect();
         running
@@ -648,9 +663,18 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
             .map(|thread| thread.join().expect("a member's thread does not panic"))
             .collect()
     });
+    // When one member fails, the others soon wait in vain for its lines: the
+    // first failure is the one that says what went wrong.
     let mut times = Vec::new();
-    for result in results {
-        times.extend(result?);
+    let mut failures = Vec::new();
+    for (result, ended) in results {
+        match result {
+            Ok(more) => times.extend(more),
+            Err(failure) => failures.push((ended, failure)),
+        }
+    }
+    if let Some((_, failure)) = failures.into_iter().min_by_key(|(ended, _)| *ended) {
+        return Err(failure);
     }
     let (times, summary) = Times(times).summary();
     measured(ctx, summary.clone());
@@ -674,10 +698,11 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
     ctx.expect_running(server.id)
 }
 
-/// One member of the full room. In each round it says one line stamped with
-/// the time, then reads until that round's line from every other member has
-/// come (and the join notices of those who came after it). No member waits
-/// on a clock: the room talks as fast as it can deliver.
+/// One member of the full room. In each round, a fifth of the members (this
+/// one, every fifth round) say one line stamped with the time, and every
+/// member reads until each of that round's lines has come (and the join
+/// notices of those who came after it). No member waits on a clock: the room
+/// talks as fast as it can deliver, 40 lines at a time.
 /// Returns how long each line took to arrive.
 fn member_of_full_room(
     index: usize,
@@ -690,15 +715,22 @@ fn member_of_full_room(
     let joins_due = FULL_ROOM - 1 - index;
     let mut joins = 0;
     let mut next_from = vec![0; FULL_ROOM];
-    let mut times = Vec::with_capacity((FULL_ROOM - 1) * ROUNDS);
+    let mut times = Vec::with_capacity((FULL_ROOM - 1) * LINES_EACH);
     let order_hint = "Each member's outbox is a queue: lines go out in the order they were \
                       put in, each once. A member whose outbox is too small for a busy room \
                       is dropped although it reads.";
-    for round in 0..ROUNDS {
-        let stamp = epoch.elapsed().as_micros();
-        conn.send(format!("{me} {round} {stamp}\n").as_bytes())?;
+    for round in 0..LINES_EACH * GROUPS {
+        // Which of its lines a speaker says in this round.
+        let turn = round / GROUPS;
+        let speaks = |member: usize| member % GROUPS == round % GROUPS;
+        if speaks(index) {
+            let stamp = epoch.elapsed().as_micros();
+            conn.send(format!("{me} {turn} {stamp}\n").as_bytes())?;
+        }
         let round_heard = |next_from: &[usize]| {
-            (0..FULL_ROOM).all(|sender| sender == index || next_from[sender] > round)
+            (0..FULL_ROOM)
+                .filter(|&sender| sender != index && speaks(sender))
+                .all(|sender| next_from[sender] > turn)
         };
         while !round_heard(&next_from) {
             if Instant::now() > deadline {
@@ -707,13 +739,16 @@ fn member_of_full_room(
                 )));
             }
             let line = conn.read_line(1024).map_err(|failure| {
+                let missing: Vec<String> = (0..FULL_ROOM)
+                    .filter(|&sender| sender != index && speaks(sender))
+                    .filter(|&sender| next_from[sender] <= turn)
+                    .map(|sender| format!("m{sender:03}"))
+                    .take(8)
+                    .collect();
                 failure.hint(format!(
-                    "{me} was waiting for the others' lines of round {round}; {} of {} had \
-                     come",
-                    (0..FULL_ROOM)
-                        .filter(|&s| s != index && next_from[s] > round)
-                        .count(),
-                    FULL_ROOM - 1
+                    "{me} was waiting for the others' lines of round {round}; still missing \
+                     those of {}. {order_hint}",
+                    missing.join(", ")
                 ))
             })?;
             let text = String::from_utf8_lossy(&line);
