@@ -811,10 +811,13 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     ctx.step("the test runs a chat server of its own, and starts the client");
     let listener = bind_local()?;
     let (client, mut server) = start_client(ctx, &listener, &name)?;
-    server.say(&format!("* in the room: amy, {name}\n"))?;
-
+    let welcome = format!("* in the room: amy, {name}\n[amy] hello {name}\n");
     ctx.step("the server says `[amy] hello` while nothing is typed");
-    server.say(&format!("[amy] hello {name}\n"))?;
+    if let Err(failure) = server.say(&welcome) {
+        return Err(failure
+            .hint("The client closed the connection as soon as it had sent its name.")
+            .more_hint(print_hint));
+    }
     let shown = format!("[amy] hello {name}\n");
     let half_a_second = Instant::now() + Duration::from_secs_f64(0.5 * scale(ctx));
     if !ctx
