@@ -68,6 +68,13 @@ pub const LESSONS: &[Lesson] = &[
         port: 7004,
         first_file: "server.rs",
     },
+    Lesson {
+        number: "05",
+        slug: "chat",
+        title: "chat: the server speaks first",
+        port: 7005,
+        first_file: "room.rs",
+    },
 ];
 
 /// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).

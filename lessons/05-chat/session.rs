@@ -1,0 +1,123 @@
+//! One connection, from its first byte to its last: ask for a name, join the
+//! room, then read the member's lines and commands until it leaves.
+
+use std::io::{self, BufReader, ErrorKind, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::lines::{clean, read_line, Incoming, LINE_LIMIT};
+use crate::room::{Membership, Room};
+
+/// How long a connection may take to give its name. Until then it holds a
+/// thread and a socket; a connection that never names itself must not keep
+/// them for ever.
+const NAME_WAIT: Duration = Duration::from_secs(30);
+
+/// The longest name, in characters.
+const NAME_LIMIT: usize = 16;
+
+pub fn serve(stream: TcpStream, room: &Room) -> io::Result<()> {
+    // Chat lines are small and should leave at once, not wait for more to
+    // fill a packet (Nagle's algorithm); each writer already gathers what is
+    // waiting into one write.
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    (&stream).write_all(b"* what is your name?\n")?;
+    stream.set_read_timeout(Some(NAME_WAIT))?;
+    let first_line = read_line(&mut reader);
+    stream.set_read_timeout(None)?;
+    let joined = match first_line {
+        Ok(Incoming::Line(line)) => {
+            let name = String::from_utf8_lossy(&line);
+            check_name(&name).and_then(|()| room.join(&name, &stream))
+        }
+        Ok(Incoming::TooLong) => Err(format!("a name has at most {NAME_LIMIT} characters")),
+        Ok(Incoming::Closed) => return Ok(()),
+        // The read timed out (`WouldBlock` on Unix, `TimedOut` on Windows).
+        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(
+            format!("no name came within {} seconds", NAME_WAIT.as_secs()),
+        ),
+        Err(error) => return Err(error),
+    };
+    let mut member = match joined {
+        Ok(member) => member,
+        Err(reason) => {
+            // Not a member: nothing else writes to this socket, so write here.
+            return (&stream).write_all(format!("! {reason}\n").as_bytes());
+        }
+    };
+    let talked = converse(&mut reader, room, &mut member);
+    // However the conversation ended, cleanly or by a reset, the room hears.
+    room.leave(member);
+    talked
+}
+
+/// Read the member's lines until it quits or its connection ends.
+fn converse(
+    reader: &mut BufReader<TcpStream>,
+    room: &Room,
+    member: &mut Membership,
+) -> io::Result<()> {
+    loop {
+        let line = match read_line(reader)? {
+            Incoming::Line(line) => clean(&line),
+            Incoming::TooLong => {
+                let refusal = format!("! that line is over {LINE_LIMIT} bytes; it was not sent");
+                room.notify(member, &refusal);
+                continue;
+            }
+            Incoming::Closed => return Ok(()),
+        };
+        if line.starts_with('/') {
+            match command(&line, room, member) {
+                Ok(Next::Quit) => return Ok(()),
+                Ok(Next::Stay) => {}
+                Err(reason) => room.notify(member, &format!("! {reason}")),
+            }
+        } else if !line.is_empty() {
+            room.say(member, &line);
+        }
+    }
+}
+
+enum Next {
+    Stay,
+    Quit,
+}
+
+/// Run one command: `/who`, `/msg NAME TEXT`, `/nick NAME`, `/quit`.
+fn command(line: &str, room: &Room, member: &mut Membership) -> Result<Next, String> {
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match verb {
+        "/who" => room.who(member),
+        "/msg" => match rest.split_once(' ') {
+            Some((to, text)) if !text.trim().is_empty() => room.tell(member, to, text)?,
+            _ => return Err("usage: /msg NAME TEXT".to_string()),
+        },
+        "/nick" => {
+            check_name(rest)?;
+            room.rename(member, rest)?;
+        }
+        "/quit" => {
+            room.notify(member, "* bye");
+            return Ok(Next::Quit);
+        }
+        _ => {
+            return Err(format!(
+                "unknown command {verb}; try /who, /msg NAME TEXT, /nick NAME, /quit"
+            ))
+        }
+    }
+    Ok(Next::Stay)
+}
+
+/// A name is 1 to 16 of `A-Z a-z 0-9 _ -`: easy to type, and nothing in it
+/// can pass for a bracket, a space or an escape in someone's screen.
+fn check_name(name: &str) -> Result<(), String> {
+    // TODO 4 (slides/05-chat.md, "Names"): refuse, with the reason, a name
+    // that is empty (`a name cannot be empty`), longer than NAME_LIMIT
+    // characters (`a name has at most 16 characters`), or that holds anything
+    // but ASCII letters, digits, `_` and `-` (`a name holds only letters,
+    // digits, _ and -`).
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Lesson 05: the chat. A server that speaks first: it relays every member's
+//! lines to everyone else, over connections that stay open. And a client that
+//! listens to the network while its user types.
+//!
+//!     cargo run --bin 05-chat-solution -- server
+//!     cargo run --bin 05-chat-solution -- client --name ada   (in a second terminal)
+//!     nc 127.0.0.1 7005                                        (the protocol is plain lines)
+//!
+//! Both roles take the address to use, so they work across two machines as
+//! well as on one: `server --bind 0.0.0.0:7005` on one, `client --connect
+//! 192.0.2.10:7005 --name ada` on the other.
+
+mod client;
+mod lines;
+mod room;
+mod server;
+mod session;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Lesson 05: a chat server and its client")]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Run the chat room: relay each member's lines to the others.
+    Server {
+        /// The address to listen on; port 0 asks the system for a free port.
+        #[arg(long, default_value = "127.0.0.1:7005")]
+        bind: String,
+    },
+    /// Join a chat room: send what you type, show what the others say.
+    Client {
+        /// The address of the server.
+        #[arg(long, default_value = "127.0.0.1:7005")]
+        connect: String,
+        /// Your name in the room: 1 to 16 letters, digits, `_` or `-`.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.role {
+        Role::Server { bind } => server::run(&bind),
+        Role::Client { connect, name } => client::run(&connect, &name),
+    };
+    // A user's mistake (a port in use, a server that is not there) is one
+    // clear line and a non-zero exit, never a panic with a backtrace.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
