@@ -11,7 +11,6 @@
 use std::io::{BufRead, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use course::lesson::LESSONS;
@@ -368,6 +367,10 @@ mod fake {
 
 /// The `course` command, run as a student or an instructor would.
 mod cli {
+    use assert_cmd::Command;
+    use predicates::prelude::*;
+    use predicates::str::{contains, is_match};
+
     use super::*;
 
     fn course() -> Command {
@@ -376,49 +379,22 @@ mod cli {
         command
     }
 
-    fn text(bytes: &[u8]) -> String {
-        String::from_utf8_lossy(bytes).into_owned()
-    }
-
+    /// Exits 0, shows a line with a stage count for every lesson, and says
+    /// what to do next (or that everything passes, in a solved checkout).
     pub fn board() -> Result<(), Failed> {
-        let output = course().output()?;
-        let stdout = text(&output.stdout);
-        if !output.status.success() {
-            return Err(format!(
-                "the board exited with {}:\n{}",
-                output.status,
-                text(&output.stderr)
-            )
-            .into());
-        }
+        let mut board = course()
+            .assert()
+            .success()
+            .stdout(contains("Next: lesson").or(contains("Every stage")));
         for lesson in LESSONS {
-            let line = stdout
-                .lines()
-                .find(|line| {
-                    line.trim_start()
-                        .starts_with(&format!("{}  ", lesson.number))
-                })
-                .ok_or(format!(
-                    "the board has no line for lesson {}:\n{stdout}",
-                    lesson.number
-                ))?;
-            if !line.contains(" of ") {
-                return Err(format!(
-                    "lesson {}'s line shows no stage count: {line}",
-                    lesson.number
-                )
-                .into());
-            }
-        }
-        let next_or_done = stdout.contains("Next: lesson") || stdout.contains("Every stage");
-        if !next_or_done {
-            return Err(format!("the board says nothing about what to do next:\n{stdout}").into());
+            let line = format!(r"(?m)^  {}  .*\] \d+ of \d+", lesson.number);
+            board = board.stdout(is_match(line).expect("a valid pattern"));
         }
         Ok(())
     }
 
     fn records(stdout: &[u8]) -> Result<Vec<StageRecord>, Failed> {
-        text(stdout)
+        String::from_utf8_lossy(stdout)
             .lines()
             .map(|line| {
                 serde_json::from_str(line).map_err(|error| Failed::from(format!("{error}: {line}")))
@@ -427,16 +403,18 @@ mod cli {
     }
 
     pub fn grade_json() -> Result<(), Failed> {
-        let output = course()
+        let graded = course()
             .args(["grade", "01", "--target", "solutions", "--json"])
-            .output()?;
-        let records = records(&output.stdout)?;
-        if records.len() != 7 || records.iter().any(|record| !record.passed) {
-            return Err(format!("expected 7 passing records:\n{}", text(&output.stdout)).into());
-        }
-        let numbered: Vec<usize> = records.iter().map(|record| record.stage).collect();
-        if numbered != (1..=7).collect::<Vec<_>>() || !output.status.success() {
-            return Err(format!("records out of order or a failing exit: {numbered:?}").into());
+            .assert()
+            .success();
+        let records = records(&graded.get_output().stdout)?;
+        let passed: Vec<usize> = records
+            .iter()
+            .filter(|record| record.passed)
+            .map(|record| record.stage)
+            .collect();
+        if passed != (1..=7).collect::<Vec<_>>() || records.len() != 7 {
+            return Err(format!("expected stages 1 to 7 passing, in order: {passed:?}").into());
         }
         Ok(())
     }
@@ -447,7 +425,7 @@ mod cli {
     pub fn grade_cmd_silent() -> Result<(), Failed> {
         let pids = pid_file("cli");
         let started = Instant::now();
-        let output = course()
+        let graded = course()
             .args(["grade", "01", "--json", "--cmd"])
             .arg(format!(
                 "\"{}\" --fake accepts_and_never_answers --pids \"{}\"",
@@ -455,15 +433,12 @@ mod cli {
                 pids.display()
             ))
             .env("COURSE_PATIENCE", "0.5")
-            .output()?;
+            .assert()
+            .code(1);
         let took = started.elapsed();
-        let records = records(&output.stdout)?;
-        if output.status.success() || records.len() != 7 {
-            return Err(format!(
-                "expected 7 records and a failing exit:\n{}",
-                text(&output.stdout)
-            )
-            .into());
+        let records = records(&graded.get_output().stdout)?;
+        if records.len() != 7 {
+            return Err(format!("expected 7 records, got {}", records.len()).into());
         }
         if let Some(passed) = records.iter().find(|record| record.passed) {
             return Err(format!("stage {} passed against a silent server", passed.slug).into());
@@ -482,19 +457,14 @@ mod cli {
         left_behind(&read_pids(&pids)).map_err(Failed::from)
     }
 
+    /// A wrong lesson number: one line that names the lessons, exit 2.
     pub fn unknown_lesson() -> Result<(), Failed> {
-        let output = course().args(["grade", "99"]).output()?;
-        let stderr = text(&output.stderr);
-        if output.status.code() != Some(2)
-            || stderr.lines().count() != 1
-            || !stderr.contains("01-echo")
-        {
-            return Err(format!(
-                "expected one line naming the lessons and exit 2, got {}:\n{stderr}",
-                output.status
-            )
-            .into());
-        }
+        let one_line = predicate::function(|stderr: &str| stderr.lines().count() == 1);
+        course()
+            .args(["grade", "99"])
+            .assert()
+            .code(2)
+            .stderr(contains("01-echo").and(one_line));
         Ok(())
     }
 }
