@@ -19,7 +19,8 @@ pub fn render(standings: &[Standing]) -> String {
     let _ = writeln!(text, "Client as Server: your course board");
     let _ = writeln!(
         text,
-        "Your code in lessons/, graded by the stages in tests/.\n"
+        "Your code in lessons/, graded by the stages in tests/, in order: a lesson's\n\
+         count stops at its first failing stage.\n"
     );
     let title_width = standings
         .iter()

@@ -76,11 +76,13 @@ fn suites_in(messages: &str) -> BTreeMap<String, PathBuf> {
 }
 
 /// Run one lesson's suite against `subject` and return its records, in
-/// stage order.
+/// stage order. With `fail_fast`, the stages after the first failure are
+/// recorded as failed without being run.
 pub fn run_suite(
     executable: &Path,
     lesson: &Lesson,
     subject: &Subject,
+    fail_fast: bool,
 ) -> Result<Vec<StageRecord>> {
     let report = std::env::temp_dir().join(format!(
         "course-report-{}-{}.jsonl",
@@ -93,6 +95,7 @@ pub fn run_suite(
         .arg("--quiet")
         .env("COURSE_REPORT", &report)
         .env_remove("COURSE_CMD")
+        .env("COURSE_FAIL_FAST", if fail_fast { "1" } else { "0" })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -96,7 +96,9 @@ fn show_board() -> Result<ExitCode> {
             .map(|lesson| {
                 let suites = &suites;
                 let subject = &subject;
-                scope.spawn(move || run_lesson(suites, lesson, subject))
+                // Where a student stands needs only the stages up to the
+                // first that fails: the board stays quick.
+                scope.spawn(move || run_lesson(suites, lesson, subject, true))
             })
             .collect();
         LESSONS
@@ -118,11 +120,12 @@ fn run_lesson(
     suites: &std::collections::BTreeMap<String, std::path::PathBuf>,
     lesson: &Lesson,
     subject: &Subject,
+    fail_fast: bool,
 ) -> Result<Vec<StageRecord>, String> {
     let executable = suites
         .get(&lesson.test_target())
         .ok_or_else(|| format!("cargo built no tests/{}.rs", lesson.test_target()))?;
-    grade::run_suite(executable, lesson, subject).map_err(|error| format!("{error:#}"))
+    grade::run_suite(executable, lesson, subject, fail_fast).map_err(|error| format!("{error:#}"))
 }
 
 fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -> Result<ExitCode> {
@@ -142,7 +145,7 @@ fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -
         None => Subject::Build(target),
     };
     let suites = grade::build_suites(project(), std::slice::from_ref(lesson))?;
-    let records = run_lesson(&suites, lesson, &subject).map_err(anyhow::Error::msg)?;
+    let records = run_lesson(&suites, lesson, &subject, false).map_err(anyhow::Error::msg)?;
     if json {
         for record in &records {
             println!("{}", serde_json::to_string(record)?);
@@ -198,7 +201,7 @@ fn check_starters() -> Result<ExitCode> {
     let subject = Subject::Build(Target::Lessons);
     let mut solved = 0;
     for lesson in LESSONS {
-        let records = run_lesson(&suites, lesson, &subject).map_err(anyhow::Error::msg)?;
+        let records = run_lesson(&suites, lesson, &subject, true).map_err(anyhow::Error::msg)?;
         let first = records.first();
         let verdict = match first {
             Some(stage) if stage.passed => "PASSES stage 1: the exercise ships solved",

@@ -8,7 +8,9 @@
 //! on what an earlier one left behind.
 //!
 //! When `COURSE_REPORT` names a file, each stage also appends one JSON line to
-//! it; that is how `course grade` and the board learn the results.
+//! it; that is how `course grade` and the board learn the results. With
+//! `COURSE_FAIL_FAST=1` the stages after the first failure are not run (the
+//! board needs only where a student stands).
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -121,6 +123,7 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
     // One stage at a time, in order: stages start servers and measure time,
     // and a student reads the results top to bottom.
     arguments.test_threads = Some(1);
+    let fail_fast = std::env::var_os("COURSE_FAIL_FAST").is_some_and(|value| value == "1");
     let trials = stages
         .iter()
         .enumerate()
@@ -128,6 +131,12 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
             let stage = *stage;
             let setup = setup.clone();
             Trial::test(test_name(index + 1, stage.slug), move || {
+                let first_failed = FIRST_FAILED.load(Ordering::SeqCst);
+                if fail_fast && first_failed != 0 {
+                    let skipped = format!("not run: stage {first_failed} failed first");
+                    write_record(&setup, index + 1, &stage, Duration::ZERO, Some(&skipped));
+                    return Err(Failed::from(skipped));
+                }
                 run_one(&setup, index + 1, &stage).map_err(|failure| {
                     Failed::from(shown_failure(&setup, index + 1, &stage, failure))
                 })
