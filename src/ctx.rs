@@ -128,16 +128,6 @@ impl Ctx {
         })
     }
 
-    /// Start another program than the one under test (`python3` and a
-    /// client script, say), its output captured and its life bounded the
-    /// same way. `command` is the program and its arguments.
-    pub fn start_command(&mut self, command: &[&str]) -> Check<ProcessId> {
-        let (program, args) = command
-            .split_first()
-            .expect("a command names at least its program");
-        self.launch(&[program.to_string()], args)
-    }
-
     fn launch(&mut self, program: &[String], args: &[&str]) -> Check<ProcessId> {
         let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         let running = Running::start(program, &args).map_err(Failure::new)?;
@@ -159,9 +149,7 @@ impl Ctx {
             return Err(Failure::new(format!(
                 "this stage needs `{program}`, and it is not installed on this machine"
             ))
-            .hint(format!(
-                "Install it with `{install}`, then run the stage again."
-            )));
+            .hint(format!("Install it, then run the stage again: {install}.")));
         }
         self.launch(&[program.to_string()], args)
     }
@@ -218,9 +206,16 @@ impl Ctx {
         self.finish(id, stdin)
     }
 
-    /// [`Ctx::run`] for another program: [`Ctx::start_command`], to its end.
-    pub fn run_command(&mut self, command: &[&str], stdin: &[u8]) -> Check<Finished> {
-        let id = self.start_command(command)?;
+    /// [`Ctx::start_tool`], then its whole input, to its end within the exit
+    /// patience: `curl` fetching a page, `python3` running a client.
+    pub fn run_tool(
+        &mut self,
+        program: &str,
+        args: &[&str],
+        stdin: &[u8],
+        install: &str,
+    ) -> Check<Finished> {
+        let id = self.start_tool(program, args, install)?;
         self.finish(id, stdin)
     }
 
@@ -309,14 +304,18 @@ impl Ctx {
             let command = shown_command(&running.command_line);
             let stderr = running.stderr().last_lines(12);
             match running.exit_status() {
-                // It exited by itself: how, and its last words.
-                Some(status) if !running.ended_by_test() => details.push(output_block(
-                    &format!(
-                        "`{command}` exited ({}); the end of its stderr",
-                        process::describe(&status)
-                    ),
-                    &stderr,
-                )),
+                // It exited by itself and not quietly: how, and its last words.
+                Some(status)
+                    if !running.ended_by_test() && (!status.success() || !stderr.is_empty()) =>
+                {
+                    details.push(output_block(
+                        &format!(
+                            "`{command}` exited ({}); the end of its stderr",
+                            process::describe(&status)
+                        ),
+                        &stderr,
+                    ))
+                }
                 // Still running (or ended by the test): its stderr, if any.
                 _ if !stderr.trim().is_empty() => details.push(output_block(
                     &format!("`{command}` printed on stderr"),

@@ -127,8 +127,7 @@ fn answers(ctx: &mut Ctx) -> Check<()> {
 
     ctx.step("curl fetches the page too");
     let url = format!("http://{}/", server.addr);
-    let curl = run_tool(
-        ctx,
+    let curl = ctx.run_tool(
         "curl",
         &[
             "--silent",
@@ -139,8 +138,8 @@ fn answers(ctx: &mut Ctx) -> Check<()> {
             "5",
             &url,
         ],
+        b"",
         CURL_INSTALL,
-        ctx.patience().exit,
     )?;
     let expected_start = "HTTP/1.1 200 OK\r\n";
     if !curl.status.success() || !curl.stdout.starts_with(expected_start) {
@@ -1126,31 +1125,6 @@ fn media_type_of(content_type: &str) -> String {
 // Helpers
 
 const CURL_INSTALL: &str = "sudo apt-get install curl";
-
-/// Run a tool (`curl`) to its end, within `patience`.
-fn run_tool(
-    ctx: &mut Ctx,
-    program: &str,
-    args: &[&str],
-    install: &str,
-    patience: Duration,
-) -> Check<course::stage::Finished> {
-    let id = ctx.start_tool(program, args, install)?;
-    let running = ctx.process(id);
-    running.close_stdin();
-    match running.wait_exit(Instant::now() + patience) {
-        Some(status) => Ok(course::stage::Finished {
-            status,
-            stdout: running.stdout().text(),
-            stderr: running.stderr().text(),
-        }),
-        None => Err(Failure::new(format!(
-            "`{program}` did not finish within {}s",
-            patience.as_secs()
-        ))
-        .detail(output_block("its output so far", &running.stdout().text()))),
-    }
-}
 
 /// Wait, a moment at most, until the program's stderr ends with a whole line.
 fn wait_for_a_line_on_stderr(ctx: &mut Ctx, id: ProcessId) {

@@ -425,17 +425,13 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     ctx.step("the Python client, as bob, fetches it and answers");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/lessons/03-messages/client.py");
     let input = format!("count\nfetch\nsend alice {from_python}\nquit\n");
-    let command = ["python3", script, "--connect", &addr, "--user", "bob"];
-    let bob = ctx
-        .run_command(&command, input.as_bytes())
-        .map_err(|failure| {
-            failure.hint(
-                "python3 could not be started: is it installed? This stage runs the Python \
-             client of lessons/03-messages/client.py against your server. Install Python 3 \
-             (Debian, Ubuntu: `sudo apt-get install python3`; macOS: `brew install python`; \
-             Windows: python.org), then run the stage again.",
-            )
-        })?;
+    let bob = ctx.run_tool(
+        "python3",
+        &[script, "--connect", &addr, "--user", "bob"],
+        input.as_bytes(),
+        "on Debian or Ubuntu `sudo apt-get install python3`, on macOS `brew install \
+         python`, on Windows the installer from python.org",
+    )?;
     let from_alice = format!("from alice: {from_rust}");
     expect_printed(
         &bob,
