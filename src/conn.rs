@@ -20,8 +20,11 @@ pub struct Conn {
     journal: Journal,
     /// How long any one read or write may wait.
     patience: Duration,
-    /// Bytes read past what a check asked for, kept for the next read.
+    /// Bytes read past what a check asked for, kept for the next read: those
+    /// from `pending_start` on. An index rather than a drain, so that reading
+    /// thousands of lines out of one buffer costs each line only its length.
     pending: Vec<u8>,
+    pending_start: usize,
 }
 
 impl Conn {
@@ -43,6 +46,7 @@ impl Conn {
             journal: journal.clone(),
             patience,
             pending: Vec::new(),
+            pending_start: 0,
         })
     }
 
@@ -69,6 +73,7 @@ impl Conn {
             journal: self.journal.clone(),
             patience: self.patience,
             pending: Vec::new(),
+            pending_start: 0,
         })
     }
 
@@ -123,9 +128,8 @@ impl Conn {
     /// One read of at most `limit` bytes, waiting until `deadline`. `Ok(None)`
     /// is end of stream.
     fn read_some(&mut self, limit: usize, deadline: Instant) -> io::Result<Option<Vec<u8>>> {
-        if !self.pending.is_empty() {
-            let take = limit.min(self.pending.len());
-            return Ok(Some(self.pending.drain(..take).collect()));
+        if let Some(bytes) = self.take_pending(limit) {
+            return Ok(Some(bytes));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -152,6 +156,32 @@ impl Conn {
             },
         );
         Ok(Some(buffer))
+    }
+
+    /// Up to `limit` of the bytes kept from an earlier read, if any.
+    fn take_pending(&mut self, limit: usize) -> Option<Vec<u8>> {
+        let kept = &self.pending[self.pending_start..];
+        if kept.is_empty() {
+            return None;
+        }
+        let bytes = kept[..limit.min(kept.len())].to_vec();
+        self.pending_start += bytes.len();
+        if self.pending_start == self.pending.len() {
+            self.pending.clear();
+            self.pending_start = 0;
+        }
+        Some(bytes)
+    }
+
+    /// Give back `rest`, the end of what the last read returned: the next
+    /// read starts with it.
+    fn put_back(&mut self, rest: Vec<u8>) {
+        if self.pending.is_empty() {
+            self.pending = rest;
+        } else {
+            // It came from `pending`, just before `pending_start`.
+            self.pending_start -= rest.len();
+        }
     }
 
     /// Read exactly `expected.len()` bytes and check they are `expected`.
@@ -200,19 +230,15 @@ impl Conn {
 
     /// Read up to and including the next `\n`, at most `limit` bytes.
     pub fn read_line(&mut self, limit: usize) -> Check<Vec<u8>> {
+        // Most lines are already here, read along with the one before.
+        let kept = &self.pending[self.pending_start..];
+        if let Some(end) = kept.iter().take(limit).position(|&b| b == b'\n') {
+            return Ok(self.take_pending(end + 1).expect("the line is kept"));
+        }
         let deadline = Instant::now() + self.patience;
         let mut line = Vec::new();
         loop {
-            if let Some(end) = line.iter().position(|&b| b == b'\n') {
-                let rest = line.split_off(end + 1);
-                self.pending.splice(0..0, rest);
-                return Ok(line);
-            }
-            if line.len() >= limit {
-                return Err(self
-                    .fail(format!("no newline came in the first {limit} bytes"))
-                    .detail(format!("received: {}", escape::escape(&line))));
-            }
+            let searched = line.len();
             match self.read_some(limit - line.len(), deadline) {
                 Ok(Some(bytes)) => line.extend_from_slice(&bytes),
                 Ok(None) => {
@@ -225,6 +251,16 @@ impl Conn {
                         .io_failure(&error, "waiting for a line")
                         .detail(format!("received so far: {}", escape::escape(&line))))
                 }
+            }
+            if let Some(end) = line[searched..].iter().position(|&b| b == b'\n') {
+                let rest = line.split_off(searched + end + 1);
+                self.put_back(rest);
+                return Ok(line);
+            }
+            if line.len() >= limit {
+                return Err(self
+                    .fail(format!("no newline came in the first {limit} bytes"))
+                    .detail(format!("received: {}", escape::escape(&line))));
             }
         }
     }
@@ -305,7 +341,7 @@ impl Conn {
 
     /// Wait until at least one byte is ready to read, without reading it.
     pub fn wait_readable(&mut self) -> Check<()> {
-        if !self.pending.is_empty() {
+        if self.pending_start < self.pending.len() {
             return Ok(());
         }
         self.stream
@@ -340,4 +376,46 @@ impl Conn {
 fn with_id(mut failure: Failure, id: usize) -> Failure {
     failure.connection = Some(id);
     failure
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connection to a peer that writes `pieces`, one write each, waiting
+    /// for a byte from the test before each piece after the first.
+    fn peer_writing(pieces: &'static [&'static [u8]]) -> Conn {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            for (index, piece) in pieces.iter().enumerate() {
+                if index > 0 {
+                    stream.read_exact(&mut [0]).unwrap();
+                }
+                stream.write_all(piece).unwrap();
+            }
+        });
+        Conn::connect(addr, &Journal::new(), Duration::from_secs(5)).unwrap()
+    }
+
+    #[test]
+    fn lines_come_out_one_by_one_however_they_arrive() {
+        let mut conn = peer_writing(&[b"a\nbb\nccc\ndd", b"d\nrest", b"!"]);
+        assert_eq!(conn.read_line(100).unwrap(), b"a\n");
+        assert_eq!(conn.read_line(100).unwrap(), b"bb\n");
+        assert_eq!(conn.read_line(100).unwrap(), b"ccc\n");
+        conn.send(b"1").unwrap();
+        assert_eq!(conn.read_line(100).unwrap(), b"ddd\n");
+        conn.send(b"2").unwrap();
+        assert_eq!(conn.read_exact(5).unwrap(), b"rest!");
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_fails() {
+        let mut conn = peer_writing(&[b"0123456789\n"]);
+        let failure = conn.read_line(4).unwrap_err();
+        assert!(failure.what.contains("first 4 bytes"), "{}", failure.what);
+    }
 }
