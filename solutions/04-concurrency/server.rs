@@ -4,6 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -93,9 +94,13 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         Ok(peer) => peer.to_string(),
         Err(_) => "a client that already left".to_string(),
     };
-    // One client's trouble is that client's: log it, serve the next.
-    if let Err(error) = serve_client(&stream, shared) {
-        eprintln!("{peer}: {error}");
+    // One client's trouble is that client's: log it, serve the next. A
+    // panic too: unwinding would end this worker's thread, and the pool would
+    // be one worker smaller for good (the Rust Book's pool has that flaw).
+    match panic::catch_unwind(AssertUnwindSafe(|| serve_client(&stream, shared))) {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => eprintln!("{peer}: {error}"),
+        Err(_) => eprintln!("{peer}: serving this client panicked; the worker goes on"),
     }
 }
 
