@@ -38,7 +38,7 @@ enum Action {
     Board,
     /// Run one lesson's stages and print a report, a line per stage.
     Grade {
-        /// The lesson: 1, 01 or 01-echo.
+        /// The lesson: 1, 01 or 01-echo; `all` grades every lesson in turn.
         lesson: String,
         /// Whose code: `lessons` (the student's, the default) or `solutions`.
         #[arg(long, default_value = "lessons", conflicts_with = "cmd")]
@@ -129,12 +129,17 @@ fn run_lesson(
 }
 
 fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -> Result<ExitCode> {
-    let Some(lesson) = lesson::find(number) else {
-        let known: Vec<String> = LESSONS.iter().map(Lesson::name).collect();
-        bail!(
-            "there is no lesson {number:?}; the lessons are {}",
-            known.join(", ")
-        );
+    let lessons: Vec<Lesson> = if number == "all" {
+        LESSONS.to_vec()
+    } else {
+        let Some(lesson) = lesson::find(number) else {
+            let known: Vec<String> = LESSONS.iter().map(Lesson::name).collect();
+            bail!(
+                "there is no lesson {number:?}; the lessons are {}, or `all`",
+                known.join(", ")
+            );
+        };
+        vec![*lesson]
     };
     let subject = match cmd {
         Some(line) => {
@@ -144,16 +149,19 @@ fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -
         }
         None => Subject::Build(target),
     };
-    let suites = grade::build_suites(project(), std::slice::from_ref(lesson))?;
-    let records = run_lesson(&suites, lesson, &subject, false).map_err(anyhow::Error::msg)?;
-    if json {
-        for record in &records {
-            println!("{}", serde_json::to_string(record)?);
+    let suites = grade::build_suites(project(), &lessons)?;
+    let mut all_passed = true;
+    for lesson in &lessons {
+        let records = run_lesson(&suites, lesson, &subject, false).map_err(anyhow::Error::msg)?;
+        if json {
+            for record in &records {
+                println!("{}", serde_json::to_string(record)?);
+            }
+        } else {
+            print!("{}", grade_report(lesson, &subject, &records));
         }
-    } else {
-        print!("{}", grade_report(lesson, &subject, &records));
+        all_passed &= records.iter().all(|record| record.passed);
     }
-    let all_passed = records.iter().all(|record| record.passed);
     Ok(if all_passed {
         ExitCode::SUCCESS
     } else {
@@ -192,7 +200,7 @@ fn grade_report(lesson: &Lesson, subject: &Subject, records: &[StageRecord]) -> 
         }
     }
     let passed = records.iter().filter(|record| record.passed).count();
-    text.push_str(&format!("\n{passed} of {} stages pass.\n", records.len()));
+    text.push_str(&format!("\n{passed} of {} stages pass.\n\n", records.len()));
     text
 }
 
