@@ -36,10 +36,33 @@ impl Conn {
             journal.wire(id, Wire::Note(format!("connect failed: {error}")));
             with_id(from_io(&error, peer, "connecting"), id)
         })?;
+        Ok(Conn::new(stream, peer, id, journal, patience))
+    }
+
+    /// A connection the program under test opened to the test (a client
+    /// stage's server side), kept in the journal like one the test opened.
+    pub fn accepted(stream: TcpStream, journal: &Journal, patience: Duration) -> Conn {
+        let id = journal.new_connection();
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        journal.step(format!(
+            "connection #{id}: the program connected from {peer}"
+        ));
+        Conn::new(stream, peer, id, journal, patience)
+    }
+
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: usize,
+        journal: &Journal,
+        patience: Duration,
+    ) -> Conn {
         // Small writes go out at once: a stage that sends one byte at a time
         // means one segment at a time.
         let _ = stream.set_nodelay(true);
-        Ok(Conn {
+        Conn {
             stream,
             peer,
             id,
@@ -47,7 +70,7 @@ impl Conn {
             patience,
             pending: Vec::new(),
             pending_start: 0,
-        })
+        }
     }
 
     pub fn peer(&self) -> SocketAddr {
@@ -182,6 +205,14 @@ impl Conn {
             // It came from `pending`, just before `pending_start`.
             self.pending_start -= rest.len();
         }
+    }
+
+    /// Whatever has arrived, at most `limit` bytes, once at least one has;
+    /// `None` at end of stream. For a test that relays or echoes.
+    pub fn read_any(&mut self, limit: usize) -> Check<Option<Vec<u8>>> {
+        let deadline = Instant::now() + self.patience;
+        self.read_some(limit, deadline)
+            .map_err(|error| self.io_failure(&error, "waiting for bytes"))
     }
 
     /// Read exactly `expected.len()` bytes and check they are `expected`.

@@ -5,7 +5,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
 use crate::failure::{Check, Failure};
+use crate::journal::Journal;
 
 /// A listener on a free port of 127.0.0.1, and its address.
 pub fn listener() -> Check<(TcpListener, SocketAddr)> {
@@ -34,4 +36,15 @@ pub fn accept_before(listener: &TcpListener, deadline: Instant) -> Option<TcpStr
         }
     }
     None
+}
+
+/// Accept one connection before `deadline` as a [`Conn`]: what the program
+/// sends and what the test answers go into `journal`, and so into a report.
+pub fn accept_conn(
+    listener: &TcpListener,
+    deadline: Instant,
+    journal: &Journal,
+    patience: Duration,
+) -> Option<Conn> {
+    accept_before(listener, deadline).map(|stream| Conn::accepted(stream, journal, patience))
 }

@@ -7,7 +7,7 @@
 //! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
 //! address it prints, and talks to it over real TCP connections.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -284,7 +284,7 @@ fn one_server_per_port(ctx: &mut Ctx) -> Check<()> {
 
 fn the_client(ctx: &mut Ctx) -> Check<()> {
     const CLIENT_FILE: &str = "lessons/01-echo/client.rs";
-    let peer = EchoPeer::start(ctx.patience().exit)?;
+    let peer = EchoPeer::start(ctx)?;
     ctx.step(format!("the test runs an echo server at {}", peer.addr));
     let count = ctx.rng().between(20, 40);
     let input: String = (0..count)
@@ -361,6 +361,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
 
 /// The test's own echo server, for grading the client: it serves one
 /// connection, echoing as bytes arrive, and keeps a copy of what it received.
+/// Its connection is journaled, so a report shows the client's bytes.
 struct EchoPeer {
     addr: SocketAddr,
     accepted: Arc<AtomicBool>,
@@ -369,15 +370,18 @@ struct EchoPeer {
 }
 
 impl EchoPeer {
-    fn start(patience: Duration) -> Check<EchoPeer> {
+    fn start(ctx: &Ctx) -> Check<EchoPeer> {
         let (listener, addr) = local::listener()?;
+        let patience = ctx.patience().exit;
+        let journal = ctx.journal().clone();
         let (sender, received) = mpsc::channel();
         let accepted = Arc::new(AtomicBool::new(false));
         let accepting = accepted.clone();
         thread::spawn(move || {
-            if let Some(stream) = local::accept_before(&listener, Instant::now() + patience) {
+            let deadline = Instant::now() + patience;
+            if let Some(conn) = local::accept_conn(&listener, deadline, &journal, patience) {
                 accepting.store(true, Ordering::SeqCst);
-                let _ = sender.send(echo_until_closed(stream, patience));
+                let _ = sender.send(echo_until_closed(conn));
             }
         });
         Ok(EchoPeer {
@@ -398,15 +402,11 @@ impl EchoPeer {
     }
 }
 
-fn echo_until_closed(mut stream: TcpStream, patience: Duration) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let _ = stream.set_read_timeout(Some(patience));
-    let _ = stream.set_write_timeout(Some(patience));
+fn echo_until_closed(mut conn: Conn) -> Vec<u8> {
     let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while let Ok(count @ 1..) = stream.read(&mut buffer) {
-        received.extend_from_slice(&buffer[..count]);
-        if stream.write_all(&buffer[..count]).is_err() {
+    while let Ok(Some(bytes)) = conn.read_any(4096) {
+        received.extend_from_slice(&bytes);
+        if conn.send(&bytes).is_err() {
             break;
         }
     }
