@@ -10,14 +10,13 @@
 //! address it prints, and joins the room over real TCP connections, as `nc`
 //! would. Stage 9 runs your client against the test's own small server.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use course::resources::resident_bytes;
 use course::stage::output_block;
-use course::{Check, Conn, Ctx, Failure, Programs, Stage};
+use course::{local, Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {
     let programs = Programs {
@@ -809,7 +808,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     );
 
     ctx.step("the test runs a chat server of its own, and starts the client");
-    let listener = bind_local()?;
+    let (listener, _) = local::listener()?;
     let (client, mut server) = start_client(ctx, &listener, &name)?;
     let welcome = format!("* in the room: amy, {name}\n[amy] hello {name}\n");
     ctx.step("the server says `[amy] hello` while nothing is typed");
@@ -876,9 +875,12 @@ fn start_client(
     listener: &TcpListener,
     name: &str,
 ) -> Check<(course::stage::ProcessId, FakeServer)> {
-    let addr = local_addr(listener)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| Failure::new(format!("the test could not read its address: {error}")))?
+        .to_string();
     let client = ctx.start(&["client", "--connect", &addr, "--name", name])?;
-    let mut server = FakeServer::accept(listener, ctx.patience().exit)?;
+    let mut server = FakeServer::accept(ctx, listener)?;
     server.say(&format!("{PROMPT}\n"))?;
     server.expect_line(
         &format!("{name}\n"),
@@ -937,106 +939,76 @@ fn expect_exit(
     Ok(())
 }
 
-fn bind_local() -> Check<TcpListener> {
-    TcpListener::bind("127.0.0.1:0")
-        .map_err(|error| Failure::new(format!("the test could not bind a port: {error}")))
-}
-
-fn local_addr(listener: &TcpListener) -> Check<String> {
-    listener
-        .local_addr()
-        .map(|addr| addr.to_string())
-        .map_err(|error| Failure::new(format!("the test could not read its address: {error}")))
-}
-
-/// The test's side of one client connection, playing the chat server.
+/// The test's side of one client connection, playing the chat server. Its
+/// connection is journaled: a report shows what the client sent.
 struct FakeServer {
-    reader: BufReader<TcpStream>,
+    conn: Conn,
 }
 
 impl FakeServer {
-    /// Wait for the client to connect, at most `patience`.
-    fn accept(listener: &TcpListener, patience: Duration) -> Check<FakeServer> {
+    /// Wait for the client to connect, at most the exit patience.
+    fn accept(ctx: &Ctx, listener: &TcpListener) -> Check<FakeServer> {
+        let patience = ctx.patience().exit;
         let deadline = Instant::now() + patience;
-        let set_up = |error: std::io::Error| {
-            Failure::new(format!("the test could not set up its server: {error}"))
-        };
-        listener.set_nonblocking(true).map_err(set_up)?;
-        let stream = loop {
-            match listener.accept() {
-                Ok((stream, _)) => break stream,
-                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-                Err(_) => {
-                    return Err(Failure::new(format!(
-                        "the client did not connect within {:.0} s",
-                        patience.as_secs_f64()
-                    ))
-                    .hint(format!(
-                        "The client connects to the address given with --connect. Where: \
-                         {CLIENT_FILE}, fn connect."
-                    )))
-                }
-            }
-        };
-        stream.set_nonblocking(false).map_err(set_up)?;
-        stream.set_read_timeout(Some(patience)).map_err(set_up)?;
-        stream.set_write_timeout(Some(patience)).map_err(set_up)?;
-        Ok(FakeServer {
-            reader: BufReader::new(stream),
-        })
-    }
-
-    fn say(&mut self, line: &str) -> Check<()> {
-        self.reader
-            .get_mut()
-            .write_all(line.as_bytes())
-            .map_err(|error| {
-                Failure::new(format!(
-                    "the test's server could not send {line:?} to the client: {error}"
-                ))
-            })
-    }
-
-    fn read_line(&mut self) -> Result<String, String> {
-        let mut line = String::new();
-        match (&mut self.reader).take(4096).read_line(&mut line) {
-            Ok(_) => Ok(line),
-            Err(error) => Err(format!("{error} after {line:?}")),
+        match local::accept_conn(listener, deadline, ctx.journal(), patience) {
+            Some(conn) => Ok(FakeServer { conn }),
+            None => Err(Failure::new(format!(
+                "the client did not connect within {:.0} s",
+                patience.as_secs_f64()
+            ))
+            .hint(format!(
+                "The client connects to the address given with --connect. Where: \
+                 {CLIENT_FILE}, fn connect."
+            ))),
         }
     }
 
+    fn say(&mut self, line: &str) -> Check<()> {
+        self.conn.send(line.as_bytes())
+    }
+
     fn expect_line(&mut self, wanted: &str, what: &str) -> Check<()> {
-        match self.read_line() {
-            Ok(line) if line == wanted => Ok(()),
-            Ok(line) => Err(Failure::new(format!("the test's server: {what}"))
-                .bytes(wanted.as_bytes(), line.as_bytes())
-                .hint(format!(
-                    "Where: {CLIENT_FILE}, fn run and fn send_typed_lines."
-                ))),
-            Err(error) => Err(Failure::new(format!(
-                "the test's server waited for {wanted:?} from the client: {error}"
-            ))
-            .hint(format!(
-                "Where: {CLIENT_FILE}, fn run and fn send_typed_lines."
-            ))),
+        let hint = format!("Where: {CLIENT_FILE}, fn run and fn send_typed_lines.");
+        match self.conn.read_line(4096) {
+            Ok(line) if line == wanted.as_bytes() => Ok(()),
+            Ok(line) => Err(self
+                .conn
+                .fail(format!("the test's server: {what}"))
+                .bytes(wanted.as_bytes(), &line)
+                .hint(hint)),
+            Err(failure) => {
+                Err(failure.more_hint(format!("The test waited for {wanted:?}. {hint}")))
+            }
         }
     }
 
     /// At the end of input the client sends `/quit`, or just closes.
     fn expect_quit_or_close(&mut self) -> Check<()> {
-        match self.read_line() {
-            Ok(line) if line.is_empty() || line == "/quit\n" => Ok(()),
-            Ok(line) => Err(Failure::new(
-                "after its input ended, the client should send /quit or close",
-            )
-            .bytes(b"/quit\n", line.as_bytes())),
-            Err(error) => Err(Failure::new(format!(
-                "after its input ended, the client neither sent /quit nor closed: {error}"
-            ))
-            .hint(format!(
-                "Where: {CLIENT_FILE}, fn send_typed_lines: the end of input means the \
-                 user is done."
-            ))),
+        let hint = format!(
+            "Where: {CLIENT_FILE}, fn send_typed_lines: the end of input means the user is \
+             done."
+        );
+        let mut sent = Vec::new();
+        while sent.len() < b"/quit\n".len() {
+            match self.conn.read_any(64) {
+                Ok(Some(bytes)) => sent.extend_from_slice(&bytes),
+                // It closed: that ends it too.
+                Ok(None) if sent.is_empty() => return Ok(()),
+                Ok(None) => break,
+                Err(failure) => {
+                    return Err(failure.more_hint(format!(
+                        "After its input ended, the client neither sent /quit nor closed. {hint}"
+                    )))
+                }
+            }
         }
+        if sent.as_slice() == b"/quit\n" {
+            return Ok(());
+        }
+        Err(self
+            .conn
+            .fail("after its input ended, the client should send /quit or close")
+            .bytes(b"/quit\n", &sent)
+            .hint(hint))
     }
 }
