@@ -39,4 +39,45 @@ mod tests {
         assert!(resident_bytes(me).unwrap() > 100 * 1024);
         assert_eq!(threads(u32::MAX), None);
     }
+
+    #[test]
+    fn the_open_file_limit_is_raised_where_the_hard_limit_allows() {
+        raise_open_file_limit();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes `limit`.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert!(limit.rlim_cur >= 10240.min(limit.rlim_max));
+    }
 }
+
+/// Raise this process's soft limit on open files toward its hard limit.
+/// Stages open hundreds of connections at once, more than the 256 that macOS
+/// allows by default; the programs a stage starts inherit the raised limit.
+/// Where it cannot be raised, the stages run with what there is.
+#[cfg(unix)]
+pub fn raise_open_file_limit() {
+    // Enough for every stage; macOS refuses more than 10240 (OPEN_MAX).
+    const WANTED: libc::rlim_t = 10240;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= WANTED {
+            return;
+        }
+        limit.rlim_cur = WANTED.min(limit.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
+
+/// Nothing to raise where there are no such limits.
+#[cfg(not(unix))]
+pub fn raise_open_file_limit() {}

@@ -119,6 +119,7 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
             std::process::exit(2);
         }
     };
+    crate::resources::raise_open_file_limit();
     let mut arguments = Arguments::from_args();
     // One stage at a time, in order: stages start servers and measure time,
     // and a student reads the results top to bottom.
