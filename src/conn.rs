@@ -31,11 +31,25 @@ impl Conn {
     /// Connect to `peer`, waiting at most `patience`.
     pub fn connect(peer: SocketAddr, journal: &Journal, patience: Duration) -> Check<Conn> {
         let id = journal.new_connection();
-        journal.step(format!("connection #{id}: connected to {peer}"));
         let stream = TcpStream::connect_timeout(&peer, patience).map_err(|error| {
+            journal.step(format!("connection #{id}: connecting to {peer} failed"));
             journal.wire(id, Wire::Note(format!("connect failed: {error}")));
-            with_id(from_io(&error, peer, "connecting"), id)
+            let failure = if is_timeout(&error) {
+                Failure::new(format!(
+                    "no connection to {peer} was completed within {:.1}s",
+                    patience.as_secs_f64()
+                ))
+                .hint(
+                    "The system completes connections for a listening socket and queues them \
+                     until the program accepts them. When that queue is full, new connections \
+                     wait. Is your accept loop busy serving one client, and not accepting?",
+                )
+            } else {
+                from_io(&error, peer, "connecting")
+            };
+            with_id(failure, id)
         })?;
+        journal.step(format!("connection #{id}: connected to {peer}"));
         Ok(Conn::new(stream, peer, id, journal, patience))
     }
 
@@ -342,17 +356,10 @@ impl Conn {
             Ok(Some(bytes)) => Err(self
                 .fail("more bytes came where the connection should have closed")
                 .bytes(b"", &bytes)),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(self.fail(format!(
-                    "the connection stayed open for {:.1}s; it should have closed",
-                    self.patience.as_secs_f64()
-                )))
-            }
+            Err(error) if is_timeout(&error) => Err(self.fail(format!(
+                "the connection stayed open for {:.1}s; it should have closed",
+                self.patience.as_secs_f64()
+            ))),
             Err(error)
                 if reset_is_a_close
                     && matches!(
@@ -402,6 +409,15 @@ impl Conn {
             Wire::Note("the test closed this connection".into()),
         );
     }
+}
+
+/// A read or connect that ran out of time: `WouldBlock` on Unix, `TimedOut`
+/// on Windows.
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn with_id(mut failure: Failure, id: usize) -> Failure {

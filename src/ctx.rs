@@ -286,6 +286,13 @@ impl Ctx {
         }
     }
 
+    /// Mark how far every program's output had got when the check ended.
+    pub(crate) fn mark_output(&mut self) {
+        for running in &mut self.processes {
+            running.mark_output();
+        }
+    }
+
     /// End every program still running; a failure if one ignored SIGTERM.
     pub(crate) fn stop_all(&mut self) -> Option<Failure> {
         let mut failure = None;
@@ -302,7 +309,11 @@ impl Ctx {
         let mut details = failure.details.clone();
         for running in &mut self.processes {
             let command = shown_command(&running.command_line);
-            let stderr = running.stderr().last_lines(12);
+            let stderr = if running.ended_by_test() {
+                running.stderr_for_report(12)
+            } else {
+                running.stderr().last_lines(12)
+            };
             match running.exit_status() {
                 // It exited by itself and not quietly: how, and its last words.
                 Some(status)

@@ -132,7 +132,8 @@ impl Journal {
         let record = self.record();
         let many = record.connections > 1 && only.is_none();
         let mut text = String::new();
-        if record.events_dropped > 0 {
+        // Counted over every connection: said only where all are shown.
+        if record.events_dropped > 0 && only.is_none() {
             let _ = writeln!(
                 text,
                 "  ({} earlier events not shown)",

@@ -72,6 +72,27 @@ impl Captured {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The last `lines` complete lines among the first `end` bytes: what was
+    /// written up to a moment, without a line cut off at it.
+    pub fn last_lines_before(&self, lines: usize, end: usize) -> String {
+        let end = end.min(self.total);
+        let tail_start = self.total - self.tail.len();
+        let kept = if self.total <= KEPT_BYTES {
+            &self.head[..end.min(self.head.len())]
+        } else if end >= tail_start {
+            &self.tail[..end - tail_start]
+        } else {
+            &self.head[..end.min(self.head.len())]
+        };
+        let complete = match kept.iter().rposition(|&byte| byte == b'\n') {
+            Some(last) => &kept[..=last],
+            None => &[],
+        };
+        let text = String::from_utf8_lossy(complete);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Every complete line kept, when the whole output fits.
     pub fn lines(&self) -> Vec<String> {
         String::from_utf8_lossy(&self.head)
@@ -137,6 +158,8 @@ pub struct Running {
     status: Option<ExitStatus>,
     /// The test ended it (SIGTERM or SIGKILL) while it was still running.
     ended_by_test: bool,
+    /// How much it had written on stderr when the stage's check ended.
+    stderr_mark: Option<usize>,
 }
 
 impl Running {
@@ -171,6 +194,7 @@ impl Running {
             stderr,
             status: None,
             ended_by_test: false,
+            stderr_mark: None,
         })
     }
 
@@ -295,6 +319,23 @@ impl Running {
     /// What it printed on stderr so far.
     pub fn stderr(&self) -> std::sync::MutexGuard<'_, Captured> {
         self.stderr.0.lock().unwrap()
+    }
+
+    /// Note how much it has written on stderr: what it writes later, while
+    /// the test closes its connections and stops it, is not the student's
+    /// story and stays out of a report.
+    pub fn mark_output(&mut self) {
+        let written = self.stderr().total;
+        self.stderr_mark = Some(written);
+    }
+
+    /// The last `lines` lines of stderr, up to the mark if there is one.
+    pub fn stderr_for_report(&self, lines: usize) -> String {
+        let stderr = self.stderr();
+        match self.stderr_mark {
+            Some(mark) => stderr.last_lines_before(lines, mark),
+            None => stderr.last_lines(lines),
+        }
     }
 
     /// Whether the test ended it, rather than it exiting on its own.
@@ -481,5 +522,16 @@ mod tests {
         assert_eq!(captured.head.len(), KEPT_BYTES);
         assert_eq!(captured.last_lines(1), "the end");
         assert!(captured.text().contains("100008 bytes in all"));
+    }
+
+    #[test]
+    fn lines_before_a_mark_leave_out_a_line_cut_at_it() {
+        let mut captured = Captured::default();
+        captured.push(b"one\ntwo\nthr");
+        let mark = captured.total;
+        captured.push(b"ee\nfour\n");
+        assert_eq!(captured.last_lines_before(5, mark), "one\ntwo");
+        assert_eq!(captured.last_lines_before(1, mark), "two");
+        assert_eq!(captured.last_lines(1), "four");
     }
 }

@@ -203,6 +203,7 @@ pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<(), StageF
             )
         }
     };
+    ctx.mark_output();
     let stopped = ctx.stop_all();
     let failure = failure.or(stopped);
     let report = failure.as_ref().map(|failure| ctx.report(stage, failure));
