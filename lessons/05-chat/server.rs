@@ -65,8 +65,9 @@ fn accept_loop(listener: &TcpListener, room: Arc<Room>, name_wait: Duration) {
         let (room, still_open) = (Arc::clone(&room), Arc::clone(&open));
         let spawned = thread::Builder::new().spawn(move || {
             serve_one(stream, &room, name_wait);
-            // Only now is the socket closed: the session and the writer
-            // have both let go of it.
+            // Only now is the socket closed: the session, the member's
+            // writer and its room entry have all let go of it. Counting
+            // until here keeps the count equal to the descriptors held.
             still_open.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(error) = spawned {
