@@ -311,7 +311,72 @@ fn names(ctx: &mut Ctx) -> Check<()> {
             "ada must hear only of the newcomer who got in: a refused name never joined.",
         )
     })?;
-    Ok(())
+    name_deadline(ctx)
+}
+
+/// A newcomer that sends its name one byte at a time, a byte every 250 ms,
+/// must be told and closed when the name's deadline passes, as one that
+/// sends nothing would be.
+fn name_deadline(ctx: &mut Ctx) -> Check<()> {
+    const SECONDS: u64 = 1;
+    const EVERY: Duration = Duration::from_millis(250);
+    ctx.step(format!(
+        "a second server with --name-timeout {SECONDS}; a newcomer sends `a` every {} ms \
+         and never a newline",
+        EVERY.as_millis()
+    ));
+    let server = ctx.start_server(&["--name-timeout", &SECONDS.to_string()])?;
+    let mut conn = ctx.connect(server.addr)?;
+    expect_line(&mut conn, PROMPT)?;
+    let mut trickle = conn.try_clone()?;
+    let deadline_hint = format!(
+        "The name has one deadline for its whole line (--name-timeout, {SECONDS} s here). \
+         A read timeout starts again at each read, so a byte every {} ms never trips it, \
+         and the newcomer holds a thread and a socket for ever. This code is ready in \
+         the starter: {SESSION_FILE}, fn serve, and DeadlineReader in {LINES_FILE}.",
+        EVERY.as_millis()
+    );
+    let started = Instant::now();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let answer = thread::scope(|scope| {
+        scope.spawn(move || {
+            // Paced by the wait for the stop signal; at most 40 bytes.
+            for _ in 0..40 {
+                if stopped.recv_timeout(EVERY).is_ok() || trickle.send(b"a").is_err() {
+                    return;
+                }
+            }
+        });
+        let answer = conn.read_line(READ_LIMIT);
+        let _ = stop.send(());
+        answer
+    });
+    let answer = answer.map_err(|failure| {
+        failure
+            .hint(format!(
+                "After {:.1} s the newcomer trickling its name was neither told nor closed.",
+                started.elapsed().as_secs_f64()
+            ))
+            .more_hint(deadline_hint.clone())
+    })?;
+    ctx.step(format!(
+        "the newcomer was answered after {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    if !answer.starts_with(b"! ") {
+        return Err(conn
+            .fail("a newcomer out of time must be told with `! ` and a reason")
+            .bytes(
+                format!("! no name came within {SECONDS} s\n").as_bytes(),
+                &answer,
+            )
+            .hint(deadline_hint));
+    }
+    // The newcomer may still be sending bytes the server will never read:
+    // its close may come as a reset.
+    conn.expect_end()
+        .map_err(|failure| failure.more_hint(deadline_hint))?;
+    ctx.expect_running(server.id)
 }
 
 fn commands(ctx: &mut Ctx) -> Check<()> {
@@ -394,18 +459,6 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
     bob.expect(b"[ada] first\n[ada] second\n[ada] third\n")
         .map_err(|failure| failure.more_hint(lines_hint.clone()))?;
 
-    ctx.step("ada sends escape sequences and control characters");
-    ada.send(b"look \x1b[2J\x1b[Hhere\x1b]0;owned\x07 and\x07 \x08th\x00e\x7fre\rnow\n")?;
-    expect_line(&mut bob, "[ada] look here and therenow").map_err(|failure| {
-        failure
-            .hint(
-                "Relayed as they came, `ESC [2J` clears bob's screen, `ESC ]0;...BEL` \
-                 renames his window, and `\\r` lets ada overwrite what looks like someone \
-                 else's line. Remove control characters and whole escape sequences.",
-            )
-            .more_hint(format!("Where: TODO 7 in {LINES_FILE}, fn clean."))
-    })?;
-
     let too_long_hint = format!(
         "A line longer than 4096 bytes, newline included, is refused with `! ` and a \
          reason; the member stays, and the next line is relayed as usual. Where: TODO 6 in \
@@ -453,6 +506,18 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
         ))
         .hint(too_long_hint));
     }
+
+    ctx.step("ada sends escape sequences and control characters");
+    ada.send(b"look \x1b[2J\x1b[Hhere\x1b]0;owned\x07 and\x07 \x08th\x00e\x7fre\rnow\n")?;
+    expect_line(&mut bob, "[ada] look here and therenow").map_err(|failure| {
+        failure
+            .hint(
+                "Relayed as they came, `ESC [2J` clears bob's screen, `ESC ]0;...BEL` \
+                 renames his window, and `\\r` lets ada overwrite what looks like someone \
+                 else's line. Remove control characters and whole escape sequences.",
+            )
+            .more_hint(format!("Where: TODO 7 in {LINES_FILE}, fn clean."))
+    })?;
 
     ctx.step("the room goes on: bob speaks, ada hears");
     bob.send(b"still here\n")?;

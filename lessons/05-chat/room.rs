@@ -17,13 +17,20 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 /// How many lines may wait for one member. A member this far behind has
 /// stopped reading (or reads far slower than the room talks), and waiting for
 /// it would cost memory without end: it is dropped. Lines are at most 4 KiB,
 /// so one member holds at most 4 MiB here.
 pub const OUTBOX_LINES: usize = 1024;
+
+/// How long a write to a member may wait for the member's socket to take a
+/// byte. Without it, a member that stops reading and then quits leaves its
+/// writer blocked for ever, holding a thread and the socket; past it, the
+/// writer gives up and cuts the connection.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
 
 /// A line on its way to members, newline included. One `Arc` for every
 /// outbox: a line said to 200 members is kept in memory once.
@@ -42,13 +49,23 @@ struct Member {
     id: u64,
     outbox: SyncSender<Outgoing>,
     /// Kept to cut the connection of a member who is dropped.
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
 }
 
 /// What a session knows about its place in the room.
 pub struct Membership {
     pub name: String,
     id: u64,
+    writer: JoinHandle<()>,
+}
+
+impl Membership {
+    /// Wait until the member's writer has ended: its outbox closed (the
+    /// member left) and was emptied, or its socket failed.
+    pub fn wait_for_writer(self) {
+        // A writer that panicked has ended too; there is nothing to undo.
+        let _ = self.writer.join();
+    }
 }
 
 impl Room {
@@ -68,19 +85,20 @@ impl Room {
 
     /// Let `name` in, with a writer thread for `stream`; the newcomer hears
     /// who is here, and everyone else hears who came.
-    pub fn join(&self, name: &str, stream: &TcpStream) -> Result<Membership, String> {
+    pub fn join(&self, name: &str, stream: &Arc<TcpStream>) -> Result<Membership, String> {
         let mut members = self.members();
         if members.contains_key(name) {
             return Err(format!("the name {name} is taken"));
         }
         let cannot = |error: io::Error| format!("the server cannot take you in: {error}");
-        let for_writer = stream.try_clone().map_err(cannot)?;
+        stream.set_write_timeout(Some(WRITE_WAIT)).map_err(cannot)?;
         let (outbox, queued) = mpsc::sync_channel(OUTBOX_LINES);
-        thread::Builder::new()
-            .spawn(move || write_loop(for_writer, queued))
+        let for_writer = Arc::clone(stream);
+        let writer = thread::Builder::new()
+            .spawn(move || write_loop(&for_writer, queued))
             .map_err(cannot)?;
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let stream = stream.try_clone().map_err(cannot)?;
+        let stream = Arc::clone(stream);
         members.insert(name.to_string(), Member { id, outbox, stream });
         // TODO 1 (slides/05-chat.md, "Joining the room"): still under this
         // lock, deliver `* in the room: ` and every name (fn names) to the
@@ -89,6 +107,7 @@ impl Room {
         Ok(Membership {
             name: name.to_string(),
             id,
+            writer,
         })
     }
 
@@ -139,7 +158,7 @@ impl Room {
 
     /// Take `member` out of the room and tell the others. Its outbox closes:
     /// the writer sends what is left in it, then ends.
-    pub fn leave(&self, member: Membership) {
+    pub fn leave(&self, member: &Membership) {
         // TODO 3 (slides/05-chat.md, "Leaving, cleanly or not"): take the
         // member out with `take_own`, and if it was still there, deliver
         // `* NAME left` to everyone left. (`take_own` finds nothing when the
@@ -191,8 +210,18 @@ fn drop_member(members: &mut Members, name: &str) {
 }
 
 /// A member's writer: empty its outbox into its socket until the outbox
-/// closes (the member left) or the socket fails.
-fn write_loop(stream: TcpStream, queued: Receiver<Outgoing>) -> io::Result<()> {
+/// closes (the member left) or a write fails.
+fn write_loop(stream: &TcpStream, queued: Receiver<Outgoing>) {
+    if send_queued(stream, queued).is_err() {
+        // Broken, or it took nothing for WRITE_WAIT: cut the connection, so
+        // that the session's read ends too and the member leaves the room
+        // rather than stay in it deaf.
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn send_queued(stream: &TcpStream, queued: Receiver<Outgoing>) -> io::Result<()> {
+    // `&TcpStream` writes too: the writer shares the member's one socket.
     let mut socket = BufWriter::new(stream);
     while let Ok(line) = queued.recv() {
         socket.write_all(line.as_bytes())?;

@@ -7,24 +7,30 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
 use crate::room::Room;
 use crate::session;
 
-/// Connections served at once. Each costs two threads and a socket; past
-/// this, a newcomer is told the server is full, so a script that opens
-/// connections in a loop cannot exhaust the machine.
+/// Connections served at once. Each costs a socket (one file descriptor)
+/// and, once named, two threads; past this, a newcomer is told the server is
+/// full, so a script that opens connections in a loop cannot exhaust the
+/// machine. Linux lets a process hold 1024 descriptors unless raised
+/// (`ulimit -n`): 1000 leaves room for stdin, stdout, stderr, the listener
+/// and the newcomer being told. A higher cap would meet that limit first, and
+/// `accept` would fail ("Too many open files") with no one told anything.
 const MAX_CONNECTIONS: usize = 1000;
 
-/// Bind `addr`, say where we listen, and serve every member at once.
-pub fn run(addr: &str) -> Result<()> {
+/// Bind `addr`, say where we listen, and serve every member at once. Each
+/// connection has `name_wait` to give its name.
+pub fn run(addr: &str, name_wait: Duration) -> Result<()> {
     let listener = bind_listener(addr)?;
     // The real address: with port 0 the system picked the port.
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
-    accept_loop(&listener, Arc::new(Room::new()));
+    accept_loop(&listener, Arc::new(Room::new()), name_wait);
     Ok(())
 }
 
@@ -41,7 +47,7 @@ fn bind_listener(addr: &str) -> Result<TcpListener> {
 
 /// Take connections for ever; each gets its own thread, so a member who says
 /// nothing never keeps the others waiting.
-fn accept_loop(listener: &TcpListener, room: Arc<Room>) {
+fn accept_loop(listener: &TcpListener, room: Arc<Room>, name_wait: Duration) {
     let open = Arc::new(AtomicUsize::new(0));
     for connection in listener.incoming() {
         let stream = match connection {
@@ -58,7 +64,10 @@ fn accept_loop(listener: &TcpListener, room: Arc<Room>) {
         open.fetch_add(1, Ordering::SeqCst);
         let (room, still_open) = (Arc::clone(&room), Arc::clone(&open));
         let spawned = thread::Builder::new().spawn(move || {
-            serve_one(stream, &room);
+            serve_one(stream, &room, name_wait);
+            // Only now is the socket closed: the session, the member's
+            // writer and its room entry have all let go of it. Counting
+            // until here keeps the count equal to the descriptors held.
             still_open.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(error) = spawned {
@@ -70,12 +79,12 @@ fn accept_loop(listener: &TcpListener, room: Arc<Room>) {
 }
 
 /// Serve one connection to its end. Its trouble is its own: log it and stop.
-fn serve_one(stream: TcpStream, room: &Room) {
+fn serve_one(stream: TcpStream, room: &Room, name_wait: Duration) {
     let peer = match stream.peer_addr() {
         Ok(peer) => peer.to_string(),
         Err(_) => "a member who already left".to_string(),
     };
-    if let Err(error) = session::serve(stream, room) {
+    if let Err(error) = session::serve(stream, room, name_wait) {
         eprintln!("{peer}: {error}");
     }
 }

@@ -1,8 +1,11 @@
-//! Lines in from the network: read with a limit, and cleaned before anyone
-//! else sees them. Both guard the room against what a member may send.
+//! Lines in from the network: read with a limit and by a deadline, and
+//! cleaned before anyone else sees them. All guard the room against what a
+//! member may send.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, ErrorKind, Read};
 use std::iter::Peekable;
+use std::net::TcpStream;
+use std::time::Instant;
 
 /// The longest line a member may send, its newline included.
 pub const LINE_LIMIT: usize = 4096;
@@ -15,6 +18,50 @@ pub enum Incoming {
     TooLong,
     /// The peer closed its side: nothing more will come.
     Closed,
+}
+
+/// Reads from a socket, every read ending by one deadline when there is one.
+///
+/// A read timeout alone starts again at each read: a peer sending one byte
+/// every 20 s never trips a 30 s timeout, and holds its thread and socket for
+/// ever (lesson 04's slowloris). A deadline does not start again: before each
+/// read, the timeout is set to the time that is left.
+pub struct DeadlineReader<'a> {
+    stream: &'a TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl<'a> DeadlineReader<'a> {
+    pub fn new(stream: &'a TcpStream) -> DeadlineReader<'a> {
+        DeadlineReader {
+            stream,
+            deadline: None,
+        }
+    }
+
+    /// Reads from now on fail once `deadline` has passed; `None` lifts it.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.deadline = deadline;
+        if deadline.is_none() {
+            self.stream.set_read_timeout(None)?;
+        }
+        Ok(())
+    }
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // std refuses a zero timeout (the system would read it as none).
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        // `&TcpStream` reads too: the socket is shared, not cloned.
+        self.stream.read(buffer)
+    }
 }
 
 /// Read the next line, keeping at most [`LINE_LIMIT`] bytes of it in memory.

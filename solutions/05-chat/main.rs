@@ -17,6 +17,7 @@ mod server;
 mod session;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,10 @@ enum Role {
         /// The address to listen on; port 0 asks the system for a free port.
         #[arg(long, default_value = "127.0.0.1:7005")]
         bind: String,
+        /// Seconds a newcomer has to send its whole name line.
+        #[arg(long, value_name = "SECS", default_value_t = 30,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        name_timeout: u64,
     },
     /// Join a chat room: send what you type, show what the others say.
     Client {
@@ -49,7 +54,9 @@ enum Role {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.role {
-        Role::Server { bind } => server::run(&bind),
+        Role::Server { bind, name_timeout } => {
+            server::run(&bind, Duration::from_secs(name_timeout))
+        }
         Role::Client { connect, name } => client::run(&connect, &name),
     };
     // A user's mistake (a port in use, a server that is not there) is one

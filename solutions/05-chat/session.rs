@@ -3,29 +3,33 @@
 
 use std::io::{self, BufReader, ErrorKind, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::lines::{clean, read_line, Incoming, LINE_LIMIT};
+use crate::lines::{clean, read_line, DeadlineReader, Incoming, LINE_LIMIT};
 use crate::room::{Membership, Room};
-
-/// How long a connection may take to give its name. Until then it holds a
-/// thread and a socket; a connection that never names itself must not keep
-/// them for ever.
-const NAME_WAIT: Duration = Duration::from_secs(30);
 
 /// The longest name, in characters.
 const NAME_LIMIT: usize = 16;
 
-pub fn serve(stream: TcpStream, room: &Room) -> io::Result<()> {
+/// Serve one connection. It has `name_wait` to send its whole name line:
+/// until then it holds a thread and a socket, and one that never names itself
+/// must not keep them for ever.
+pub fn serve(stream: TcpStream, room: &Room, name_wait: Duration) -> io::Result<()> {
     // Chat lines are small and should leave at once, not wait for more to
     // fill a packet (Nagle's algorithm); each writer already gathers what is
     // waiting into one write.
     stream.set_nodelay(true)?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    (&stream).write_all(b"* what is your name?\n")?;
-    stream.set_read_timeout(Some(NAME_WAIT))?;
+    // One socket, shared by this reader, the member's writer and its entry
+    // in the room: one file descriptor per member, not one each.
+    let stream = Arc::new(stream);
+    let mut reader = BufReader::new(DeadlineReader::new(&stream));
+    (&*stream).write_all(b"* what is your name?\n")?;
+    reader
+        .get_mut()
+        .set_deadline(Some(Instant::now() + name_wait))?;
     let first_line = read_line(&mut reader);
-    stream.set_read_timeout(None)?;
+    reader.get_mut().set_deadline(None)?;
     let joined = match first_line {
         Ok(Incoming::Line(line)) => {
             let name = String::from_utf8_lossy(&line);
@@ -33,28 +37,32 @@ pub fn serve(stream: TcpStream, room: &Room) -> io::Result<()> {
         }
         Ok(Incoming::TooLong) => Err(format!("a name has at most {NAME_LIMIT} characters")),
         Ok(Incoming::Closed) => return Ok(()),
-        // The read timed out (`WouldBlock` on Unix, `TimedOut` on Windows).
-        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(
-            format!("no name came within {} seconds", NAME_WAIT.as_secs()),
-        ),
+        // Out of time (`WouldBlock` from a timeout on Unix, `TimedOut` on
+        // Windows and from the deadline itself).
+        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(format!("no name came within {} s", name_wait.as_secs()))
+        }
         Err(error) => return Err(error),
     };
     let mut member = match joined {
         Ok(member) => member,
         Err(reason) => {
             // Not a member: nothing else writes to this socket, so write here.
-            return (&stream).write_all(format!("! {reason}\n").as_bytes());
+            return (&*stream).write_all(format!("! {reason}\n").as_bytes());
         }
     };
     let talked = converse(&mut reader, room, &mut member);
     // However the conversation ended, cleanly or by a reset, the room hears.
-    room.leave(member);
+    room.leave(&member);
+    // The writer sends what is left for this member, then lets go of the
+    // socket; until it has, the connection still holds a descriptor.
+    member.wait_for_writer();
     talked
 }
 
 /// Read the member's lines until it quits or its connection ends.
 fn converse(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<DeadlineReader>,
     room: &Room,
     member: &mut Membership,
 ) -> io::Result<()> {
