@@ -179,10 +179,12 @@ impl Running {
             .chain(args.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join(" ");
+        in_a_group_of_its_own(&mut command);
         die_with_parent(&mut command);
         let mut child = command
             .spawn()
             .map_err(|error| format!("could not start `{command_line}`: {error}"))?;
+        live_groups().push(child.id());
         let stdout: Shared = Arc::default();
         let stderr: Shared = Arc::default();
         drain_into(child.stdout.take().expect("piped"), stdout.clone());
@@ -343,32 +345,45 @@ impl Running {
         self.ended_by_test
     }
 
-    /// Kill at once (SIGKILL), as a power cut would.
+    /// Kill at once (SIGKILL), as a power cut would: the program and any
+    /// program it started.
     pub fn kill(&mut self) -> Option<ExitStatus> {
         if self.exit_status().is_none() {
             self.ended_by_test = true;
-            let _ = self.child.kill();
+            if !signal_group(self.child.id(), Signal::Kill) {
+                let _ = self.child.kill();
+            }
         }
         self.status = self.child.wait().ok();
+        self.end_leftovers();
         self.status
+    }
+
+    /// Kill what is left of its process group (programs it started, such as
+    /// a wrapper script's server), and forget the group.
+    fn end_leftovers(&mut self) {
+        signal_group(self.child.id(), Signal::Kill);
+        live_groups().retain(|&pid| pid != self.child.id());
     }
 
     /// Send SIGTERM and return at once, for a stage that talks to the
     /// program while it stops. False where there is no SIGTERM (Windows),
     /// or the program has already exited.
     pub fn request_stop(&mut self) -> bool {
-        self.exit_status().is_none() && send_sigterm(&self.child)
+        self.exit_status().is_none() && signal_group(self.child.id(), Signal::Term)
     }
 
     /// Ask the program to stop (SIGTERM, where there are signals) and wait
     /// [`GRACE`]; kill it if it is still running then.
     pub fn stop(&mut self) -> Ending {
         if let Some(status) = self.exit_status() {
+            self.end_leftovers();
             return Ending::Exited(status);
         }
         self.ended_by_test = true;
-        if send_sigterm(&self.child) {
+        if signal_group(self.child.id(), Signal::Term) {
             if let Some(status) = self.wait_exit(Instant::now() + GRACE) {
+                self.end_leftovers();
                 return Ending::Exited(status);
             }
             self.kill();
@@ -464,16 +479,63 @@ pub fn describe(status: &ExitStatus) -> String {
     status.to_string()
 }
 
+/// The process groups of programs still running: [`end_all_on_interrupt`]
+/// ends them if the test itself is stopped, where no destructor runs.
+fn live_groups() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Programs run in process groups of their own, so the terminal's Ctrl-C
+/// does not reach them: when the test is interrupted (Ctrl-C, SIGTERM,
+/// SIGHUP), it ends every program it started, then exits.
+pub fn end_all_on_interrupt() {
+    let _ = ctrlc::set_handler(|| {
+        for &pid in live_groups().iter() {
+            signal_group(pid, Signal::Kill);
+        }
+        std::process::exit(130);
+    });
+}
+
+/// What the test asks of a program.
+#[derive(Clone, Copy)]
+enum Signal {
+    /// Please stop (SIGTERM).
+    Term,
+    /// Stop now (SIGKILL).
+    Kill,
+}
+
+/// Send `signal` to the process group led by `pid`: the program and every
+/// program it started. False where there are no signals (Windows), or the
+/// group is gone.
 #[cfg(unix)]
-fn send_sigterm(child: &Child) -> bool {
-    // SAFETY: kill(2) with a pid we own and have not yet reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) == 0 }
+fn signal_group(pid: u32, signal: Signal) -> bool {
+    let signal = match signal {
+        Signal::Term => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+    };
+    // SAFETY: kill(2) on a group this test created; nothing else is touched.
+    unsafe { libc::kill(-(pid as libc::pid_t), signal) == 0 }
 }
 
 #[cfg(not(unix))]
-fn send_sigterm(_child: &Child) -> bool {
+fn signal_group(_pid: u32, _signal: Signal) -> bool {
     false
 }
+
+/// A program that starts programs of its own (a wrapper script, `npm start`)
+/// must not leave them running: it leads a process group, and the group is
+/// what the test signals.
+#[cfg(unix)]
+fn in_a_group_of_its_own(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+}
+
+#[cfg(not(unix))]
+fn in_a_group_of_its_own(_command: &mut Command) {}
 
 /// On Linux, the kernel kills the program if the test itself dies (killed
 /// from outside, where no destructor runs). The signal follows the thread

@@ -120,6 +120,7 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
         }
     };
     crate::resources::raise_open_file_limit();
+    crate::process::end_all_on_interrupt();
     let mut arguments = Arguments::from_args();
     // One stage at a time, in order: stages start servers and measure time,
     // and a student reads the results top to bottom.

@@ -38,6 +38,16 @@ fn main() {
                 .0
                 .map_err(|failure| Failed::from(failure.report))
         }),
+        Trial::test("no_program_a_server_started_outlives_the_stage", || {
+            let (result, pids) = run_fake("starts_a_helper", &quick());
+            result.map_err(|failure| Failed::from(failure.report))?;
+            if pids.len() != 2 {
+                return Err(
+                    format!("expected the server and its helper, got pids {pids:?}").into(),
+                );
+            }
+            left_behind(&pids).map_err(Failed::from)
+        }),
         Trial::test("course_board_lists_every_lesson", cli::board),
         Trial::test("course_grade_json_has_a_record_per_stage", cli::grade_json),
         Trial::test("course_grade_cmd_grades_any_program", cli::grade_cmd_silent),
@@ -240,21 +250,34 @@ fn read_pids(file: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Fail if any of `pids` still runs.
+/// Fail if any of `pids` still runs a moment after the stage: a program
+/// whose parent died is reaped by the system, not at once.
 fn left_behind(pids: &[u32]) -> Result<(), String> {
     if pids.is_empty() {
         return Err("no fake recorded its pid: the test cannot tell what was left behind".into());
     }
-    let alive: Vec<&u32> = pids.iter().filter(|pid| is_alive(**pid)).collect();
-    if alive.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("processes left behind: {alive:?}"))
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let alive: Vec<&u32> = pids.iter().filter(|pid| is_alive(**pid)).collect();
+        if alive.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("processes left behind: {alive:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// Whether `pid` is a running process: it exists and is not a zombie (one
+/// that has exited and waits to be reaped).
 #[cfg(unix)]
 fn is_alive(pid: u32) -> bool {
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command's closing parenthesis.
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        return !state.starts_with('Z');
+    }
     // SAFETY: signal 0 checks that the process exists; nothing is sent.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
@@ -323,6 +346,30 @@ mod fake {
                 serve(&bind, str::to_string)
             }
             "echo" => serve(&bind, str::to_string),
+            // A server that starts a program of its own, as a wrapper script
+            // or `npm start` does; that program must end with the stage too.
+            "starts_a_helper" => {
+                let helper = std::process::Command::new(exe())
+                    .args(["--fake", "idle_helper", "--pids", pid_file])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn();
+                // Serve only once the helper has recorded its pid.
+                let ready = helper.ok().and_then(|mut helper| {
+                    let mut line = String::new();
+                    std::io::BufReader::new(helper.stdout.take()?)
+                        .read_line(&mut line)
+                        .ok()
+                });
+                if ready.is_none() {
+                    eprintln!("fake: its helper did not start");
+                    std::process::exit(1);
+                }
+                serve(&bind, str::to_string)
+            }
+            "idle_helper" => {
+                println!("ready");
+                idle()
+            }
             other => panic!("no fake named {other}"),
         }
     }
