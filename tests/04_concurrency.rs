@@ -79,16 +79,28 @@ fn two_at_once(ctx: &mut Ctx) -> Check<()> {
     let mut second = Conn::connect(server.addr, ctx.journal(), one_second)?;
     let started = Instant::now();
     second.send(b"USER bob\nCOUNT\n")?;
+    let where_to_look = format!(
+        "Where: TODO 1 in {SERVER_FILE}, fn accept_loop: hand each connection to the pool, \
+         and let the loop go back to accept at once; then TODO 2 in {POOL_FILE}, so that the \
+         workers take them. A worker must not hold the queue's lock while it serves: \
+         `while let Ok(s) = rx.lock().unwrap().recv()` keeps the lock for the whole loop \
+         body, so no other worker can take a connection until that client leaves; take the \
+         connection in one statement, and serve it after."
+    );
     match second.expect(b"OK\nOK 0\n") {
         Err(_) if started.elapsed() >= one_second => Err(second
             .fail("B waited while A was connected: your server serves one client at a time")
             .hint(format!(
                 "While the accept loop serves A, nobody accepts B: B's connection waits in \
-                 the system's queue. Where: TODO 1 in {SERVER_FILE}, fn accept_loop: hand \
-                 each connection to the pool, and let the loop go back to accept at once; \
-                 then TODO 2 in {POOL_FILE}, so that the workers take them."
+                 the system's queue. {where_to_look}"
             ))),
-        result => result,
+        Err(failure) => Err(failure.more_hint(format!(
+            "B must be served while A is connected and silent. A reset here often means \
+             that B went into the pool's queue and no worker took it: until TODO 2 is done, \
+             the workers end at once, the queue closes, and each connection handed to it is \
+             dropped. {where_to_look}"
+        ))),
+        Ok(()) => Ok(()),
     }
 }
 
