@@ -139,7 +139,7 @@ impl Write for TimedWriter<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        // A socket keeps no buffer of its own to flush: `write` sent it.
+        // Nothing waits here: `write` gave the bytes to the system.
         Ok(())
     }
 }
@@ -161,6 +161,8 @@ fn wait_for(
                 return Err(ErrorKind::TimedOut.into())
             }
             Err(error) if is_timeout(&error) => continue,
+            // A signal (SIGTERM itself) may cut a wait short: wait again.
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
             other => return other,
         }
     }
