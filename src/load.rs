@@ -5,9 +5,14 @@
 //!
 //! It speaks the echo protocol of lesson 01, HTTP/1.1 (lesson 02) or the
 //! mailbox of lesson 03 to any server that keeps to them, whatever its
-//! language. Each client is a thread with its own connection; a request's
-//! latency runs from its first byte sent to its reply's last byte read, so
-//! time spent waiting for a busy server to accept counts too.
+//! language. Each client is a thread with its own connection. A request's
+//! latency runs from its first byte sent to its reply's last byte read; a
+//! connection's first request also includes connecting and, for the
+//! mailbox, the `USER` round trip, so time spent waiting for a busy server
+//! to accept or to start serving counts too. A request that fails counts at
+//! the time it took to fail (a timeout, at least `--timeout`): leaving it out
+//! would make a collapsing server's percentiles look better than its
+//! successes alone.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -112,7 +117,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let took = started.elapsed();
     print_summary(&tally, &latencies, took);
     print_first_replies(&first_replies, args.clients);
-    if latencies.total == 0 {
+    if tally.done.load(Ordering::Relaxed) == 0 {
         bail!("no request succeeded against {addr}");
     }
     Ok(())
@@ -160,8 +165,8 @@ impl Tally {
 }
 
 /// One client: connect, send requests one after another, reconnect after an
-/// error. Returns the latencies of the requests that succeeded, and when the
-/// first reply came, counted from the start of the run.
+/// error. Returns the latencies of its requests, failed ones included, and
+/// when the first reply came, counted from the start of the run.
 fn run_client(
     plan: &Plan,
     number: u32,
@@ -203,6 +208,7 @@ fn run_client(
                 }
             }
             Err(error) => {
+                latencies.record(begun.elapsed());
                 tally.error(&error);
                 session = None;
                 // A server that refuses everything is not hammered in a
@@ -424,7 +430,7 @@ fn print_summary(tally: &Tally, latencies: &Histogram, took: Duration) {
         Some(first) => println!("errors    {errors} (the first: {first})"),
         None => println!("errors    0"),
     }
-    if latencies.total == 0 {
+    if done == 0 {
         println!("latency   (no request succeeded)");
         return;
     }
@@ -435,6 +441,11 @@ fn print_summary(tally: &Tally, latencies: &Histogram, took: Duration) {
         shown(latencies.percentile(0.99)),
         shown(latencies.max)
     );
+    if errors > 0 {
+        println!(
+            "          (failed requests, {errors} of them, count at the time each took to fail)"
+        );
+    }
 }
 
 /// How long clients waited for their first reply: a server that serves one
@@ -494,14 +505,15 @@ impl Histogram {
         self.max = self.max.max(other.max);
     }
 
-    /// The latency below which `fraction` of the requests fell.
+    /// The latency below which `fraction` of the requests fell: the top of
+    /// its bucket, so that a percentile is never shown lower than it was.
     fn percentile(&self, fraction: f64) -> u64 {
         let wanted = ((self.total as f64 * fraction).ceil() as u64).max(1);
         let mut seen = 0;
         for (index, count) in self.counts.iter().enumerate() {
             seen += count;
             if seen >= wanted {
-                return lowest_in(index).min(self.max);
+                return highest_in(index).min(self.max);
             }
         }
         self.max
@@ -516,6 +528,12 @@ fn bucket(micros: u64) -> usize {
     let power = 63 - u64::from(micros.leading_zeros());
     let step = ((micros >> (power - 4)) - 16) as usize;
     16 + (power as usize - 4) * 16 + step
+}
+
+/// The largest value in bucket `index`.
+fn highest_in(index: usize) -> u64 {
+    // Past the last bucket comes 2^64, which wraps to 0: one less is u64::MAX.
+    lowest_in(index + 1).wrapping_sub(1)
 }
 
 /// The smallest value in bucket `index`.
@@ -534,10 +552,26 @@ mod tests {
 
     #[test]
     fn buckets_hold_their_values_to_within_a_sixteenth() {
-        for micros in [0, 1, 15, 16, 17, 31, 32, 100, 1_000, 123_456, u64::MAX / 3] {
+        for micros in [
+            0,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            100,
+            1_000,
+            123_456,
+            u64::MAX / 3,
+            u64::MAX,
+        ] {
             let low = lowest_in(bucket(micros));
             assert!(low <= micros, "{micros}: {low}");
             assert!(micros - low <= micros / 16, "{micros}: {low}");
+            let high = highest_in(bucket(micros));
+            assert!(high >= micros, "{micros}: {high}");
+            assert!(high - micros <= micros / 16, "{micros}: {high}");
         }
         assert!(bucket(u64::MAX) < Histogram::default().counts.len());
     }
@@ -549,7 +583,7 @@ mod tests {
             histogram.record(Duration::from_micros(micros * 100));
         }
         let p50 = histogram.percentile(0.5);
-        assert!((4_700..=5_000).contains(&p50), "{p50}");
+        assert!((5_000..=5_000 + 5_000 / 16).contains(&p50), "{p50}");
         assert_eq!(histogram.max, 10_000);
         assert!(histogram.percentile(0.99) <= 10_000);
     }

@@ -9,10 +9,13 @@
 //! many real TCP connections at once.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use course::resources::threads;
+use course::stage::ProcessId;
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {
@@ -64,7 +67,7 @@ const STAGES: [Stage; 6] = [
 
 const SERVER_FILE: &str = "lessons/04-concurrency/server.rs";
 const POOL_FILE: &str = "lessons/04-concurrency/pool.rs";
-const READER_FILE: &str = "lessons/04-concurrency/timed_reader.rs";
+const READER_FILE: &str = "lessons/04-concurrency/timed_stream.rs";
 const MAX_LINE: usize = 1024;
 
 fn two_at_once(ctx: &mut Ctx) -> Check<()> {
@@ -76,16 +79,28 @@ fn two_at_once(ctx: &mut Ctx) -> Check<()> {
     let mut second = Conn::connect(server.addr, ctx.journal(), one_second)?;
     let started = Instant::now();
     second.send(b"USER bob\nCOUNT\n")?;
+    let where_to_look = format!(
+        "Where: TODO 1 in {SERVER_FILE}, fn accept_loop: hand each connection to the pool, \
+         and let the loop go back to accept at once; then TODO 2 in {POOL_FILE}, so that the \
+         workers take them. A worker must not hold the queue's lock while it serves: \
+         `while let Ok(s) = rx.lock().unwrap().recv()` keeps the lock for the whole loop \
+         body, so no other worker can take a connection until that client leaves; take the \
+         connection in one statement, and serve it after."
+    );
     match second.expect(b"OK\nOK 0\n") {
         Err(_) if started.elapsed() >= one_second => Err(second
             .fail("B waited while A was connected: your server serves one client at a time")
             .hint(format!(
                 "While the accept loop serves A, nobody accepts B: B's connection waits in \
-                 the system's queue. Where: TODO 1 in {SERVER_FILE}, fn accept_loop: hand \
-                 each connection to the pool, and let the loop go back to accept at once; \
-                 then TODO 2 in {POOL_FILE}, so that the workers take them."
+                 the system's queue. {where_to_look}"
             ))),
-        result => result,
+        Err(failure) => Err(failure.more_hint(format!(
+            "B must be served while A is connected and silent. A reset here often means \
+             that B went into the pool's queue and no worker took it: until TODO 2 is done, \
+             the workers end at once, the queue closes, and each connection handed to it is \
+             dropped. {where_to_look}"
+        ))),
+        Ok(()) => Ok(()),
     }
 }
 
@@ -346,7 +361,34 @@ fn expect_dropped(conn: &mut Conn, patience: Duration) -> Check<()> {
 
 fn graceful_shutdown(ctx: &mut Ctx) -> Check<()> {
     let data = ctx.temp_dir()?.to_string_lossy().into_owned();
-    let server = ctx.start_server(&["--data", &data, "--workers", "4"])?;
+    let mut sent = stop_during_requests(ctx, &data)?;
+    stop_while_a_client_keeps_asking(ctx)?;
+
+    ctx.step("restarted with the same --data: bob fetches every acknowledged message");
+    let server = ctx.start_server(&["--data", &data])?;
+    let mut bob = ctx.connect(server.addr)?;
+    bob.send(b"USER bob\nFETCH\n")?;
+    sent.sort();
+    let mut expected = format!("OK\nMSGS {}\n", sent.len()).into_bytes();
+    for (id, from, body) in &sent {
+        expected.extend_from_slice(format!("MSG {id} {from} {}\n{body}", body.len()).as_bytes());
+    }
+    bob.expect(&expected).map_err(|failure| {
+        failure.more_hint(
+            "Every message acknowledged with `OK <id>` must survive the stop, and none that \
+             was not acknowledged (frank's half of one) may be delivered.",
+        )
+    })
+}
+
+/// A message acknowledged to bob: its id, who sent it, its body.
+type Acknowledged = (u64, &'static str, String);
+
+/// SIGTERM while alice is half-way through a SEND, carol is idle and frank
+/// has sent half a request and stalls. Returns alice's acknowledged messages.
+fn stop_during_requests(ctx: &mut Ctx, data: &str) -> Check<Vec<Acknowledged>> {
+    let server = ctx.start_server(&["--data", data, "--workers", "4"])?;
+    let patience = ctx.patience();
     let mut alice = ctx.connect(server.addr)?;
     alice.send(b"USER alice\n")?;
     alice.expect(b"OK\n")?;
@@ -354,67 +396,178 @@ fn graceful_shutdown(ctx: &mut Ctx) -> Check<()> {
     for number in 0..3 {
         let body = format!("before the stop, {number}");
         alice.send(format!("SEND bob {}\n{body}", body.len()).as_bytes())?;
-        sent.push((expect_id(&mut alice)?, body));
+        sent.push((expect_id(&mut alice)?, "alice", body));
     }
     ctx.step("carol connects and stays idle");
     let mut carol = ctx.connect(server.addr)?;
     carol.send(b"USER carol\n")?;
     carol.expect(b"OK\n")?;
+    ctx.step("frank sends half a request, `SEND bob 10\\nhalf`, and stalls");
+    let mut frank = Conn::connect(server.addr, ctx.journal(), patience.exit)?;
+    frank.send(b"USER frank\nSEND bob 10\nhalf")?;
+    frank.expect(b"OK\n")?;
     ctx.step("alice begins a SEND: its line and half its body");
     alice.send(b"COUNT\nSEND bob 10\nhello")?;
     alice.expect(b"OK 0\n")?;
 
     ctx.step("SIGTERM, then the rest of alice's body");
-    let stopped_at = Instant::now();
-    if !ctx.process(server.id).request_stop() {
-        return Err(Failure::new(
-            "the server had exited before SIGTERM could be sent",
-        ));
-    }
+    let stopped_at = send_sigterm(ctx, server.id)?;
     alice.send(b"world")?;
-    let stop_hint = |failure: Failure| {
-        failure.more_hint(format!(
-            "On SIGTERM: stop accepting, let each request already begun finish and get its \
-             reply, close idle connections, wait for the workers, exit 0 (TODO 4 in \
-             {SERVER_FILE})."
-        ))
-    };
     let id = expect_id(&mut alice).map_err(stop_hint)?;
-    sent.push((id, "helloworld".to_string()));
-    expect_dropped(&mut alice, ctx.patience().reply).map_err(stop_hint)?;
+    sent.push((id, "alice", "helloworld".to_string()));
+    expect_dropped(&mut alice, patience.reply).map_err(stop_hint)?;
     ctx.step("carol's idle connection is closed");
-    expect_dropped(&mut carol, ctx.patience().reply).map_err(stop_hint)?;
-    let deadline = stopped_at + ctx.patience().exit;
-    match ctx.process(server.id).wait_exit(deadline) {
-        Some(status) if status.success() => {}
-        Some(status) => {
-            return Err(stop_hint(Failure::new(format!(
-                "after SIGTERM the server exited with {status}; a graceful stop exits 0"
-            ))))
-        }
-        None => {
-            return Err(stop_hint(Failure::new(format!(
-                "the server was still running {:.0}s after SIGTERM",
-                ctx.patience().exit.as_secs_f64()
-            ))))
-        }
-    }
-    ctx.step(format!(
-        "it exited 0, {:.2}s after SIGTERM",
-        stopped_at.elapsed().as_secs_f64()
-    ));
+    expect_dropped(&mut carol, patience.reply).map_err(stop_hint)?;
+    ctx.step("frank's half request gets a short grace, then his connection is closed");
+    expect_dropped(&mut frank, patience.exit).map_err(|failure| {
+        failure.more_hint(
+            "A request begun before the stop gets a short grace (2 s in the solution), not \
+             the whole idle timeout: a client that stalls half-way must not hold up the \
+             shutdown.",
+        )
+    })?;
+    wait_for_clean_exit(ctx, server.id, stopped_at)?;
+    Ok(sent)
+}
 
-    ctx.step("restarted with the same --data: bob fetches every acknowledged message");
-    let server = ctx.start_server(&["--data", &data])?;
-    let mut bob = ctx.connect(server.addr)?;
-    bob.send(b"USER bob\nFETCH\n")?;
-    let mut expected = format!("OK\nMSGS {}\n", sent.len()).into_bytes();
-    for (id, body) in &sent {
-        expected.extend_from_slice(format!("MSG {id} alice {}\n{body}", body.len()).as_bytes());
+/// SIGTERM while dave floods the server with COUNTs, sending without waiting
+/// for the replies: whenever the server looks, more of his requests have
+/// arrived. The server must close his connection and exit all the same.
+fn stop_while_a_client_keeps_asking(ctx: &mut Ctx) -> Check<()> {
+    ctx.step("a new server; dave sends COUNT after COUNT without waiting for the replies");
+    let server = ctx.start_server(&[])?;
+    let patience = ctx.patience();
+    let mut dave = ctx.connect(server.addr)?;
+    dave.send(b"USER dave\n")?;
+    dave.expect(b"OK\n")?;
+    let mut asking = dave.try_clone()?;
+    let enough = AtomicBool::new(false);
+    let (replies, stopped_at) = thread::scope(|scope| {
+        let (going, started) = mpsc::channel();
+        let enough = &enough;
+        scope.spawn(move || {
+            // A send that fails: the server closed the connection.
+            while !enough.load(Ordering::SeqCst) && asking.send(&b"COUNT\n".repeat(64)).is_ok() {}
+        });
+        let reading = scope.spawn(move || read_replies(&mut dave, &going, enough));
+        let stopped = (|| {
+            if started.recv_timeout(patience.reply).is_err() {
+                return Err(Failure::new("dave's first COUNTs were not answered"));
+            }
+            ctx.step("SIGTERM, while dave goes on sending");
+            let stopped_at = send_sigterm(ctx, server.id)?;
+            wait_for_clean_exit(ctx, server.id, stopped_at)?;
+            Ok(stopped_at)
+        })();
+        // Whatever happened, dave stops now; his own failure first, as it
+        // says more than the wait it caused.
+        enough.store(true, Ordering::SeqCst);
+        let replies = reading.join().expect("dave's thread does not panic")?;
+        Ok::<_, Failure>((replies, stopped?))
+    })?;
+    ctx.step(format!(
+        "dave had {} COUNTs answered, {} of them after SIGTERM",
+        replies.total,
+        replies.total - replies.before(stopped_at)
+    ));
+    Ok(())
+}
+
+fn send_sigterm(ctx: &mut Ctx, server: ProcessId) -> Check<Instant> {
+    let stopped_at = Instant::now();
+    if ctx.process(server).request_stop() {
+        Ok(stopped_at)
+    } else {
+        Err(Failure::new(
+            "the server had exited before SIGTERM could be sent",
+        ))
     }
-    bob.expect(&expected).map_err(|failure| {
-        failure.more_hint("Every message acknowledged with `OK <id>` must survive the stop.")
-    })
+}
+
+fn stop_hint(failure: Failure) -> Failure {
+    failure.more_hint(format!(
+        "On SIGTERM: stop accepting, let each request already begun finish and get its \
+         reply, close idle connections, wait for the workers, exit 0 (TODO 4 in \
+         {SERVER_FILE})."
+    ))
+}
+
+/// The server must exit 0, and soon after SIGTERM.
+fn wait_for_clean_exit(ctx: &mut Ctx, server: ProcessId, stopped_at: Instant) -> Check<()> {
+    let patience = ctx.patience().exit;
+    match ctx.process(server).wait_exit(stopped_at + patience) {
+        Some(status) if status.success() => {
+            ctx.step(format!(
+                "it exited 0, {:.2}s after SIGTERM",
+                stopped_at.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        }
+        Some(status) => Err(stop_hint(Failure::new(format!(
+            "after SIGTERM the server exited with {status}; a graceful stop exits 0"
+        )))),
+        None => Err(Failure::new(format!(
+            "the server was still running {:.0}s after SIGTERM",
+            patience.as_secs_f64()
+        ))
+        .hint(format!(
+            "Once stopping, a worker serves what had already arrived and closes: it does \
+             not wait for more (a client that keeps sending would keep the server alive), \
+             and a request in progress gets a short grace, not the idle timeout. See \
+             {READER_FILE}."
+        ))),
+    }
+}
+
+/// How many replies dave read, and when.
+struct Replies {
+    total: usize,
+    /// (when, how many so far), after each read.
+    times: Vec<(Instant, usize)>,
+}
+
+impl Replies {
+    fn before(&self, instant: Instant) -> usize {
+        self.times
+            .iter()
+            .take_while(|(at, _)| *at <= instant)
+            .last()
+            .map_or(0, |&(_, count)| count)
+    }
+}
+
+/// Dave's replies: `OK 0\n` each, until the server closes the connection or
+/// the stage has seen `enough`. Tells `going` once a few came.
+fn read_replies(conn: &mut Conn, going: &mpsc::Sender<()>, enough: &AtomicBool) -> Check<Replies> {
+    const REPLY: &[u8] = b"OK 0\n";
+    let mut replies = Replies {
+        total: 0,
+        times: Vec::new(),
+    };
+    let mut position = 0;
+    let mut told = false;
+    while !enough.load(Ordering::SeqCst) {
+        // A read that fails: the server closed the connection (or reset it,
+        // as it does when it closes with requests of dave's still unread).
+        let Ok(Some(bytes)) = conn.read_any(64 * 1024) else {
+            break;
+        };
+        for (index, &byte) in bytes.iter().enumerate() {
+            if byte != REPLY[position % REPLY.len()] {
+                let start = index.saturating_sub(position % REPLY.len());
+                return Err(conn
+                    .fail("dave's COUNT was not answered `OK 0`")
+                    .bytes(REPLY, &bytes[start..(start + REPLY.len()).min(bytes.len())]));
+            }
+            position += 1;
+        }
+        replies.total = position / REPLY.len();
+        replies.times.push((Instant::now(), replies.total));
+        if replies.total >= 3 && !told {
+            told = going.send(()).is_ok();
+        }
+    }
+    Ok(replies)
 }
 
 /// Read `OK <id>\n` and return the id.

@@ -2,7 +2,7 @@
 //! full of clients at once with a bounded pool of threads.
 //!
 //! As given, the server works, for one client at a time. Your work is in
-//! server.rs (TODO 1 and 4), pool.rs (TODO 2) and timed_reader.rs (TODO 3).
+//! server.rs (TODO 1 and 4), pool.rs (TODO 2) and timed_stream.rs (TODO 3).
 //! `cargo test --test 04_concurrency` tells you what is left.
 //!
 //!     cargo run --bin 04-concurrency -- server [--workers N] [--idle-timeout SECS]
@@ -22,7 +22,7 @@ mod mailbox;
 mod pool;
 mod protocol;
 mod server;
-mod timed_reader;
+mod timed_stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

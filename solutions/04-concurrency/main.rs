@@ -14,7 +14,7 @@ mod mailbox;
 mod pool;
 mod protocol;
 mod server;
-mod timed_reader;
+mod timed_stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -4,9 +4,9 @@
 //! A thread per client is simple, and each thread costs memory (its stack)
 //! and scheduling: ten thousand clients would be ten thousand threads. A pool
 //! keeps the count fixed. When every worker is busy and the queue is full,
-//! `submit` waits, the accept loop stops accepting, and new clients wait in
-//! the system's listen queue: back-pressure, instead of a server that
-//! grows until it falls over.
+//! the accept loop's `pool.queue.send` waits, so it stops accepting, and new
+//! clients wait in the system's listen queue: back-pressure, instead of a
+//! server that grows until it falls over.
 
 use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, SyncSender};

@@ -6,9 +6,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -16,7 +15,7 @@ use crate::mailbox::{Mailbox, Message, Undelivered};
 use crate::pool::Pool;
 use crate::protocol::{check_name, parse_request, read_body, read_line};
 use crate::protocol::{Line, Refusal, Request, MAX_LINE};
-use crate::timed_reader::TimedReader;
+use crate::timed_stream::{StoppedAt, TimedReader, TimedWriter};
 
 /// At most this many accepted connections wait for a worker. Each is an
 /// open file; past this, clients wait in the system's listen queue.
@@ -40,7 +39,7 @@ struct Shared {
     /// ever change it at once.
     mailbox: Mutex<Mailbox>,
     /// Set by SIGTERM or Ctrl-C.
-    stopping: AtomicBool,
+    stopped_at: StoppedAt,
     idle_timeout: Duration,
 }
 
@@ -54,7 +53,7 @@ pub fn run(options: &Options) -> Result<()> {
     };
     let shared = Arc::new(Shared {
         mailbox: Mutex::new(mailbox),
-        stopping: AtomicBool::new(false),
+        stopped_at: StoppedAt::new(),
         idle_timeout: options.idle_timeout,
     });
     let listener = bind_listener(options.bind)?;
@@ -87,7 +86,7 @@ fn bind_listener(addr: &str) -> Result<TcpListener> {
 fn serve_connection(stream: TcpStream, shared: &Shared) {
     // Connections still queued when the server stops never started: they
     // are closed unanswered, and nothing they sent was acknowledged.
-    if shared.stopping.load(Ordering::SeqCst) {
+    if shared.stopped_at.get().is_some() {
         return;
     }
     let peer = match stream.peer_addr() {
@@ -119,7 +118,8 @@ fn stop_on_signal(shared: &Arc<Shared>, address: SocketAddr) -> Result<()> {
     // may do anything: here, connect to ourselves, because `accept` blocks
     // in the kernel and only a connection makes it return.
     ctrlc::set_handler(move || {
-        shared.stopping.store(true, Ordering::SeqCst);
+        // A second Ctrl-C changes nothing: the first set the time.
+        let _ = shared.stopped_at.set(Instant::now());
         let _ = TcpStream::connect(waker);
     })
     .context("cannot handle SIGTERM")
@@ -128,7 +128,7 @@ fn stop_on_signal(shared: &Arc<Shared>, address: SocketAddr) -> Result<()> {
 /// Hand each connection to the pool, until the server is stopping.
 fn accept_loop(listener: &TcpListener, pool: &Pool, shared: &Shared) {
     for connection in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
+        if shared.stopped_at.get().is_some() {
             return;
         }
         match connection {
@@ -153,28 +153,34 @@ enum Next {
 /// next request, until QUIT, a refusal that closes, the idle timeout, the
 /// client leaving, or the server stopping.
 fn serve_client(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
-    // A client that never reads its replies must not hold a worker forever.
-    stream.set_write_timeout(Some(shared.idle_timeout))?;
-    let mut reader = BufReader::new(TimedReader::new(stream, &shared.stopping));
-    let mut writer = BufWriter::new(stream);
+    let mut reader = BufReader::new(TimedReader::new(stream, &shared.stopped_at));
+    let mut writer = BufWriter::new(TimedWriter::new(
+        stream,
+        &shared.stopped_at,
+        shared.idle_timeout,
+    ));
     let mut user = None;
     loop {
         reader.get_mut().expect_request(shared.idle_timeout);
         let next = match serve_request(&mut reader, &mut writer, &mut user, shared) {
             Err(error) if error.kind() == ErrorKind::TimedOut => {
                 // Best effort: a client this slow may not read it either.
-                writeln!(writer, "ERR idle for too long; closing")?;
+                if shared.stopped_at.get().is_some() {
+                    writeln!(writer, "ERR the server is stopping; closing")?;
+                } else {
+                    writeln!(writer, "ERR idle for too long; closing")?;
+                }
                 writer.flush()?;
                 return Ok(());
             }
             Err(error) if error.kind() == ErrorKind::InvalidData => {
-                return refuse_and_close(stream, writer, &error.to_string(), &shared.stopping);
+                return refuse_and_close(stream, writer, &error.to_string(), &shared.stopped_at);
             }
             result => result?,
         };
         writer.flush()?;
-        // A stopping server ends here only when the client is done: the
-        // next read decides whether a request had begun before the stop.
+        // No close here when the server is stopping: the next request may
+        // have arrived already, and the next read serves it (TimedReader).
         if let Next::Close = next {
             return Ok(());
         }
@@ -190,7 +196,7 @@ fn serve_request(
     shared: &Shared,
 ) -> io::Result<Next> {
     // Wait for the first byte of a request; none means the client left, or
-    // the server is stopping and nothing new had begun.
+    // the server is stopping and nothing more had arrived.
     if reader.fill_buf()?.is_empty() {
         return Ok(Next::Close);
     }
@@ -295,7 +301,7 @@ fn refuse_and_close(
     stream: &TcpStream,
     mut writer: impl Write,
     reason: &str,
-    stopping: &AtomicBool,
+    stopped_at: &StoppedAt,
 ) -> io::Result<()> {
     writeln!(writer, "ERR {reason}")?;
     writer.flush()?;
@@ -306,7 +312,7 @@ fn refuse_and_close(
     // little, into nothing, and close once the peer stops or the bound is
     // reached. A peer that floods on gets the reset: it was told. The time
     // bound is for the whole drain, so a slow trickle cannot stretch it.
-    let mut rest = TimedReader::new(stream, stopping);
+    let mut rest = TimedReader::new(stream, stopped_at);
     rest.expect_request(DRAIN_TIME);
     rest.request_started();
     let _ = io::copy(&mut rest.take(DRAIN_BYTES), &mut io::sink());
