@@ -104,17 +104,20 @@ pub fn render(standings: &[Standing]) -> String {
     text
 }
 
-/// The first file of the lesson's starter that a failure report names
-/// (`lessons/01-echo/client.rs`), so the board sends the student there.
+/// The file of the first TODO a failure report names (`TODO 4 in
+/// lessons/01-echo/client.rs`), so the board sends the student there.
 fn file_named_in(message: &str, lesson: &Lesson) -> Option<String> {
     let folder = format!("lessons/{}/", lesson.name());
-    let start = message.find(&folder)?;
-    let name: String = message[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
-        .collect();
-    let name = name.trim_end_matches('.');
-    (name.len() > folder.len()).then(|| name.to_string())
+    message.match_indices("TODO ").find_map(|(at, _)| {
+        let rest = &message[at..];
+        let start = rest.find(" in ")? + " in ".len();
+        let file: String = rest[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
+            .collect();
+        let file = file.trim_end_matches('.');
+        (file.starts_with(&folder) && file.len() > folder.len()).then(|| file.to_string())
+    })
 }
 
 #[cfg(test)]

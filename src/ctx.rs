@@ -392,12 +392,12 @@ pub fn output_block(title: &str, output: &str) -> String {
     }
 }
 
-/// A command line as a student would type it: the program's path relative to
-/// the project, where it lies inside it.
+/// A command line as a student would type it: every path inside the project
+/// (the program's, a folder it serves) relative to the project.
 fn shown_command(command_line: &str) -> String {
     let Ok(here) = std::env::current_dir() else {
         return command_line.to_string();
     };
     let prefix = format!("{}{}", here.display(), std::path::MAIN_SEPARATOR);
-    command_line.replacen(&prefix, "", 1)
+    command_line.replace(&prefix, "")
 }
