@@ -93,11 +93,13 @@ fn hello(ctx: &mut Ctx) -> Check<()> {
     ctx.step("COUNT: the body must have been read whole, so COUNT is the next request");
     alice.send(b"COUNT\n")?;
     alice.expect(b"OK 0\n").map_err(|failure| {
-        failure.more_hint(format!(
-            "Where: TODO 2 in {PROTOCOL_FILE}, fn read_body. After `SEND bob <length>\\n` \
+        failure
+            .more_hint(format!(
+                "Where: TODO 2 in {PROTOCOL_FILE}, fn read_body. After `SEND bob <length>\\n` \
              come exactly <length> bytes of body; read all of them, or they are taken for \
              the next request."
-        ))
+            ))
+            .slide("Framing by length")
     })
 }
 
@@ -142,11 +144,13 @@ fn delivers(ctx: &mut Ctx) -> Check<()> {
         expected.extend_from_slice(body);
     }
     bob.expect(&expected).map_err(|failure| {
-        failure.more_hint(format!(
-            "Where: TODO 3 in {SERVER_FILE}, fn write_messages. FETCH answers `MSGS <n>`, \
+        failure
+            .more_hint(format!(
+                "Where: TODO 3 in {SERVER_FILE}, fn write_messages. FETCH answers `MSGS <n>`, \
              then, oldest first, `MSG <id> <from> <length>` and the body's bytes as they \
              are: no newline after a body, no text conversion."
-        ))
+            ))
+            .slide("Requests and replies")
     })?;
     ctx.step("fetched messages are gone");
     bob.send(b"COUNT\nFETCH\n")?;
@@ -261,10 +265,30 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
         ))
     };
     ctx.step(format!(
+        "a SEND of {MAX_BODY} bytes, the limit itself: accepted, and the request after \
+         its body is answered"
+    ));
+    let mut alice = login(ctx, server.addr, "alice")?;
+    let mut request = format!("SEND bob {MAX_BODY}\n").into_bytes();
+    request.extend(ctx.rng().bytes(MAX_BODY));
+    request.extend_from_slice(b"COUNT\n");
+    alice.send(&request)?;
+    let body_hint = |failure: Failure| {
+        failure
+            .more_hint(format!(
+                "Where: TODO 2 in {PROTOCOL_FILE}, fn read_body. A length up to MAX_BODY \
+                 included is allowed; read exactly that many bytes, all of them, before the \
+                 next request line."
+            ))
+            .slide("Framing by length")
+    };
+    expect_id(&mut alice).map_err(body_hint)?;
+    alice.expect(b"OK 0\n").map_err(body_hint)?;
+
+    ctx.step(format!(
         "a SEND announcing {} bytes, one over the limit",
         MAX_BODY + 1
     ));
-    let mut alice = login(ctx, server.addr, "alice")?;
     alice.send(format!("SEND bob {}\n", MAX_BODY + 1).as_bytes())?;
     expect_err(&mut alice, "a length over 65536").map_err(limit_hint)?;
     alice.expect_closed().map_err(limit_hint)?;
@@ -383,18 +407,12 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     bob.expect(&expected).map_err(durable_hint)?;
     quit(bob)?;
 
+    let mut ids: Vec<u64> = sent.iter().map(|(id, _)| *id).collect();
     ctx.step("a new message after the restart gets a new id");
     let mut alice = login(ctx, server.addr, "alice")?;
     alice.send(b"SEND bob 3\nnew")?;
-    let id = expect_id(&mut alice)?;
-    if sent.iter().any(|(old, _)| *old == id) {
-        return Err(alice
-            .fail(format!("the id {id} was given again after the restart"))
-            .hint(
-                "Ids must stay unique across restarts: start counting after the highest id \
-                 found on disk.",
-            ));
-    }
+    let id = expect_new_id(&mut alice, &ids)?;
+    ids.push(id);
     quit(alice)?;
     ctx.step("fetched messages stay gone after another restart");
     ctx.kill(server.id);
@@ -404,7 +422,45 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     bob.expect(format!("MSGS 1\nMSG {id} alice 3\nnew").as_bytes())
         .map_err(|failure| {
             failure.more_hint("A fetched message is deleted from disk, or it comes back.")
-        })
+        })?;
+    quit(bob)?;
+
+    ctx.step(
+        "bob has fetched every message, so the disk holds none; after a kill and a restart, \
+         a SEND still gets an id larger than all before",
+    );
+    ctx.kill(server.id);
+    let server = ctx.start_server(&["--data", &data])?;
+    let mut alice = login(ctx, server.addr, "alice")?;
+    alice.send(b"SEND bob 4\nlast")?;
+    ids.push(expect_new_id(&mut alice, &ids)?);
+    ctx.step("killed right after that `OK <id>`, restarted: the next SEND gets a larger id");
+    ctx.kill(server.id);
+    let server = ctx.start_server(&["--data", &data])?;
+    let mut alice = login(ctx, server.addr, "alice")?;
+    alice.send(b"SEND bob 5\nafter")?;
+    expect_new_id(&mut alice, &ids)?;
+    quit(alice)
+}
+
+/// Read `OK <id>\n` and check the id is larger than each of `earlier`.
+fn expect_new_id(conn: &mut Conn, earlier: &[u64]) -> Check<u64> {
+    let id = expect_id(conn)?;
+    let highest = earlier.iter().copied().max().unwrap_or(0);
+    if id <= highest {
+        return Err(conn
+            .fail(format!(
+                "the server answered `OK {id}`, but ids up to {highest} were given before the \
+                 restart: an id is never given twice, and ids only grow"
+            ))
+            .hint(
+                "Counting on from the highest id found on disk is not enough: once the newest \
+                 messages have been fetched and deleted, their ids would come again. Keep the \
+                 next id on disk too (mailbox.rs and disk.rs do, in DIR/next.id), saved \
+                 before the `OK <id>` goes out.",
+            ));
+    }
+    Ok(id)
 }
 
 fn the_client(ctx: &mut Ctx) -> Check<()> {
