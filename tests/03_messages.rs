@@ -258,11 +258,19 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
     let limit_hint = |failure: Failure| {
         failure.more_hint(format!(
-            "Check the size before you read: fn read_line reads at most MAX_LINE bytes \
-             (TODO 1), and parse_length refuses a SEND whose length is over MAX_BODY, \
-             before its body is read, both in {PROTOCOL_FILE}. The server then answers ERR \
-             and closes."
+            "Check the size before you read: fn read_line reads at most MAX_LINE bytes, and \
+             parse_length refuses a SEND whose length is over MAX_BODY, before its body is \
+             read, both in {PROTOCOL_FILE}. The server then answers ERR and closes."
         ))
+    };
+    let line_hint = |failure: Failure| {
+        failure
+            .more_hint(format!(
+                "Where: TODO 1 in {PROTOCOL_FILE}, fn read_line. Read at most MAX_LINE bytes \
+                 (`take`), even when no `\\n` comes: then it returns Line::TooLong, and the \
+                 server answers ERR and closes."
+            ))
+            .slide("Framing by line")
     };
     ctx.step(format!(
         "a SEND of {MAX_BODY} bytes, the limit itself: accepted, and the request after \
@@ -299,8 +307,8 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     let mut line = vec![b'A'; 2000];
     line.push(b'\n');
     long.send(&line)?;
-    expect_err(&mut long, "a line of 2000 bytes").map_err(limit_hint)?;
-    long.expect_closed().map_err(limit_hint)?;
+    expect_err(&mut long, "a line of 2000 bytes").map_err(line_hint)?;
+    long.expect_closed().map_err(line_hint)?;
     long.close();
 
     let pid = ctx.process(server.id).pid();
@@ -392,9 +400,10 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&["--data", &data])?;
     let durable_hint = |failure: Failure| {
         failure.more_hint(
-            "Where: TODO 4 in lessons/03-messages/disk.rs, fn save. With --data, a message \
-             is written to a file and synced (fsync) before the server answers `OK <id>`; \
-             the next server finds it there when it starts.",
+            "Where: TODO 4 in lessons/03-messages/disk.rs, fn write_durably, which fn save \
+             calls. With --data, a message is written to a file, synced (fsync) and renamed \
+             to its `.msg` name before the server answers `OK <id>`; the next server finds \
+             it there when it starts.",
         )
     };
     ctx.step("bob fetches from the restarted server");
