@@ -9,6 +9,9 @@
 //! README.md) to it over real TCP connections.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use course::resources::resident_bytes;
 use course::stage::{output_block, Finished};
@@ -74,6 +77,9 @@ const SERVER_FILE: &str = "lessons/03-messages/server.rs";
 const MAX_LINE: usize = 1024;
 /// The largest body the protocol allows.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a refused client of stage 5 trickles bytes at most: well past
+/// the server's drain bound of 1 s, and past the test's wait for a reply.
+const TRICKLE_FOR: Duration = Duration::from_secs(5);
 
 fn hello(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
@@ -311,6 +317,8 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     long.expect_closed().map_err(line_hint)?;
     long.close();
 
+    trickle_after_refusal(ctx, server.addr)?;
+
     let pid = ctx.process(server.id).pid();
     quit(login(ctx, server.addr, "alice")?)?;
     let Some(before) = resident_bytes(pid) else {
@@ -355,6 +363,52 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     let mut alice = login(ctx, server.addr, "alice")?;
     alice.send(b"COUNT\n")?;
     alice.expect(b"OK 0\n")
+}
+
+/// A refused peer that goes on sending a byte now and then must not hold
+/// this one-client-at-a-time server past its drain bound (1 s in all).
+fn trickle_after_refusal(ctx: &mut Ctx, addr: SocketAddr) -> Check<()> {
+    ctx.step(
+        "a line of 2000 bytes again; after the ERR this client sends a byte every 200 ms, \
+         while carol connects and says USER",
+    );
+    let mut refused = ctx.connect(addr)?;
+    let mut line = vec![b'A'; 2000];
+    line.push(b'\n');
+    refused.send(&line)?;
+    expect_err(&mut refused, "a line of 2000 bytes")?;
+    let carol_served = AtomicBool::new(false);
+    let started = Instant::now();
+    let carol = thread::scope(|scope| {
+        scope.spawn(|| {
+            // Stops when the server closes on it, or once carol is served.
+            while !carol_served.load(Ordering::Relaxed) && started.elapsed() < TRICKLE_FOR {
+                if refused.send(b"x").is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let carol = login(ctx, addr, "carol");
+        carol_served.store(true, Ordering::Relaxed);
+        carol
+    });
+    refused.abort();
+    let carol = carol.map_err(|failure| {
+        failure
+            .hint(format!(
+                "carol waited while the server was still reading the refused client, which \
+                 sends a byte every 200 ms. A read timeout bounds each read, not the drain: \
+                 every byte starts it again. Give the drain one deadline for the whole of it, \
+                 at most 1 s (fn refuse_and_close and fn drain in {SERVER_FILE})."
+            ))
+            .slide("Closing without losing the ERR")
+    })?;
+    ctx.step(format!(
+        "carol was served {:.1} s after the trickle began",
+        started.elapsed().as_secs_f64()
+    ));
+    quit(carol)
 }
 
 /// Open a connection, send `opening`, then up to 100 MiB of `A`s, and stop
