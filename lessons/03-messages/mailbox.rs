@@ -62,8 +62,8 @@ impl Mailbox {
             // deleted, and an id is never reused, even after a restart.
             mailbox.next_id = disk.next_id()?;
             for (to, message) in disk.load()? {
-                // A saved message is always below the reservation; this
-                // only matters if `next.id` was lost or edited by hand.
+                // Saved messages are below the reservation; this matters
+                // only for a folder without `next.id`, or one edited by hand.
                 mailbox.next_id = mailbox.next_id.max(message.id + 1);
                 mailbox.keep(&to, message);
             }
