@@ -9,6 +9,9 @@
 //! README.md) to it over real TCP connections.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use course::resources::resident_bytes;
 use course::stage::{output_block, Finished};
@@ -74,6 +77,9 @@ const SERVER_FILE: &str = "lessons/03-messages/server.rs";
 const MAX_LINE: usize = 1024;
 /// The largest body the protocol allows.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a refused client of stage 5 trickles bytes at most: well past
+/// the server's drain bound of 1 s, and past the test's wait for a reply.
+const TRICKLE_FOR: Duration = Duration::from_secs(5);
 
 fn hello(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
@@ -93,11 +99,13 @@ fn hello(ctx: &mut Ctx) -> Check<()> {
     ctx.step("COUNT: the body must have been read whole, so COUNT is the next request");
     alice.send(b"COUNT\n")?;
     alice.expect(b"OK 0\n").map_err(|failure| {
-        failure.more_hint(format!(
-            "Where: TODO 2 in {PROTOCOL_FILE}, fn read_body. After `SEND bob <length>\\n` \
+        failure
+            .more_hint(format!(
+                "Where: TODO 2 in {PROTOCOL_FILE}, fn read_body. After `SEND bob <length>\\n` \
              come exactly <length> bytes of body; read all of them, or they are taken for \
              the next request."
-        ))
+            ))
+            .slide("Framing by length")
     })
 }
 
@@ -142,11 +150,13 @@ fn delivers(ctx: &mut Ctx) -> Check<()> {
         expected.extend_from_slice(body);
     }
     bob.expect(&expected).map_err(|failure| {
-        failure.more_hint(format!(
-            "Where: TODO 3 in {SERVER_FILE}, fn write_messages. FETCH answers `MSGS <n>`, \
+        failure
+            .more_hint(format!(
+                "Where: TODO 3 in {SERVER_FILE}, fn write_messages. FETCH answers `MSGS <n>`, \
              then, oldest first, `MSG <id> <from> <length>` and the body's bytes as they \
              are: no newline after a body, no text conversion."
-        ))
+            ))
+            .slide("Requests and replies")
     })?;
     ctx.step("fetched messages are gone");
     bob.send(b"COUNT\nFETCH\n")?;
@@ -254,17 +264,45 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
     let limit_hint = |failure: Failure| {
         failure.more_hint(format!(
-            "Check the size before you read: fn read_line reads at most MAX_LINE bytes \
-             (TODO 1), and parse_length refuses a SEND whose length is over MAX_BODY, \
-             before its body is read, both in {PROTOCOL_FILE}. The server then answers ERR \
-             and closes."
+            "Check the size before you read: fn read_line reads at most MAX_LINE bytes, and \
+             parse_length refuses a SEND whose length is over MAX_BODY, before its body is \
+             read, both in {PROTOCOL_FILE}. The server then answers ERR and closes."
         ))
     };
+    let line_hint = |failure: Failure| {
+        failure
+            .more_hint(format!(
+                "Where: TODO 1 in {PROTOCOL_FILE}, fn read_line. Read at most MAX_LINE bytes \
+                 (`take`), even when no `\\n` comes: then it returns Line::TooLong, and the \
+                 server answers ERR and closes."
+            ))
+            .slide("Framing by line")
+    };
+    ctx.step(format!(
+        "a SEND of {MAX_BODY} bytes, the limit itself: accepted, and the request after \
+         its body is answered"
+    ));
+    let mut alice = login(ctx, server.addr, "alice")?;
+    let mut request = format!("SEND bob {MAX_BODY}\n").into_bytes();
+    request.extend(ctx.rng().bytes(MAX_BODY));
+    request.extend_from_slice(b"COUNT\n");
+    alice.send(&request)?;
+    let body_hint = |failure: Failure| {
+        failure
+            .more_hint(format!(
+                "Where: TODO 2 in {PROTOCOL_FILE}, fn read_body. A length up to MAX_BODY \
+                 included is allowed; read exactly that many bytes, all of them, before the \
+                 next request line."
+            ))
+            .slide("Framing by length")
+    };
+    expect_id(&mut alice).map_err(body_hint)?;
+    alice.expect(b"OK 0\n").map_err(body_hint)?;
+
     ctx.step(format!(
         "a SEND announcing {} bytes, one over the limit",
         MAX_BODY + 1
     ));
-    let mut alice = login(ctx, server.addr, "alice")?;
     alice.send(format!("SEND bob {}\n", MAX_BODY + 1).as_bytes())?;
     expect_err(&mut alice, "a length over 65536").map_err(limit_hint)?;
     alice.expect_closed().map_err(limit_hint)?;
@@ -275,9 +313,11 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     let mut line = vec![b'A'; 2000];
     line.push(b'\n');
     long.send(&line)?;
-    expect_err(&mut long, "a line of 2000 bytes").map_err(limit_hint)?;
-    long.expect_closed().map_err(limit_hint)?;
+    expect_err(&mut long, "a line of 2000 bytes").map_err(line_hint)?;
+    long.expect_closed().map_err(line_hint)?;
     long.close();
+
+    trickle_after_refusal(ctx, server.addr)?;
 
     let pid = ctx.process(server.id).pid();
     quit(login(ctx, server.addr, "alice")?)?;
@@ -325,6 +365,52 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     alice.expect(b"OK 0\n")
 }
 
+/// A refused peer that goes on sending a byte now and then must not hold
+/// this one-client-at-a-time server past its drain bound (1 s in all).
+fn trickle_after_refusal(ctx: &mut Ctx, addr: SocketAddr) -> Check<()> {
+    ctx.step(
+        "a line of 2000 bytes again; after the ERR this client sends a byte every 200 ms, \
+         while carol connects and says USER",
+    );
+    let mut refused = ctx.connect(addr)?;
+    let mut line = vec![b'A'; 2000];
+    line.push(b'\n');
+    refused.send(&line)?;
+    expect_err(&mut refused, "a line of 2000 bytes")?;
+    let carol_served = AtomicBool::new(false);
+    let started = Instant::now();
+    let carol = thread::scope(|scope| {
+        scope.spawn(|| {
+            // Stops when the server closes on it, or once carol is served.
+            while !carol_served.load(Ordering::Relaxed) && started.elapsed() < TRICKLE_FOR {
+                if refused.send(b"x").is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let carol = login(ctx, addr, "carol");
+        carol_served.store(true, Ordering::Relaxed);
+        carol
+    });
+    refused.abort();
+    let carol = carol.map_err(|failure| {
+        failure
+            .hint(format!(
+                "carol waited while the server was still reading the refused client, which \
+                 sends a byte every 200 ms. A read timeout bounds each read, not the drain: \
+                 every byte starts it again. Give the drain one deadline for the whole of it, \
+                 at most 1 s (fn refuse_and_close and fn drain in {SERVER_FILE})."
+            ))
+            .slide("Closing without losing the ERR")
+    })?;
+    ctx.step(format!(
+        "carol was served {:.1} s after the trickle began",
+        started.elapsed().as_secs_f64()
+    ));
+    quit(carol)
+}
+
 /// Open a connection, send `opening`, then up to 100 MiB of `A`s, and stop
 /// when the server closes on us.
 fn push_flood(ctx: &mut Ctx, addr: SocketAddr, opening: &[u8]) -> Check<()> {
@@ -368,9 +454,10 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&["--data", &data])?;
     let durable_hint = |failure: Failure| {
         failure.more_hint(
-            "Where: TODO 4 in lessons/03-messages/disk.rs, fn save. With --data, a message \
-             is written to a file and synced (fsync) before the server answers `OK <id>`; \
-             the next server finds it there when it starts.",
+            "Where: TODO 4 in lessons/03-messages/disk.rs, fn write_durably, which fn save \
+             calls. With --data, a message is written to a file, synced (fsync) and renamed \
+             to its `.msg` name before the server answers `OK <id>`; the next server finds \
+             it there when it starts.",
         )
     };
     ctx.step("bob fetches from the restarted server");
@@ -383,18 +470,12 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     bob.expect(&expected).map_err(durable_hint)?;
     quit(bob)?;
 
+    let mut ids: Vec<u64> = sent.iter().map(|(id, _)| *id).collect();
     ctx.step("a new message after the restart gets a new id");
     let mut alice = login(ctx, server.addr, "alice")?;
     alice.send(b"SEND bob 3\nnew")?;
-    let id = expect_id(&mut alice)?;
-    if sent.iter().any(|(old, _)| *old == id) {
-        return Err(alice
-            .fail(format!("the id {id} was given again after the restart"))
-            .hint(
-                "Ids must stay unique across restarts: start counting after the highest id \
-                 found on disk.",
-            ));
-    }
+    let id = expect_new_id(&mut alice, &ids)?;
+    ids.push(id);
     quit(alice)?;
     ctx.step("fetched messages stay gone after another restart");
     ctx.kill(server.id);
@@ -404,7 +485,45 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     bob.expect(format!("MSGS 1\nMSG {id} alice 3\nnew").as_bytes())
         .map_err(|failure| {
             failure.more_hint("A fetched message is deleted from disk, or it comes back.")
-        })
+        })?;
+    quit(bob)?;
+
+    ctx.step(
+        "bob has fetched every message, so the disk holds none; after a kill and a restart, \
+         a SEND still gets an id larger than all before",
+    );
+    ctx.kill(server.id);
+    let server = ctx.start_server(&["--data", &data])?;
+    let mut alice = login(ctx, server.addr, "alice")?;
+    alice.send(b"SEND bob 4\nlast")?;
+    ids.push(expect_new_id(&mut alice, &ids)?);
+    ctx.step("killed right after that `OK <id>`, restarted: the next SEND gets a larger id");
+    ctx.kill(server.id);
+    let server = ctx.start_server(&["--data", &data])?;
+    let mut alice = login(ctx, server.addr, "alice")?;
+    alice.send(b"SEND bob 5\nafter")?;
+    expect_new_id(&mut alice, &ids)?;
+    quit(alice)
+}
+
+/// Read `OK <id>\n` and check the id is larger than each of `earlier`.
+fn expect_new_id(conn: &mut Conn, earlier: &[u64]) -> Check<u64> {
+    let id = expect_id(conn)?;
+    let highest = earlier.iter().copied().max().unwrap_or(0);
+    if id <= highest {
+        return Err(conn
+            .fail(format!(
+                "the server answered `OK {id}`, but ids up to {highest} were given before the \
+                 restart: an id is never given twice, and ids only grow"
+            ))
+            .hint(
+                "Counting on from the highest id found on disk is not enough: once the newest \
+                 messages have been fetched and deleted, their ids would come again. Keep the \
+                 next id on disk too (mailbox.rs and disk.rs do, in DIR/next.id), saved \
+                 before the `OK <id>` goes out.",
+            ));
+    }
+    Ok(id)
 }
 
 fn the_client(ctx: &mut Ctx) -> Check<()> {

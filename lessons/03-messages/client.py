@@ -31,6 +31,15 @@ def read_line(reader):
     return line.rstrip(b"\r\n").decode("utf-8", "replace")
 
 
+def number(text, what):
+    """A count or a length the server sent: decimal digits, nothing else."""
+    # int() alone would take "-3", " 7" or "1_000", and raise ValueError on
+    # anything else; a server's mistake is a ProtocolError, not a traceback.
+    if not (text.isascii() and text.isdigit()):
+        raise ProtocolError(f"{what} is not a number")
+    return int(text)
+
+
 def read_body(reader, length):
     """Exactly `length` bytes: a body is framed by its length, not by a line."""
     if length > MAX_BODY:
@@ -74,7 +83,7 @@ class Session:
         reply = self.request(b"FETCH\n")
         if not reply.startswith("MSGS "):
             return refused(reply)
-        count = int(reply.removeprefix("MSGS "))
+        count = number(reply.removeprefix("MSGS "), f"the count in `{reply}`")
         shown = [f"{count} fetched"]
         for _ in range(count):
             header = read_line(self.reader)
@@ -82,16 +91,24 @@ class Session:
             if len(words) != 4 or words[0] != "MSG":
                 raise ProtocolError(f"the server sent `{header}` where a MSG line belongs")
             _, message_id, sender, length = words
-            body = read_body(self.reader, int(length))
+            body = read_body(self.reader, number(length, f"the length in `{header}`"))
             text = body.decode("utf-8", "replace")
             shown.append(f"#{message_id} from {sender}: {text}")
         return "\n".join(shown)
 
 
-def run(address, user):
+def split_address(address):
+    """`127.0.0.1:7003` or `[::1]:7003` into a host and a port number."""
     host, _, port = address.rpartition(":")
+    if not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise SystemExit(f"error: cannot connect to {address}: not an address like 127.0.0.1:7003")
+    return host.strip("[]"), int(port)
+
+
+def run(address, user):
+    host, port = split_address(address)
     try:
-        sock = socket.create_connection((host.strip("[]"), int(port)))
+        sock = socket.create_connection((host, port))
     except ConnectionRefusedError:
         raise SystemExit(f"error: nothing is listening at {address}")
     except OSError as error:
@@ -99,9 +116,14 @@ def run(address, user):
     with sock:
         session = Session(sock)
         reply = session.request(f"USER {user}\n".encode())
-        if reply != "OK":
+        if reply.startswith("ERR "):
             reason = reply.removeprefix("ERR ")
             raise SystemExit(f"error: the server refused the name {user}: {reason}")
+        if reply != "OK":
+            raise SystemExit(
+                f"error: the server at {address} did not answer as a mailbox server does: "
+                f"it answered `USER {user}` with `{reply}`"
+            )
         for line in sys.stdin:
             command, _, rest = line.strip().partition(" ")
             if command == "send":
@@ -130,7 +152,8 @@ def main():
     arguments = parser.parse_args()
     try:
         run(arguments.connect, arguments.user)
-    except (ProtocolError, OSError) as error:
+    # UnicodeError: standard input that is not UTF-8 text.
+    except (ProtocolError, OSError, UnicodeError) as error:
         raise SystemExit(f"error: {error}")
 
 

@@ -1,7 +1,9 @@
 //! Messages on disk, with `--data DIR`: one file per message, in a folder
 //! per user, `DIR/<user>/<id>.msg`, holding the sender's name, a `\n`, and
 //! the body. A file per message makes FETCH a delete, and a crash can only
-//! ever leave a whole message or none.
+//! ever leave a whole message or none. `DIR/next.id` holds the first id not
+//! yet reserved (see `reserve_ids`); no user's folder can take that name,
+//! because a name has no `.`.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -9,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::mailbox::Message;
 use crate::protocol::check_name;
+
+const NEXT_ID_FILE: &str = "next.id";
 
 pub struct Disk {
     folder: PathBuf,
@@ -31,26 +35,44 @@ impl Disk {
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
             Err(error) => return Err(error),
         }
-        let name = format!("{:020}", message.id);
-        // Written under a temporary name first: a crash halfway leaves a
-        // `.tmp` file, which `load` removes, never half a message.
-        let temporary = folder.join(format!("{name}.tmp"));
-        let mut file = File::create(&temporary)?;
-        file.write_all(message.from.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.write_all(&message.body)?;
-        // TODO 4 (slides/03-messages.md, "By memory, by disk, by network"):
-        // the bytes are in the kernel's cache, under the temporary name. Make
-        // the message durable before the server may answer `OK <id>`: sync
-        // the file (`sync_all`), rename it to `<name>.msg` in `folder` (the
-        // name `load` reads), and sync the folder (`sync_folder`), which
-        // holds the new name.
-        Ok(())
+        let contents = [message.from.as_bytes(), b"\n", &message.body];
+        write_durably(&folder, &message_file(message.id), &contents)
     }
 
-    /// Delete a message that has been fetched.
-    pub fn remove(&self, user: &str, id: u64) -> io::Result<()> {
-        fs::remove_file(self.folder.join(user).join(format!("{id:020}.msg")))
+    /// Delete the messages of `user` that have been fetched, and return only
+    /// once they are gone from the disk.
+    pub fn remove(&self, user: &str, messages: &[Message]) -> io::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let folder = self.folder.join(user);
+        for message in messages {
+            fs::remove_file(folder.join(message_file(message.id)))?;
+        }
+        // A delete changes the folder, not a file: unless the folder is
+        // synced, a power cut may bring the messages back, to be fetched a
+        // second time. One sync covers every file removed above.
+        sync_folder(&folder)
+    }
+
+    /// Record that ids below `end` may be handed out. Once this returns, a
+    /// restarted server starts at `end` at the earliest (`next_id`), even
+    /// when every message below it has been fetched and deleted.
+    pub fn reserve_ids(&self, end: u64) -> io::Result<()> {
+        write_durably(&self.folder, NEXT_ID_FILE, &[format!("{end}\n").as_bytes()])
+    }
+
+    /// The first id that no message can have had: the end of the last
+    /// reservation, or 1 in a new folder.
+    pub fn next_id(&self) -> io::Result<u64> {
+        match fs::read_to_string(self.folder.join(NEXT_ID_FILE)) {
+            Ok(text) => text.trim().parse().map_err(|_| {
+                let what = format!("{NEXT_ID_FILE} does not hold a number");
+                io::Error::new(io::ErrorKind::InvalidData, what)
+            }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(1),
+            Err(error) => Err(error),
+        }
     }
 
     /// Every saved message with its recipient, oldest first.
@@ -81,6 +103,30 @@ impl Disk {
     }
 }
 
+/// The file name of message `id`: zero-padded, so names sort as ids do.
+fn message_file(id: u64) -> String {
+    format!("{id:020}.msg")
+}
+
+/// Write `contents` to `folder/name`, and return only once they are on the
+/// disk, whole.
+fn write_durably(folder: &Path, name: &str, contents: &[&[u8]]) -> io::Result<()> {
+    // Written under a temporary name first: a crash halfway leaves a `.tmp`
+    // file, never half a file under the real name.
+    let temporary = folder.join(format!("{name}.tmp"));
+    let mut file = File::create(&temporary)?;
+    for part in contents {
+        file.write_all(part)?;
+    }
+    // TODO 4 (slides/03-messages.md, "By memory, by disk, by network"):
+    // the bytes are in the kernel's cache, under the temporary name. Make
+    // them durable before the server may answer `OK <id>`: sync the file
+    // (`sync_all`), rename it to `name` in `folder` (the name `load` and
+    // `next_id` read), and sync the folder (`sync_folder`), which holds the
+    // new name.
+    Ok(())
+}
+
 /// One saved message; `None` for a file that is not one of ours.
 fn read_message(path: &Path) -> io::Result<Option<Message>> {
     let Some(id) = path
@@ -101,7 +147,7 @@ fn read_message(path: &Path) -> io::Result<Option<Message>> {
     }))
 }
 
-/// Make a folder's entries (new names, renames) durable.
+/// Make a folder's entries (new names, renames, deletes) durable.
 fn sync_folder(folder: &Path) -> io::Result<()> {
     // On Unix a folder opens like a file, and fsync on it saves its entries.
     // Windows cannot open a folder this way, and keeps names by itself.

@@ -26,9 +26,16 @@ pub fn run(addr: &str, user: &str) -> Result<()> {
         writer: &stream,
     };
     let reply = session.request(format!("USER {user}\n").as_bytes())?;
-    if reply != "OK" {
-        let reason = reply.strip_prefix("ERR ").unwrap_or(&reply);
+    if let Some(reason) = reply.strip_prefix("ERR ") {
         bail!("the server refused the name {user}: {reason}");
+    }
+    if reply != "OK" {
+        // Something answered, but not in this protocol: an echo server, a
+        // web server, a mailbox server on another port than you meant.
+        bail!(
+            "the server at {addr} did not answer as a mailbox server does: it answered \
+             `USER {user}` with `{reply}`"
+        );
     }
     for line in io::stdin().lock().lines() {
         let line = line.context("cannot read the input")?;

@@ -4,7 +4,7 @@
 use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -13,8 +13,8 @@ use crate::protocol::{check_name, parse_request, read_body, read_line};
 use crate::protocol::{Line, Refusal, Request, MAX_LINE};
 
 /// After refusing a peer that sent too much, read at most this much more of
-/// it, for at most this long, before closing (see `refuse_and_close`).
-const DRAIN_BYTES: u64 = 64 * 1024;
+/// it, for at most this long in all, before closing (see `refuse_and_close`).
+const DRAIN_BYTES: usize = 64 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// Bind `addr`, say where we listen, and serve clients one after another.
@@ -163,9 +163,29 @@ fn refuse_and_close(stream: &TcpStream, mut writer: impl Write, reason: &str) ->
     stream.shutdown(Shutdown::Write)?;
     // Closing a socket with unread bytes in it makes the system send a reset,
     // which may destroy the ERR before the peer reads it. So read on a
-    // little, into nothing, and close once the peer stops or the bound is
+    // little, into nothing, and close once the peer stops or a bound is
     // reached. A peer that floods on gets the reset: it was told.
-    stream.set_read_timeout(Some(DRAIN_TIME))?;
-    let _ = io::copy(&mut stream.take(DRAIN_BYTES), &mut io::sink());
+    drain(stream, Instant::now() + DRAIN_TIME)
+}
+
+/// Read and drop what the peer sends, until it closes, DRAIN_BYTES have
+/// come, or `deadline` passes.
+fn drain(mut stream: &TcpStream, deadline: Instant) -> io::Result<()> {
+    let mut scrap = [0; 4096];
+    let mut drained = 0;
+    while drained < DRAIN_BYTES {
+        // The time left, not DRAIN_TIME again: a timeout per read would let
+        // a peer that sends a byte now and then keep us here for ever, and
+        // this server has other clients waiting.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut scrap) {
+            Ok(0) | Err(_) => break,
+            Ok(count) => drained += count,
+        }
+    }
     Ok(())
 }
