@@ -46,6 +46,9 @@ pub struct Ctx {
     journal: Journal,
     rng: Rng,
     processes: Vec<Running>,
+    /// Which of `processes` are servers: a server that exits on its own is
+    /// always news, a client that exits is not.
+    servers: Vec<ProcessId>,
     folders: Vec<std::path::PathBuf>,
     _same_thread: PhantomData<*const ()>,
 }
@@ -68,6 +71,7 @@ impl Ctx {
             journal: Journal::new(),
             rng: Rng::for_stage(setup.seed, stage),
             processes: Vec::new(),
+            servers: Vec::new(),
             folders: Vec::new(),
             _same_thread: PhantomData,
         }
@@ -165,6 +169,7 @@ impl Ctx {
     /// Start the program with `args` (a server), and wait for its address.
     pub fn start_server_with(&mut self, args: &[&str]) -> Check<Server> {
         let id = self.start(args)?;
+        self.servers.push(id);
         let deadline = Instant::now() + self.setup.patience.start;
         let running = &mut self.processes[id.0];
         match running.wait_for_address(deadline) {
@@ -265,7 +270,7 @@ impl Ctx {
             ))
             .hint(
                 "A server keeps accepting connections until it is stopped. What made it \
-                 return from its accept loop? Its stderr, below, may say.",
+                 return from its accept loop? Its stderr, above, may say.",
             )),
         }
     }
@@ -284,6 +289,51 @@ impl Ctx {
             Ending::Exited(status) => Ok(status),
             Ending::Killed => Err(ignored_sigterm()),
         }
+    }
+
+    /// After a failure, give each server a moment to show that it exited: a
+    /// server that quits after one client fails the check an instant before
+    /// its exit can be seen, and a report that says "exited" explains more.
+    pub(crate) fn let_exits_show(&mut self) {
+        let moment = Instant::now() + std::time::Duration::from_millis(100);
+        for id in &self.servers {
+            self.processes[id.0].wait_exit(moment);
+        }
+    }
+
+    /// Check how a program that should fail did: as a user's mistake
+    /// deserves, with a non-zero exit and one line on stderr that names
+    /// `naming`, not a panic. `what` says what it was asked to do.
+    pub fn expect_one_line_error(
+        &self,
+        finished: &Finished,
+        naming: &str,
+        what: &str,
+    ) -> Check<()> {
+        let lines: Vec<&str> = finished
+            .stderr
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .collect();
+        let one_clear_line = lines.len() == 1 && lines[0].contains(naming);
+        if finished.status.success() {
+            return Err(
+                Failure::new(format!("{what}, the program exited with status 0"))
+                    .hint("A program that failed must say so with a non-zero exit status."),
+            );
+        }
+        if finished.stderr.contains("panicked") || !one_clear_line {
+            return Err(Failure::new(format!(
+                "{what}, the program should print one line on stderr naming {naming}; it \
+                 printed {} line(s)",
+                lines.len()
+            ))
+            .hint(
+                "A user's mistake deserves one clear line, such as `error: address \
+                 127.0.0.1:7001 is already in use`, not a panic or a backtrace.",
+            ));
+        }
+        Ok(())
     }
 
     /// Mark how far every program's output had got when the check ended.
@@ -307,7 +357,8 @@ impl Ctx {
     /// The full report for a failure in this stage.
     pub(crate) fn report(&mut self, stage: &Stage, failure: &Failure) -> String {
         let mut details = failure.details.clone();
-        for running in &mut self.processes {
+        for (index, running) in self.processes.iter_mut().enumerate() {
+            let is_server = self.servers.contains(&ProcessId(index));
             let command = shown_command(&running.command_line);
             let stderr = if running.ended_by_test() {
                 running.stderr_for_report(12)
@@ -317,7 +368,8 @@ impl Ctx {
             match running.exit_status() {
                 // It exited by itself and not quietly: how, and its last words.
                 Some(status)
-                    if !running.ended_by_test() && (!status.success() || !stderr.is_empty()) =>
+                    if !running.ended_by_test()
+                        && (is_server || !status.success() || !stderr.is_empty()) =>
                 {
                     details.push(output_block(
                         &format!(

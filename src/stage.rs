@@ -205,6 +205,9 @@ pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<(), StageF
         }
     };
     ctx.mark_output();
+    if failure.is_some() {
+        ctx.let_exits_show();
+    }
     let stopped = ctx.stop_all();
     let failure = failure.or(stopped);
     let report = failure.as_ref().map(|failure| ctx.report(stage, failure));

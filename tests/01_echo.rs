@@ -87,7 +87,7 @@ fn listens(ctx: &mut Ctx) -> Check<()> {
         let mut conn = ctx.connect(server.addr)?;
         conn.shut_down_sending()?;
         conn.expect_closed().map_err(|failure| {
-            failure.hint(
+            failure.more_hint(
                 "The test connected, then shut down its sending side, and waited for your \
                  server to close the connection. A connection your server accepts and \
                  serves ends that way: `read` returns 0, the function serving it returns, \
@@ -132,10 +132,19 @@ fn echoes_everything(ctx: &mut Ctx) -> Check<()> {
     }
     conn.send(&every_byte)?;
     conn.expect(&every_byte).map_err(|failure| {
-        failure.more_hint(
-            "Echo bytes, not text: a server that turns the bytes into a String, or stops \
-             at a zero byte or a newline, changes them.",
-        )
+        // Other bytes came back, or too few: two different mistakes.
+        let changed = failure
+            .received
+            .as_ref()
+            .is_some_and(|received| !every_byte.starts_with(received));
+        if changed {
+            failure.more_hint(
+                "Echo bytes, not text: a server that turns the bytes into a String, or \
+                 stops at a zero byte or a newline, changes them.",
+            )
+        } else {
+            one_read_hint(failure)
+        }
     })?;
 
     ctx.step("sending 1 MiB in one write while reading the echo at the same time");
@@ -247,35 +256,24 @@ fn one_server_per_port(ctx: &mut Ctx) -> Check<()> {
              `AddrInUse`: report it and exit with a non-zero status.",
         ));
     };
+    let stdout = ctx.process(second).stdout().text();
     let stderr = ctx.process(second).stderr().text();
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .collect();
-    let bind_hint = format!(
-        "Where: TODO 1 in {SERVER_FILE}. Map `ErrorKind::AddrInUse` to the error \
-         `address {{addr}} is already in use`; main prints it as one line and exits with 1."
-    );
-    if status.success() {
-        return Err(Failure::new(format!(
-            "the second server, on the taken address {taken}, exited with status 0"
+    let finished = course::stage::Finished {
+        status,
+        stdout,
+        stderr,
+    };
+    ctx.expect_one_line_error(
+        &finished,
+        &taken,
+        &format!("started on the taken address {taken}"),
+    )
+    .map_err(|failure| {
+        failure.more_hint(format!(
+            "Where: TODO 1 in {SERVER_FILE}. Map `ErrorKind::AddrInUse` to the error \
+             `address {{addr}} is already in use`; main prints it as one line and exits with 1."
         ))
-        .hint("A program that failed must say so with a non-zero exit status.")
-        .more_hint(bind_hint));
-    }
-    if stderr.contains("panicked") || lines.len() != 1 || !lines[0].contains(&taken) {
-        return Err(Failure::new(format!(
-            "the second server should print one line on stderr naming {taken}; it printed {} \
-             line(s)",
-            lines.len()
-        ))
-        .detail(course::stage::output_block("its stderr", &stderr))
-        .hint(
-            "A user's mistake deserves one clear line, such as `error: address \
-             127.0.0.1:7001 is already in use`, not a panic or a backtrace.",
-        )
-        .more_hint(bind_hint));
-    }
+    })?;
     ctx.step("the first server must still echo");
     let mut conn = ctx.connect(server.addr)?;
     conn.send(b"still here\n")?;
@@ -298,10 +296,13 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     let finished = ctx.run(&["client", "--connect", &connect], input.as_bytes());
     let received = peer.finish();
     let finished = finished.map_err(|failure| {
-        failure.more_hint(format!(
-            "Where: TODO 4 in {CLIENT_FILE}. After the last line, shut down the sending \
-             side; the server then closes, the printing thread ends, and so does the client."
-        ))
+        failure
+            .more_hint(format!(
+                "Where: TODO 4 in {CLIENT_FILE}. After the last line, shut down the sending \
+                 side; the server then closes, the printing thread ends, and so does the \
+                 client."
+            ))
+            .slide("Half-close")
     })?;
     if received.as_deref() != Some(input.as_bytes()) {
         let received = received.unwrap_or_default();
@@ -318,6 +319,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
         return Err(
             Failure::new("the client did not print every reply, in order")
                 .bytes(input.as_bytes(), finished.stdout.as_bytes())
+                .slide("Half-close")
                 .hint(
                     "Print what the server sends until it closes: after the half-close, keep \
                  reading. A client that exits as soon as its input ends loses the replies \
@@ -335,27 +337,18 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     ctx.step("now against an address where nothing listens");
     let nowhere = local::unused_address()?.to_string();
     let refused = ctx.run(&["client", "--connect", &nowhere], b"hello\n")?;
-    let lines: Vec<&str> = refused
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    if refused.status.success()
-        || refused.stderr.contains("panicked")
-        || lines.len() != 1
-        || !lines[0].contains(&nowhere)
-    {
-        return Err(Failure::new(format!(
-            "against {nowhere}, where nothing listens, the client should exit non-zero with \
-             one line naming the address"
-        ))
-        .detail(course::stage::output_block("its stderr", &refused.stderr))
-        .hint(format!(
+    ctx.expect_one_line_error(
+        &refused,
+        &nowhere,
+        &format!("against {nowhere}, where nothing listens"),
+    )
+    .map_err(|failure| {
+        failure.more_hint(format!(
             "Where: TODO 3 in {CLIENT_FILE}. A refused connection \
              (`ErrorKind::ConnectionRefused`) becomes the error `nothing is listening at \
              {{addr}}`."
-        )));
-    }
+        ))
+    })?;
     Ok(())
 }
 
