@@ -87,10 +87,6 @@ impl Conn {
         }
     }
 
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
     /// This connection's number in the journal (`#2`).
     pub fn id(&self) -> usize {
         self.id

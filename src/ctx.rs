@@ -134,7 +134,10 @@ impl Ctx {
 
     fn launch(&mut self, program: &[String], args: &[&str]) -> Check<ProcessId> {
         let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-        let running = Running::start(program, &args).map_err(Failure::new)?;
+        let running = Running::start(program, &args).map_err(|error| {
+            self.step("tried to start the program");
+            Failure::new(error)
+        })?;
         self.step(format!(
             "started `{}`",
             shown_command(&running.command_line)
@@ -354,6 +357,27 @@ impl Ctx {
         failure
     }
 
+    /// `COURSE_CMD="…" ` when the program under test is a command given with
+    /// `--cmd`, so that the replay runs that program again; empty otherwise.
+    fn replayed_command(&self) -> String {
+        if self.setup.target != "command" {
+            return String::new();
+        }
+        let words: Vec<String> = self
+            .setup
+            .program
+            .iter()
+            .map(|word| {
+                if word.contains(char::is_whitespace) {
+                    format!("'{word}'")
+                } else {
+                    word.clone()
+                }
+            })
+            .collect();
+        format!("COURSE_CMD=\"{}\" ", words.join(" "))
+    }
+
     /// The full report for a failure in this stage.
     pub(crate) fn report(&mut self, stage: &Stage, failure: &Failure) -> String {
         let mut details = failure.details.clone();
@@ -402,7 +426,8 @@ impl Ctx {
             hint: failure.hint.as_deref(),
             slide: format!("{}, \"{}\"", lesson.slides(), slide),
             replay: format!(
-                "COURSE_SEED={} cargo test --test {} {}",
+                "{}COURSE_SEED={} cargo test --test {} {}",
+                self.replayed_command(),
                 self.setup.seed,
                 lesson.test_target(),
                 test_name(self.stage, stage.slug)

@@ -3,7 +3,7 @@
 //!
 //! A check builds a [`Failure`] with what it knows; the stage runner
 //! (`src/stage.rs`) adds the stage, the steps so far, the bytes on the wire and
-//! the seed, and lays it all out in the order COURSE.md gives.
+//! the seed, and lays it all out (`src/report.rs`).
 
 use std::io;
 use std::net::SocketAddr;

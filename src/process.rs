@@ -92,14 +92,6 @@ impl Captured {
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
-
-    /// Every complete line kept, when the whole output fits.
-    pub fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.head)
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
 }
 
 /// A captured stream that a reader thread fills and waiters watch.
@@ -136,8 +128,6 @@ pub enum Ending {
 /// Why a program did not announce its address.
 #[derive(Debug)]
 pub enum StartError {
-    /// The operating system could not start it at all.
-    Spawn(String),
     /// It exited before printing a line.
     Exited(ExitStatus),
     /// It printed nothing that ends in a newline before the deadline.
@@ -413,12 +403,6 @@ impl StartError {
     /// What went wrong, in a sentence, and what to try.
     pub fn explain(&self) -> (String, String) {
         match self {
-            StartError::Spawn(error) => (
-                error.clone(),
-                "The program could not be started at all. Does it build (`cargo build`), and \
-                 is the command right?"
-                    .into(),
-            ),
             StartError::Exited(status) => (
                 format!(
                     "the program exited ({}) before it printed its address",

@@ -1,4 +1,4 @@
-//! The text of a failed stage, laid out in the order COURSE.md gives: the
+//! The text of a failed stage, laid out in the order a student needs it: the
 //! stage, the steps so far, the bytes on the wire, expected against received,
 //! a hint in plain words, and the slide to read.
 

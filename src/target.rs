@@ -16,8 +16,6 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 2] = [Target::Lessons, Target::Solutions];
-
     pub fn name(self) -> &'static str {
         match self {
             Target::Lessons => "lessons",
@@ -29,7 +27,9 @@ impl Target {
     pub fn from_env() -> Result<Target, String> {
         match std::env::var("COURSE_TARGET") {
             Err(_) => Ok(Target::Lessons),
-            Ok(value) => value.parse(),
+            Ok(value) => value
+                .parse()
+                .map_err(|error| format!("COURSE_TARGET: {error}")),
         }
     }
 }
@@ -48,7 +48,7 @@ impl std::str::FromStr for Target {
             "" | "lessons" => Ok(Target::Lessons),
             "solutions" => Ok(Target::Solutions),
             other => Err(format!(
-                "COURSE_TARGET={other:?} is not a target. Use `lessons` (your code in lessons/, \
+                "{other:?} is not a target. Use `lessons` (your code in lessons/, \
                  the default) or `solutions` (the reference code in solutions/)."
             )),
         }
