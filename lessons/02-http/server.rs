@@ -24,9 +24,9 @@ use crate::response::{self, Reply, Status};
 /// is called slowloris). A client too slow is closed without an answer.
 const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How long one write may wait for a client that reads nothing. A client
-/// that reads a little every few seconds still holds its thread: real
-/// servers have the same limit, and lesson 04 comes back to it.
+/// How long one write may wait for a client that reads nothing. It bounds
+/// each write, not the whole answer, as real servers do: a large file on a
+/// slow network takes as long as it takes.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the lingering close (close_after_answer) lasts, at most.
