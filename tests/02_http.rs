@@ -99,10 +99,12 @@ fn answers(ctx: &mut Ctx) -> Check<()> {
     let mut conn = ctx.connect(server.addr)?;
     conn.send(&get("/", server.addr))?;
     let first_steps = |failure: Failure| {
-        failure.more_hint(format!(
-            "Start at TODO 1 in {RESPONSE_FILE}: write the status line, the headers and the \
-             blank line. The server's stderr, above, says what it ran into."
-        ))
+        failure
+            .more_hint(format!(
+                "Start at TODO 1 in {RESPONSE_FILE}: write the status line, the headers and \
+                 the blank line. The server's stderr, above, says what it ran into."
+            ))
+            .slide("Anatomy of a response")
     };
     let answered = read_response(&mut conn, Method::Get).and_then(|response| {
         expect_status_line(&conn, &response, b"HTTP/1.1 200 OK\r\n")?;
@@ -248,8 +250,11 @@ fn serves_files(ctx: &mut Ctx) -> Check<()> {
     for (name, content, types) in &files {
         let target = format!("/{name}");
         let (conn, response) = fetch(ctx, server.addr, &get(&target, server.addr), Method::Get)?;
-        expect_status_line(&conn, &response, b"HTTP/1.1 200 OK\r\n")
-            .map_err(|failure| failure.more_hint(target_hint.clone()))?;
+        expect_status_line(&conn, &response, b"HTTP/1.1 200 OK\r\n").map_err(|failure| {
+            failure
+                .more_hint(target_hint.clone())
+                .slide("Anatomy of a request")
+        })?;
         if response.body != *content {
             return Err(conn
                 .fail(format!(
@@ -260,7 +265,8 @@ fn serves_files(ctx: &mut Ctx) -> Check<()> {
                 .more_hint(
                     "Send the file's bytes as they are: a file read into a String, or sent \
                      in one `write` rather than `write_all`, changes or loses bytes.",
-                ));
+                )
+                .slide("Anatomy of a request"));
         }
         expect_type(&conn, &response, &target, types)?;
     }
@@ -306,25 +312,28 @@ fn says_no_properly(ctx: &mut Ctx) -> Check<()> {
     })?;
     ctx.expect_running(server.id)?;
 
-    let malformed: [&[u8]; 9] = [
-        b"GET\r\n\r\n",
-        b"GET /\r\n\r\n",
-        b"GET  / HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/1.1 extra\r\n\r\n",
-        b"hello\r\n\r\n",
-        b"GET index.html HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/one\r\n\r\n",
-        b"G(E)T / HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/1.1\r\nthis line has no colon\r\n\r\n",
+    let malformed = [
+        "GET",
+        "GET /",
+        "GET  / HTTP/1.1",
+        "GET / HTTP/1.1 extra",
+        "hello",
+        "GET index.html HTTP/1.1",
+        "GET / HTTP/one",
+        "G(E)T / HTTP/1.1",
     ];
-    for request in malformed {
-        ctx.step(format!("a malformed request: {}", escape(request)));
-        let (conn, response) = fetch(ctx, host, request, Method::Get)?;
+    for line in malformed {
+        // With its Host line, nothing but the request line is at fault.
+        let request = format!("{line}\r\nHost: {host}\r\n\r\n");
+        ctx.step(format!("a malformed request line: {line:?}"));
+        let (conn, response) = fetch(ctx, host, request.as_bytes(), Method::Get)?;
         expect_status(&conn, &response, 400).map_err(|failure| {
-            failure.more_hint(format!(
-                "A request line is exactly METHOD, one space, TARGET, one space, VERSION. \
-                 Anything else is `400 Bad Request`: TODO 2 in {REQUEST_FILE}."
-            ))
+            failure
+                .more_hint(format!(
+                    "A request line is exactly METHOD, one space, TARGET, one space, \
+                     VERSION. Anything else is `400 Bad Request`: TODO 2 in {REQUEST_FILE}."
+                ))
+                .slide("Anatomy of a request")
         })?;
         ctx.expect_running(server.id)?;
     }
@@ -334,25 +343,28 @@ fn says_no_properly(ctx: &mut Ctx) -> Check<()> {
         ctx.step(format!("a version this server does not speak: {version}"));
         let (conn, response) = fetch(ctx, host, request.as_bytes(), Method::Get)?;
         expect_status(&conn, &response, 505).map_err(|failure| {
-            failure.more_hint(format!(
-                "`{version}` is a well-formed version, just not one this server speaks: \
-                 `505 HTTP Version Not Supported`. TODO 2 in {REQUEST_FILE}."
-            ))
+            failure
+                .more_hint(format!(
+                    "`{version}` is a well-formed version, just not one this server speaks: \
+                     `505 HTTP Version Not Supported`. TODO 2 in {REQUEST_FILE}."
+                ))
+                .slide("Anatomy of a request")
         })?;
         ctx.expect_running(server.id)?;
     }
 
-    let methods = ["POST", "PUT", "DELETE", "PATCH", "BREW"];
-    for method in [methods[0], *ctx.rng().pick(&methods[1..])] {
+    for method in shuffled(ctx, &["POST", "PUT", "DELETE", "PATCH", "BREW"]) {
         let request =
             format!("{method} / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello");
         ctx.step(format!("`{method} /`, a method this server does not serve"));
         let (conn, response) = fetch(ctx, host, request.as_bytes(), Method::Get)?;
         let method_hint = |failure: Failure| {
-            failure.more_hint(format!(
-                "This server serves GET and HEAD. Any other method gets `405 Method Not \
-                 Allowed` and an `Allow: GET, HEAD` header: TODO 4 in {SERVER_FILE}."
-            ))
+            failure
+                .more_hint(format!(
+                    "This server serves GET and HEAD. Any other method gets `405 Method Not \
+                     Allowed` and an `Allow: GET, HEAD` header: TODO 4 in {SERVER_FILE}."
+                ))
+                .slide("Status codes")
         };
         expect_status(&conn, &response, 405).map_err(method_hint)?;
         let allow = response.header("Allow").unwrap_or_default().to_string();
@@ -365,9 +377,113 @@ fn says_no_properly(ctx: &mut Ctx) -> Check<()> {
         ctx.expect_running(server.id)?;
     }
 
+    heads_that_break_the_rules(ctx, host)?;
+    ctx.expect_running(server.id)?;
+
     ctx.step("and a good request still works");
     let (conn, response) = fetch(ctx, host, &get("/", host), Method::Get)?;
     expect_status(&conn, &response, 200)
+}
+
+/// Heads whose lines all parse, but which break a rule of RFC 9112: each
+/// gets 400, then the close, and nothing more.
+fn heads_that_break_the_rules(ctx: &mut Ctx, host: SocketAddr) -> Check<()> {
+    // A whole request hidden in a body. A server that takes the first of two
+    // Content-Length lines (0) reads it as a request of its own, one that a
+    // proxy in front, which took the other, passed on as a body unchecked.
+    let hidden = format!(
+        "GET /{}.txt HTTP/1.1\r\nHost: {host}\r\n\r\n",
+        ctx.rng().word(8)
+    );
+    let length = hidden.len();
+    let chunked = format!("0\r\n\r\n{hidden}");
+    let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\n");
+    let framing: [(&str, String); 5] = [
+        (
+            "two Content-Length lines that differ",
+            format!("{head}Content-Length: 0\r\nContent-Length: {length}\r\n\r\n{hidden}"),
+        ),
+        (
+            "the same two, the other way round",
+            format!("{head}Content-Length: {length}\r\nContent-Length: 0\r\n\r\n{hidden}"),
+        ),
+        (
+            "Content-Length beside Transfer-Encoding",
+            format!(
+                "{head}Transfer-Encoding: chunked\r\nContent-Length: {}\r\n\r\n{chunked}",
+                chunked.len()
+            ),
+        ),
+        (
+            "a Content-Length that is not a number",
+            format!("{head}Content-Length: five\r\n\r\nhello"),
+        ),
+        (
+            "a Content-Length with a sign (Rust's `parse` takes `+5`)",
+            format!("{head}Content-Length: +5\r\n\r\nhello"),
+        ),
+    ];
+    let framing_hint = format!(
+        "Where the body ends must be beyond doubt: a proxy in front of the server may read \
+         the head the other way, and a request hidden in the body would reach the server \
+         unchecked (request smuggling). RFC 9112, section 6.3: answer 400 and close. \
+         `check_head` in {REQUEST_FILE} does it: is it still called for every head?"
+    );
+    let host_and_lines: [(&str, String); 3] = [
+        (
+            "an HTTP/1.1 request without Host",
+            "GET / HTTP/1.1\r\n\r\n".to_string(),
+        ),
+        ("two Host lines", format!("{head}Host: example.com\r\n\r\n")),
+        (
+            "a header line without a colon",
+            format!("{head}this line has no colon\r\n\r\n"),
+        ),
+    ];
+    let host_and_lines_hint = format!(
+        "An HTTP/1.1 request names its site in exactly one `Host` line, and every header \
+         line is `Name: value`. RFC 9112 asks for 400 otherwise: `check_head` and \
+         `parse_header` in {REQUEST_FILE}."
+    );
+    refused_then_closed(ctx, host, framing, &framing_hint, "Request smuggling")?;
+    refused_then_closed(
+        ctx,
+        host,
+        host_and_lines,
+        &host_and_lines_hint,
+        "Anatomy of a request",
+    )
+}
+
+/// Each request gets 400, then the close, and nothing more.
+fn refused_then_closed<const N: usize>(
+    ctx: &mut Ctx,
+    host: SocketAddr,
+    cases: [(&str, String); N],
+    hint: &str,
+    slide: &str,
+) -> Check<()> {
+    let rule = |failure: Failure| failure.more_hint(hint).slide(slide);
+    for (what, request) in cases {
+        ctx.step(format!("{what}: 400, then the close"));
+        let (mut conn, response) =
+            fetch(ctx, host, request.as_bytes(), Method::Get).map_err(rule)?;
+        expect_status(&conn, &response, 400).map_err(rule)?;
+        // Were the bytes after the head read as a request, its answer
+        // would come here.
+        conn.expect_end().map_err(rule)?;
+    }
+    Ok(())
+}
+
+/// `items`, in an order the seed picks: every run checks every one.
+fn shuffled<T: Clone>(ctx: &mut Ctx, items: &[T]) -> Vec<T> {
+    let mut items = items.to_vec();
+    for last in (1..items.len()).rev() {
+        let other = ctx.rng().below(last + 1);
+        items.swap(last, other);
+    }
+    items
 }
 
 // ---------------------------------------------------------------------------
@@ -422,11 +538,13 @@ fn stays_inside_its_root(ctx: &mut Ctx) -> Check<()> {
     targets.push(format!("/{absolute}"));
     targets.push(format!("/{encoded_absolute}"));
     targets.push(format!("/{}", absolute.replace('/', "%2f")));
+    let links = symbolic_links_out(ctx, &root, &folder, &secret_path)?;
+    targets.extend(links.iter().cloned());
 
     let traversal_hint = format!(
         "TODO 5 in {FILES_FILE}. Decode the target first, then build the path one \
-         segment at a time, refusing `..`; never `join` a string that may start with `/`. \
-         Finally compare the canonical file with the root."
+         segment at a time, refusing `..`. Finally `canonicalize` the file and check that \
+         it still `starts_with` the root: only that sees where a symbolic link leads."
     );
     for target in &targets {
         let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
@@ -438,13 +556,20 @@ fn stays_inside_its_root(ctx: &mut Ctx) -> Check<()> {
                 ))
             })?;
         if contains(&response.body, secret.as_bytes()) {
-            return Err(conn
+            let mut failure = conn
                 .fail(format!(
                     "`GET {target}` sent the secret file, which lies outside --root"
                 ))
                 .detail(format!("the secret file: {absolute}"))
                 .hint(traversal_hint.clone())
-                .slide("Path traversal"));
+                .slide("Path traversal");
+            if links.contains(target) {
+                failure = failure.detail(format!(
+                    "`{target}` holds no `..`: the test made a symbolic link inside the root \
+                     that leads out of it"
+                ));
+            }
+            return Err(failure);
         }
         if !(400..500).contains(&response.code) {
             return Err(conn
@@ -452,7 +577,8 @@ fn stays_inside_its_root(ctx: &mut Ctx) -> Check<()> {
                     "`GET {target}` got {}; a path that leaves the root gets 404 (or 400)",
                     response.code
                 ))
-                .hint(traversal_hint.clone()));
+                .hint(traversal_hint.clone())
+                .slide("Path traversal"));
         }
         ctx.expect_running(server.id)?;
     }
@@ -475,6 +601,42 @@ fn stays_inside_its_root(ctx: &mut Ctx) -> Check<()> {
             .bytes(&page, &response.body));
     }
     Ok(())
+}
+
+/// Symbolic links inside `root` that lead to the secret beside it: one to
+/// the file, one to the folder that holds it. The targets that name them
+/// hold no `..`: only a server that checks where a path really leads
+/// (canonicalize, then compare with the root) refuses them.
+fn symbolic_links_out(
+    ctx: &mut Ctx,
+    root: &Path,
+    folder: &Path,
+    secret: &Path,
+) -> Check<Vec<String>> {
+    #[cfg(unix)]
+    {
+        let file_link = format!("{}.txt", ctx.rng().word(6));
+        let folder_link = ctx.rng().word(6);
+        for (link, leads_to) in [(&file_link, secret), (&folder_link, folder)] {
+            std::os::unix::fs::symlink(leads_to, root.join(link)).map_err(|error| {
+                Failure::new(format!("the test could not make a symbolic link: {error}"))
+            })?;
+        }
+        ctx.step(format!(
+            "the test made symbolic links inside the root: {file_link} to the secret, \
+             {folder_link} to the folder that holds it"
+        ));
+        Ok(vec![
+            format!("/{file_link}"),
+            format!("/{folder_link}/secret.txt"),
+        ])
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (root, folder, secret);
+        ctx.step("symbolic links are tried on Unix only: this system skips that check");
+        Ok(Vec::new())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -671,23 +833,33 @@ fn keeps_the_connection(ctx: &mut Ctx) -> Check<()> {
     expect_body(&conn, &third, &files[2].0, &files[2].1)?;
     conn.close();
 
-    let close_forms = ["close", "Close", "keep-alive, close", "CLOSE"];
-    let form = *ctx.rng().pick(&close_forms);
-    ctx.step(format!("`Connection: {form}`: the answer, then the close"));
-    let mut conn = ctx.connect(host)?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: {form}\r\n\r\n",
-        files[0].0
-    );
-    conn.send(request.as_bytes())?;
-    let response = read_response(&mut conn, Method::Get)?;
-    expect_body(&conn, &response, &files[0].0, &files[0].1)?;
-    conn.expect_end().map_err(|failure| {
-        failure.more_hint(format!(
-            "`Connection: {form}` asks for this response to be the last: close after \
-             it. The header holds a list of options, in any case: TODO 7 in {SERVER_FILE}."
-        ))
-    })?;
+    let close_forms = [
+        "close",
+        "Close",
+        "keep-alive, close",
+        "CLOSE",
+        "Keep-Alive,Close",
+    ];
+    for form in shuffled(ctx, &close_forms) {
+        ctx.step(format!("`Connection: {form}`: the answer, then the close"));
+        let mut conn = ctx.connect(host)?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: {form}\r\n\r\n",
+            files[0].0
+        );
+        conn.send(request.as_bytes())?;
+        let response = read_response(&mut conn, Method::Get)?;
+        expect_body(&conn, &response, &files[0].0, &files[0].1)?;
+        conn.expect_end().map_err(|failure| {
+            failure
+                .more_hint(format!(
+                    "`Connection: {form}` asks for this response to be the last: close \
+                     after it. The header holds a list of options, in any case: TODO 7 in \
+                     {SERVER_FILE}."
+                ))
+                .slide("Keep-alive")
+        })?;
+    }
 
     ctx.step("an HTTP/1.0 request: the answer, then the close");
     let mut conn = ctx.connect(host)?;
@@ -871,7 +1043,8 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
             Failure::new("the test's server did not receive the request it expected")
                 .bytes(expected_line.as_bytes(), &request)
                 .detail(output_block("the client's stderr", &finished.stderr))
-                .hint(request_hint),
+                .hint(request_hint)
+                .slide("The client's side"),
         );
     }
     let host_line = format!("\r\nhost: {address}\r\n");
@@ -880,7 +1053,8 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
             "the request has no `Host: {address}` header; HTTP/1.1 requires it"
         ))
         .detail(format!("the request: {}", escape(&request)))
-        .hint(request_hint));
+        .hint(request_hint)
+        .slide("The client's side"));
     }
     if finished.stdout.as_bytes() != response.as_bytes() || !finished.status.success() {
         return Err(Failure::new(
@@ -1095,8 +1269,9 @@ fn expect_type(conn: &Conn, response: &Response, target: &str, types: &[&str]) -
             types.join(" or ")
         ))
         .hint(format!(
-            "The client decides what to do with a body from its Content-Type alone. TODO 3 \
-             in {FILES_FILE}: the type follows the file's extension, in any case."
+            "A client goes by the Content-Type: a browser ignores a stylesheet or a script \
+             sent under another type. TODO 3 in {FILES_FILE}: the type follows the file's \
+             extension, in any case."
         ))
         .slide("Content-Type"))
 }

@@ -11,11 +11,14 @@ pub fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
     // pass as a harmless name and become `..` later.
     let path = percent_decode(path)?;
     // TODO 5 (slides/02-http.md, "Path traversal"): this naive join lets
-    // `/../secret.txt` walk out of the root, and `//etc/passwd` replace the
-    // root altogether. Build the path one `/`-separated segment at a time:
-    // skip empty segments and `.`, refuse `..` and names holding a
-    // backslash or a NUL (return None). Then, as the last guard,
-    // `canonicalize` the file and check that the result `starts_with(root)`.
+    // `/../secret.txt` (and `/%2e%2e/secret.txt`, once decoded) walk out of
+    // the root, and follows a symbolic link inside the root wherever it
+    // leads. (The trim keeps `//etc/passwd` inside the root: `join` of a
+    // path that starts with `/` would replace the root altogether.) Build
+    // the path one `/`-separated segment at a time: skip empty segments
+    // and `.`, refuse `..` and names holding a backslash or a NUL (return
+    // None). Then, as the last guard, `canonicalize` the file and check
+    // that the result `starts_with(root)`.
     let mut file = root.join(path.trim_start_matches('/'));
     if file.is_dir() {
         file.push("index.html");

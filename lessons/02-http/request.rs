@@ -22,20 +22,26 @@ pub struct Request {
 
 impl Request {
     /// The value of header `name`; names are case-insensitive.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.headers_named(name).next()
+    }
+
+    /// The values of every header line called `name`, in order.
+    fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
         self.headers
             .iter()
-            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
+            .filter(move |(candidate, _)| candidate.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
     }
 
     /// Whether a body follows the head. This server never reads one, so
     /// after such a request the connection is out of step and must close.
     pub fn has_body(&self) -> bool {
+        // `check_head` let through only digits: `0` and `000` are no body.
         self.header("Transfer-Encoding").is_some()
             || self
                 .header("Content-Length")
-                .is_some_and(|length| length != "0")
+                .is_some_and(|length| length.bytes().any(|digit| digit != b'0'))
     }
 }
 
@@ -77,10 +83,42 @@ pub fn read_request(reader: &mut impl BufRead) -> Result<Option<Request>, ReadEr
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         };
         if line.is_empty() {
+            check_head(&request)?;
             return Ok(Some(request));
         }
         request.headers.push(parse_header(&line)?);
     }
+}
+
+/// The rules a whole head must keep, from RFC 9112. Each is a door that
+/// was once used to slip one request past a proxy inside another.
+fn check_head(request: &Request) -> Result<(), ReadError> {
+    // Several sites may share one address: Host says which one is meant.
+    // HTTP/1.1 requires exactly one (section 3.2); two that differ would
+    // let a proxy and this server each pick a different site.
+    let hosts = request.headers_named("Host").count();
+    if hosts > 1 || (hosts == 0 && request.version == "HTTP/1.1") {
+        return Err(bad_request("an HTTP/1.1 request needs exactly one Host"));
+    }
+    // Where the body ends must be beyond doubt (section 6.3). With two
+    // lengths, or a length beside Transfer-Encoding, a proxy in front of us
+    // may have taken one reading and we the other: the bytes it forwarded
+    // as a body we would read as a request of their own, one it never saw
+    // (request smuggling). So: refuse, and close.
+    let mut lengths = request.headers_named("Content-Length");
+    let Some(length) = lengths.next() else {
+        return Ok(());
+    };
+    if request.header("Transfer-Encoding").is_some() {
+        return Err(bad_request("both Content-Length and Transfer-Encoding"));
+    }
+    if length.is_empty() || !length.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(bad_request("the Content-Length is not a number"));
+    }
+    if lengths.any(|other| other != length) {
+        return Err(bad_request("two Content-Length values that differ"));
+    }
+    Ok(())
 }
 
 /// Read one line, without its line ending, spending at most `budget` bytes.

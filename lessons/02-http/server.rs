@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -16,10 +16,21 @@ use crate::files;
 use crate::request::{self, ReadError, Request};
 use crate::response::{self, Reply, Status};
 
-/// How long a connection may stay silent, between requests or inside one,
-/// before we close it. Without it, a client that connects and says nothing
-/// would hold a thread forever.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's whole head, counted from when
+/// the server starts to wait for it: the connection opened, or the previous
+/// answer went out. A timeout on each read would not do: a client sending
+/// one byte every 9 seconds never meets a 10-second one, and keeps its
+/// thread, and one of MAX_CONNECTIONS, for as long as it likes (the attack
+/// is called slowloris). A client too slow is closed without an answer.
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long one write may wait for a client that reads nothing. It bounds
+/// each write, not the whole answer, as real servers do: a large file on a
+/// slow network takes as long as it takes.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the lingering close (close_after_answer) lasts, at most.
+const LINGER_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Connections served at once. Each costs a thread; past this many, a new
 /// one gets 503 and is closed rather than exhausting the machine.
@@ -98,17 +109,21 @@ fn turn_away(mut stream: TcpStream) {
 
 /// Read requests from one connection and answer each, in order.
 fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-    stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     // A response leaves in one write (BufWriter), and leaves at once:
     // otherwise Nagle's algorithm may hold a small write back until the
     // client acknowledges the previous one, up to 40 ms later.
     stream.set_nodelay(true)?;
     // The reader keeps what arrived past one request: a pipelined request
     // waits there for its turn.
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut reader = BufReader::new(TimedReader {
+        stream: stream.try_clone()?,
+        deadline: Instant::now(),
+    });
     let mut writer = BufWriter::new(stream);
     loop {
+        // The wait for the next request and its whole head: one deadline.
+        reader.get_mut().deadline = Instant::now() + HEAD_DEADLINE;
         let request = match request::read_request(&mut reader) {
             Ok(Some(request)) => request,
             // The client closed between requests: the normal end.
@@ -124,7 +139,7 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
                 // it on this connection can be read: answer, then close.
                 reply.close = true;
                 response::send(&mut writer, reply)?;
-                close_after_answer(writer.get_ref());
+                close_after_answer(reader.into_inner());
                 return Ok(());
             }
         };
@@ -136,9 +151,28 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
         reply.close = !keep_open;
         response::send(&mut writer, reply)?;
         if !keep_open {
-            close_after_answer(writer.get_ref());
+            close_after_answer(reader.into_inner());
             return Ok(());
         }
+    }
+}
+
+/// The socket, read against one deadline however many reads it takes:
+/// each read may wait only for the time that is left.
+struct TimedReader {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for TimedReader {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        // `set_read_timeout` refuses zero, which would mean "no timeout".
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buffer)
     }
 }
 
@@ -192,16 +226,11 @@ fn open_file(root: &Path, target: &str) -> Option<Reply> {
 /// head too large) makes the system send a reset, and a reset may destroy
 /// our answer before the client reads it. So: end our side (the client
 /// reads the answer, then end of stream), read and throw away what the
-/// client still sends, for a moment and up to a bound, then close.
-fn close_after_answer(mut stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut discard = [0u8; 4096];
-    let mut left: usize = 64 * 1024;
-    while left > 0 {
-        match stream.read(&mut discard) {
-            Ok(0) | Err(_) => break,
-            Ok(count) => left = left.saturating_sub(count),
-        }
-    }
+/// client still sends, 64 KiB and LINGER_DEADLINE at most, then close.
+fn close_after_answer(mut reader: TimedReader) {
+    let _ = reader.stream.shutdown(Shutdown::Write);
+    reader.deadline = Instant::now() + LINGER_DEADLINE;
+    // Ends at the client's close, at the deadline or at 64 KiB, whichever
+    // comes first.
+    let _ = io::copy(&mut reader.take(64 * 1024), &mut io::sink());
 }
