@@ -1076,26 +1076,8 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
 /// holds `named`.
 fn one_clear_line(ctx: &mut Ctx, url: &str, named: &str) -> Check<()> {
     let finished = ctx.run(&["client", url], b"")?;
-    let lines: Vec<&str> = finished
-        .stderr
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .collect();
-    if finished.status.success()
-        || finished.stderr.contains("panicked")
-        || lines.len() != 1
-        || !lines[0].contains(named)
-    {
-        return Err(Failure::new(format!(
-            "for {url}, the client should exit non-zero with one line naming {named}"
-        ))
-        .detail(output_block("its stderr", &finished.stderr))
-        .hint(
-            "A user's mistake gets one clear line, such as `error: nothing is listening at \
-             127.0.0.1:7002`, not a panic.",
-        ));
-    }
-    Ok(())
+    ctx.expect_one_line_error(&finished, named, &format!("given {url}"))
+        .map_err(|failure| failure.more_hint("Where: lessons/02-http/client.rs, fn run."))
 }
 
 // ---------------------------------------------------------------------------
