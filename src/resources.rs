@@ -4,6 +4,23 @@
 //! Read from `/proc` on Linux. Elsewhere these return `None`, and a stage
 //! that needs them says the measurement is not available on this system.
 
+use crate::failure::Failure;
+
+/// A size in bytes as a person reads it: `3.8 MiB`.
+pub fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// The failure of a stage that needs a measurement this system cannot make:
+/// said plainly, never passed in silence. `what` is what it measures.
+pub fn unmeasurable(what: &str) -> Failure {
+    Failure::new(format!(
+        "this stage measures the server's {what}, and that measurement is not available on \
+         this system (it reads /proc, which only Linux has)"
+    ))
+    .hint("Run this stage on Linux, or in a Linux container; the other stages do not need it.")
+}
+
 /// How many threads the process `pid` has.
 pub fn threads(pid: u32) -> Option<usize> {
     status_field(pid, "Threads:")?.parse().ok()

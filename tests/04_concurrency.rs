@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use course::resources::threads;
+use course::resources::{threads, unmeasurable};
 use course::stage::ProcessId;
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -248,13 +248,7 @@ fn bounded(ctx: &mut Ctx) -> Check<()> {
     // The first clients hold every worker: wait until one answers.
     clients[0].wait_readable()?;
     let pid = ctx.process(server.id).pid();
-    let Some(count) = threads(pid) else {
-        return Err(Failure::new(
-            "this stage counts the server's threads, and that measurement is not available on \
-             this system (it reads /proc, which only Linux has)",
-        )
-        .hint("Run this stage on Linux, or in a Linux container, to see it pass."));
-    };
+    let count = threads(pid).ok_or_else(|| unmeasurable("threads"))?;
     ctx.step(format!("the server has {count} threads"));
     if count > WORKERS + OTHER_THREADS {
         return Err(Failure::new(format!(

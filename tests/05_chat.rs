@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use course::resources::resident_bytes;
+use course::resources::{mebibytes, resident_bytes, unmeasurable};
 use course::stage::output_block;
 use course::{local, Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -482,7 +482,7 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
         .map_err(|failure| failure.hint(too_long_hint.clone()))?;
 
     let pid = ctx.process(server.id).pid();
-    let before = resident_bytes(pid).ok_or_else(not_measurable)?;
+    let before = resident_bytes(pid).ok_or_else(|| unmeasurable("memory"))?;
     ctx.step("ada sends 16 MiB without a newline, then the newline");
     let chunk = vec![b'z'; 1 << 20];
     for _ in 0..16 {
@@ -492,7 +492,7 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
     let answer = ada
         .read_line(READ_LIMIT)
         .map_err(|failure| failure.hint(too_long_hint.clone()))?;
-    let after = resident_bytes(pid).ok_or_else(not_measurable)?;
+    let after = resident_bytes(pid).ok_or_else(|| unmeasurable("memory"))?;
     let grown = after.saturating_sub(before);
     measured(
         ctx,
@@ -533,15 +533,6 @@ fn measured(ctx: &Ctx, text: String) {
     ctx.step(text);
 }
 
-fn not_measurable() -> Failure {
-    Failure::new("the server's memory cannot be measured on this system (it needs /proc)")
-        .hint("Run this stage on Linux to check it; the other stages do not need it.")
-}
-
-fn mebibytes(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-}
-
 /// The delivery times of many lines, for a report.
 struct Times(Vec<Duration>);
 
@@ -577,7 +568,7 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
     for member in [&mut ada, &mut bob, &mut cy] {
         expect_line(member, "* slow joined")?;
     }
-    let before = resident_bytes(pid).ok_or_else(not_measurable)?;
+    let before = resident_bytes(pid).ok_or_else(|| unmeasurable("memory"))?;
     // 99 lines in 100 within 200 ms, and none later than a second: on a busy
     // machine, one line may wait for the scheduler; a room that waits for
     // slow makes many lines late, or stops.
@@ -629,7 +620,7 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
             }
         }
         if index % 64 == 0 {
-            let now = resident_bytes(pid).ok_or_else(not_measurable)?;
+            let now = resident_bytes(pid).ok_or_else(|| unmeasurable("memory"))?;
             grown = grown.max(now.saturating_sub(before));
             if grown > most_memory {
                 return Err(Failure::new(format!(
