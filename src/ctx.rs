@@ -411,6 +411,13 @@ impl Ctx {
                 _ => {}
             }
         }
+        if self.setup.target == "command" {
+            details.push(crate::report::wrap(
+                "This program was given with --cmd: where a hint names a TODO in lessons/, \
+                 look at the part of your program that does the same.",
+                "",
+            ));
+        }
         let lesson = self.setup.lesson;
         let slide = failure.slide.as_deref().unwrap_or(stage.slide);
         Report {
@@ -443,8 +450,14 @@ fn installed(program: &str) -> bool {
     if path.components().count() > 1 {
         return path.is_file();
     }
+    // Windows finds `curl` as `curl.exe`.
+    let names = [
+        program.to_string(),
+        format!("{program}{}", std::env::consts::EXE_SUFFIX),
+    ];
     std::env::var_os("PATH").is_some_and(|folders| {
-        std::env::split_paths(&folders).any(|folder| folder.join(program).is_file())
+        std::env::split_paths(&folders)
+            .any(|folder| names.iter().any(|name| folder.join(name).is_file()))
     })
 }
 
