@@ -16,6 +16,7 @@ pub mod journal;
 pub mod lesson;
 pub mod load;
 pub mod local;
+pub mod mailbox;
 pub mod process;
 pub mod report;
 pub mod resources;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::mailbox::{expect_id, MAX_LINE};
 use course::resources::{mebibytes, resident_bytes, unmeasurable};
 use course::stage::{output_block, Finished};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
@@ -73,8 +74,6 @@ const STAGES: [Stage; 7] = [
 const PROTOCOL_FILE: &str = "lessons/03-messages/protocol.rs";
 const SERVER_FILE: &str = "lessons/03-messages/server.rs";
 
-/// The longest reply line the protocol allows.
-const MAX_LINE: usize = 1024;
 /// The largest body the protocol allows.
 const MAX_BODY: usize = 64 * 1024;
 /// How long a refused client of stage 5 trickles bytes at most: well past
@@ -603,20 +602,6 @@ fn quit(mut conn: Conn) -> Check<()> {
             "After BYE the server closes the connection: this server serves one client at \
              a time, and the next one waits until then.",
         )
-    })
-}
-
-/// Read `OK <id>\n` and return the id.
-fn expect_id(conn: &mut Conn) -> Check<u64> {
-    let line = conn.read_line(MAX_LINE)?;
-    let id = std::str::from_utf8(&line)
-        .ok()
-        .and_then(|text| text.strip_prefix("OK "))
-        .and_then(|text| text.strip_suffix('\n'))
-        .and_then(|id| id.parse().ok());
-    id.ok_or_else(|| {
-        conn.fail("SEND should be answered `OK <id>`, a number that names the message")
-            .bytes(b"OK <id>\n", &line)
     })
 }
 

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::mailbox::{expect_id, MAX_LINE};
 use course::resources::{threads, unmeasurable};
 use course::stage::ProcessId;
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
@@ -68,7 +69,6 @@ const STAGES: [Stage; 6] = [
 const SERVER_FILE: &str = "lessons/04-concurrency/server.rs";
 const POOL_FILE: &str = "lessons/04-concurrency/pool.rs";
 const READER_FILE: &str = "lessons/04-concurrency/timed_stream.rs";
-const MAX_LINE: usize = 1024;
 
 fn two_at_once(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
@@ -562,18 +562,4 @@ fn read_replies(conn: &mut Conn, going: &mpsc::Sender<()>, enough: &AtomicBool) 
         }
     }
     Ok(replies)
-}
-
-/// Read `OK <id>\n` and return the id.
-fn expect_id(conn: &mut Conn) -> Check<u64> {
-    let line = conn.read_line(MAX_LINE)?;
-    std::str::from_utf8(&line)
-        .ok()
-        .and_then(|text| text.strip_prefix("OK "))
-        .and_then(|text| text.strip_suffix('\n'))
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| {
-            conn.fail("SEND should be answered `OK <id>`")
-                .bytes(b"OK <id>\n", &line)
-        })
 }

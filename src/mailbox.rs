@@ -1,0 +1,21 @@
+//! The mailbox protocol of lessons 03 and 04, as their stages speak it.
+
+use crate::conn::Conn;
+use crate::failure::Check;
+
+/// The longest request or reply line, its `\n` included.
+pub const MAX_LINE: usize = 1024;
+
+/// Read `OK <id>\n`, the answer to a SEND, and return the id.
+pub fn expect_id(conn: &mut Conn) -> Check<u64> {
+    let line = conn.read_line(MAX_LINE)?;
+    let id = std::str::from_utf8(&line)
+        .ok()
+        .and_then(|text| text.strip_prefix("OK "))
+        .and_then(|text| text.strip_suffix('\n'))
+        .and_then(|id| id.parse().ok());
+    id.ok_or_else(|| {
+        conn.fail("SEND should be answered `OK <id>`, a number that names the message")
+            .bytes(b"OK <id>\n", &line)
+    })
+}
