@@ -1,31 +1,20 @@
-//! The course's own tooling: the stage harness that grades a lesson over real
-//! sockets, and the parts of the `course` command.
+//! The course's own tooling, in three parts:
 //!
-//! A lesson's stages (`tests/NN_name.rs`) are run by [`stage`]. Each stage
-//! gets a [`ctx::Ctx`] to start the program under test, [`conn`] to talk to
-//! it, and [`failure`] to say what went wrong. Everything a stage does is
-//! written in its [`journal`], and a failure is laid out by [`report`].
+//! - [`harness`]: the stage harness that grades a lesson over real sockets;
+//! - [`net`]: the network kit (a load tool, and the misbehaving networks the
+//!   later lessons need);
+//! - [`commands`]: the rest of the `course` command (the board, grading, the
+//!   slides check).
+//!
+//! `commands` and `net` use `harness`; `harness` uses neither.
 
-pub mod board;
-pub mod conn;
-pub mod ctx;
-pub mod escape;
-pub mod failure;
-pub mod grade;
-pub mod journal;
-pub mod lesson;
-pub mod load;
-pub mod local;
-pub mod mailbox;
-pub mod process;
-pub mod report;
-pub mod resources;
-pub mod seed;
-pub mod slides;
-pub mod stage;
-pub mod target;
+pub mod commands;
+pub mod harness;
+pub mod net;
 
-pub use conn::Conn;
-pub use ctx::Ctx;
-pub use failure::{Check, Failure};
-pub use stage::{run_stages, Programs, Stage};
+pub use harness::conn::Conn;
+pub use harness::ctx::Ctx;
+pub use harness::failure::{Check, Failure};
+pub use harness::runner::run_stages;
+pub use harness::setup::Programs;
+pub use harness::stage::Stage;

@@ -14,12 +14,12 @@ use std::thread;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-use course::board::{self, Standing};
-use course::grade::{self, Subject};
-use course::lesson::{self, Lesson, LESSONS};
-use course::report::wrap;
-use course::stage::StageRecord;
-use course::target::{split_command, Target};
+use course::commands::board::{self, Standing};
+use course::commands::grade::{self, Subject};
+use course::harness::lesson::{self, Lesson, LESSONS};
+use course::harness::report::wrap;
+use course::harness::stage::StageRecord;
+use course::harness::target::{split_command, Target};
 
 #[derive(Parser)]
 #[command(
@@ -55,7 +55,7 @@ enum Action {
     /// report that names a TODO: no exercise ships solved.
     CheckStarters,
     /// Many clients at once against a server: throughput, latency, errors.
-    Load(course::load::LoadArgs),
+    Load(course::net::load::LoadArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             json,
         } => grade_lesson(&lesson, target, cmd, json),
         Action::CheckStarters => check_starters(),
-        Action::Load(args) => course::load::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use course::local;
+use course::harness::local;
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {
@@ -258,7 +258,7 @@ fn one_server_per_port(ctx: &mut Ctx) -> Check<()> {
     };
     let stdout = ctx.process(second).stdout().text();
     let stderr = ctx.process(second).stderr().text();
-    let finished = course::stage::Finished {
+    let finished = course::harness::ctx::Finished {
         status,
         stdout,
         stderr,
@@ -329,8 +329,9 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     }
     if !finished.status.success() {
         return Err(
-            Failure::new("the client printed every reply but exited with an error")
-                .detail(course::stage::output_block("its stderr", &finished.stderr)),
+            Failure::new("the client printed every reply but exited with an error").detail(
+                course::harness::ctx::output_block("its stderr", &finished.stderr),
+            ),
         );
     }
 

@@ -17,9 +17,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use course::local;
-use course::process::describe;
-use course::stage::{output_block, ProcessId};
+use course::harness::ctx::{output_block, ProcessId};
+use course::harness::local;
+use course::harness::process::describe;
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {
@@ -1323,7 +1323,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn escape(bytes: &[u8]) -> String {
-    course::escape::escape(bytes)
+    course::harness::escape::escape(bytes)
 }
 
 // ---------------------------------------------------------------------------

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use course::mailbox::{expect_id, MAX_LINE};
-use course::resources::{mebibytes, resident_bytes, unmeasurable};
-use course::stage::{output_block, Finished};
+use course::harness::ctx::{output_block, Finished};
+use course::harness::mailbox::{expect_id, MAX_LINE};
+use course::harness::resources::{mebibytes, resident_bytes, unmeasurable};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {

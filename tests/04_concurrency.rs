@@ -14,9 +14,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use course::mailbox::{expect_id, MAX_LINE};
-use course::resources::{threads, unmeasurable};
-use course::stage::ProcessId;
+use course::harness::ctx::ProcessId;
+use course::harness::mailbox::{expect_id, MAX_LINE};
+use course::harness::resources::{threads, unmeasurable};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {

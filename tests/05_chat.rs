@@ -14,9 +14,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use course::resources::{mebibytes, resident_bytes, unmeasurable};
-use course::stage::output_block;
-use course::{local, Check, Conn, Ctx, Failure, Programs, Stage};
+use course::harness::ctx::output_block;
+use course::harness::local;
+use course::harness::resources::{mebibytes, resident_bytes, unmeasurable};
+use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {
     let programs = Programs {
@@ -930,7 +931,7 @@ fn start_client(
     ctx: &mut Ctx,
     listener: &TcpListener,
     name: &str,
-) -> Check<(course::stage::ProcessId, FakeServer)> {
+) -> Check<(course::harness::ctx::ProcessId, FakeServer)> {
     let addr = listener
         .local_addr()
         .map_err(|error| Failure::new(format!("the test could not read its address: {error}")))?
@@ -945,7 +946,7 @@ fn start_client(
     Ok((client, server))
 }
 
-fn type_line(ctx: &mut Ctx, client: course::stage::ProcessId, line: &str) -> Check<()> {
+fn type_line(ctx: &mut Ctx, client: course::harness::ctx::ProcessId, line: &str) -> Check<()> {
     ctx.process(client)
         .write_stdin(line.as_bytes())
         .map_err(|error| {
@@ -961,7 +962,7 @@ fn type_line(ctx: &mut Ctx, client: course::stage::ProcessId, line: &str) -> Che
 
 fn expect_exit(
     ctx: &mut Ctx,
-    client: course::stage::ProcessId,
+    client: course::harness::ctx::ProcessId,
     success: bool,
     when: &str,
 ) -> Check<()> {

@@ -13,8 +13,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use course::lesson::LESSONS;
-use course::stage::{run_one, Patience, Setup, StageRecord};
+use course::harness::lesson::LESSONS;
+use course::harness::runner::{run_one, StageFailure};
+use course::harness::setup::{Patience, Setup};
+use course::harness::stage::StageRecord;
 use course::{Check, Ctx, Stage};
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -127,10 +129,7 @@ fn echo_a_line(ctx: &mut Ctx) -> Check<()> {
 }
 
 /// Grade the fake `kind` with the one stage; the pids it started.
-fn run_fake(
-    kind: &str,
-    patience: &Patience,
-) -> (Result<(), course::stage::StageFailure>, Vec<u32>) {
+fn run_fake(kind: &str, patience: &Patience) -> (Result<(), StageFailure>, Vec<u32>) {
     let pids = pid_file(kind);
     let setup = Setup {
         lesson: &LESSONS[0],

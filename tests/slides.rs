@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use course::lesson::LESSONS;
-use course::slides;
+use course::commands::slides;
+use course::harness::lesson::LESSONS;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,13 +2,13 @@
 //! the bytes received, a hint in plain words and the slide to read.
 //!
 //! A check builds a [`Failure`] with what it knows; the stage runner
-//! (`src/stage.rs`) adds the stage, the steps so far, the bytes on the wire and
+//! (`src/harness/runner.rs`, with `ctx.rs`) adds the stage, the steps so far, the bytes on the wire and
 //! the seed, and lays it all out (`src/report.rs`).
 
 use std::io;
 use std::net::SocketAddr;
 
-use crate::escape;
+use crate::harness::escape;
 
 /// The result of a check: `Ok` or the reason a student's program failed it.
 pub type Check<T> = Result<T, Failure>;

@@ -1,11 +1,8 @@
-//! Stages and the runner that grades them.
+//! The runner that grades a lesson's stages.
 //!
-//! A lesson's test file (`tests/NN_name.rs`) lists its stages in order and
-//! hands them to [`run_stages`]. Each stage becomes one test named
-//! `stage_NN_slug`, so `cargo test --test 01_echo listens` runs one stage and
-//! the list reads in the order a student builds them. Stages run one at a
-//! time, each with a fresh program and its own [`Ctx`]: a stage never depends
-//! on what an earlier one left behind.
+//! Each stage becomes one test named `stage_NN_slug`, so `cargo test --test
+//! 01_echo listens` runs one stage and the list reads in the order a student
+//! builds them. Stages run one at a time, in order.
 //!
 //! When `COURSE_REPORT` names a file, each stage also appends one JSON line to
 //! it; that is how `course grade` and the board learn the results. With
@@ -17,97 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use serde::{Deserialize, Serialize};
 
-pub use crate::ctx::{output_block, Ctx, Finished, ProcessId, Server};
-use crate::failure::{Check, Failure};
-use crate::lesson::{self, Lesson};
-use crate::seed;
-use crate::target::{split_command, Target};
-
-/// One observable behaviour, checked from outside over real sockets.
-#[derive(Debug, Clone, Copy)]
-pub struct Stage {
-    /// A short name, used in the test's name: `echoes-a-line`.
-    pub slug: &'static str,
-    /// One line: what the program does when it passes.
-    pub title: &'static str,
-    /// The heading, in the lesson's slide file, to read when it fails.
-    pub slide: &'static str,
-    /// The check. It fails by returning a [`Failure`].
-    pub check: fn(&mut Ctx) -> Check<()>,
-}
-
-/// The two builds of a lesson's binary, as cargo built them for the tests
-/// (`env!("CARGO_BIN_EXE_01-echo")`).
-#[derive(Debug, Clone, Copy)]
-pub struct Programs {
-    pub lessons: &'static str,
-    pub solutions: &'static str,
-}
-
-/// How long each kind of wait may take. `COURSE_PATIENCE=3` triples them all,
-/// for a slow machine; a correct program never comes near them.
-#[derive(Debug, Clone, Copy)]
-pub struct Patience {
-    /// From starting a server to its `listening on` line.
-    pub start: Duration,
-    /// For any one read or write on a connection.
-    pub reply: Duration,
-    /// For a program that should exit by itself.
-    pub exit: Duration,
-}
-
-impl Patience {
-    pub fn from_env() -> Patience {
-        let scale = std::env::var("COURSE_PATIENCE")
-            .ok()
-            .and_then(|text| text.parse::<f64>().ok())
-            .filter(|scale| *scale > 0.0)
-            .unwrap_or(1.0);
-        Patience {
-            start: Duration::from_secs_f64(5.0 * scale),
-            reply: Duration::from_secs_f64(2.0 * scale),
-            exit: Duration::from_secs_f64(5.0 * scale),
-        }
-    }
-}
-
-/// One stage's result, as `course grade --json` prints it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StageRecord {
-    pub lesson: String,
-    pub stage: usize,
-    pub slug: String,
-    pub title: String,
-    /// The heading to read in the lesson's slides.
-    pub slide: String,
-    pub passed: bool,
-    pub duration_ms: u64,
-    /// The failure report; empty when the stage passed.
-    pub message: String,
-    pub target: String,
-    pub seed: u64,
-}
-
-/// The test name of stage `number`: `stage_02_echoes_a_line`.
-pub fn test_name(number: usize, slug: &str) -> String {
-    format!("stage_{number:02}_{}", slug.replace('-', "_"))
-}
-
-/// What is run and how, the same for every stage of one run.
-#[derive(Debug, Clone)]
-pub struct Setup {
-    pub lesson: &'static Lesson,
-    /// The program and the words before its subcommand.
-    pub program: Vec<String>,
-    /// `lessons`, `solutions` or `command`, for the records.
-    pub target: String,
-    pub seed: u64,
-    pub patience: Patience,
-    /// How many stages the lesson has.
-    pub total: usize,
-}
+use crate::harness::ctx::Ctx;
+use crate::harness::failure::Failure;
+use crate::harness::lesson;
+use crate::harness::seed;
+use crate::harness::setup::{test_name, Patience, Programs, Setup};
+use crate::harness::stage::{Stage, StageRecord};
+use crate::harness::target::{split_command, Target};
 
 /// Run a lesson's stages as a test binary: libtest's command line (filters,
 /// `--list`, `--exact`), its output, its summary line and its exit status.
@@ -119,8 +33,8 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
             std::process::exit(2);
         }
     };
-    crate::resources::raise_open_file_limit();
-    crate::process::end_all_on_interrupt();
+    crate::harness::resources::raise_open_file_limit();
+    crate::harness::process::end_all_on_interrupt();
     let mut arguments = Arguments::from_args();
     // One stage at a time, in order: stages start servers and measure time,
     // and a student reads the results top to bottom.
@@ -150,7 +64,7 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
 
 fn setup(lesson_number: &str, programs: Programs, total: usize) -> Result<Setup, String> {
     let lesson = lesson::find(lesson_number)
-        .ok_or_else(|| format!("lesson {lesson_number} is not in src/lesson.rs"))?;
+        .ok_or_else(|| format!("lesson {lesson_number} is not in src/harness/lesson.rs"))?;
     let target = Target::from_env()?;
     let (program, target) = match std::env::var("COURSE_CMD") {
         Ok(command) if !command.trim().is_empty() => {
@@ -210,7 +124,9 @@ pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<(), StageF
     }
     let stopped = ctx.stop_all();
     let failure = failure.or(stopped);
-    let report = failure.as_ref().map(|failure| ctx.report(stage, failure));
+    let report = failure
+        .as_ref()
+        .map(|failure| ctx.report(stage.slug, stage.title, stage.slide, failure));
     write_record(setup, number, stage, started.elapsed(), report.as_deref());
     match (failure, report) {
         (Some(failure), Some(report)) => Err(StageFailure {
@@ -234,8 +150,8 @@ fn shown_failure(setup: &Setup, number: usize, stage: &Stage, failure: StageFail
         setup.total,
         stage.title,
         stage.slug,
-        crate::report::wrap(&failure.what, "  "),
-        crate::report::wrap(
+        crate::harness::report::wrap(&failure.what, "  "),
+        crate::harness::report::wrap(
             &format!(
                 "Stage {first} failed too, and its full report is above: fix it first, as \
                  later stages build on it. For this stage's full report, run it alone: \

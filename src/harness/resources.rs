@@ -4,7 +4,7 @@
 //! Read from `/proc` on Linux. Elsewhere these return `None`, and a stage
 //! that needs them says the measurement is not available on this system.
 
-use crate::failure::Failure;
+use crate::harness::failure::Failure;
 
 /// A size in bytes as a person reads it: `3.8 MiB`.
 pub fn mebibytes(bytes: u64) -> String {

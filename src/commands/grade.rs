@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::lesson::Lesson;
-use crate::stage::StageRecord;
-use crate::target::Target;
+use crate::harness::lesson::Lesson;
+use crate::harness::stage::StageRecord;
+use crate::harness::target::Target;
 
 /// What to grade: the student's code, the reference, or any command that
 /// keeps the contract.

@@ -5,9 +5,9 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::escape;
-use crate::failure::{from_io, Check, Failure};
-use crate::journal::{Journal, Wire};
+use crate::harness::escape;
+use crate::harness::failure::{from_io, Check, Failure};
+use crate::harness::journal::{Journal, Wire};
 
 /// How many bytes one `read` call asks for.
 const READ_CHUNK: usize = 16 * 1024;

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::lesson::Lesson;
-use crate::stage::StageRecord;
+use crate::harness::lesson::Lesson;
+use crate::harness::stage::StageRecord;
 
 /// One lesson's line on the board.
 pub struct Standing<'a> {
@@ -123,7 +123,7 @@ fn file_named_in(message: &str, lesson: &Lesson) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lesson::LESSONS;
+    use crate::harness::lesson::LESSONS;
 
     fn record(stage: usize, passed: bool, message: &str) -> StageRecord {
         StageRecord {

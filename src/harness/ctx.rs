@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::time::Instant;
 
-use crate::conn::Conn;
-use crate::failure::{Check, Failure};
-use crate::journal::Journal;
-use crate::lesson::Lesson;
-use crate::process::{self, Ending, Running};
-use crate::report::Report;
-use crate::seed::Rng;
-use crate::stage::{test_name, Patience, Setup, Stage};
+use crate::harness::conn::Conn;
+use crate::harness::failure::{Check, Failure};
+use crate::harness::journal::Journal;
+use crate::harness::lesson::Lesson;
+use crate::harness::process::{self, Ending, Running};
+use crate::harness::report::Report;
+use crate::harness::seed::Rng;
+use crate::harness::setup::{test_name, Patience, Setup};
 
 /// A program the stage started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,7 +379,15 @@ impl Ctx {
     }
 
     /// The full report for a failure in this stage.
-    pub(crate) fn report(&mut self, stage: &Stage, failure: &Failure) -> String {
+    /// `slug`, `title` and `slide` are the stage's own (see
+    /// [`crate::harness::stage::Stage`]); a failure may name another slide.
+    pub(crate) fn report(
+        &mut self,
+        slug: &str,
+        title: &str,
+        slide: &str,
+        failure: &Failure,
+    ) -> String {
         let mut details = failure.details.clone();
         for (index, running) in self.processes.iter_mut().enumerate() {
             let is_server = self.servers.contains(&ProcessId(index));
@@ -412,18 +420,18 @@ impl Ctx {
             }
         }
         if self.setup.target == "command" {
-            details.push(crate::report::wrap(
+            details.push(crate::harness::report::wrap(
                 "This program was given with --cmd: where a hint names a TODO in lessons/, \
                  look at the part of your program that does the same.",
                 "",
             ));
         }
         let lesson = self.setup.lesson;
-        let slide = failure.slide.as_deref().unwrap_or(stage.slide);
+        let slide = failure.slide.as_deref().unwrap_or(slide);
         Report {
             heading: format!(
                 "stage {} of {}: {} ({})",
-                self.stage, self.setup.total, stage.title, stage.slug
+                self.stage, self.setup.total, title, slug
             ),
             steps: self.journal.steps(),
             what: &failure.what,
@@ -437,7 +445,7 @@ impl Ctx {
                 self.replayed_command(),
                 self.setup.seed,
                 lesson.test_target(),
-                test_name(self.stage, stage.slug)
+                test_name(self.stage, slug)
             ),
         }
         .render()

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::escape;
+use crate::harness::escape;
 
 /// Bytes kept of the start of an output stream, and of its end.
 const KEPT_BYTES: usize = 4096;

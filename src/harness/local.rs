@@ -5,9 +5,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::conn::Conn;
-use crate::failure::{Check, Failure};
-use crate::journal::Journal;
+use crate::harness::conn::Conn;
+use crate::harness::failure::{Check, Failure};
+use crate::harness::journal::Journal;
 
 /// A listener on a free port of 127.0.0.1, and its address.
 pub fn listener() -> Check<(TcpListener, SocketAddr)> {

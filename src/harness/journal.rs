@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use crate::escape;
+use crate::harness::escape;
 
 /// Steps kept; older ones are counted, not shown.
 const MAX_STEPS: usize = 40;

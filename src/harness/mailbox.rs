@@ -1,7 +1,7 @@
 //! The mailbox protocol of lessons 03 and 04, as their stages speak it.
 
-use crate::conn::Conn;
-use crate::failure::Check;
+use crate::harness::conn::Conn;
+use crate::harness::failure::Check;
 
 /// The longest request or reply line, its `\n` included.
 pub const MAX_LINE: usize = 1024;

@@ -1,0 +1,28 @@
+//! The stage harness: it grades a lesson over real sockets.
+//!
+//! A lesson's stages (`tests/NN_name.rs`) are [`stage::Stage`]s run by
+//! [`runner`]. Each stage gets a [`ctx::Ctx`] to start the program under test
+//! ([`process`]), [`conn`] to talk to it and [`local`] for the test's own
+//! sockets, and [`failure`] to say what went wrong. Everything a stage does is
+//! written in its [`journal`], and a failure is laid out by [`report`], every
+//! byte from the program shown through [`escape`].
+//!
+//! The harness depends on nothing else in the crate: the network kit and the
+//! course commands use it, never the other way round.
+
+pub mod conn;
+pub mod ctx;
+pub mod escape;
+pub mod failure;
+pub mod journal;
+pub mod lesson;
+pub mod local;
+pub mod mailbox;
+pub mod process;
+pub mod report;
+pub mod resources;
+pub mod runner;
+pub mod seed;
+pub mod setup;
+pub mod stage;
+pub mod target;

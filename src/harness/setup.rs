@@ -1,0 +1,60 @@
+//! What one run of a lesson's stages works with: the lesson, the program
+//! under test, the seed and the deadlines. The same for every stage of a run.
+
+use std::time::Duration;
+
+use crate::harness::lesson::Lesson;
+
+/// The two builds of a lesson's binary, as cargo built them for the tests
+/// (`env!("CARGO_BIN_EXE_01-echo")`).
+#[derive(Debug, Clone, Copy)]
+pub struct Programs {
+    pub lessons: &'static str,
+    pub solutions: &'static str,
+}
+
+/// How long each kind of wait may take. `COURSE_PATIENCE=3` triples them all,
+/// for a slow machine; a correct program never comes near them.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    /// From starting a server to its `listening on` line.
+    pub start: Duration,
+    /// For any one read or write on a connection.
+    pub reply: Duration,
+    /// For a program that should exit by itself.
+    pub exit: Duration,
+}
+
+impl Patience {
+    pub fn from_env() -> Patience {
+        let scale = std::env::var("COURSE_PATIENCE")
+            .ok()
+            .and_then(|text| text.parse::<f64>().ok())
+            .filter(|scale| *scale > 0.0)
+            .unwrap_or(1.0);
+        Patience {
+            start: Duration::from_secs_f64(5.0 * scale),
+            reply: Duration::from_secs_f64(2.0 * scale),
+            exit: Duration::from_secs_f64(5.0 * scale),
+        }
+    }
+}
+
+/// The test name of stage `number`: `stage_02_echoes_a_line`.
+pub fn test_name(number: usize, slug: &str) -> String {
+    format!("stage_{number:02}_{}", slug.replace('-', "_"))
+}
+
+/// What is run and how, the same for every stage of one run.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub lesson: &'static Lesson,
+    /// The program and the words before its subcommand.
+    pub program: Vec<String>,
+    /// `lessons`, `solutions` or `command`, for the records.
+    pub target: String,
+    pub seed: u64,
+    pub patience: Patience,
+    /// How many stages the lesson has.
+    pub total: usize,
+}

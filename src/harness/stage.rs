@@ -1,0 +1,42 @@
+//! What a stage is, and the record of its result.
+//!
+//! A lesson's test file (`tests/NN_name.rs`) lists its [`Stage`]s in order
+//! and hands them to [`crate::harness::runner::run_stages`]. Each stage is one
+//! observable behaviour, checked from outside over real sockets with a fresh
+//! program and its own [`Ctx`]: a stage never depends on what an earlier one
+//! left behind.
+
+use serde::{Deserialize, Serialize};
+
+use crate::harness::ctx::Ctx;
+use crate::harness::failure::Check;
+
+/// One observable behaviour, checked from outside over real sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage {
+    /// A short name, used in the test's name: `echoes-a-line`.
+    pub slug: &'static str,
+    /// One line: what the program does when it passes.
+    pub title: &'static str,
+    /// The heading, in the lesson's slide file, to read when it fails.
+    pub slide: &'static str,
+    /// The check. It fails by returning a [`Failure`].
+    pub check: fn(&mut Ctx) -> Check<()>,
+}
+
+/// One stage's result, as `course grade --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub lesson: String,
+    pub stage: usize,
+    pub slug: String,
+    pub title: String,
+    /// The heading to read in the lesson's slides.
+    pub slide: String,
+    pub passed: bool,
+    pub duration_ms: u64,
+    /// The failure report; empty when the stage passed.
+    pub message: String,
+    pub target: String,
+    pub seed: u64,
+}
