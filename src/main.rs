@@ -6,6 +6,7 @@
 //!     cargo run -- grade 01 --cmd "python3 echo.py" --json
 //!     cargo run -- check-starters                every starter fails stage 1
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
+//!     cargo run -- handout ../course-for-students  the copy students are given
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -56,6 +57,12 @@ enum Action {
     CheckStarters,
     /// Many clients at once against a server: throughput, latency, errors.
     Load(course::net::load::LoadArgs),
+    /// Write the copy of the course a student is given into DIR: no
+    /// solutions/, no answers in the slides, every stage working.
+    Handout {
+        /// A new (or empty) folder outside the course.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -75,6 +82,7 @@ fn main() -> ExitCode {
         } => grade_lesson(&lesson, target, cmd, json),
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Handout { dir } => write_handout(&dir),
     };
     match result {
         Ok(code) => code,
@@ -234,4 +242,32 @@ fn check_starters() -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn write_handout(dir: &Path) -> Result<ExitCode> {
+    let summary = course::commands::handout::write(project(), dir)?;
+    println!(
+        "wrote the student's copy of the course to {}",
+        dir.display()
+    );
+    println!(
+        "  {} files; no solutions/, no .git, target/ or .ci/",
+        summary.files
+    );
+    println!("  Cargo.toml without: {}", summary.bins_dropped.join(", "));
+    if !summary.tests_dropped.is_empty() {
+        println!(
+            "  maintainers' tests left out: {}",
+            summary.tests_dropped.join(", ")
+        );
+    }
+    println!(
+        "  slides: {} code blocks that answer a TODO replaced by the exercise",
+        summary.code_blocks_replaced
+    );
+    for slide in &summary.slides_left_out {
+        println!("  left out, the instructor's: {slide}");
+    }
+    println!("  no line of any answer stands anywhere in it (checked)");
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,4 +3,5 @@
 
 pub mod board;
 pub mod grade;
+pub mod handout;
 pub mod slides;

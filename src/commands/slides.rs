@@ -221,6 +221,63 @@ pub fn references(text: &str) -> Vec<(String, String)> {
     found
 }
 
+/// One slide of a deck: the text between two `---` lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slide {
+    /// The line of the deck where the slide's text starts (1-based).
+    pub line: usize,
+    /// Its text, without the `---` lines around it.
+    pub text: String,
+}
+
+impl Slide {
+    /// Its first heading, or `slide N` where it has none.
+    pub fn title(&self, number: usize) -> String {
+        headings(&self.text)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| format!("slide {number}"))
+    }
+}
+
+/// A Marp deck split into its front matter (with its `---` lines, empty when
+/// there is none) and its slides. A `---` inside a code block is code.
+pub fn split(markdown: &str) -> (String, Vec<Slide>) {
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut front_matter = String::new();
+    let mut start = 0;
+    if lines.first() == Some(&"---") {
+        if let Some(end) = lines.iter().skip(1).position(|line| *line == "---") {
+            front_matter = lines[..end + 2].join("\n") + "\n";
+            start = end + 2;
+        }
+    }
+    let mut slides = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    let mut current_start = start;
+    let mut in_code = false;
+    for (index, line) in lines.iter().enumerate().skip(start) {
+        if opening_fence(line).is_some() {
+            in_code = !in_code;
+        }
+        if !in_code && *line == "---" {
+            slides.push(Slide {
+                line: current_start + 1,
+                text: current.join("\n"),
+            });
+            current.clear();
+            current_start = index + 1;
+        } else {
+            current.push(line);
+        }
+    }
+    slides.push(Slide {
+        line: current_start + 1,
+        text: current.join("\n"),
+    });
+    (front_matter, slides)
+}
+
 /// Read a project file, for the checks.
 pub fn read(root: &Path, file: &str) -> Result<String, String> {
     std::fs::read_to_string(root.join(file)).map_err(|error| format!("cannot read {file}: {error}"))

@@ -19,7 +19,7 @@ use crate::harness::ctx::Ctx;
 use crate::harness::failure::Failure;
 use crate::harness::lesson;
 use crate::harness::seed;
-use crate::harness::setup::{test_name, Patience, Programs, Setup};
+use crate::harness::setup::{test_name, Patience, Programs, Setup, NO_SOLUTIONS};
 use crate::harness::stage::{Stage, StageRecord};
 use crate::harness::target::{split_command, Target};
 
@@ -73,7 +73,7 @@ fn setup(lesson_number: &str, programs: Programs, total: usize) -> Result<Setup,
         _ => {
             let path = match target {
                 Target::Lessons => programs.lessons,
-                Target::Solutions => programs.solutions,
+                Target::Solutions => programs.solutions.ok_or(NO_SOLUTIONS)?,
             };
             (vec![path.to_string()], target.name().to_string())
         }

@@ -10,8 +10,14 @@ use crate::harness::lesson::Lesson;
 #[derive(Debug, Clone, Copy)]
 pub struct Programs {
     pub lessons: &'static str,
-    pub solutions: &'static str,
+    /// `option_env!("CARGO_BIN_EXE_01-echo-solution")`: a student's handout
+    /// (`course handout`) has no solutions/, and its stages must still build.
+    pub solutions: Option<&'static str>,
 }
+
+/// What `COURSE_TARGET=solutions` says in a copy of the course without them.
+pub const NO_SOLUTIONS: &str = "this copy of the course has no solutions/ (it is a student's \
+     handout): COURSE_TARGET=solutions has nothing to run; grade your own code in lessons/";
 
 /// How long each kind of wait may take. `COURSE_PATIENCE=3` triples them all,
 /// for a slow machine; a correct program never comes near them.

@@ -1,0 +1,456 @@
+//! `course handout DIR`: the copy of the course a student is given.
+//!
+//! It is the project without `solutions/` and without the maintainers' own
+//! tests and CI: the stages still build and run against `lessons/` (they
+//! name the solution binaries with `option_env!`, so none need exist), the
+//! board still works, and `Cargo.toml` loses every binary built from
+//! `solutions/`. The slides keep every heading a stage or a TODO names, but
+//! no answer: a slide marked `<!-- instructor -->` is left out, and a code
+//! block that quotes `solutions/` or holds a line of an answer is replaced by
+//! the exercise it answers. Last, the copy is searched for every line of
+//! every answer, and the handout is refused if one is found.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::commands::slides;
+use crate::harness::lesson::LESSONS;
+
+/// Top-level folders a student's copy leaves out: version control, build
+/// output, the answers, and the maintainers' CI (it grades `solutions/`).
+const LEFT_OUT: [&str; 4] = [".git", "target", "solutions", ".ci"];
+
+/// The marker of a slide that is the instructor's alone.
+pub const INSTRUCTOR_MARK: &str = "<!-- instructor -->";
+
+/// What a handout holds, for the command's summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub files: usize,
+    pub bins_dropped: Vec<String>,
+    pub tests_dropped: Vec<String>,
+    pub slides_left_out: Vec<String>,
+    pub code_blocks_replaced: usize,
+}
+
+/// Write the student's copy of the course at `project` into `dir`, which
+/// must not exist yet or be empty.
+pub fn write(project: &Path, dir: &Path) -> Result<Summary> {
+    if dir.exists() && dir.read_dir()?.next().is_some() {
+        bail!("{} is not empty: give a new folder", dir.display());
+    }
+    if dir.starts_with(project) && !dir.starts_with(project.join("target")) {
+        bail!(
+            "{} is inside the course itself: give a folder outside it",
+            dir.display()
+        );
+    }
+    let answers = answer_lines(project)?;
+    let mut summary = Summary::default();
+    let manifest = std::fs::read_to_string(project.join("Cargo.toml"))?;
+    let handout_manifest = student_manifest(&manifest, &mut summary);
+    let kept_tests: Vec<PathBuf> = kept_test_paths(&handout_manifest);
+
+    for file in files_below(project, project)? {
+        let relative = file.strip_prefix(project).expect("below the project");
+        let first = relative.components().next().map(|c| c.as_os_str());
+        if first.is_some_and(|first| LEFT_OUT.iter().any(|left| first == *left)) {
+            continue;
+        }
+        if relative.starts_with("tests") && !is_kept_test_file(relative, &kept_tests, project) {
+            continue;
+        }
+        let target = dir.join(relative);
+        std::fs::create_dir_all(target.parent().expect("a file has a folder"))?;
+        let text = std::fs::read_to_string(&file).ok();
+        let name = relative.to_string_lossy().replace('\\', "/");
+        match (name.as_str(), text) {
+            ("Cargo.toml", _) => std::fs::write(&target, &handout_manifest)?,
+            ("README.md", Some(text)) => std::fs::write(&target, student_readme(&text))?,
+            (name, Some(text)) if name.starts_with("slides/") && name.ends_with(".md") => {
+                let deck = student_slides(project, name, &text, &answers, &mut summary);
+                std::fs::write(&target, deck)?;
+            }
+            _ => {
+                std::fs::copy(&file, &target)
+                    .with_context(|| format!("cannot copy {}", file.display()))?;
+            }
+        }
+        summary.files += 1;
+    }
+
+    let found = leaks(dir, &answers)?;
+    if !found.is_empty() {
+        bail!(
+            "the handout in {} still holds answers, so it must not be given out:\n{}",
+            dir.display(),
+            found.join("\n")
+        );
+    }
+    Ok(summary)
+}
+
+/// Every line of an answer: each line of a solution file that stands in no
+/// starter, leaving out lines too plain to give anything away (`}`,
+/// `break;`, `Ok(())`). A later lesson's starter may hold an earlier
+/// lesson's answer (each lesson is whole on its own), and what a starter
+/// holds is given out anyway. Keyed by the line without its indentation,
+/// valued by where it stands (`solutions/01-echo/server.rs:12`).
+pub fn answer_lines(project: &Path) -> Result<BTreeMap<String, String>> {
+    let mut answers = BTreeMap::new();
+    let solutions = project.join("solutions");
+    if !solutions.is_dir() {
+        return Ok(answers);
+    }
+    let starters = project.join("lessons");
+    let given: BTreeSet<String> = files_below(&starters, &starters)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .flat_map(|text| statements(&text).into_iter().map(|(_, line)| line))
+        .collect();
+    for file in files_below(&solutions, &solutions)? {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let name = file
+            .strip_prefix(project)
+            .unwrap_or(&file)
+            .to_string_lossy()
+            .replace('\\', "/");
+        for (number, line) in statements(&text) {
+            if !is_plain(&line) && !given.contains(&line) {
+                answers
+                    .entry(line)
+                    .or_insert_with(|| format!("{name}:{number}"));
+            }
+        }
+    }
+    Ok(answers)
+}
+
+/// The lines of a text without their indentation, each with its line
+/// number, a line that continues a method chain (`.context(...)?;`) joined
+/// to the one before: `stream.shutdown(Shutdown::Write)` is an answer where
+/// `.shutdown(Shutdown::Write)` alone is any program's.
+fn statements(text: &str) -> Vec<(usize, String)> {
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        match found.last_mut() {
+            Some((_, last)) if line.starts_with('.') || line.starts_with('?') => {
+                last.push_str(line)
+            }
+            _ => found.push((index + 1, line.to_string())),
+        }
+    }
+    found
+}
+
+/// A line too plain to be an answer on its own: a few words (`}`,
+/// `return false;`), or the opening of a block or a call whose substance is
+/// on the lines after it (`match next {`, `let request = format!(`).
+fn is_plain(line: &str) -> bool {
+    line.chars().filter(|c| c.is_alphanumeric()).count() < 12
+        || line.ends_with('{')
+        || line.ends_with('(')
+}
+
+/// Each line of a text file below `dir` that is a line of an answer, as
+/// `path:line: text (the answer at solutions/...)`.
+pub fn leaks(dir: &Path, answers: &BTreeMap<String, String>) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for file in files_below(dir, dir)? {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let name = file.strip_prefix(dir).unwrap_or(&file).display();
+        for (number, line) in statements(&text) {
+            if let Some(origin) = answers.get(&line) {
+                found.push(format!(
+                    "  {name}:{number}: {line} (the answer at {origin})"
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `Cargo.toml` without the binaries built from `solutions/` and without the
+/// tests that are not a lesson's stages. Every other line stays as it is.
+fn student_manifest(manifest: &str, summary: &mut Summary) -> String {
+    let lesson_tests: Vec<String> = LESSONS.iter().map(|lesson| lesson.test_target()).collect();
+    let lines: Vec<&str> = manifest.lines().collect();
+    let mut kept = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let header = lines[index].trim();
+        if header == "[[bin]]" || header == "[[test]]" {
+            // The table's own lines: up to a blank line or the next table.
+            let end = (index + 1..lines.len())
+                .find(|&at| lines[at].trim().is_empty() || lines[at].trim_start().starts_with('['))
+                .unwrap_or(lines.len());
+            let value = |key: &str| {
+                lines[index + 1..end].iter().find_map(|line| {
+                    let (name, value) = line.split_once('=')?;
+                    (name.trim() == key).then(|| value.trim().trim_matches('"').to_string())
+                })
+            };
+            let name = value("name").unwrap_or_default();
+            let path = value("path").unwrap_or_default();
+            let dropped = if header == "[[bin]]" {
+                path.starts_with("solutions/")
+                    .then_some(&mut summary.bins_dropped)
+            } else {
+                (!lesson_tests.contains(&name)).then_some(&mut summary.tests_dropped)
+            };
+            if let Some(list) = dropped {
+                list.push(name);
+                // A comment just above the table speaks of it alone.
+                while kept
+                    .last()
+                    .is_some_and(|line: &&str| line.trim_start().starts_with('#'))
+                {
+                    kept.pop();
+                }
+                // The blank line after the table goes with it.
+                index = if lines.get(end).is_some_and(|line| line.trim().is_empty()) {
+                    end + 1
+                } else {
+                    end
+                };
+                continue;
+            }
+        }
+        kept.push(lines[index]);
+        index += 1;
+    }
+    kept.join("\n") + "\n"
+}
+
+/// The paths of the `[[test]]` tables a manifest keeps.
+fn kept_test_paths(manifest: &str) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    let mut in_test = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_test = line == "[[test]]";
+        } else if let Some((key, value)) = line.split_once('=') {
+            if in_test && key.trim() == "path" {
+                paths.push(PathBuf::from(value.trim().trim_matches('"')));
+            }
+        }
+    }
+    paths
+}
+
+/// A file below `tests/` goes into the handout when it is a kept suite, or
+/// lies in a folder of `tests/` that a kept suite names (its fixtures).
+fn is_kept_test_file(relative: &Path, kept: &[PathBuf], project: &Path) -> bool {
+    if kept.iter().any(|path| path == relative) {
+        return true;
+    }
+    let mut parts = relative.components().skip(1);
+    let (Some(folder), Some(_)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let folder = format!("tests/{}", folder.as_os_str().to_string_lossy());
+    kept.iter().any(|path| {
+        std::fs::read_to_string(project.join(path)).is_ok_and(|text| text.contains(&folder))
+    })
+}
+
+/// The README, with a word at the top on what this copy is.
+fn student_readme(text: &str) -> String {
+    let note = "> This is the student's copy of the course, made by `course handout`: the \
+                reference solutions stay with your instructor, so `COURSE_TARGET=solutions` \
+                has nothing to run here. Your code is in `lessons/`.\n";
+    match text.split_once("\n\n") {
+        Some((title, rest)) => format!("{title}\n\n{note}\n{rest}"),
+        None => format!("{text}\n\n{note}"),
+    }
+}
+
+/// A deck without answers: instructor slides left out, and every code block
+/// that quotes `solutions/` or holds a line of an answer replaced by the
+/// exercise it answers.
+fn student_slides(
+    project: &Path,
+    name: &str,
+    text: &str,
+    answers: &BTreeMap<String, String>,
+    summary: &mut Summary,
+) -> String {
+    let lesson = name
+        .trim_start_matches("slides/")
+        .trim_end_matches(".md")
+        .to_string();
+    let (front_matter, deck) = slides::split(text);
+    let mut kept = Vec::new();
+    for (index, slide) in deck.iter().enumerate() {
+        if slide.text.contains(INSTRUCTOR_MARK) {
+            summary
+                .slides_left_out
+                .push(format!("{name}, \"{}\"", slide.title(index + 1)));
+            continue;
+        }
+        kept.push(without_answers(
+            project,
+            &slide.text,
+            &lesson,
+            answers,
+            summary,
+        ));
+    }
+    let mut deck = front_matter;
+    deck.push_str(&kept.join("\n---\n"));
+    deck.push('\n');
+    deck
+}
+
+/// A slide's text with each answering code block replaced.
+fn without_answers(
+    project: &Path,
+    text: &str,
+    lesson: &str,
+    answers: &BTreeMap<String, String>,
+    summary: &mut Summary,
+) -> String {
+    let mut out = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let fence = line.trim_start();
+        if !(fence.starts_with("```") || fence.starts_with("~~~")) {
+            let _ = writeln!(out, "{line}");
+            continue;
+        }
+        let marker = &fence[..3];
+        let mut block = vec![line];
+        for inner in lines.by_ref() {
+            block.push(inner);
+            if inner.trim_start().starts_with(marker) {
+                break;
+            }
+        }
+        let quote = slides::quotes(&block.join("\n")).into_iter().next();
+        let holds_answer = statements(&block.join("\n"))
+            .iter()
+            .any(|(_, line)| answers.contains_key(line));
+        let from_solutions = quote
+            .as_ref()
+            .and_then(|quote| Some((quote, quote.file.strip_prefix("solutions/")?)));
+        if let (Some((quote, file)), false) = (from_solutions, holds_answer) {
+            // A quote of what the starter holds too is no answer: it stays,
+            // named by the student's file, when it stands there.
+            let starter = format!("lessons/{file}");
+            let stands = std::fs::read_to_string(project.join(&starter))
+                .is_ok_and(|text| slides::check(quote, &text).is_ok());
+            if stands {
+                for line in block {
+                    let _ = writeln!(out, "{}", line.replacen(&quote.file, &starter, 1));
+                }
+                continue;
+            }
+        }
+        if from_solutions.is_some() || holds_answer {
+            summary.code_blocks_replaced += 1;
+            let starter = match from_solutions {
+                Some((_, file)) => format!("`lessons/{file}`"),
+                None => format!("`lessons/{lesson}/`"),
+            };
+            let _ = writeln!(
+                out,
+                "> **Your turn.** The code for this slide is yours to write: the TODO in \
+                 {starter} that names this slide asks for it. The stages tell you when it \
+                 works."
+            );
+        } else {
+            for line in block {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
+    // The slide's text had no final newline of its own.
+    if !text.ends_with('\n') {
+        out.pop();
+    }
+    out
+}
+
+/// Every file below `dir`, leaving out the folders no copy takes (`.git`,
+/// `target`), sorted.
+fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default();
+        if path.is_dir() {
+            if dir == root && (name == ".git" || name == "target") {
+                continue;
+            }
+            found.extend(files_below(&path, root)?);
+        } else {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = "[package]\nname = \"x\"\n\n# Lesson 01: echo\n[[bin]]\nname = \"01-echo\"\npath = \"lessons/01-echo/main.rs\"\ntest = false\n\n[[bin]]\nname = \"01-echo-solution\"\npath = \"solutions/01-echo/main.rs\"\ntest = false\n\n[[test]]\nname = \"01_echo\"\npath = \"tests/01_echo.rs\"\n\n# Checks\n[[test]]\nname = \"slides\"\npath = \"tests/slides.rs\"\n\n[dependencies]\nanyhow = \"1\"\n";
+
+    #[test]
+    fn the_manifest_loses_solution_binaries_and_maintainer_tests_only() {
+        let mut summary = Summary::default();
+        let manifest = student_manifest(MANIFEST, &mut summary);
+        assert_eq!(summary.bins_dropped, ["01-echo-solution"]);
+        assert_eq!(summary.tests_dropped, ["slides"]);
+        assert!(!manifest.contains("solutions/"), "{manifest}");
+        assert!(manifest.contains("# Lesson 01: echo\n[[bin]]\nname = \"01-echo\""));
+        assert!(manifest.contains("path = \"tests/01_echo.rs\"\n\n[dependencies]"));
+        assert_eq!(
+            kept_test_paths(&manifest),
+            [PathBuf::from("tests/01_echo.rs")]
+        );
+    }
+
+    #[test]
+    fn answers_leave_slides_but_headings_and_other_code_stay() {
+        let answers = BTreeMap::from([(
+            "stream.write_all(&buffer[..count])?;".to_string(),
+            "solutions/01-echo/server.rs:9".to_string(),
+        )]);
+        let deck = "---\nmarp: true\n---\n\n# Keep\n\n```rust\n// lessons/01-echo/server.rs\nfn main() {}\n```\n\n---\n\n# Quoted\n\n```rust\n// solutions/01-echo/server.rs\nlet n = 1;\n```\n\n---\n\n# Free\n\n```rust\n    stream.write_all(&buffer[..count])?;\n```\n\n---\n\n# Answer key\n\n<!-- instructor -->\n";
+        let mut summary = Summary::default();
+        let out = student_slides(
+            Path::new("no-such-project"),
+            "slides/01-echo.md",
+            deck,
+            &answers,
+            &mut summary,
+        );
+        assert_eq!(summary.code_blocks_replaced, 2);
+        assert_eq!(
+            summary.slides_left_out,
+            ["slides/01-echo.md, \"Answer key\""]
+        );
+        assert!(out.starts_with("---\nmarp: true\n---\n\n# Keep\n"), "{out}");
+        assert!(out.contains("fn main() {}"));
+        assert!(out.contains("# Quoted\n\n> **Your turn.**"));
+        assert!(out.contains("`lessons/01-echo/server.rs`"));
+        assert!(out.contains("`lessons/01-echo/`"));
+        assert!(!out.contains("write_all") && !out.contains("let n = 1"));
+        assert!(!out.contains("Answer key"));
+        assert_eq!(slides::split(&out).1.len(), 3);
+    }
+}

@@ -1,0 +1,135 @@
+//! `course handout DIR` writes a course a student can be given: it builds and
+//! grades without `solutions/`, and no line of an answer stands in it.
+//!
+//! SLOW: this test builds the handout as a second project (its own copy of
+//! every dependency the first time, a minute or two; seconds after that),
+//! in `target/handout-check` so later runs reuse the build.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use course::commands::handout;
+
+fn project() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh folder for the handout, removed when the test ends.
+struct Folder(PathBuf);
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// cargo, run inside the handout as a student would, with a build folder
+/// that outlives the test and nothing of this run's environment that picks
+/// what is graded.
+fn cargo_in(dir: &Path, args: &[&str]) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", project().join("target/handout-check"))
+        .env_remove("COURSE_TARGET")
+        .env_remove("COURSE_CMD")
+        .env_remove("COURSE_REPORT")
+        .env_remove("COURSE_FAIL_FAST");
+    // cargo gives this test the paths of this project's binaries
+    // (`CARGO_BIN_EXE_01-echo-solution`, ...): the handout must build
+    // without them, as on a student's machine.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let this_project = [
+            "CARGO_BIN_EXE_",
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+        if this_project {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn a_handout_builds_grades_the_starters_and_holds_no_answer() {
+    let dir = Folder(std::env::temp_dir().join(format!("course-handout-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let written = Command::new(env!("CARGO_BIN_EXE_course"))
+        .arg("handout")
+        .arg(&dir.0)
+        .output()
+        .expect("the course command runs");
+    assert!(written.status.success(), "{}", text(&written));
+
+    for left_out in ["solutions", ".git", "target", ".ci"] {
+        assert!(!dir.0.join(left_out).exists(), "the handout has {left_out}");
+    }
+    let manifest = std::fs::read_to_string(dir.0.join("Cargo.toml")).unwrap();
+    assert!(!manifest.contains("solutions/"), "{manifest}");
+
+    // No line of any answer, anywhere: the answers are computed from the
+    // solutions here, against the starters, and every file is searched.
+    let answers = handout::answer_lines(project()).unwrap();
+    assert!(
+        answers.len() > 100,
+        "only {} answer lines found",
+        answers.len()
+    );
+    let found = handout::leaks(&dir.0, &answers).unwrap();
+    assert!(
+        found.is_empty(),
+        "answers in the handout:\n{}",
+        found.join("\n")
+    );
+    let half_close =
+        "stream.shutdown(Shutdown::Write).context(\"cannot shut down the sending side\")?;";
+    assert!(
+        answers.contains_key(half_close),
+        "the answer lines miss TODO 4 of lesson 01"
+    );
+
+    // The board.
+    let board = cargo_in(&dir.0, &["run", "--quiet"]).output().unwrap();
+    assert!(board.status.success(), "{}", text(&board));
+    let board = text(&board);
+    assert!(board.contains("your course board"), "{board}");
+    assert!(board.contains("0 of 7"), "{board}");
+
+    // Lesson 01's stages run against the starter, and stage 1 fails.
+    let graded = text(
+        &cargo_in(&dir.0, &["test", "--test", "01_echo"])
+            .output()
+            .unwrap(),
+    );
+    assert!(graded.contains("stage 1 of 7: "), "{graded}");
+    assert!(graded.contains("TODO"), "{graded}");
+    assert!(graded.contains("0 passed; 7 failed"), "{graded}");
+
+    // The reference is not there, and one line says so.
+    let solutions = cargo_in(&dir.0, &["test", "--quiet", "--test", "01_echo"])
+        .env("COURSE_TARGET", "solutions")
+        .output()
+        .unwrap();
+    assert!(!solutions.status.success());
+    let said: Vec<String> = String::from_utf8_lossy(&solutions.stderr)
+        .lines()
+        .filter(|line| line.contains("no solutions/"))
+        .map(String::from)
+        .collect();
+    assert_eq!(said.len(), 1, "{}", text(&solutions));
+}
