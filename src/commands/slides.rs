@@ -278,6 +278,106 @@ pub fn split(markdown: &str) -> (String, Vec<Slide>) {
     (front_matter, slides)
 }
 
+/// How tall a slide is, in pixels, on Marp's default theme at 1280x720,
+/// estimated from its Markdown: a quick check that catches most slides
+/// that overflow without a browser (`.ci/slides-fit` measures them in one).
+///
+/// The theme's measures: 78.5 px of padding above and below, a heading 88 px
+/// with its margins, a line of text 43.5 px (about 72 characters), a line of
+/// code 28.35 px, a table row a line of text and 14.5 px (its cells are
+/// narrower: they wrap sooner), 16 px between blocks and 32 px
+/// around a code block. Speaker notes take no room.
+pub fn estimated_height(slide: &str) -> f64 {
+    const TEXT_LINE: f64 = 43.5;
+    const CHARACTERS_PER_LINE: usize = 78;
+    const CODE_COLUMNS: usize = 73;
+    let wrapped =
+        |characters: usize| TEXT_LINE * characters.div_ceil(CHARACTERS_PER_LINE).max(1) as f64;
+    let mut height = 2.0 * 78.5 - 16.0;
+    // The lines of the code block being read.
+    let mut code: Vec<&str> = Vec::new();
+    let mut in_code = false;
+    let mut in_note = false;
+    // The characters of the paragraph or list item being read.
+    let mut open: Option<usize> = None;
+    for line in slide.lines().chain([""]) {
+        let trimmed = line.trim();
+        if in_note || trimmed.starts_with("<!--") {
+            in_note = !trimmed.contains("-->");
+            continue;
+        }
+        if opening_fence(line).is_some() {
+            if in_code {
+                // Marp scales a block with lines wider than the slide down
+                // to fit its width, and so its height with it.
+                let widest = code.iter().map(|line| line.chars().count()).max();
+                let scale = (CODE_COLUMNS as f64 / widest.unwrap_or(0).max(1) as f64).min(1.0);
+                height += 32.0 + 16.0 + 28.35 * code.len() as f64 * scale;
+                code.clear();
+            }
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            code.push(line);
+            continue;
+        }
+        let item = is_list_item(trimmed);
+        let table_row = trimmed.starts_with('|');
+        let starts_block = trimmed.is_empty() || item || table_row || trimmed.starts_with('#');
+        if starts_block {
+            if let Some(characters) = open.take() {
+                height += wrapped(characters);
+            }
+        }
+        let plain = trimmed.replace(['*', '`'], "");
+        if trimmed.is_empty() {
+        } else if trimmed.starts_with('#') {
+            height += 88.0;
+        } else if table_row {
+            // The line under the header row draws nothing.
+            if !trimmed.trim_matches(['|', '-', ':', ' ']).is_empty() {
+                height += 14.5 + wrapped(plain.len());
+            }
+        } else if let Some(characters) = open.as_mut() {
+            *characters += plain.len() + 1;
+        } else {
+            if !item {
+                height += 16.0;
+            }
+            open = Some(plain.len());
+        }
+    }
+    height
+}
+
+fn is_list_item(line: &str) -> bool {
+    let rest = line.trim_start_matches(|c: char| c.is_ascii_digit());
+    let numbered = rest.len() < line.len() && rest.starts_with(". ");
+    numbered || line.starts_with("- ") || line.starts_with("* ")
+}
+
+/// The speaker notes of a slide: its HTML comments, other than Marp's
+/// directives (`<!-- _class: lead -->`) and the handout's marks.
+pub fn notes(slide: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = slide;
+    while let Some(start) = rest.find("<!--") {
+        let Some(end) = rest[start..].find("-->") else {
+            break;
+        };
+        let note = rest[start + 4..start + end].trim();
+        let directive = note
+            .split_once(':')
+            .is_some_and(|(key, _)| !key.contains(' ') && !note.contains('\n'));
+        if !note.is_empty() && !directive && note != "instructor" {
+            found.push(note.to_string());
+        }
+        rest = &rest[start + end + 3..];
+    }
+    found
+}
+
 /// Read a project file, for the checks.
 pub fn read(root: &Path, file: &str) -> Result<String, String> {
     std::fs::read_to_string(root.join(file)).map_err(|error| format!("cannot read {file}: {error}"))
