@@ -7,6 +7,7 @@
 //!     cargo run -- check-starters                every starter fails stage 1
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
 //!     cargo run -- handout ../course-for-students  the copy students are given
+//!     cargo run -- tap --to 127.0.0.1:7001       watch the wire between nc and a server
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ enum Action {
     CheckStarters,
     /// Many clients at once against a server: throughput, latency, errors.
     Load(course::net::load::LoadArgs),
+    /// A relay that prints every chunk both ways: put it between a client
+    /// and a server to watch their protocol.
+    Tap(course::net::tap::TapArgs),
     /// Write the copy of the course a student is given into DIR: no
     /// solutions/, no answers in the slides, every stage working.
     Handout {
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
         Action::Handout { dir } => write_handout(&dir),
+        Action::Tap(args) => course::net::tap::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
