@@ -283,10 +283,9 @@ pub fn split(markdown: &str) -> (String, Vec<Slide>) {
 /// that overflow without a browser (`.ci/slides-fit` measures them in one).
 ///
 /// The theme's measures: 78.5 px of padding above and below, a heading 88 px
-/// with its margins, a line of text 43.5 px (about 72 characters), a line of
-/// code 28.35 px, a table row a line of text and 14.5 px (its cells are
-/// narrower: they wrap sooner), 16 px between blocks and 32 px
-/// around a code block. Speaker notes take no room.
+/// with its margins, a line of text 43.5 px (about 78 characters), a line of
+/// code 28.35 px, a table row its cells' text and 14.5 px of padding, 16 px
+/// between blocks and 32 px around a code block. Speaker notes take no room.
 pub fn estimated_height(slide: &str) -> f64 {
     const TEXT_LINE: f64 = 43.5;
     const CHARACTERS_PER_LINE: usize = 78;
@@ -337,7 +336,8 @@ pub fn estimated_height(slide: &str) -> f64 {
         } else if table_row {
             // The line under the header row draws nothing.
             if !trimmed.trim_matches(['|', '-', ':', ' ']).is_empty() {
-                height += 14.5 + wrapped(plain.len());
+                let cells: usize = plain.split('|').map(|cell| cell.trim().len()).sum();
+                height += 14.5 + wrapped(cells);
             }
         } else if let Some(characters) = open.as_mut() {
             *characters += plain.len() + 1;
