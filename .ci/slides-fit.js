@@ -4,8 +4,9 @@
 // result is read back from the page as lines `overflow N "Heading" ...`.
 //
 // Marp scales wide code blocks down in the page itself (its auto-scaling
-// elements), after the load: measuring at once would see some of them
-// before and some after. The measure waits for the layout to settle.
+// elements), after the load and frame by frame: measuring at once would see
+// some of them before and some after. So the page is measured again and
+// again until five measures in a row agree, and only then reported.
 function measure() {
   const lines = [];
   const sections = document.querySelectorAll("svg > foreignObject > section");
@@ -28,10 +29,22 @@ function measure() {
     }
   });
   lines.push(`measured ${sections.length} slides`);
+  return lines.join("\n");
+}
+
+function report(text) {
   const out = document.createElement("pre");
   out.id = "slides-fit";
-  out.textContent = lines.join("\n");
+  out.textContent = text;
   document.body.appendChild(out);
 }
 
-window.addEventListener("load", () => setTimeout(measure, 3000));
+function settle(previous, agreeing, rounds) {
+  const now = measure();
+  const same = now === previous ? agreeing + 1 : 0;
+  if (same >= 4) return report(now);
+  if (rounds > 100) return report(`unsettled: the layout still changed after ${rounds} measures`);
+  setTimeout(() => settle(now, same, rounds + 1), 100);
+}
+
+window.addEventListener("load", () => settle(null, 0, 0));
