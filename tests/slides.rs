@@ -133,3 +133,61 @@ fn every_slide_named_in_code_is_a_heading() {
     assert!(named > 0, "no code names a slide");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The tallest a slide may be estimated (`slides::estimated_height`) before
+/// it is sent back: the screen is 720 px, and the estimate errs high by
+/// about 40 px where code blocks are wide (`.ci/slides-fit` measures the
+/// real slide in a browser).
+const TALLEST_ESTIMATE: f64 = 760.0;
+
+#[test]
+fn every_slide_fits_its_screen_by_estimate() {
+    let mut problems = Vec::new();
+    let mut measured = 0;
+    for slide_file in files_below(&root().join("slides"), &[".md"]) {
+        let text = std::fs::read_to_string(&slide_file).unwrap();
+        for (index, slide) in slides::split(&text).1.iter().enumerate() {
+            measured += 1;
+            let height = slides::estimated_height(&slide.text);
+            if height > TALLEST_ESTIMATE {
+                problems.push(format!(
+                    "{}: slide {} (\"{}\", line {}) is about {height:.0} px tall on a 720 px \
+                     screen: split it, or quote less code (`// ...` skips lines)",
+                    relative(&slide_file),
+                    index + 1,
+                    slide.title(index + 1),
+                    slide.line
+                ));
+            }
+        }
+    }
+    assert!(measured > 0, "no slides found");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_content_slide_has_speaker_notes() {
+    let mut problems = Vec::new();
+    for slide_file in files_below(&root().join("slides"), &[".md"]) {
+        let text = std::fs::read_to_string(&slide_file).unwrap();
+        for (index, slide) in slides::split(&text).1.iter().enumerate() {
+            // A slide of a heading alone divides the deck: there is nothing
+            // on it to speak to.
+            let content = slide
+                .text
+                .lines()
+                .any(|line| !line.trim().is_empty() && !line.starts_with('#'));
+            if content && slides::notes(&slide.text).is_empty() {
+                problems.push(format!(
+                    "{}: slide {} (\"{}\", line {}) has no speaker notes: add what to say \
+                     as an HTML comment, <!-- ... -->",
+                    relative(&slide_file),
+                    index + 1,
+                    slide.title(index + 1),
+                    slide.line
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
