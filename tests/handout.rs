@@ -108,7 +108,13 @@ fn a_handout_builds_grades_the_starters_and_holds_no_answer() {
     assert!(board.status.success(), "{}", text(&board));
     let board = text(&board);
     assert!(board.contains("your course board"), "{board}");
-    assert!(board.contains("0 of 7"), "{board}");
+    let lesson_01 = board
+        .lines()
+        .find(|line| line.trim_start().starts_with("01 "));
+    assert!(
+        lesson_01.is_some_and(|line| line.contains("] 0 of ")),
+        "{board}"
+    );
 
     // Lesson 01's stages run against the starter, and stage 1 fails.
     let graded = text(
@@ -116,9 +122,12 @@ fn a_handout_builds_grades_the_starters_and_holds_no_answer() {
             .output()
             .unwrap(),
     );
-    assert!(graded.contains("stage 1 of 7: "), "{graded}");
+    assert!(graded.contains("stage 1 of "), "{graded}");
     assert!(graded.contains("TODO"), "{graded}");
-    assert!(graded.contains("0 passed; 7 failed"), "{graded}");
+    assert!(
+        graded.contains("test result: FAILED. 0 passed;"),
+        "{graded}"
+    );
 
     // The reference is not there, and one line says so.
     let solutions = cargo_in(&dir.0, &["test", "--quiet", "--test", "01_echo"])

@@ -42,7 +42,11 @@ pub fn write(project: &Path, dir: &Path) -> Result<Summary> {
     if dir.exists() && dir.read_dir()?.next().is_some() {
         bail!("{} is not empty: give a new folder", dir.display());
     }
-    if dir.starts_with(project) && !dir.starts_with(project.join("target")) {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (project, dir) = (&project.canonicalize()?, &dir.canonicalize()?);
+    if dir.starts_with(project) {
+        // The copy would copy itself.
+        std::fs::remove_dir(dir)?;
         bail!(
             "{} is inside the course itself: give a folder outside it",
             dir.display()

@@ -357,6 +357,26 @@ fn is_list_item(line: &str) -> bool {
     numbered || line.starts_with("- ") || line.starts_with("* ")
 }
 
+/// The directives Marp reads from a comment (`<!-- _class: lead -->`).
+const MARP_DIRECTIVES: [&str; 16] = [
+    "backgroundColor",
+    "backgroundImage",
+    "backgroundPosition",
+    "backgroundRepeat",
+    "backgroundSize",
+    "class",
+    "color",
+    "footer",
+    "header",
+    "headingDivider",
+    "lang",
+    "paginate",
+    "size",
+    "style",
+    "theme",
+    "transition",
+];
+
 /// The speaker notes of a slide: its HTML comments, other than Marp's
 /// directives (`<!-- _class: lead -->`) and the handout's marks.
 pub fn notes(slide: &str) -> Vec<String> {
@@ -367,9 +387,9 @@ pub fn notes(slide: &str) -> Vec<String> {
             break;
         };
         let note = rest[start + 4..start + end].trim();
-        let directive = note
-            .split_once(':')
-            .is_some_and(|(key, _)| !key.contains(' ') && !note.contains('\n'));
+        let directive = note.split_once(':').is_some_and(|(key, _)| {
+            MARP_DIRECTIVES.contains(&key.trim().trim_start_matches('_')) && !note.contains('\n')
+        });
         if !note.is_empty() && !directive && note != "instructor" {
             found.push(note.to_string());
         }
@@ -438,5 +458,46 @@ mod tests {
                 ("slides/01-echo.md".into(), "connect".into())
             ]
         );
+    }
+    #[test]
+    fn splits_a_deck_into_slides_after_its_front_matter() {
+        let deck = "---\nmarp: true\n---\n\n# One\n\n```\n---\n```\n\n---\n\n# Two\n";
+        let (front, slides) = split(deck);
+        assert_eq!(front, "---\nmarp: true\n---\n");
+        assert_eq!(slides.len(), 2);
+        assert_eq!(slides[0].title(1), "One");
+        assert!(slides[0].text.contains("```\n---\n```"));
+        assert_eq!(
+            (slides[1].title(2), slides[1].line),
+            ("Two".to_string(), 12)
+        );
+    }
+
+    #[test]
+    fn a_slide_grows_with_its_lines_and_notes_take_no_room() {
+        let short = estimated_height("# Title\n\nOne line.\n");
+        let noted = estimated_height("# Title\n\nOne line.\n\n<!--\nSay this.\nAnd this.\n-->\n");
+        assert_eq!(short, noted);
+        let code = format!("# Title\n\n```\n{}```\n", "x\n".repeat(20));
+        assert!(
+            estimated_height(&code) > 720.0,
+            "{}",
+            estimated_height(&code)
+        );
+        // A code block wider than the slide is scaled down, and is shorter.
+        let wide = format!(
+            "# Title\n\n```\n{}```\n",
+            format!("{}\n", "x".repeat(146)).repeat(20)
+        );
+        assert!(estimated_height(&wide) < estimated_height(&code));
+        let long_paragraph = format!("# Title\n\n{}\n", "word ".repeat(200));
+        assert!(estimated_height(&long_paragraph) > 720.0);
+    }
+
+    #[test]
+    fn notes_are_comments_other_than_directives_and_marks() {
+        let slide = "# A\n<!-- _class: lead -->\n<!-- instructor -->\n<!--\nSay: this.\n-->\n";
+        assert_eq!(notes(slide), ["Say: this."]);
+        assert!(notes("# A\n\nNo notes.\n").is_empty());
     }
 }
