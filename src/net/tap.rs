@@ -45,7 +45,7 @@ pub struct TapArgs {
 const MAX_CONVERSATIONS: usize = 64;
 /// The most one read takes: one chunk, and the relay's buffer.
 const CHUNK: usize = 16 * 1024;
-/// A UDP conversation with no datagram either way for this long is over.
+/// A UDP conversation whose server has sent nothing for this long is over.
 const UDP_IDLE: Duration = Duration::from_secs(60);
 
 /// Where the lines go: standard output, or a test's buffer. Each line is
@@ -288,13 +288,14 @@ pub fn relay_udp(socket: UdpSocket, to: SocketAddr, printer: Printer) -> Result<
     let socket = Arc::new(socket);
     let mut conversations: HashMap<SocketAddr, (Arc<UdpSocket>, Arc<Conversation>)> =
         HashMap::new();
-    let live = Arc::new(Mutex::new(Vec::<SocketAddr>::new()));
+    // The clients whose conversation went quiet, for the loop to forget.
+    let quiet = Arc::new(Mutex::new(Vec::<SocketAddr>::new()));
     let mut buffer = vec![0; 65_536];
     let mut next_label = 1;
     loop {
         let (count, client) = socket.recv_from(&mut buffer)?;
         // Conversations whose reply thread ended (idle) are forgotten.
-        let ended: Vec<SocketAddr> = std::mem::take(&mut *live.lock().expect("not poisoned"));
+        let ended: Vec<SocketAddr> = std::mem::take(&mut *quiet.lock().expect("not poisoned"));
         for addr in ended {
             conversations.remove(&addr);
         }
@@ -313,7 +314,7 @@ pub fn relay_udp(socket: UdpSocket, to: SocketAddr, printer: Printer) -> Result<
             next_label += 1;
             conversation.say(None, &format!("first datagram: {client} → tap → {to}"));
             let replies = (Arc::clone(&upstream), Arc::clone(&socket));
-            let (finished, talk) = (Arc::clone(&live), Arc::clone(&conversation));
+            let (finished, talk) = (Arc::clone(&quiet), Arc::clone(&conversation));
             thread::spawn(move || {
                 relay_replies(&replies.0, &replies.1, client, &talk);
                 finished.lock().expect("not poisoned").push(client);
