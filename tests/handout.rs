@@ -103,6 +103,33 @@ fn a_handout_builds_grades_the_starters_and_holds_no_answer() {
         "the answer lines miss TODO 4 of lesson 01"
     );
 
+    // The slides keep every heading, and still fit their screen.
+    for deck in std::fs::read_dir(project().join("slides"))
+        .unwrap()
+        .flatten()
+    {
+        let name = deck.file_name();
+        let ours = std::fs::read_to_string(deck.path()).unwrap();
+        let theirs = std::fs::read_to_string(dir.0.join("slides").join(&name)).unwrap();
+        let headings = |text: &str| course::commands::slides::headings(text);
+        let kept: Vec<String> = headings(&theirs);
+        for heading in headings(&ours) {
+            let left_out = handout::INSTRUCTOR_MARK;
+            assert!(
+                kept.contains(&heading) || ours.contains(left_out),
+                "{name:?} lost the slide {heading:?}"
+            );
+        }
+        for slide in course::commands::slides::split(&theirs).1 {
+            let height = course::commands::slides::estimated_height(&slide.text);
+            assert!(
+                height <= 760.0,
+                "{name:?}: a slide is about {height:.0} px tall:\n{}",
+                slide.text
+            );
+        }
+    }
+
     // The board.
     let board = cargo_in(&dir.0, &["run", "--quiet"]).output().unwrap();
     assert!(board.status.success(), "{}", text(&board));

@@ -23,6 +23,10 @@ use crate::harness::lesson::LESSONS;
 /// output, the answers, and the maintainers' CI (it grades `solutions/`).
 const LEFT_OUT: [&str; 4] = [".git", "target", "solutions", ".ci"];
 
+/// The tallest a slide may be estimated (`slides::estimated_height`) with a
+/// TODO quoted in it: the screen's 720 px (the estimate errs high).
+const FITS: f64 = 720.0;
+
 /// The marker of a slide that is the instructor's alone.
 pub const INSTRUCTOR_MARK: &str = "<!-- instructor -->";
 
@@ -302,13 +306,31 @@ fn student_slides(
                 .push(format!("{name}, \"{}\"", slide.title(index + 1)));
             continue;
         }
-        kept.push(without_answers(
-            project,
-            &slide.text,
-            &lesson,
-            answers,
-            summary,
-        ));
+        let title = slide.title(index + 1);
+        let mut replaced = 0;
+        let mut student = |quote_todo| {
+            let mut count = 0;
+            let text = without_answers(
+                project,
+                &slide.text,
+                &title,
+                &lesson,
+                answers,
+                quote_todo,
+                &mut count,
+            );
+            replaced = count;
+            text
+        };
+        // The TODO is quoted where the slide still fits its screen with it.
+        let with_todo = student(true);
+        let text = if slides::estimated_height(&with_todo) <= FITS {
+            with_todo
+        } else {
+            student(false)
+        };
+        summary.code_blocks_replaced += replaced;
+        kept.push(text);
     }
     let mut deck = front_matter;
     deck.push_str(&kept.join("\n---\n"));
@@ -320,11 +342,15 @@ fn student_slides(
 fn without_answers(
     project: &Path,
     text: &str,
+    title: &str,
     lesson: &str,
     answers: &BTreeMap<String, String>,
-    summary: &mut Summary,
+    quote_todo: bool,
+    replaced: &mut usize,
 ) -> String {
     let mut out = String::new();
+    // Whether the slide already shows the TODO it answers.
+    let mut asked = false;
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         let fence = line.trim_start();
@@ -361,17 +387,19 @@ fn without_answers(
             }
         }
         if from_solutions.is_some() || holds_answer {
-            summary.code_blocks_replaced += 1;
+            *replaced += 1;
             let starter = match from_solutions {
-                Some((_, file)) => format!("`lessons/{file}`"),
-                None => format!("`lessons/{lesson}/`"),
+                Some((_, file)) => format!("lessons/{file}"),
+                None => format!("lessons/{lesson}/"),
             };
-            let _ = writeln!(
-                out,
-                "> **Your turn.** The code for this slide is yours to write: the TODO in \
-                 {starter} that names this slide asks for it. The stages tell you when it \
-                 works."
-            );
+            out.push_str(&exercise(
+                project,
+                lesson,
+                title,
+                &starter,
+                quote_todo && !asked,
+            ));
+            asked = true;
         } else {
             for line in block {
                 let _ = writeln!(out, "{line}");
@@ -383,6 +411,72 @@ fn without_answers(
         out.pop();
     }
     out
+}
+
+/// What stands in a slide for the code that answers a TODO: the question
+/// itself, the starter's TODO comment that names this slide, when `quote_todo`
+/// and there is one; else a word on which TODO of `starter` (a file, or the
+/// lesson's folder) asks for it.
+fn exercise(project: &Path, lesson: &str, title: &str, starter: &str, quote_todo: bool) -> String {
+    let folder = project.join("lessons").join(lesson);
+    let named = format!("slides/{lesson}.md, \"{title}\"");
+    let mut numbers = Vec::new();
+    for file in files_below(&folder, &folder).unwrap_or_default() {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let name = format!(
+            "lessons/{lesson}/{}",
+            file.strip_prefix(&folder)
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .replace('\\', "/")
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        for (index, line) in lines.iter().enumerate() {
+            let comment = ["//", "#"]
+                .into_iter()
+                .find(|marker| line.trim_start().starts_with(marker));
+            let Some(comment) = comment else { continue };
+            let Some(todo) = line.split("TODO ").nth(1) else {
+                continue;
+            };
+            if quote_todo && line.contains(&named) {
+                // The TODO's comment: this line, and the comment lines after it.
+                let block: Vec<&str> = lines[index..]
+                    .iter()
+                    .take_while(|line| line.trim_start().starts_with(comment))
+                    .enumerate()
+                    .take_while(|(at, line)| *at == 0 || !line.contains("TODO "))
+                    .map(|(_, line)| *line)
+                    .collect();
+                let language = if name.ends_with(".py") {
+                    "python"
+                } else {
+                    "rust"
+                };
+                return format!(
+                    "```{language}\n{comment} {name}\n{}\n```\n\n**Your turn**: the code \
+                     this slide explains is the answer to this TODO.\n",
+                    block.join("\n")
+                );
+            }
+            let in_starter = name == starter || name.starts_with(starter);
+            let number: String = todo.chars().take_while(char::is_ascii_digit).collect();
+            if in_starter && !number.is_empty() && !numbers.contains(&number) {
+                numbers.push(number);
+            }
+        }
+    }
+    let which = match numbers.as_slice() {
+        [] => "a TODO".to_string(),
+        [one] => format!("TODO {one}"),
+        [first @ .., last] => format!("TODO {} or {last}", first.join(", ")),
+    };
+    format!(
+        "> **Your turn.** The code for this slide is yours to write: {which} in \
+         `{starter}` asks for it. The stages tell you when it works.\n"
+    )
 }
 
 /// Every file below `dir`, leaving out the folders no copy takes (`.git`,
@@ -435,14 +529,18 @@ mod tests {
             "solutions/01-echo/server.rs:9".to_string(),
         )]);
         let deck = "---\nmarp: true\n---\n\n# Keep\n\n```rust\n// lessons/01-echo/server.rs\nfn main() {}\n```\n\n---\n\n# Quoted\n\n```rust\n// solutions/01-echo/server.rs\nlet n = 1;\n```\n\n---\n\n# Free\n\n```rust\n    stream.write_all(&buffer[..count])?;\n```\n\n---\n\n# Answer key\n\n<!-- instructor -->\n";
+        // A project whose starter asks, in a TODO, for the quoted slide.
+        let project = std::env::temp_dir().join(format!("handout-unit-{}", std::process::id()));
+        std::fs::create_dir_all(project.join("lessons/01-echo")).unwrap();
+        let todo = "    // TODO 2 (slides/01-echo.md, \"Quoted\"): set `n`.\n    // One line.\n";
+        std::fs::write(
+            project.join("lessons/01-echo/server.rs"),
+            format!("fn main() {{\n{todo}    let n = 0;\n}}\n"),
+        )
+        .unwrap();
         let mut summary = Summary::default();
-        let out = student_slides(
-            Path::new("no-such-project"),
-            "slides/01-echo.md",
-            deck,
-            &answers,
-            &mut summary,
-        );
+        let out = student_slides(&project, "slides/01-echo.md", deck, &answers, &mut summary);
+        std::fs::remove_dir_all(&project).unwrap();
         assert_eq!(summary.code_blocks_replaced, 2);
         assert_eq!(
             summary.slides_left_out,
@@ -450,9 +548,16 @@ mod tests {
         );
         assert!(out.starts_with("---\nmarp: true\n---\n\n# Keep\n"), "{out}");
         assert!(out.contains("fn main() {}"));
-        assert!(out.contains("# Quoted\n\n> **Your turn.**"));
-        assert!(out.contains("`lessons/01-echo/server.rs`"));
-        assert!(out.contains("`lessons/01-echo/`"));
+        assert!(
+            out.contains(&format!(
+                "# Quoted\n\n```rust\n// lessons/01-echo/server.rs\n{todo}```"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("TODO 2 in `lessons/01-echo/` asks for it"),
+            "{out}"
+        );
         assert!(!out.contains("write_all") && !out.contains("let n = 1"));
         assert!(!out.contains("Answer key"));
         assert_eq!(slides::split(&out).1.len(), 3);
