@@ -7,7 +7,7 @@
 //! `solutions/`. The slides keep every heading a stage or a TODO names, but
 //! no answer: a slide marked `<!-- instructor -->` is left out, and a code
 //! block that quotes `solutions/` or holds a line of an answer is replaced by
-//! the exercise it answers. Last, the copy is searched for every line of
+//! the TODO it answers. Last, the copy is searched for every line of
 //! every answer, and the handout is refused if one is found.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,8 +105,9 @@ pub fn write(project: &Path, dir: &Path) -> Result<Summary> {
 /// starter, leaving out lines too plain to give anything away (`}`,
 /// `break;`, `Ok(())`). A later lesson's starter may hold an earlier
 /// lesson's answer (each lesson is whole on its own), and what a starter
-/// holds is given out anyway. Keyed by the line without its indentation,
-/// valued by where it stands (`solutions/01-echo/server.rs:12`).
+/// holds is given out anyway. Keyed by the line without its indentation
+/// (a method chain's lines joined, see [`statements`]), valued by where it
+/// stands (`solutions/01-echo/server.rs:12`).
 pub fn answer_lines(project: &Path) -> Result<BTreeMap<String, String>> {
     let mut answers = BTreeMap::new();
     let solutions = project.join("solutions");
