@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use course::harness::ctx::{output_block, Finished};
-use course::harness::mailbox::{expect_id, MAX_LINE};
+use course::harness::mailbox::{expect_id, owns_its_folder, MAX_LINE};
 use course::harness::resources::{mebibytes, resident_bytes, unmeasurable};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -26,7 +26,7 @@ fn main() {
     course::run_stages("03", programs, &STAGES);
 }
 
-const STAGES: [Stage; 7] = [
+const STAGES: [Stage; 8] = [
     Stage {
         slug: "hello",
         title: "answers USER with `OK` and SEND with `OK <id>`",
@@ -68,6 +68,12 @@ const STAGES: [Stage; 7] = [
         title: "the Rust client and the Python client both work with the server",
         slide: "One protocol, two languages",
         check: the_client,
+    },
+    Stage {
+        slug: "owns-its-folder",
+        title: "with --data, exits at start on a folder another server owns or it cannot write in",
+        slide: "One folder, one owner",
+        check: owns_its_folder,
     },
 ];
 

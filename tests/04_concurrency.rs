@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use course::harness::ctx::ProcessId;
-use course::harness::mailbox::{expect_id, MAX_LINE};
+use course::harness::mailbox::{expect_id, owns_its_folder, MAX_LINE};
 use course::harness::resources::{threads, unmeasurable};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -27,7 +27,7 @@ fn main() {
     course::run_stages("04", programs, &STAGES);
 }
 
-const STAGES: [Stage; 6] = [
+const STAGES: [Stage; 7] = [
     Stage {
         slug: "two-at-once",
         title: "serves client B while client A is connected and silent",
@@ -63,6 +63,12 @@ const STAGES: [Stage; 6] = [
         title: "on SIGTERM, finishes the requests in progress and exits 0",
         slide: "Graceful shutdown",
         check: graceful_shutdown,
+    },
+    Stage {
+        slug: "owns-its-folder",
+        title: "with --data, exits at start on a folder another server owns or it cannot write in",
+        slide: "One folder, one owner",
+        check: owns_its_folder,
     },
 ];
 

@@ -6,7 +6,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 
 use crate::mailbox::{Mailbox, Message, Undelivered};
 use crate::protocol::{check_name, parse_request, read_body, read_line};
@@ -19,11 +19,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// Bind `addr`, say where we listen, and serve clients one after another.
 pub fn run(addr: &str, data: Option<&Path>) -> Result<()> {
-    let mut mailbox = match data {
-        Some(folder) => Mailbox::open(Some(folder))
-            .with_context(|| format!("cannot use {} for messages", folder.display()))?,
-        None => Mailbox::open(None)?,
-    };
+    let mut mailbox = Mailbox::open(data)?;
     let listener = bind_listener(addr)?;
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;

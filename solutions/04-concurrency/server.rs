@@ -46,11 +46,7 @@ struct Shared {
 /// Bind, say where we listen, serve until SIGTERM or Ctrl-C, then let the
 /// requests in progress finish and return.
 pub fn run(options: &Options) -> Result<()> {
-    let mailbox = match options.data {
-        Some(folder) => Mailbox::open(Some(folder))
-            .with_context(|| format!("cannot use {} for messages", folder.display()))?,
-        None => Mailbox::open(None)?,
-    };
+    let mailbox = Mailbox::open(options.data)?;
     let shared = Arc::new(Shared {
         mailbox: Mutex::new(mailbox),
         stopped_at: StoppedAt::new(),
