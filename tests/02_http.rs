@@ -30,7 +30,7 @@ fn main() {
     course::run_stages("02", programs, &STAGES);
 }
 
-const STAGES: [Stage; 8] = [
+const STAGES: [Stage; 9] = [
     Stage {
         slug: "answers",
         title: "`GET /` gets `200 OK`, a Content-Type and a Content-Length that fits; curl agrees",
@@ -78,6 +78,12 @@ const STAGES: [Stage; 8] = [
         title: "the client prints a response like `curl -i`; a dead address is one line",
         slide: "The client's side",
         check: the_client,
+    },
+    Stage {
+        slug: "regular-files-only",
+        title: "a named pipe in the root gets 404 at once, 300 times, and the server serves on",
+        slide: "Regular files only",
+        check: regular_files_only,
     },
 ];
 
@@ -1276,6 +1282,96 @@ fn media_type_of(content_type: &str) -> String {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase()
+}
+
+// ---------------------------------------------------------------------------
+// Stage 9
+
+/// How many requests for the named pipe: more than the server's 256
+/// connections, so that one thread kept by each would show.
+const PIPE_REQUESTS: usize = 300;
+
+fn regular_files_only(ctx: &mut Ctx) -> Check<()> {
+    let root = ctx.temp_dir()?;
+    let page = random_page(ctx, "regular");
+    write_file(&root.join("index.html"), &page)?;
+    let pipe = format!("{}.txt", ctx.rng().word(8));
+    if !make_named_pipe(ctx, &root.join(&pipe))? {
+        return Ok(());
+    }
+    let root_arg = root.to_string_lossy().into_owned();
+    let server = ctx.start_server(&["--root", &root_arg])?;
+    let host = server.addr;
+    let request = format!("GET /{pipe} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let pipe_hint = |failure: Failure| {
+        failure.more_hint(format!(
+            "`/{pipe}` is a named pipe (a FIFO), not a file: opening it waits until a \
+             program opens it to write, maybe for ever, and the thread waits with it. Only \
+             a regular file may be opened and sent; anything else gets 404 (or 403) without \
+             being opened: fn open_file in {SERVER_FILE} checks `metadata().is_file()`."
+        ))
+    };
+
+    ctx.step(format!("`GET /{pipe}`, a named pipe in the root"));
+    let started = Instant::now();
+    let (conn, response) = fetch(ctx, host, request.as_bytes(), Method::Get).map_err(pipe_hint)?;
+    if response.code != 403 && response.code != 404 {
+        return Err(pipe_hint(conn.fail(format!(
+            "a named pipe was answered {}; expected 404 or 403",
+            response.code
+        ))));
+    }
+    ctx.step(format!(
+        "answered {} in {} ms",
+        response.code,
+        started.elapsed().as_millis()
+    ));
+    drop(conn);
+
+    ctx.step(format!(
+        "{PIPE_REQUESTS} more requests for it, one after another"
+    ));
+    for _ in 0..PIPE_REQUESTS {
+        let mut conn = ctx.connect(host)?;
+        conn.send(request.as_bytes())?;
+        let response = read_response(&mut conn, Method::Get).map_err(pipe_hint)?;
+        if response.code != 403 && response.code != 404 {
+            return Err(pipe_hint(conn.fail(format!(
+                "a named pipe was answered {}; expected 404 or 403",
+                response.code
+            ))));
+        }
+    }
+    ctx.expect_running(server.id)?;
+
+    ctx.step("and the page is still served");
+    let (conn, response) = fetch(ctx, host, &get("/", host), Method::Get)?;
+    expect_body(&conn, &response, "/", &page).map_err(pipe_hint)
+}
+
+/// Make a named pipe at `path`; false where the system has none, after
+/// saying so.
+#[cfg(unix)]
+fn make_named_pipe(ctx: &mut Ctx, path: &Path) -> Check<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Failure::new("the test's temporary folder holds a NUL"))?;
+    // SAFETY: `name` is a NUL-terminated string that lives across the call.
+    if unsafe { libc::mkfifo(name.as_ptr(), 0o600) } != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(Failure::new(format!(
+            "the test could not make a named pipe at {}: {error}",
+            path.display()
+        )));
+    }
+    ctx.step(format!("made a named pipe (mkfifo) at {}", path.display()));
+    Ok(true)
+}
+
+#[cfg(not(unix))]
+fn make_named_pipe(ctx: &mut Ctx, _path: &Path) -> Check<bool> {
+    ctx.step("skipped: this system has no named pipes in folders, so nothing to check here");
+    Ok(false)
 }
 
 // ---------------------------------------------------------------------------
