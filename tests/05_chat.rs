@@ -433,6 +433,8 @@ fn commands(ctx: &mut Ctx) -> Check<()> {
             .more_hint(format!("Where: {SESSION_FILE}, fn command.")));
     }
 
+    nick_meets_the_name_rule(ctx, addr, &mut cy)?;
+
     ctx.step("cy sends /quit: she hears `* bye`, her connection closes, the others hear");
     cy.send(b"/quit\n")?;
     expect_line(&mut cy, "* bye").map_err(command_hint)?;
@@ -440,6 +442,47 @@ fn commands(ctx: &mut Ctx) -> Check<()> {
     expect_line(&mut ada, "* cy left").map_err(command_hint)?;
     expect_line(&mut bob, "* cy left").map_err(command_hint)?;
     Ok(())
+}
+
+/// One rule for names: a name that joining refuses, `/nick` refuses too,
+/// with the same `! ` line, rather than cleaning it into one that passes.
+fn nick_meets_the_name_rule(ctx: &mut Ctx, addr: SocketAddr, cy: &mut Conn) -> Check<()> {
+    let name = format!("\u{1b}[2J{}", ctx.rng().word(7));
+    let rule_hint = format!(
+        "A name follows one rule wherever it is given: at joining and in /nick (and as the \
+         NAME of /msg). Check the name as it came, with fn check_name in {SESSION_FILE}; a \
+         name cleaned first, `ESC[2J` removed, would pass as a name that joining refuses. \
+         Clean only the text that others read."
+    );
+    ctx.step(format!("a newcomer tries to join as {name:?}"));
+    let mut newcomer = connect_named(ctx, addr, &name)?;
+    let refusal = newcomer.read_line(READ_LIMIT)?;
+    if !refusal.starts_with(b"! ") {
+        return Err(newcomer
+            .fail(format!("the name {name:?} must be refused at joining"))
+            .bytes(b"! a name holds only letters, digits, _ and -\n", &refusal)
+            .hint(rule_hint));
+    }
+    if refusal.contains(&0x1b) {
+        return Err(newcomer
+            .fail("the refusal repeats the name's escape sequence to the newcomer's terminal")
+            .bytes(b"! a name holds only letters, digits, _ and -\n", &refusal)
+            .hint("Say what is wrong with the name without repeating it."));
+    }
+    newcomer.close();
+
+    ctx.step(format!(
+        "cy tries /nick {name:?}: the same refusal, and no rename"
+    ));
+    cy.send(format!("/nick {name}\n").as_bytes())?;
+    cy.expect(&refusal)
+        .map_err(|failure| failure.hint(rule_hint.clone()))?;
+    cy.send(b"/who\n")?;
+    expect_line(cy, &room_list(&["ada", "cy", "robert"])).map_err(|failure| {
+        failure.hint(format!(
+            "After a refused /nick, cy is still cy. {rule_hint}"
+        ))
+    })
 }
 
 fn hostile_input(ctx: &mut Ctx) -> Check<()> {
