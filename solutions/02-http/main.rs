@@ -9,6 +9,7 @@
 //! lets other machines in; `--root DIR` serves another folder.
 
 mod client;
+mod date;
 mod files;
 mod request;
 mod response;
