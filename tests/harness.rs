@@ -108,9 +108,14 @@ struct Case {
     within: u64,
 }
 
-const CASES: [Case; 8] = [
+const CASES: [Case; 9] = [
     Case {
         fake: "exits_at_once",
+        within: 2,
+    },
+    // Its hint must not point at a stderr that the report does not show.
+    Case {
+        fake: "exits_quietly",
         within: 2,
     },
     Case {
@@ -392,6 +397,7 @@ mod fake {
                 eprintln!("fake: giving up before binding anything");
                 std::process::exit(3);
             }
+            "exits_quietly" => std::process::exit(3),
             "never_prints_its_address" => {
                 let _listener = TcpListener::bind(&bind).unwrap();
                 idle();

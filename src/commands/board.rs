@@ -256,4 +256,41 @@ mod tests {
             "{board}"
         );
     }
+
+    #[test]
+    fn a_stage_that_passes_after_a_failure_is_not_counted() {
+        let mut late = record(3, true, "");
+        late.counted = false;
+        let standings = [Standing {
+            lesson: &LESSONS[0],
+            records: Ok(vec![record(1, false, "failed"), record(2, false, ""), late]),
+        }];
+        let board = render(&standings);
+        assert!(board.contains("[···] 0 of 3"), "{board}");
+        assert!(board.contains("Next: lesson 01, stage 1"), "{board}");
+    }
+
+    #[test]
+    fn a_skipped_stage_is_named_with_its_client_and_never_counted() {
+        let mut skipped = record(2, false, "");
+        skipped.status = Status::Skipped;
+        skipped.message =
+            "not checked: needs chromium; install it: sudo apt-get install chromium".into();
+        let mut after = record(3, true, "");
+        after.counted = false;
+        let standings = [Standing {
+            lesson: &LESSONS[0],
+            records: Ok(vec![record(1, true, ""), skipped, after]),
+        }];
+        let board = render(&standings);
+        assert!(
+            board.contains("[■?·] 1 of 3  not checked: needs chromium"),
+            "{board}"
+        );
+        assert!(!board.contains("done"), "{board}");
+        assert!(
+            board.contains("Next: lesson 01, stage 2, needs chromium; install it: sudo apt-get install chromium."),
+            "{board}"
+        );
+    }
 }

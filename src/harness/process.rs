@@ -738,6 +738,28 @@ mod tests {
     }
 
     #[test]
+    fn programs_run_without_the_variables_that_change_their_output() {
+        let mut command = Command::new("server");
+        controlled_environment(&mut command);
+        let envs: Vec<(String, Option<String>)> = command
+            .get_envs()
+            .map(|(name, value)| {
+                let text = |os: &std::ffi::OsStr| os.to_string_lossy().into_owned();
+                (text(name), value.map(text))
+            })
+            .collect();
+        for name in [
+            "PYTHONUNBUFFERED",
+            "RUST_BACKTRACE",
+            "NO_COLOR",
+            "FORCE_COLOR",
+        ] {
+            assert!(envs.contains(&(name.to_string(), None)), "{name}: {envs:?}");
+        }
+        assert!(envs.contains(&("TERM".to_string(), Some("dumb".to_string()))));
+    }
+
+    #[test]
     fn keeps_the_start_and_the_end_of_a_flood() {
         let mut captured = Captured::default();
         for _ in 0..1000 {
