@@ -437,21 +437,7 @@ mod fake {
             // A server that starts a program of its own, as a wrapper script
             // or `npm start` does; that program must end with the stage too.
             "starts_a_helper" => {
-                let helper = std::process::Command::new(exe())
-                    .args(["--fake", "idle_helper", "--pids", pid_file])
-                    .stdout(std::process::Stdio::piped())
-                    .spawn();
-                // Serve only once the helper has recorded its pid.
-                let ready = helper.ok().and_then(|mut helper| {
-                    let mut line = String::new();
-                    std::io::BufReader::new(helper.stdout.take()?)
-                        .read_line(&mut line)
-                        .ok()
-                });
-                if ready.is_none() {
-                    eprintln!("fake: its helper did not start");
-                    std::process::exit(1);
-                }
+                start_helper(pid_file, false);
                 serve(&bind, str::to_string)
             }
             "idle_helper" => {
@@ -466,34 +452,40 @@ mod fake {
             // A server whose child leaves its process group and session, as
             // a daemon does, and would outlive it.
             "starts_a_daemon" => {
-                let mut command = std::process::Command::new(exe());
-                command
-                    .args(["--fake", "idle_helper", "--pids", pid_file])
-                    .stdout(std::process::Stdio::piped());
-                #[cfg(unix)]
-                {
-                    use std::os::unix::process::CommandExt;
-                    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
-                    unsafe {
-                        command.pre_exec(|| {
-                            libc::setsid();
-                            Ok(())
-                        });
-                    }
-                }
-                let ready = command.spawn().ok().and_then(|mut daemon| {
-                    let mut line = String::new();
-                    std::io::BufReader::new(daemon.stdout.take()?)
-                        .read_line(&mut line)
-                        .ok()
-                });
-                if ready.is_none() {
-                    eprintln!("fake: its daemon did not start");
-                    std::process::exit(1);
-                }
+                start_helper(pid_file, true);
                 serve(&bind, str::to_string)
             }
             other => panic!("no fake named {other}"),
+        }
+    }
+
+    /// Start an idle helper program, in a session of its own if
+    /// `leave_session`, and return once it has recorded its pid.
+    fn start_helper(pid_file: &str, leave_session: bool) {
+        let mut command = std::process::Command::new(exe());
+        command
+            .args(["--fake", "idle_helper", "--pids", pid_file])
+            .stdout(std::process::Stdio::piped());
+        #[cfg(unix)]
+        if leave_session {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+        }
+        let ready = command.spawn().ok().and_then(|mut helper| {
+            let mut line = String::new();
+            std::io::BufReader::new(helper.stdout.take()?)
+                .read_line(&mut line)
+                .ok()
+        });
+        if ready.is_none() {
+            eprintln!("fake: its helper did not start");
+            std::process::exit(1);
         }
     }
 
@@ -602,8 +594,11 @@ mod suite {
     }
 
     /// Run the suite against the echo fake, as a student's `cargo test`
-    /// would: its exit code, stdout, stderr and records.
-    fn run_suite(env: &[(&str, &str)]) -> (Option<i32>, String, String, Vec<StageRecord>) {
+    /// would; it must fail, as libtest does (101). Its stdout, stderr and
+    /// records.
+    fn run_failing_suite(
+        env: &[(&str, &str)],
+    ) -> Result<(String, String, Vec<StageRecord>), Failed> {
         let pids = pid_file(&format!("suite-{}", env.len()));
         let report = std::env::temp_dir().join(format!(
             "course-suite-report-{}-{}.jsonl",
@@ -633,12 +628,12 @@ mod suite {
             .collect();
         let _ = std::fs::remove_file(&report);
         let _ = read_pids(&pids);
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-            records,
-        )
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.code() != Some(101) {
+            return Err(format!("exit {:?}, expected 101:\n{stdout}", output.status).into());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        Ok((stdout, stderr, records))
     }
 
     fn expect_records(
@@ -677,10 +672,7 @@ mod suite {
     /// run stops at the first failure and lists the rest as not run, and
     /// the exit code says it failed.
     pub fn skips_a_missing_client() -> Result<(), Failed> {
-        let (code, stdout, stderr, records) = run_suite(&[]);
-        if code != Some(101) {
-            return Err(format!("exit code {code:?}, expected 101:\n{stdout}").into());
-        }
+        let (stdout, stderr, records) = run_failing_suite(&[])?;
         expect_in(
             &stdout,
             &[
@@ -716,11 +708,8 @@ mod suite {
     /// its stage; with `COURSE_ALL_STAGES=1` every stage runs, and one that
     /// passes after a failure is not counted.
     pub fn requires_clients() -> Result<(), Failed> {
-        let (code, stdout, _, records) =
-            run_suite(&[("COURSE_REQUIRE_CLIENTS", "1"), ("COURSE_ALL_STAGES", "1")]);
-        if code != Some(101) {
-            return Err(format!("exit code {code:?}, expected 101:\n{stdout}").into());
-        }
+        let (stdout, _, records) =
+            run_failing_suite(&[("COURSE_REQUIRE_CLIENTS", "1"), ("COURSE_ALL_STAGES", "1")])?;
         expect_in(
             &stdout,
             &[
