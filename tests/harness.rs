@@ -477,6 +477,8 @@ mod fake {
                 });
             }
         }
+        #[cfg(not(unix))]
+        let _ = leave_session;
         let ready = command.spawn().ok().and_then(|mut helper| {
             let mut line = String::new();
             std::io::BufReader::new(helper.stdout.take()?)

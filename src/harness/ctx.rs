@@ -358,8 +358,8 @@ impl Ctx {
         }
         if finished.stderr.contains("panicked") || !one_clear_line {
             let printed = match lines.len() {
+                _ if finished.stderr.contains("panicked") => "it panicked".to_string(),
                 0 => "it printed nothing there".to_string(),
-                1 if finished.stderr.contains("panicked") => "it panicked".to_string(),
                 1 => format!("its one line does not name {naming}"),
                 many => format!("it printed {many} lines"),
             };
@@ -564,4 +564,51 @@ fn shown_command(command_line: &str) -> String {
     };
     let prefix = format!("{}{}", here.display(), std::path::MAIN_SEPARATOR);
     command_line.replace(&prefix, "")
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn ctx() -> Ctx {
+        let setup = Setup {
+            lesson: &crate::harness::lesson::LESSONS[0],
+            program: vec!["server".into()],
+            target: "lessons".into(),
+            seed: 1,
+            patience: Patience::from_env(),
+            total: 1,
+        };
+        Ctx::new(&setup, 1)
+    }
+
+    fn error_exit(stderr: &str) -> Finished {
+        Finished {
+            status: ExitStatus::from_raw(1 << 8),
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    #[test]
+    fn a_one_line_error_is_counted_in_words() {
+        let ctx = ctx();
+        let what = |stderr: &str| {
+            ctx.expect_one_line_error(&error_exit(stderr), "7001", "asked to bind a taken port")
+                .map_err(|failure| failure.what.clone())
+        };
+        assert_eq!(what("error: address 127.0.0.1:7001 is in use\n"), Ok(()));
+        let said = what("error: it failed\n").unwrap_err();
+        assert!(
+            said.ends_with("; its one line does not name 7001"),
+            "{said}"
+        );
+        let said = what("").unwrap_err();
+        assert!(said.ends_with("; it printed nothing there"), "{said}");
+        let said = what("one\ntwo\n").unwrap_err();
+        assert!(said.ends_with("; it printed 2 lines"), "{said}");
+        let said = what("thread 'main' panicked at 7001\nnote: ...\n").unwrap_err();
+        assert!(said.ends_with("; it panicked"), "{said}");
+    }
 }
