@@ -760,6 +760,17 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_names_every_variable_the_programs_run_without() {
+        let readme = include_str!("../../README.md");
+        for name in REMOVED_VARIABLES {
+            assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+        }
+        for (name, value) in FIXED_VARIABLES {
+            assert!(readme.contains(&format!("`{name}={value}`")), "README lacks {name}");
+        }
+    }
+
+    #[test]
     fn keeps_the_start_and_the_end_of_a_flood() {
         let mut captured = Captured::default();
         for _ in 0..1000 {
