@@ -905,6 +905,8 @@ const PAGE_PARTS: [(&str, &str); 3] = [
 ];
 
 fn a_browser_loads_it(ctx: &mut Ctx) -> Check<()> {
+    // Every check here is the browser's: without it, the stage is skipped.
+    ctx.require_tool("chromium", CHROMIUM_INSTALL)?;
     // No --root: the server's default must find the shipped site from any
     // working directory.
     let server = ctx.start_server(&[])?;
@@ -935,7 +937,7 @@ fn a_browser_loads_it(ctx: &mut Ctx) -> Check<()> {
             "--dump-dom",
             &url,
         ],
-        "sudo apt-get install chromium",
+        CHROMIUM_INSTALL,
     )?;
     let finished = ctx
         .process(browser)
@@ -1304,6 +1306,7 @@ fn media_type_of(content_type: &str) -> String {
 // Helpers
 
 const CURL_INSTALL: &str = "sudo apt-get install curl";
+const CHROMIUM_INSTALL: &str = "sudo apt-get install chromium";
 
 /// Wait, a moment at most, until the program's stderr ends with a whole line.
 fn wait_for_a_line_on_stderr(ctx: &mut Ctx, id: ProcessId) {

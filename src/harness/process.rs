@@ -766,7 +766,10 @@ mod tests {
             assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
         }
         for (name, value) in FIXED_VARIABLES {
-            assert!(readme.contains(&format!("`{name}={value}`")), "README lacks {name}");
+            assert!(
+                readme.contains(&format!("`{name}={value}`")),
+                "README lacks {name}"
+            );
         }
     }
 
