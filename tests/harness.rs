@@ -75,6 +75,10 @@ fn main() {
             "a_missing_client_fails_where_clients_are_required",
             suite::requires_clients,
         ),
+        Trial::test(
+            "a_long_stage_says_it_is_still_running",
+            suite::says_a_long_stage_is_running,
+        ),
         Trial::test("no_program_a_server_started_outlives_the_stage", || {
             let (result, pids) = run_fake("starts_a_helper", &quick());
             result.map_err(|failure| Failed::from(failure.report))?;
@@ -434,6 +438,11 @@ mod fake {
                 serve(&bind, str::to_string)
             }
             "echo" => serve(&bind, str::to_string),
+            // Right, but slower than a grader watching would like.
+            "answers_late" => serve(&bind, |line| {
+                std::thread::sleep(Duration::from_secs(6));
+                line.to_string()
+            }),
             // A server that starts a program of its own, as a wrapper script
             // or `npm start` does; that program must end with the stage too.
             "starts_a_helper" => {
@@ -601,6 +610,20 @@ mod suite {
     fn run_failing_suite(
         env: &[(&str, &str)],
     ) -> Result<(String, String, Vec<StageRecord>), Failed> {
+        let (code, stdout, stderr, records) = run_suite("echo", &[], env);
+        if code != Some(101) {
+            return Err(format!("exit {code:?}, expected 101:\n{stdout}").into());
+        }
+        Ok((stdout, stderr, records))
+    }
+
+    /// Run the suite's stages picked by `filter` against the fake `kind`:
+    /// its exit code, stdout, stderr and records.
+    fn run_suite(
+        kind: &str,
+        filter: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Option<i32>, String, String, Vec<StageRecord>) {
         let pids = pid_file(&format!("suite-{}", env.len()));
         let report = std::env::temp_dir().join(format!(
             "course-suite-report-{}-{}.jsonl",
@@ -613,7 +636,7 @@ mod suite {
             .env("COURSE_HARNESS_SUITE", "1")
             .env(
                 "COURSE_CMD",
-                format!("\"{}\" --fake echo --pids \"{}\"", exe(), pids.display()),
+                format!("\"{}\" --fake {kind} --pids \"{}\"", exe(), pids.display()),
             )
             .env("COURSE_REPORT", &report)
             .env("COURSE_PROGRESS", "1")
@@ -621,7 +644,8 @@ mod suite {
             .env_remove("COURSE_ALL_STAGES")
             .env_remove("COURSE_FAIL_FAST")
             .env_remove("COURSE_REQUIRE_CLIENTS")
-            .envs(env.iter().copied());
+            .envs(env.iter().copied())
+            .args(filter);
         let output = command.output().expect("the suite runs");
         let records = std::fs::read_to_string(&report)
             .unwrap_or_default()
@@ -630,12 +654,31 @@ mod suite {
             .collect();
         let _ = std::fs::remove_file(&report);
         let _ = read_pids(&pids);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if output.status.code() != Some(101) {
-            return Err(format!("exit {:?}, expected 101:\n{stdout}", output.status).into());
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+            records,
+        )
+    }
+
+    /// A stage that runs past 5 s says so while it runs, with its last step.
+    pub fn says_a_long_stage_is_running() -> Result<(), Failed> {
+        let (code, stdout, stderr, _) = run_suite(
+            "answers_late",
+            &["--exact", "stage_04_comes_after"],
+            &[("COURSE_PATIENCE", "5")],
+        );
+        if code != Some(0) {
+            return Err(format!("exit {code:?}, expected 0:\n{stdout}").into());
         }
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        Ok((stdout, stderr, records))
+        expect_in(
+            &stderr,
+            &[
+                "progress:       stage 4 (comes-after) still running after 5 s; its last step: connection #1: ",
+                "progress: pass  stage 4  comes-after",
+            ],
+        )
     }
 
     fn expect_records(
