@@ -469,6 +469,8 @@ impl Ctx {
             ));
         }
         let several = failures.len() > 1;
+        let lesson = self.setup.lesson;
+        let slide_of = |heading: &str| format!("{}, \"{}\"", lesson.slides(), heading);
         let problems = failures
             .iter()
             .map(|failure| {
@@ -489,14 +491,20 @@ impl Ctx {
                     comparison: failure.comparison(),
                     details: failure.details.clone(),
                     hint,
+                    slide: failure
+                        .slide
+                        .as_deref()
+                        .filter(|own| *own != slide)
+                        .map(slide_of),
                 }
             })
             .collect();
-        let lesson = self.setup.lesson;
-        let slide = failures
-            .iter()
-            .find_map(|failure| failure.slide.as_deref())
-            .unwrap_or(slide);
+        // One problem: its own slide, if it names one, is the one to read.
+        // Several: each names its own, and the stage's is read for the whole.
+        let slide = match failures {
+            [one] => one.slide.as_deref().unwrap_or(slide),
+            _ => slide,
+        };
         Report {
             heading: format!(
                 "stage {} of {}: {} ({})",
@@ -505,7 +513,7 @@ impl Ctx {
             steps: self.journal.steps(),
             problems,
             details,
-            slide: format!("{}, \"{}\"", lesson.slides(), slide),
+            slide: slide_of(slide),
             replay: format!(
                 "{}COURSE_SEED={} cargo test --test {} {}",
                 self.replayed_command(),

@@ -28,6 +28,10 @@ pub struct Problem {
     pub comparison: Option<String>,
     pub details: Vec<String>,
     pub hint: Option<String>,
+    /// Where to read about this problem, where it is not the stage's slide:
+    /// `slides/02-http.md, "Status codes"`. Shown under the problem when a
+    /// report has several.
+    pub slide: Option<String>,
 }
 
 /// How wide prose is wrapped.
@@ -76,6 +80,9 @@ impl Report {
                     write_evidence(&mut text, problem, "   ");
                     if let Some(hint) = &problem.hint {
                         let _ = writeln!(text, "\n     Hint:\n{}", wrap(hint, "       "));
+                    }
+                    if let Some(slide) = &problem.slide {
+                        let _ = writeln!(text, "\n     Read: {slide}");
                     }
                 }
                 write_details(&mut text, &self.details, "");
