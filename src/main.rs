@@ -18,7 +18,7 @@ use course::commands::board::{self, Standing};
 use course::commands::grade::{self, Subject};
 use course::harness::lesson::{self, Lesson, LESSONS};
 use course::harness::report::wrap;
-use course::harness::stage::StageRecord;
+use course::harness::stage::{StageRecord, Status};
 use course::harness::target::{split_command, Target};
 
 #[derive(Parser)]
@@ -185,12 +185,20 @@ fn grade_report(lesson: &Lesson, subject: &Subject, records: &[StageRecord]) -> 
     let slug_width = records.iter().map(|r| r.slug.len()).max().unwrap_or(0);
     let mut shown_report = false;
     for record in records {
-        let mark = if record.passed { "pass" } else { "FAIL" };
+        let mark = match record.status {
+            Status::Passed => "pass",
+            Status::Failed => "FAIL",
+            Status::Skipped => "skip",
+            Status::NotRun => "----",
+        };
         text.push_str(&format!(
             "  {mark}  stage {}  {:<slug_width$}  {} ({} ms)\n",
             record.stage, record.slug, record.title, record.duration_ms
         ));
-        if !record.passed && !shown_report {
+        if record.status == Status::Skipped {
+            text.push_str(&format!("        {}\n", record.message));
+        }
+        if record.status == Status::Failed && !shown_report {
             shown_report = true;
             text.push('\n');
             for line in record.message.lines() {
@@ -200,7 +208,14 @@ fn grade_report(lesson: &Lesson, subject: &Subject, records: &[StageRecord]) -> 
         }
     }
     let passed = records.iter().filter(|record| record.passed).count();
-    text.push_str(&format!("\n{passed} of {} stages pass.\n\n", records.len()));
+    let counted = records.iter().filter(|record| record.counted).count();
+    text.push_str(&format!("\n{passed} of {} stages pass", records.len()));
+    if counted != passed {
+        text.push_str(&format!(
+            "; {counted} count, as a stage counts only when every stage before it passes too"
+        ));
+    }
+    text.push_str(".\n\n");
     text
 }
 

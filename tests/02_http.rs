@@ -108,8 +108,9 @@ fn answers(ctx: &mut Ctx) -> Check<()> {
         failure
             .more_hint(format!(
                 "Start at TODO 1 in {RESPONSE_FILE}: write the status line, the headers and \
-                 the blank line. The server's stderr, above, says what it ran into."
+                 the blank line."
             ))
+            .stderr_note("The server's stderr, above, says what it ran into.")
             .slide("Anatomy of a response")
     };
     let answered = read_response(&mut conn, Method::Get).and_then(|response| {
@@ -304,11 +305,32 @@ fn random_page(ctx: &mut Ctx, title: &str) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // Stage 3
 
+/// Each kind of "no" is its own mistake, checked on its own (`ctx.soft`):
+/// one report lists every kind the server gets wrong, not only the first.
+/// Between kinds the server must still be running, or nothing after counts.
 fn says_no_properly(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&["--root", SITE])?;
     let host = server.addr;
-    let missing = format!("/{}.html", ctx.rng().word(10));
+    ctx.soft(|ctx| answers_404(ctx, host));
+    ctx.expect_running(server.id)?;
+    ctx.soft(|ctx| serves_the_absolute_form(ctx, host));
+    ctx.expect_running(server.id)?;
+    ctx.soft(|ctx| answers_400_to_malformed_lines(ctx, host));
+    ctx.expect_running(server.id)?;
+    ctx.soft(|ctx| answers_505_to_other_versions(ctx, host));
+    ctx.expect_running(server.id)?;
+    ctx.soft(|ctx| answers_405_with_allow(ctx, host));
+    ctx.expect_running(server.id)?;
+    ctx.soft(|ctx| heads_that_break_the_rules(ctx, host));
+    ctx.expect_running(server.id)?;
 
+    ctx.step("and a good request still works");
+    let (conn, response) = fetch(ctx, host, &get("/", host), Method::Get)?;
+    expect_status(&conn, &response, 200)
+}
+
+fn answers_404(ctx: &mut Ctx, host: SocketAddr) -> Check<()> {
+    let missing = format!("/{}.html", ctx.rng().word(10));
     ctx.step(format!("`GET {missing}`, a file that is not there"));
     let (conn, response) = fetch(ctx, host, &get(&missing, host), Method::Get)?;
     expect_status(&conn, &response, 404).map_err(|failure| {
@@ -316,9 +338,10 @@ fn says_no_properly(ctx: &mut Ctx) -> Check<()> {
             "A file that is not there is `404 Not Found`: the server is fine, the request \
              names nothing.",
         )
-    })?;
-    ctx.expect_running(server.id)?;
+    })
+}
 
+fn serves_the_absolute_form(ctx: &mut Ctx, host: SocketAddr) -> Check<()> {
     ctx.step("`GET http://HOST/style.css`, the absolute form of a target, as sent to a proxy");
     let style = read_site_file("style.css")?;
     let absolute = format!("http://{host}/style.css");
@@ -332,9 +355,10 @@ fn says_no_properly(ctx: &mut Ctx) -> Check<()> {
                  through `origin_form`."
             ))
             .slide("Anatomy of a request")
-    })?;
-    ctx.expect_running(server.id)?;
+    })
+}
 
+fn answers_400_to_malformed_lines(ctx: &mut Ctx, host: SocketAddr) -> Check<()> {
     let malformed = [
         "GET",
         "GET /",
@@ -358,9 +382,11 @@ fn says_no_properly(ctx: &mut Ctx) -> Check<()> {
                 ))
                 .slide("Anatomy of a request")
         })?;
-        ctx.expect_running(server.id)?;
     }
+    Ok(())
+}
 
+fn answers_505_to_other_versions(ctx: &mut Ctx, host: SocketAddr) -> Check<()> {
     for version in ["HTTP/2.0", "HTTP/3.0", "HTTP/0.9"] {
         let request = format!("GET / {version}\r\nHost: {host}\r\n\r\n");
         ctx.step(format!("a version this server does not speak: {version}"));
@@ -373,9 +399,11 @@ fn says_no_properly(ctx: &mut Ctx) -> Check<()> {
                 ))
                 .slide("Anatomy of a request")
         })?;
-        ctx.expect_running(server.id)?;
     }
+    Ok(())
+}
 
+fn answers_405_with_allow(ctx: &mut Ctx, host: SocketAddr) -> Check<()> {
     for method in shuffled(ctx, &["POST", "PUT", "DELETE", "PATCH", "BREW"]) {
         let request =
             format!("{method} / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello");
@@ -390,22 +418,19 @@ fn says_no_properly(ctx: &mut Ctx) -> Check<()> {
                 .slide("Status codes")
         };
         expect_status(&conn, &response, 405).map_err(method_hint)?;
-        let allow = response.header("Allow").unwrap_or_default().to_string();
+        let Some(allow) = response.header("Allow") else {
+            return Err(method_hint(conn.fail(
+                "the 405 answer has no Allow header; it must list GET and HEAD",
+            )));
+        };
         let listed: Vec<&str> = allow.split(',').map(str::trim).collect();
         if !listed.contains(&"GET") || !listed.contains(&"HEAD") {
             return Err(method_hint(conn.fail(format!(
                 "the 405 answer's Allow header is {allow:?}; it must list GET and HEAD"
             ))));
         }
-        ctx.expect_running(server.id)?;
     }
-
-    heads_that_break_the_rules(ctx, host)?;
-    ctx.expect_running(server.id)?;
-
-    ctx.step("and a good request still works");
-    let (conn, response) = fetch(ctx, host, &get("/", host), Method::Get)?;
-    expect_status(&conn, &response, 200)
+    Ok(())
 }
 
 /// Heads whose lines all parse, but which break a rule of RFC 9112: each
@@ -906,6 +931,8 @@ const PAGE_PARTS: [(&str, &str); 3] = [
 ];
 
 fn a_browser_loads_it(ctx: &mut Ctx) -> Check<()> {
+    // Every check here is the browser's: without it, the stage is skipped.
+    ctx.require_tool("chromium", CHROMIUM_INSTALL)?;
     // No --root: the server's default must find the shipped site from any
     // working directory.
     let server = ctx.start_server(&[])?;
@@ -936,7 +963,7 @@ fn a_browser_loads_it(ctx: &mut Ctx) -> Check<()> {
             "--dump-dom",
             &url,
         ],
-        "sudo apt-get install chromium",
+        CHROMIUM_INSTALL,
     )?;
     let finished = ctx
         .process(browser)
@@ -1484,6 +1511,7 @@ fn make_named_pipe(ctx: &mut Ctx, _path: &Path) -> Check<bool> {
 // Helpers
 
 const CURL_INSTALL: &str = "sudo apt-get install curl";
+const CHROMIUM_INSTALL: &str = "sudo apt-get install chromium";
 
 /// Wait, a moment at most, until the program's stderr ends with a whole line.
 fn wait_for_a_line_on_stderr(ctx: &mut Ctx, id: ProcessId) {

@@ -19,6 +19,7 @@ pub mod lesson;
 pub mod local;
 pub mod mailbox;
 pub mod process;
+pub mod progress;
 pub mod report;
 pub mod resources;
 pub mod runner;
