@@ -4,7 +4,8 @@
 //!     cargo test --test 02_http serves_files      one stage
 //!     COURSE_TARGET=solutions cargo test --test 02_http
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last,
+//! on a port the test chose, to check `--bind`), reads the
 //! address it prints, and talks HTTP to it: raw bytes over TCP, `curl`, and a
 //! headless Chromium.
 
@@ -17,6 +18,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::{output_block, ProcessId};
 use course::harness::local;
 use course::harness::process::describe;
@@ -30,7 +32,7 @@ fn main() {
     course::run_stages("02", programs, &STAGES);
 }
 
-const STAGES: [Stage; 8] = [
+const STAGES: [Stage; 9] = [
     Stage {
         slug: "answers",
         title: "`GET /` gets `200 OK`, a Content-Type and a Content-Length that fits; curl agrees",
@@ -78,6 +80,12 @@ const STAGES: [Stage; 8] = [
         title: "the client prints a response like `curl -i`; a dead address is one line",
         slide: "The client's side",
         check: the_client,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
     },
 ];
 
@@ -1582,4 +1590,10 @@ fn copy_noting_heads(mut from: TcpStream, mut to: TcpStream, mut note: impl FnMu
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &["--root", SITE])?;
+    let (conn, response) = fetch(ctx, server.addr, &get("/", server.addr), Method::Get)?;
+    expect_status(&conn, &response, 200)
 }

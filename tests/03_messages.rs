@@ -4,7 +4,8 @@
 //!     cargo test --test 03_messages frames          one stage
 //!     COURSE_TARGET=solutions cargo test --test 03_messages
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last,
+//! on a port the test chose, to check `--bind`), reads the
 //! address it prints, and speaks the mailbox protocol (lessons/03-messages/
 //! README.md) to it over real TCP connections.
 
@@ -13,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::{output_block, Finished};
-use course::harness::mailbox::{expect_id, MAX_LINE};
+use course::harness::mailbox::{expect_fresh_mailbox, expect_id, MAX_LINE};
 use course::harness::resources::{mebibytes, resident_bytes, unmeasurable};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -26,7 +28,7 @@ fn main() {
     course::run_stages("03", programs, &STAGES);
 }
 
-const STAGES: [Stage; 7] = [
+const STAGES: [Stage; 8] = [
     Stage {
         slug: "hello",
         title: "answers USER with `OK` and SEND with `OK <id>`",
@@ -68,6 +70,12 @@ const STAGES: [Stage; 7] = [
         title: "the Rust client and the Python client both work with the server",
         slide: "One protocol, two languages",
         check: the_client,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
     },
 ];
 
@@ -623,4 +631,11 @@ fn expect_err(conn: &mut Conn, what: &str) -> Check<()> {
             )));
     }
     Ok(())
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &[])?;
+    let mut conn = ctx.connect(server.addr)?;
+    expect_fresh_mailbox(&mut conn, "alice")?;
+    quit(conn)
 }

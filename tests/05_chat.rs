@@ -6,7 +6,8 @@
 //!     COURSE_TIMES=1 cargo test --test 05_chat  also print the delivery times
 //!                                               that stages 7 and 8 measure
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last,
+//! on a port the test chose, to check `--bind`), reads the
 //! address it prints, and joins the room over real TCP connections, as `nc`
 //! would. Stage 9 runs your client against the test's own small server.
 
@@ -14,6 +15,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::output_block;
 use course::harness::local;
 use course::harness::resources::{mebibytes, resident_bytes, unmeasurable};
@@ -27,7 +29,7 @@ fn main() {
     course::run_stages("05", programs, &STAGES);
 }
 
-const STAGES: [Stage; 9] = [
+const STAGES: [Stage; 10] = [
     Stage {
         slug: "joins",
         title: "asks for a name, shows the newcomer the room, tells the others",
@@ -81,6 +83,12 @@ const STAGES: [Stage; 9] = [
         title: "the client shows lines as they come, sends what is typed, and exits",
         slide: "The client does two things at once",
         check: the_client,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
     },
 ];
 
@@ -1068,4 +1076,11 @@ impl FakeServer {
             .bytes(b"/quit\n", &sent)
             .hint(hint))
     }
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &[])?;
+    let names = random_names(ctx, 1);
+    join(ctx, server.addr, &names[0], &[&names[0]])?;
+    Ok(())
 }

@@ -19,3 +19,10 @@ pub fn expect_id(conn: &mut Conn) -> Check<u64> {
             .bytes(b"OK <id>\n", &line)
     })
 }
+
+/// Log in as `user` and ask COUNT of a new, empty mailbox server: `OK`,
+/// then `OK 0`. Proof that a mailbox server, and a fresh one, answered.
+pub fn expect_fresh_mailbox(conn: &mut Conn, user: &str) -> Check<()> {
+    conn.send(format!("USER {user}\nCOUNT\n").as_bytes())?;
+    conn.expect(b"OK\nOK 0\n")
+}
