@@ -904,9 +904,35 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     ctx.step("the user types /quit; the server says `* bye` and closes");
     type_line(ctx, client, "/quit\n")?;
     server.expect_line("/quit\n", "/quit must reach the server")?;
+    // The server may still have lines to deliver after /quit: the client
+    // must wait for its close. One that ends at once would print `* bye`
+    // only when the race went its way, so the test holds `* bye` back a
+    // moment, and an early exit shows on every run.
+    let a_moment = Instant::now() + Duration::from_secs_f64(0.25 * scale(ctx));
+    if let Some(status) = ctx.process(client).wait_exit(a_moment) {
+        return Err(Failure::new(format!(
+            "the client exited ({status}) right after sending /quit, before the server \
+             closed the connection"
+        ))
+        .hint(format!(
+            "After /quit, keep printing what the server sends until it closes (here `* bye`): \
+             lines on their way are lost otherwise. Where: {CLIENT_FILE}, fn run: after \
+             sending, wait for the printing thread."
+        ))
+        .slide("Ending the client"));
+    }
     server.say("* bye\n")?;
     drop(server);
     expect_exit(ctx, client, true, "after /quit and the server's close")?;
+    let printed = ctx.process(client).stdout().text();
+    if !printed.ends_with("* bye\n") {
+        return Err(Failure::new(
+            "the server said `* bye` before it closed, and the client did not print it",
+        )
+        .detail(output_block("the client's stdout", &printed))
+        .hint(print_hint.clone())
+        .slide("Ending the client"));
+    }
 
     ctx.step("a second client; its input ends at once");
     let (client, mut server) = start_client(ctx, &listener, &name)?;
