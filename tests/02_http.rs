@@ -1291,12 +1291,16 @@ fn media_type_of(content_type: &str) -> String {
 
 const CURL_INSTALL: &str = "sudo apt-get install curl";
 
-/// Wait, a moment at most, until the program's stderr ends with a whole line.
+/// Wait, a moment at most, until the program has said on stderr, in a whole
+/// line, more than that a client connected.
 fn wait_for_a_line_on_stderr(ctx: &mut Ctx, id: ProcessId) {
     let deadline = Instant::now() + ctx.patience().reply;
     while Instant::now() < deadline {
         let text = ctx.process(id).stderr().text();
-        if text.ends_with('\n') {
+        // The server notes each connection as it comes; the line that
+        // explains comes after.
+        let explained = text.lines().any(|line| !line.ends_with(" connected"));
+        if explained && text.ends_with('\n') {
             return;
         }
         thread::sleep(Duration::from_millis(10));

@@ -957,6 +957,39 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
              exit with 1."
         )));
     }
+
+    ctx.step("a fourth client, started without --name: the server asks, the user answers");
+    let addr = listener
+        .local_addr()
+        .map_err(|error| Failure::new(format!("the test could not read its address: {error}")))?
+        .to_string();
+    let client = ctx.start(&["client", "--connect", &addr])?;
+    let mut server = FakeServer::accept(ctx, &listener)?;
+    server.say(&format!("{PROMPT}\n"))?;
+    let asked = format!("{PROMPT}\n");
+    let a_second = Instant::now() + Duration::from_secs_f64(scale(ctx));
+    if !ctx
+        .process(client)
+        .wait_for_stdout(asked.as_bytes(), a_second)
+    {
+        let stdout = ctx.process(client).stdout().text();
+        let stderr = ctx.process(client).stderr().text();
+        return Err(Failure::new(
+            "started without --name, the client did not show the server's question",
+        )
+        .detail(output_block("the client's stdout", &stdout))
+        .detail(output_block("its stderr", &stderr))
+        .hint(format!(
+            "Without --name, send nothing first: the server asks, the question shows like \
+             any other line, and the first line the user types is the answer, as in `nc`. \
+             Where: {CLIENT_FILE}, fn run, and `name` in lessons/05-chat/main.rs."
+        )));
+    }
+    type_line(ctx, client, &format!("{name}\n"))?;
+    server.expect_line(
+        &format!("{name}\n"),
+        "without --name, the first line typed is the name",
+    )?;
     Ok(())
 }
 
