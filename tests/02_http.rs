@@ -1027,12 +1027,32 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
          X-Marker: {marker}\r\n\r\n{body}",
         body.len()
     );
-    let peer = HttpPeer::start(response.clone().into_bytes(), ctx.patience().exit)?;
+    // The head and half the body first; the rest once the client has shown
+    // what came. A client that reads once and stops misses the rest on every
+    // run, not only when the response happens to arrive in two parts.
+    let held_from = response.len() - body.len() / 2;
+    let peer = HttpPeer::start(
+        response.clone().into_bytes(),
+        held_from,
+        ctx.patience().exit,
+    )?;
     let path = format!("/{}/{}.txt", ctx.rng().word(5), ctx.rng().word(6));
     let address = peer.addr;
     let url = format!("http://{address}{path}");
-    ctx.step(format!("the test runs an HTTP server at {}", peer.addr));
-    let finished = ctx.run(&["client", &url], b"");
+    ctx.step(format!(
+        "the test runs an HTTP server at {}; it sends the head and half the body, and the \
+         rest once the client has printed the status line",
+        peer.addr
+    ));
+    let client = ctx.start(&["client", &url])?;
+    // A client that prints only at the end gets the rest a moment after the
+    // first part went out: a slow start does not let it read both at once.
+    peer.wait_for_first_part();
+    let a_moment = Instant::now() + ctx.patience().reply / 2;
+    ctx.process(client)
+        .wait_for_stdout(b"HTTP/1.1 200 OK\r\n", a_moment);
+    peer.release();
+    let finished = ctx.finish(client, b"");
     let request = peer.finish();
     let finished = finished.map_err(|failure| {
         failure.more_hint(
@@ -1070,7 +1090,12 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
              line, body) and exit with status 0",
         )
         .bytes(response.as_bytes(), finished.stdout.as_bytes())
-        .detail(output_block("the client's stderr", &finished.stderr)));
+        .detail(output_block("the client's stderr", &finished.stderr))
+        .hint(
+            "One read is not one response: the test's server sent the body in two parts. \
+             Read the head to its blank line, then exactly Content-Length bytes of body, \
+             however many reads that takes.",
+        ));
     }
 
     ctx.step("now a URL where nothing listens");
@@ -1346,13 +1371,19 @@ fn escape(bytes: &[u8]) -> String {
 struct HttpPeer {
     addr: SocketAddr,
     request: mpsc::Receiver<Vec<u8>>,
+    release: mpsc::Sender<()>,
+    first_part_sent: mpsc::Receiver<()>,
     patience: Duration,
 }
 
 impl HttpPeer {
-    fn start(response: Vec<u8>, patience: Duration) -> Check<HttpPeer> {
+    /// Answer one request with `response`: its first `held_from` bytes at
+    /// once, the rest on [`HttpPeer::release`].
+    fn start(response: Vec<u8>, held_from: usize, patience: Duration) -> Check<HttpPeer> {
         let (listener, addr) = local::listener()?;
         let (sender, request) = mpsc::channel();
+        let (release, released) = mpsc::channel();
+        let (sent, first_part_sent) = mpsc::channel();
         thread::spawn(move || {
             let Some(mut stream) = local::accept_before(&listener, Instant::now() + patience)
             else {
@@ -1360,7 +1391,11 @@ impl HttpPeer {
             };
             let _ = stream.set_read_timeout(Some(patience));
             let head = read_head(&mut stream);
-            let _ = stream.write_all(&response);
+            let (now, later) = response.split_at(held_from.min(response.len()));
+            let _ = stream.write_all(now);
+            let _ = sent.send(());
+            let _ = released.recv_timeout(patience);
+            let _ = stream.write_all(later);
             let asked_to_close = contains(&head.to_ascii_lowercase(), b"connection: close");
             let _ = sender.send(head);
             if !asked_to_close {
@@ -1372,8 +1407,21 @@ impl HttpPeer {
         Ok(HttpPeer {
             addr,
             request,
+            release,
+            first_part_sent,
             patience,
         })
+    }
+
+    /// Wait until the first part of the response is sent (or the client
+    /// never asked, within the patience).
+    fn wait_for_first_part(&self) {
+        let _ = self.first_part_sent.recv_timeout(self.patience);
+    }
+
+    /// Send the rest of the response.
+    fn release(&self) {
+        let _ = self.release.send(());
     }
 
     /// The request head it received, once the client has come and gone.
