@@ -4,9 +4,9 @@
 //!     cargo test --test 01_echo listens         one stage
 //!     COURSE_TARGET=solutions cargo test --test 01_echo
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last,
-//! on a port the test chose, to check `--bind`), reads the
-//! address it prints, and talks to it over real TCP connections.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! talks to it over real TCP connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,10 +4,9 @@
 //!     cargo test --test 02_http serves_files      one stage
 //!     COURSE_TARGET=solutions cargo test --test 02_http
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last,
-//! on a port the test chose, to check `--bind`), reads the
-//! address it prints, and talks HTTP to it: raw bytes over TCP, `curl`, and a
-//! headless Chromium.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! talks HTTP to it: raw bytes over TCP, `curl`, and a headless Chromium.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};

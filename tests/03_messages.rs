@@ -4,10 +4,10 @@
 //!     cargo test --test 03_messages frames          one stage
 //!     COURSE_TARGET=solutions cargo test --test 03_messages
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last,
-//! on a port the test chose, to check `--bind`), reads the
-//! address it prints, and speaks the mailbox protocol (lessons/03-messages/
-//! README.md) to it over real TCP connections.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! speaks the mailbox protocol (lessons/03-messages/README.md) to it over real
+//! TCP connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,10 +4,10 @@
 //!     cargo test --test 04_concurrency crowd           one stage
 //!     COURSE_TARGET=solutions cargo test --test 04_concurrency
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last,
-//! on a port the test chose, to check `--bind`), reads the
-//! address it prints, and speaks lesson 03's mailbox protocol to it, over
-//! many real TCP connections at once.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! speaks lesson 03's mailbox protocol to it, over many real TCP connections at
+//! once.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,10 +6,10 @@
 //!     COURSE_TIMES=1 cargo test --test 05_chat  also print the delivery times
 //!                                               that stages 7 and 8 measure
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last,
-//! on a port the test chose, to check `--bind`), reads the
-//! address it prints, and joins the room over real TCP connections, as `nc`
-//! would. Stage 9 runs your client against the test's own small server.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! joins the room over real TCP connections, as `nc` would. Stage 9 runs your
+//! client against the test's own small server.
 
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
