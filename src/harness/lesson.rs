@@ -53,8 +53,11 @@ pub const DEFAULT_PORT_BASE: u16 = 7000;
 /// lesson's default port out of the others' way; 7000 when unset or not a
 /// port number.
 pub fn port_base() -> u16 {
-    std::env::var("COURSE_PORT_BASE")
-        .ok()
+    parse_port_base(std::env::var("COURSE_PORT_BASE").ok().as_deref())
+}
+
+fn parse_port_base(value: Option<&str>) -> u16 {
+    value
         .and_then(|base| base.trim().parse().ok())
         .unwrap_or(DEFAULT_PORT_BASE)
 }
@@ -131,5 +134,13 @@ mod tests {
             assert_eq!(lesson.number, format!("{number:02}"));
             assert_eq!(lesson.port, 7000 + number);
         }
+    }
+
+    #[test]
+    fn the_port_base_is_7000_unless_set_to_a_port() {
+        assert_eq!(parse_port_base(None), 7000);
+        assert_eq!(parse_port_base(Some(" 9100 ")), 9100);
+        assert_eq!(parse_port_base(Some("lots")), 7000);
+        assert_eq!(parse_port_base(Some("70000")), 7000);
     }
 }
