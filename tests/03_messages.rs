@@ -529,6 +529,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     let addr = server.addr.to_string();
     let from_rust = ctx.rng().sentence(4);
     let from_python = ctx.rng().sentence(4);
+    let from_python_again = ctx.rng().sentence(7);
 
     ctx.step("the Rust client, as alice, sends to bob");
     let input = format!("send bob {from_rust}\ncount\n");
@@ -538,9 +539,12 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     )?;
     expect_printed(&alice, &["sent #", "0 waiting"], "the Rust client")?;
 
-    ctx.step("the Python client, as bob, fetches it and answers");
+    // Two answers: a fetch that reads only the first message would pass with
+    // one.
+    ctx.step("the Python client, as bob, fetches it and answers twice");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/lessons/03-messages/client.py");
-    let input = format!("count\nfetch\nsend alice {from_python}\nquit\n");
+    let input =
+        format!("count\nfetch\nsend alice {from_python}\nsend alice {from_python_again}\nquit\n");
     let bob = ctx.run_tool(
         "python3",
         &[script, "--connect", &addr, "--user", "bob"],
@@ -551,17 +555,19 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     let from_alice = format!("from alice: {from_rust}");
     expect_printed(
         &bob,
-        &["1 waiting", "1 fetched", &from_alice, "sent #"],
+        &["1 waiting", "1 fetched", &from_alice, "sent #", "sent #"],
         "the Python client",
     )?;
 
-    ctx.step("the Rust client, as alice, fetches bob's answer");
+    ctx.step("the Rust client, as alice, fetches bob's two answers");
     let alice = ctx.run(
         &["client", "--connect", &addr, "--user", "alice"],
         b"fetch\nquit\n",
     )?;
     let from_bob = format!("from bob: {from_python}");
-    expect_printed(&alice, &["1 fetched", &from_bob], "the Rust client").map_err(|failure| {
+    let from_bob_again = format!("from bob: {from_python_again}");
+    let wanted = ["2 fetched", &from_bob, &from_bob_again];
+    expect_printed(&alice, &wanted, "the Rust client").map_err(|failure| {
         failure.more_hint(format!(
             "Where: TODO 5 in {CLIENT_FILE}, fn fetch: read `MSGS <n>`, then n times a \
              `MSG <id> <from> <length>` line and exactly <length> bytes of body."
