@@ -4,7 +4,9 @@
 //!     cargo run -- grade 01                      lesson 01's stages, your code
 //!     cargo run -- grade 01 --target solutions   against the reference
 //!     cargo run -- grade 01 --cmd "python3 echo.py" --json
+//!     cargo run -- grade all --csv --student "Ada Lovelace"
 //!     cargo run -- check-starters                every starter fails stage 1
+//!     cargo run -- classroom                     write the GitHub Classroom workflow
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
 
 use std::path::Path;
@@ -15,7 +17,9 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 use course::commands::board::{self, Standing};
+use course::commands::classroom;
 use course::commands::grade::{self, Subject};
+use course::commands::gradebook;
 use course::harness::lesson::{self, Lesson, LESSONS};
 use course::harness::report::wrap;
 use course::harness::stage::{StageRecord, Status};
@@ -50,12 +54,23 @@ enum Action {
         /// Print JSON Lines, one object per stage, for a gradebook.
         #[arg(long)]
         json: bool,
+        /// Print CSV for a gradebook: one row per student and lesson, with
+        /// its points (stages that count) and its maximum.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// Whose work this is, for --json and --csv; by default the
+        /// checkout's git `user.name <user.email>`.
+        #[arg(long, value_name = "NAME")]
+        student: Option<String>,
     },
     /// Check that every starter in lessons/ fails its first stage, with a
     /// report that names a TODO: no exercise ships solved.
     CheckStarters,
     /// Many clients at once against a server: throughput, latency, errors.
     Load(course::net::load::LoadArgs),
+    /// Write .github/workflows/classroom.yml, GitHub Classroom's autograding
+    /// workflow, from the lesson list: a step per lesson.
+    Classroom,
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -72,9 +87,12 @@ fn main() -> ExitCode {
             target,
             cmd,
             json,
-        } => grade_lesson(&lesson, target, cmd, json),
+            csv,
+            student,
+        } => grade_lesson(&lesson, target, cmd, Output { json, csv, student }),
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Classroom => write_classroom_workflow(),
     };
     match result {
         Ok(code) => code,
@@ -128,7 +146,19 @@ fn run_lesson(
     grade::run_suite(executable, lesson, subject, fail_fast).map_err(|error| format!("{error:#}"))
 }
 
-fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -> Result<ExitCode> {
+/// How `grade` reports: for people (the default), or for a gradebook.
+struct Output {
+    json: bool,
+    csv: bool,
+    student: Option<String>,
+}
+
+fn grade_lesson(
+    number: &str,
+    target: Target,
+    cmd: Option<String>,
+    output: Output,
+) -> Result<ExitCode> {
     let lessons: Vec<Lesson> = if number == "all" {
         LESSONS.to_vec()
     } else {
@@ -150,13 +180,36 @@ fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -
         None => Subject::Build(target),
     };
     let suites = grade::build_suites(project(), &lessons)?;
+    // A command is graded from where the instructor stands, usually the
+    // student's checkout; a build of this project, from the project.
+    let checkout = match &subject {
+        Subject::Command(_) => std::env::current_dir()?,
+        Subject::Build(_) => project().to_path_buf(),
+    };
+    let run = gradebook::Run::starting_now(&checkout, output.student);
+    if output.csv {
+        println!("{}", gradebook::CSV_HEADER);
+    }
     let mut all_passed = true;
     for lesson in &lessons {
-        let records = run_lesson(&suites, lesson, &subject, false).map_err(anyhow::Error::msg)?;
-        if json {
+        let mut records =
+            run_lesson(&suites, lesson, &subject, false).map_err(anyhow::Error::msg)?;
+        let target = graded_target(lesson, &subject);
+        for record in &mut records {
+            record.target = target.clone();
+        }
+        if output.json {
             for record in &records {
-                println!("{}", serde_json::to_string(record)?);
+                let record = gradebook::GradeRecord {
+                    stage: record,
+                    run: &run,
+                };
+                println!("{}", serde_json::to_string(&record)?);
             }
+        } else if output.csv {
+            let points = gradebook::points(&records);
+            let row = gradebook::csv_row(&run, &lesson.name(), &target, points, records.len());
+            println!("{row}");
         } else {
             print!("{}", grade_report(lesson, &subject, &records));
         }
@@ -167,6 +220,19 @@ fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What was graded, as a gradebook keeps it: the folder of the code, or the
+/// command line.
+fn graded_target(lesson: &Lesson, subject: &Subject) -> String {
+    match subject {
+        Subject::Build(target) => project()
+            .join(target.name())
+            .join(lesson.name())
+            .display()
+            .to_string(),
+        Subject::Command(line) => line.clone(),
+    }
 }
 
 /// A line per stage, and the full report under the first that fails.
@@ -249,4 +315,19 @@ fn check_starters() -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn write_classroom_workflow() -> Result<ExitCode> {
+    let path = project().join(classroom::WORKFLOW_FILE);
+    if let Some(folder) = path.parent() {
+        std::fs::create_dir_all(folder)?;
+    }
+    std::fs::write(&path, classroom::workflow(LESSONS))?;
+    println!(
+        "wrote {}: a grading step for each of the {} lessons, {} points each",
+        classroom::WORKFLOW_FILE,
+        LESSONS.len(),
+        classroom::POINTS_PER_LESSON
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,9 +4,9 @@
 //!     cargo test --test 02_http serves_files      one stage
 //!     COURSE_TARGET=solutions cargo test --test 02_http
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
-//! address it prints, and talks HTTP to it: raw bytes over TCP, `curl`, and a
-//! headless Chromium.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! talks HTTP to it: raw bytes over TCP, `curl`, and a headless Chromium.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::{output_block, ProcessId};
 use course::harness::local;
 use course::harness::process::describe;
@@ -30,7 +31,7 @@ fn main() {
     course::run_stages("02", programs, &STAGES);
 }
 
-const STAGES: [Stage; 9] = [
+const STAGES: [Stage; 10] = [
     Stage {
         slug: "answers",
         title: "`GET /` gets `200 OK`, a Content-Type and a Content-Length that fits; curl agrees",
@@ -84,6 +85,12 @@ const STAGES: [Stage; 9] = [
         title: "a named pipe in the root gets 404 at once, 300 times, and the server serves on",
         slide: "Regular files only",
         check: regular_files_only,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
     },
 ];
 
@@ -1069,12 +1076,32 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
          X-Marker: {marker}\r\n\r\n{body}",
         body.len()
     );
-    let peer = HttpPeer::start(response.clone().into_bytes(), ctx.patience().exit)?;
+    // The head and half the body first; the rest once the client has shown
+    // what came. A client that reads once and stops misses the rest on every
+    // run, not only when the response happens to arrive in two parts.
+    let held_from = response.len() - body.len() / 2;
+    let peer = HttpPeer::start(
+        response.clone().into_bytes(),
+        held_from,
+        ctx.patience().exit,
+    )?;
     let path = format!("/{}/{}.txt", ctx.rng().word(5), ctx.rng().word(6));
     let address = peer.addr;
     let url = format!("http://{address}{path}");
-    ctx.step(format!("the test runs an HTTP server at {}", peer.addr));
-    let finished = ctx.run(&["client", &url], b"");
+    ctx.step(format!(
+        "the test runs an HTTP server at {}; it sends the head and half the body, and the \
+         rest once the client has printed the status line",
+        peer.addr
+    ));
+    let client = ctx.start(&["client", &url])?;
+    // A client that prints only at the end gets the rest a moment after the
+    // first part went out: a slow start does not let it read both at once.
+    peer.wait_for_first_part();
+    let a_moment = Instant::now() + ctx.patience().reply / 2;
+    ctx.process(client)
+        .wait_for_stdout(b"HTTP/1.1 200 OK\r\n", a_moment);
+    peer.release();
+    let finished = ctx.finish(client, b"");
     let request = peer.finish();
     let finished = finished.map_err(|failure| {
         failure.more_hint(
@@ -1112,7 +1139,12 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
              line, body) and exit with status 0",
         )
         .bytes(response.as_bytes(), finished.stdout.as_bytes())
-        .detail(output_block("the client's stderr", &finished.stderr)));
+        .detail(output_block("the client's stderr", &finished.stderr))
+        .hint(
+            "One read is not one response: the test's server sent the body in two parts. \
+             Read the head to its blank line, then exactly Content-Length bytes of body, \
+             however many reads that takes.",
+        ));
     }
 
     ctx.step("now a URL where nothing listens");
@@ -1513,12 +1545,16 @@ fn make_named_pipe(ctx: &mut Ctx, _path: &Path) -> Check<bool> {
 const CURL_INSTALL: &str = "sudo apt-get install curl";
 const CHROMIUM_INSTALL: &str = "sudo apt-get install chromium";
 
-/// Wait, a moment at most, until the program's stderr ends with a whole line.
+/// Wait, a moment at most, until the program has said on stderr, in a whole
+/// line, more than that a client connected.
 fn wait_for_a_line_on_stderr(ctx: &mut Ctx, id: ProcessId) {
     let deadline = Instant::now() + ctx.patience().reply;
     while Instant::now() < deadline {
         let text = ctx.process(id).stderr().text();
-        if text.ends_with('\n') {
+        // The server notes each connection as it comes; the line that
+        // explains comes after.
+        let explained = text.lines().any(|line| !line.ends_with(" connected"));
+        if explained && text.ends_with('\n') {
             return;
         }
         thread::sleep(Duration::from_millis(10));
@@ -1564,13 +1600,19 @@ fn escape(bytes: &[u8]) -> String {
 struct HttpPeer {
     addr: SocketAddr,
     request: mpsc::Receiver<Vec<u8>>,
+    release: mpsc::Sender<()>,
+    first_part_sent: mpsc::Receiver<()>,
     patience: Duration,
 }
 
 impl HttpPeer {
-    fn start(response: Vec<u8>, patience: Duration) -> Check<HttpPeer> {
+    /// Answer one request with `response`: its first `held_from` bytes at
+    /// once, the rest on [`HttpPeer::release`].
+    fn start(response: Vec<u8>, held_from: usize, patience: Duration) -> Check<HttpPeer> {
         let (listener, addr) = local::listener()?;
         let (sender, request) = mpsc::channel();
+        let (release, released) = mpsc::channel();
+        let (sent, first_part_sent) = mpsc::channel();
         thread::spawn(move || {
             let Some(mut stream) = local::accept_before(&listener, Instant::now() + patience)
             else {
@@ -1578,7 +1620,11 @@ impl HttpPeer {
             };
             let _ = stream.set_read_timeout(Some(patience));
             let head = read_head(&mut stream);
-            let _ = stream.write_all(&response);
+            let (now, later) = response.split_at(held_from.min(response.len()));
+            let _ = stream.write_all(now);
+            let _ = sent.send(());
+            let _ = released.recv_timeout(patience);
+            let _ = stream.write_all(later);
             let asked_to_close = contains(&head.to_ascii_lowercase(), b"connection: close");
             let _ = sender.send(head);
             if !asked_to_close {
@@ -1590,8 +1636,21 @@ impl HttpPeer {
         Ok(HttpPeer {
             addr,
             request,
+            release,
+            first_part_sent,
             patience,
         })
+    }
+
+    /// Wait until the first part of the response is sent (or the client
+    /// never asked, within the patience).
+    fn wait_for_first_part(&self) {
+        let _ = self.first_part_sent.recv_timeout(self.patience);
+    }
+
+    /// Send the rest of the response.
+    fn release(&self) {
+        let _ = self.release.send(());
     }
 
     /// The request head it received, once the client has come and gone.
@@ -1812,4 +1871,10 @@ fn copy_noting_heads(mut from: TcpStream, mut to: TcpStream, mut note: impl FnMu
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &["--root", SITE])?;
+    let (conn, response) = fetch(ctx, server.addr, &get("/", server.addr), Method::Get)?;
+    expect_status(&conn, &response, 200)
 }

@@ -6,14 +6,16 @@
 //!     COURSE_TIMES=1 cargo test --test 05_chat  also print the delivery times
 //!                                               that stages 7 and 8 measure
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
-//! address it prints, and joins the room over real TCP connections, as `nc`
-//! would. Stage 9 runs your client against the test's own small server.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! joins the room over real TCP connections, as `nc` would. Stage 9 runs your
+//! client against the test's own small server.
 
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::output_block;
 use course::harness::local;
 use course::harness::resources::{mebibytes, resident_bytes, unmeasurable};
@@ -27,7 +29,7 @@ fn main() {
     course::run_stages("05", programs, &STAGES);
 }
 
-const STAGES: [Stage; 9] = [
+const STAGES: [Stage; 10] = [
     Stage {
         slug: "joins",
         title: "asks for a name, shows the newcomer the room, tells the others",
@@ -81,6 +83,12 @@ const STAGES: [Stage; 9] = [
         title: "the client shows lines as they come, sends what is typed, and exits",
         slide: "The client does two things at once",
         check: the_client,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
     },
 ];
 
@@ -939,9 +947,35 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     ctx.step("the user types /quit; the server says `* bye` and closes");
     type_line(ctx, client, "/quit\n")?;
     server.expect_line("/quit\n", "/quit must reach the server")?;
+    // The server may still have lines to deliver after /quit: the client
+    // must wait for its close. One that ends at once would print `* bye`
+    // only when the race went its way, so the test holds `* bye` back a
+    // moment, and an early exit shows on every run.
+    let a_moment = Instant::now() + Duration::from_secs_f64(0.25 * scale(ctx));
+    if let Some(status) = ctx.process(client).wait_exit(a_moment) {
+        return Err(Failure::new(format!(
+            "the client exited ({status}) right after sending /quit, before the server \
+             closed the connection"
+        ))
+        .hint(format!(
+            "After /quit, keep printing what the server sends until it closes (here `* bye`): \
+             lines on their way are lost otherwise. Where: {CLIENT_FILE}, fn run: after \
+             sending, wait for the printing thread."
+        ))
+        .slide("Ending the client"));
+    }
     server.say("* bye\n")?;
     drop(server);
     expect_exit(ctx, client, true, "after /quit and the server's close")?;
+    let printed = ctx.process(client).stdout().text();
+    if !printed.ends_with("* bye\n") {
+        return Err(Failure::new(
+            "the server said `* bye` before it closed, and the client did not print it",
+        )
+        .detail(output_block("the client's stdout", &printed))
+        .hint(print_hint.clone())
+        .slide("Ending the client"));
+    }
 
     ctx.step("a second client; its input ends at once");
     let (client, mut server) = start_client(ctx, &listener, &name)?;
@@ -966,6 +1000,39 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
              exit with 1."
         )));
     }
+
+    ctx.step("a fourth client, started without --name: the server asks, the user answers");
+    let addr = listener
+        .local_addr()
+        .map_err(|error| Failure::new(format!("the test could not read its address: {error}")))?
+        .to_string();
+    let client = ctx.start(&["client", "--connect", &addr])?;
+    let mut server = FakeServer::accept(ctx, &listener)?;
+    server.say(&format!("{PROMPT}\n"))?;
+    let asked = format!("{PROMPT}\n");
+    let a_second = Instant::now() + Duration::from_secs_f64(scale(ctx));
+    if !ctx
+        .process(client)
+        .wait_for_stdout(asked.as_bytes(), a_second)
+    {
+        let stdout = ctx.process(client).stdout().text();
+        let stderr = ctx.process(client).stderr().text();
+        return Err(Failure::new(
+            "started without --name, the client did not show the server's question",
+        )
+        .detail(output_block("the client's stdout", &stdout))
+        .detail(output_block("its stderr", &stderr))
+        .hint(format!(
+            "Without --name, send nothing first: the server asks, the question shows like \
+             any other line, and the first line the user types is the answer, as in `nc`. \
+             Where: {CLIENT_FILE}, fn run, and `name` in lessons/05-chat/main.rs."
+        )));
+    }
+    type_line(ctx, client, &format!("{name}\n"))?;
+    server.expect_line(
+        &format!("{name}\n"),
+        "without --name, the first line typed is the name",
+    )?;
     Ok(())
 }
 
@@ -1111,4 +1178,11 @@ impl FakeServer {
             .bytes(b"/quit\n", &sent)
             .hint(hint))
     }
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &[])?;
+    let names = random_names(ctx, 1);
+    join(ctx, server.addr, &names[0], &[&names[0]])?;
+    Ok(())
 }

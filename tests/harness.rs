@@ -91,6 +91,7 @@ fn main() {
         }),
         Trial::test("course_board_lists_every_lesson", cli::board),
         Trial::test("course_grade_json_has_a_record_per_stage", cli::grade_json),
+        Trial::test("course_grade_csv_has_a_row_per_lesson", cli::grade_csv),
         Trial::test("course_grade_cmd_grades_any_program", cli::grade_cmd_silent),
         Trial::test(
             "course_grade_cmd_leaves_no_setsid_grandchild",
@@ -813,6 +814,9 @@ mod cli {
             .collect()
     }
 
+    /// How many stages lesson 01 has (tests/01_echo.rs).
+    const LESSON_01_STAGES: usize = 8;
+
     pub fn grade_json() -> Result<(), Failed> {
         let graded = course()
             .args(["grade", "01", "--target", "solutions", "--json"])
@@ -824,8 +828,51 @@ mod cli {
             .filter(|record| record.passed)
             .map(|record| record.stage)
             .collect();
-        if passed != (1..=7).collect::<Vec<_>>() || records.len() != 7 {
-            return Err(format!("expected stages 1 to 7 passing, in order: {passed:?}").into());
+        let stages = LESSON_01_STAGES;
+        if passed != (1..=stages).collect::<Vec<_>>() || records.len() != stages {
+            return Err(
+                format!("expected stages 1 to {stages} passing, in order: {passed:?}").into(),
+            );
+        }
+        // The run's facts, on every record, for a gradebook.
+        for line in String::from_utf8_lossy(&graded.get_output().stdout).lines() {
+            let record: serde_json::Value =
+                serde_json::from_str(line).map_err(|error| Failed::from(error.to_string()))?;
+            let text = |key: &str| record[key].as_str().unwrap_or_default().to_string();
+            let started_at = text("started_at");
+            let looks_rfc3339 = started_at.len() == 20
+                && started_at.ends_with('Z')
+                && started_at.as_bytes()[10] == b'T';
+            if text("student").is_empty()
+                || !looks_rfc3339
+                || record.get("commit").is_none()
+                || !text("target").ends_with("01-echo")
+            {
+                return Err(format!(
+                    "a record lacks student, commit, started_at or its target: {line}"
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// `--csv`: a header, then one row for the student and the lesson, with
+    /// its points and maximum.
+    pub fn grade_csv() -> Result<(), Failed> {
+        let graded = course()
+            .args(["grade", "01", "--target", "solutions", "--csv"])
+            .args(["--student", "Ada, Countess"])
+            .assert()
+            .success();
+        let stdout = String::from_utf8_lossy(&graded.get_output().stdout).to_string();
+        let lines: Vec<&str> = stdout.lines().collect();
+        let points = format!("\"Ada, Countess\",01-echo,{LESSON_01_STAGES},{LESSON_01_STAGES},");
+        if lines.len() != 2 || !lines[0].starts_with("student,lesson,points,max_points,") {
+            return Err(format!("expected a header and one row:\n{stdout}").into());
+        }
+        if !lines[1].starts_with(&points) {
+            return Err(format!("expected the row to start with {points}:\n{stdout}").into());
         }
         Ok(())
     }
@@ -848,8 +895,10 @@ mod cli {
             .code(1);
         let took = started.elapsed();
         let records = records(&graded.get_output().stdout)?;
-        if records.len() != 7 {
-            return Err(format!("expected 7 records, got {}", records.len()).into());
+        if records.len() != LESSON_01_STAGES {
+            return Err(
+                format!("expected {LESSON_01_STAGES} records, got {}", records.len()).into(),
+            );
         }
         if let Some(passed) = records.iter().find(|record| record.passed) {
             return Err(format!("stage {} passed against a silent server", passed.slug).into());

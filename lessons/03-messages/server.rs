@@ -43,9 +43,11 @@ fn accept_loop(listener: &TcpListener, mailbox: &mut Mailbox) {
                     Ok(peer) => peer.to_string(),
                     Err(_) => "a client that already left".to_string(),
                 };
+                eprintln!("{peer} connected");
                 // One client's trouble is that client's: log it, serve the next.
-                if let Err(error) = serve_client(&stream, mailbox) {
-                    eprintln!("{peer}: {error}");
+                match serve_client(&stream, mailbox) {
+                    Ok(()) => eprintln!("{peer} left"),
+                    Err(error) => eprintln!("{peer} left: {error}"),
                 }
             }
             Err(error) => eprintln!("accept failed: {error}"),

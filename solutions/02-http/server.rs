@@ -97,8 +97,10 @@ fn accept_loop(listener: &TcpListener, root: Arc<Path>) {
                 Ok(peer) => peer.to_string(),
                 Err(_) => "a client that already left".to_string(),
             };
-            if let Err(error) = serve_connection(stream, &root, &peer) {
-                eprintln!("{peer}: {error:#}");
+            eprintln!("{peer} connected");
+            match serve_connection(stream, &root, &peer) {
+                Ok(()) => eprintln!("{peer} left"),
+                Err(error) => eprintln!("{peer} left: {error:#}"),
             }
             open.fetch_sub(1, Ordering::SeqCst);
         });

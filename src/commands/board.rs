@@ -133,6 +133,13 @@ pub fn render(standings: &[Standing]) -> String {
             );
             let _ = writeln!(text, "  read   {}, \"{}\"", lesson.slides(), stage.slide);
             let _ = writeln!(text, "  edit   {file}");
+            let _ = writeln!(
+                text,
+                "  try    cargo run --bin {} -- server   (port {}; COURSE_PORT_BASE=N moves it to N+{})",
+                lesson.name(),
+                lesson.default_port(),
+                lesson.port - crate::harness::lesson::DEFAULT_PORT_BASE
+            );
             let _ = writeln!(text, "  grade  cargo test --test {}", lesson.test_target());
             let _ = writeln!(
                 text,

@@ -258,7 +258,7 @@ impl Ctx {
     }
 
     /// Give a started program its whole input and wait for it to exit.
-    fn finish(&mut self, id: ProcessId, stdin: &[u8]) -> Check<Finished> {
+    pub fn finish(&mut self, id: ProcessId, stdin: &[u8]) -> Check<Finished> {
         let patience = self.setup.patience.exit;
         let running = &mut self.processes[id.0];
         // The input goes in whole and is closed: the program sees its end.

@@ -160,3 +160,10 @@ fn unwritable_folder(ctx: &mut Ctx) -> Check<(String, &'static str)> {
     let why = "a path under a regular file, which no one may make a folder";
     Ok((file.join("messages").to_string_lossy().into_owned(), why))
 }
+
+/// Log in as `user` and ask COUNT of a new, empty mailbox server: `OK`,
+/// then `OK 0`. Proof that a mailbox server, and a fresh one, answered.
+pub fn expect_fresh_mailbox(conn: &mut Conn, user: &str) -> Check<()> {
+    conn.send(format!("USER {user}\nCOUNT\n").as_bytes())?;
+    conn.expect(b"OK\nOK 0\n")
+}

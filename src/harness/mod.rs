@@ -10,6 +10,7 @@
 //! The harness depends on nothing else in the crate: the network kit and the
 //! course commands use it, never the other way round.
 
+pub mod bind;
 pub mod conn;
 pub mod ctx;
 pub mod escape;
