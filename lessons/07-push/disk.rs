@@ -28,7 +28,8 @@ pub struct Disk {
 impl Disk {
     /// Open `folder` for this server alone, or say in one line why not.
     pub fn open(folder: &Path) -> Result<Disk> {
-        fs::create_dir_all(folder).with_context(|| format!("cannot create {}", folder.display()))?;
+        fs::create_dir_all(folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
         let lock = claim(folder)?;
         Ok(Disk {
             folder: folder.to_path_buf(),
@@ -40,7 +41,9 @@ impl Disk {
     /// it is on the disk.
     pub fn save_device(&self, name: &str, device: &SavedDevice) -> io::Result<()> {
         let folder = self.device_folder(name)?;
-        let callback = device.callback.map_or("-".to_string(), |addr| addr.to_string());
+        let callback = device
+            .callback
+            .map_or("-".to_string(), |addr| addr.to_string());
         let text = format!("{}\n{callback}\n{}\n", device.token, device.lost);
         write_durably(&folder, DEVICE_FILE, &[text.as_bytes()])
     }
@@ -51,7 +54,11 @@ impl Disk {
         let expires = note.expires.map_or("-".to_string(), |at| at.to_string());
         let collapse = note.collapse.as_deref().unwrap_or("-");
         let header = format!("{} {expires} {collapse}\n", note.from);
-        write_durably(&folder, &note_file(note.id), &[header.as_bytes(), &note.body])
+        write_durably(
+            &folder,
+            &note_file(note.id),
+            &[header.as_bytes(), &note.body],
+        )
     }
 
     /// Delete notifications of `name` (delivered, expired, replaced or

@@ -10,8 +10,8 @@
 //! Every role takes the address to use, so service, devices and senders
 //! may run on different machines.
 
-mod device;
 mod delivery;
+mod device;
 mod disk;
 mod send;
 mod server;

@@ -60,7 +60,9 @@ fn accept_loop(listener: &TcpListener, service: &Arc<Service>) {
         }
         let (service, open) = (Arc::clone(service), Arc::clone(&open));
         thread::spawn(move || {
-            let peer = stream.peer_addr().map_or("?".to_string(), |addr| addr.to_string());
+            let peer = stream
+                .peer_addr()
+                .map_or("?".to_string(), |addr| addr.to_string());
             if let Err(error) = serve(&stream, &service) {
                 eprintln!("{peer}: {error}");
             }
@@ -210,5 +212,6 @@ fn answer(
 /// closes.
 fn read_framed_body(reader: &mut impl BufRead, length: &str) -> Result<Vec<u8>, Closing> {
     let length = parse_length(length).map_err(Closing)?;
-    read_body(reader, length).map_err(|error| Closing(format!("the body did not come whole: {error}")))
+    read_body(reader, length)
+        .map_err(|error| Closing(format!("the body did not come whole: {error}")))
 }

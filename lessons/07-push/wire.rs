@@ -76,7 +76,9 @@ pub fn parse_length(text: &str) -> Result<usize, String> {
 pub fn check_name(name: &str) -> Result<(), String> {
     let allowed = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-';
     if name.is_empty() || name.len() > MAX_NAME || !name.bytes().all(allowed) {
-        Err(format!("a name is 1 to 32 of A-Z a-z 0-9 _ -, not {name:?}"))
+        Err(format!(
+            "a name is 1 to 32 of A-Z a-z 0-9 _ -, not {name:?}"
+        ))
     } else {
         Ok(())
     }

@@ -43,7 +43,12 @@ fn deliver(service: &Service, name: &str, work: &Work) -> io::Result<()> {
         service.lost_told(name, work.lost);
     }
     for note in &work.notes {
-        send_and_wait_ack(&stream, &mut reader, &push_frame(&work.token, note), &note.id.to_string())?;
+        send_and_wait_ack(
+            &stream,
+            &mut reader,
+            &push_frame(&work.token, note),
+            &note.id.to_string(),
+        )?;
         // At least once: forgotten only now. Had the ACK been lost, the
         // device would get this id again, and show it only once.
         service.delivered(name, note.id);
@@ -53,7 +58,13 @@ fn deliver(service: &Service, name: &str, work: &Work) -> io::Result<()> {
 
 /// `PUSH <token> <id> <from> <length>` and the body.
 fn push_frame(token: &str, note: &Notification) -> Vec<u8> {
-    let mut frame = format!("PUSH {token} {} {} {}\n", note.id, note.from, note.body.len()).into_bytes();
+    let mut frame = format!(
+        "PUSH {token} {} {} {}\n",
+        note.id,
+        note.from,
+        note.body.len()
+    )
+    .into_bytes();
     frame.extend_from_slice(&note.body);
     frame
 }

@@ -42,9 +42,10 @@ pub struct Options {
 
 pub fn run(options: &Options) -> Result<()> {
     check_name(&options.name).map_err(|reason| anyhow!(reason))?;
-    let token_file = options.token_file.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("07-push-{}.token", options.name))
-    });
+    let token_file = options
+        .token_file
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("07-push-{}.token", options.name)));
     // A token from an earlier run proves this device owns its name.
     let old_token = fs::read_to_string(&token_file)
         .ok()
@@ -96,7 +97,11 @@ fn bind(addr: &str) -> Result<TcpListener> {
 
 /// Tell the service who we are and where we listen (`None`: we poll), and
 /// get the token it will present with every push.
-fn register(options: &Options, listening: Option<SocketAddr>, token: Option<&str>) -> Result<String> {
+fn register(
+    options: &Options,
+    listening: Option<SocketAddr>,
+    token: Option<&str>,
+) -> Result<String> {
     let stream = connect(&options.connect)?;
     let callback = match listening {
         None => "-".to_string(),
@@ -113,7 +118,10 @@ fn register(options: &Options, listening: Option<SocketAddr>, token: Option<&str
     let reply = read_reply(&stream)?;
     match reply.strip_prefix("OK ") {
         Some(token) if is_token(token) => Ok(token.to_string()),
-        _ => bail!("the service refused: {}", reply.strip_prefix("ERR ").unwrap_or(&reply)),
+        _ => bail!(
+            "the service refused: {}",
+            reply.strip_prefix("ERR ").unwrap_or(&reply)
+        ),
     }
 }
 
@@ -189,7 +197,10 @@ struct Shown {
 
 impl Shown {
     fn first_time(&self, id: u64) -> bool {
-        let mut ids = self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ids = self
+            .ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (set, order) = &mut *ids;
         if !set.insert(id) {
             return false;
@@ -225,7 +236,10 @@ fn poll_once(addr: &str, name: &str, token: &str, acked: u64, shown: &Shown) -> 
     let header = expect_line(&mut reader)?;
     let (count, lost) = match words(&header).unwrap_or_default().as_slice() {
         ["NOTES", count, lost] => (count.parse::<usize>()?, lost.parse::<u64>()?),
-        _ => bail!("the service answered {:?}", String::from_utf8_lossy(&header)),
+        _ => bail!(
+            "the service answered {:?}",
+            String::from_utf8_lossy(&header)
+        ),
     };
     if lost > 0 {
         show(&format!("! lost {lost} notifications while away"));
@@ -235,9 +249,15 @@ fn poll_once(addr: &str, name: &str, token: &str, acked: u64, shown: &Shown) -> 
         let line = expect_line(&mut reader)?;
         let words = words(&line).unwrap_or_default();
         let ["NOTE", id, from, length] = words.as_slice() else {
-            bail!("the service sent {:?} for a NOTE", String::from_utf8_lossy(&line));
+            bail!(
+                "the service sent {:?} for a NOTE",
+                String::from_utf8_lossy(&line)
+            );
         };
-        let (id, length) = (id.parse::<u64>()?, parse_length(length).map_err(|e| anyhow!(e))?);
+        let (id, length) = (
+            id.parse::<u64>()?,
+            parse_length(length).map_err(|e| anyhow!(e))?,
+        );
         let body = read_body(&mut reader, length)?;
         if shown.first_time(id) {
             show(&format!("#{id} from {from}: {}", printable(&body)));
@@ -305,4 +325,3 @@ fn tell(addr: &str, name: &str, token: &str, to: &str, text: &str) -> Result<Str
         None => bail!("{}", reply.strip_prefix("ERR ").unwrap_or(&reply)),
     }
 }
-

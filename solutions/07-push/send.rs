@@ -36,7 +36,10 @@ pub fn run(
             println!("sent #{id}");
             Ok(())
         }
-        None => bail!("the service refused: {}", reply.strip_prefix("ERR ").unwrap_or(&reply)),
+        None => bail!(
+            "the service refused: {}",
+            reply.strip_prefix("ERR ").unwrap_or(&reply)
+        ),
     }
 }
 

@@ -98,8 +98,13 @@ impl Service {
         let disk = data.map(Disk::open).transpose()?;
         if let Some(disk) = &disk {
             let folder = data.unwrap_or(Path::new("")).display().to_string();
-            state.next_id = disk.next_id().with_context(|| format!("cannot read {folder}"))?;
-            for (name, saved, notes) in disk.load().with_context(|| format!("cannot read {folder}"))? {
+            state.next_id = disk
+                .next_id()
+                .with_context(|| format!("cannot read {folder}"))?;
+            for (name, saved, notes) in disk
+                .load()
+                .with_context(|| format!("cannot read {folder}"))?
+            {
                 let mut device = Device::new(saved);
                 for note in notes {
                     state.next_id = state.next_id.max(note.id + 1);
@@ -124,7 +129,9 @@ impl Service {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A thread that panicked while holding the lock left the state as
         // it was between two statements: still better served than not.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn start_delivery(self: &Arc<Service>, name: String) {
@@ -162,7 +169,10 @@ impl Service {
         let saved = SavedDevice {
             token: token.clone(),
             callback,
-            lost: state.devices.get(name).map_or(0, |device| device.saved.lost),
+            lost: state
+                .devices
+                .get(name)
+                .map_or(0, |device| device.saved.lost),
         };
         if let Some(disk) = &self.disk {
             disk.save_device(name, &saved).map_err(|error| {
@@ -261,7 +271,12 @@ impl Service {
 
     /// A polling device's turn: forget what it acknowledged (every id up to
     /// `acked`), and return how many it lost and what still waits.
-    pub fn poll(&self, name: &str, token: &str, acked: u64) -> Result<(u64, Vec<Notification>), String> {
+    pub fn poll(
+        &self,
+        name: &str,
+        token: &str,
+        acked: u64,
+    ) -> Result<(u64, Vec<Notification>), String> {
         self.check_token(name, token)?;
         let mut state = self.lock();
         let device = state.devices.get_mut(name).expect("its token was checked");
@@ -301,7 +316,10 @@ impl Service {
     pub fn next_work(&self, name: &str) -> Work {
         let mut state = self.lock();
         loop {
-            let device = state.devices.get_mut(name).expect("devices are never removed");
+            let device = state
+                .devices
+                .get_mut(name)
+                .expect("devices are never removed");
             let wake = Arc::clone(&device.wake);
             let now = Instant::now();
             if let Some(retry_at) = device.retry_at.filter(|at| *at > now) {
@@ -331,14 +349,19 @@ impl Service {
                     generation: device.generation,
                 };
             }
-            state = wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = wake
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 
     /// The device acknowledged notification `id`: forget it.
     pub fn delivered(&self, name: &str, id: u64) {
         let mut state = self.lock();
-        let device = state.devices.get_mut(name).expect("devices are never removed");
+        let device = state
+            .devices
+            .get_mut(name)
+            .expect("devices are never removed");
         device.pending.retain(|note| note.id != id);
         if let Some(disk) = &self.disk {
             report(disk.remove(name, &[id]), "remove a delivered notification");
@@ -348,7 +371,10 @@ impl Service {
     /// The device acknowledged that it lost `count` notifications.
     pub fn lost_told(&self, name: &str, count: u64) {
         let mut state = self.lock();
-        let device = state.devices.get_mut(name).expect("devices are never removed");
+        let device = state
+            .devices
+            .get_mut(name)
+            .expect("devices are never removed");
         device.saved.lost = device.saved.lost.saturating_sub(count);
         if let Some(disk) = &self.disk {
             report(disk.save_device(name, &device.saved), "save a lost count");
@@ -358,7 +384,10 @@ impl Service {
     /// A delivery attempt ended: reachable, or not (and when to try again).
     pub fn attempt_ended(&self, name: &str, generation: u64, reached: bool) {
         let mut state = self.lock();
-        let device = state.devices.get_mut(name).expect("devices are never removed");
+        let device = state
+            .devices
+            .get_mut(name)
+            .expect("devices are never removed");
         if device.generation != generation {
             // The device registered again meanwhile: try its new callback.
             return;

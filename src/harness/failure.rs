@@ -35,6 +35,10 @@ pub struct Parts {
     pub slide: Option<String>,
     /// Only this connection's bytes are shown (a stage may open many).
     pub connection: Option<usize>,
+    /// Not a failure: the stage could not run here (a tool or a privilege
+    /// is missing), and `what` says why. It is reported as skipped, never
+    /// as passed.
+    pub skipped: bool,
 }
 
 impl std::ops::Deref for Failure {
@@ -56,6 +60,14 @@ impl Failure {
             what: what.into(),
             ..Parts::default()
         }))
+    }
+
+    /// The stage cannot run on this machine, for the reason given (a missing
+    /// tool, and how to install it): skipped, and said so, never passed.
+    pub fn skip(reason: impl Into<String>) -> Failure {
+        let mut failure = Failure::new(reason);
+        failure.skipped = true;
+        failure
     }
 
     /// Expected against received, shown with a caret at the first difference.

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use crate::harness::ctx::Ctx;
 use crate::harness::failure::Failure;
@@ -46,16 +46,24 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
         .map(|(index, stage)| {
             let stage = *stage;
             let setup = setup.clone();
-            Trial::test(test_name(index + 1, stage.slug), move || {
+            Trial::ignorable_test(test_name(index + 1, stage.slug), move || {
                 let first_failed = FIRST_FAILED.load(Ordering::SeqCst);
                 if fail_fast && first_failed != 0 {
                     let skipped = format!("not run: stage {first_failed} failed first");
                     write_record(&setup, index + 1, &stage, Duration::ZERO, Some(&skipped));
                     return Err(Failed::from(skipped));
                 }
-                run_one(&setup, index + 1, &stage).map_err(|failure| {
-                    Failed::from(shown_failure(&setup, index + 1, &stage, failure))
-                })
+                match run_one(&setup, index + 1, &stage) {
+                    Ok(()) => Ok(Completion::Completed),
+                    // libtest shows it as `ignored, <reason>`: not a pass.
+                    Err(failure) if failure.skipped => Ok(Completion::ignored_with(failure.what)),
+                    Err(failure) => Err(Failed::from(shown_failure(
+                        &setup,
+                        index + 1,
+                        &stage,
+                        failure,
+                    ))),
+                }
             })
         })
         .collect();
@@ -93,6 +101,8 @@ fn setup(lesson_number: &str, programs: Programs, total: usize) -> Result<Setup,
 pub struct StageFailure {
     pub report: String,
     pub what: String,
+    /// The stage could not run here; `what` says why.
+    pub skipped: bool,
 }
 
 /// Run one stage and turn its failure, if any, into the report.
@@ -124,14 +134,16 @@ pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<(), StageF
     }
     let stopped = ctx.stop_all();
     let failure = failure.or(stopped);
-    let report = failure
-        .as_ref()
-        .map(|failure| ctx.report(stage.slug, stage.title, stage.slide, failure));
+    let report = failure.as_ref().map(|failure| match failure.skipped {
+        true => format!("skipped: {}", failure.what),
+        false => ctx.report(stage.slug, stage.title, stage.slide, failure),
+    });
     write_record(setup, number, stage, started.elapsed(), report.as_deref());
     match (failure, report) {
         (Some(failure), Some(report)) => Err(StageFailure {
             report,
             what: failure.what.clone(),
+            skipped: failure.skipped,
         }),
         _ => Ok(()),
     }
