@@ -54,14 +54,15 @@ pub fn run(options: &Options) -> Result<()> {
     let shown = Arc::new(Shown::default());
     let token = match options.poll {
         None => {
-            let listener = bind(&options.bind)?;
-            let listening = listener.local_addr()?;
-            println!("listening on {listening}");
-            io::stdout().flush()?;
-            let token = register(options, Some(listening), old_token.as_deref())?;
-            let (token_copy, shown) = (token.clone(), Arc::clone(&shown));
-            thread::spawn(move || accept_pushes(&listener, &token_copy, &shown));
-            token
+            // TODO 1 (slides/07-push.md, "The client as server"): the device
+            // is a server too. Bind a listener of its own (`bind`, with
+            // `options.bind`); print `listening on IP:PORT` with the address
+            // it got (`local_addr`: port 0 means the system picks one), and
+            // flush; register that address with the service (`register`,
+            // below, with `old_token`); then let a thread accept the pushes
+            // (`accept_pushes`, with the token and a clone of `shown`). This
+            // branch gives the token.
+            bail!("TODO 1 in lessons/07-push/device.rs: the device does not listen yet")
         }
         Some(seconds) => {
             let token = register(options, None, old_token.as_deref())?;
@@ -112,17 +113,12 @@ fn register(
         }
         Some(addr) => addr.to_string(),
     };
-    let token_word = token.map_or(String::new(), |token| format!(" {token}"));
-    let request = format!("REGISTER {} {callback}{token_word}\n", options.name);
-    (&stream).write_all(request.as_bytes())?;
-    let reply = read_reply(&stream)?;
-    match reply.strip_prefix("OK ") {
-        Some(token) if is_token(token) => Ok(token.to_string()),
-        _ => bail!(
-            "the service refused: {}",
-            reply.strip_prefix("ERR ").unwrap_or(&reply)
-        ),
-    }
+    // TODO 1, continued (slides/07-push.md, "Registering a callback"):
+    // send `REGISTER <name> <callback>`, and ` <token>` after it when this
+    // device has one from an earlier run; read the one reply line
+    // (`read_reply`). `OK <token>` gives the token (check it with
+    // `is_token`); `ERR <reason>` is an error that names the reason.
+    bail!("TODO 1 in lessons/07-push/device.rs: the device does not register yet")
 }
 
 /// Accept push connections for ever, each on a thread of its own.
@@ -153,21 +149,14 @@ fn take_pushes(stream: &TcpStream, token: &str, shown: &Shown) -> io::Result<()>
             Line::TooLong | Line::Closed => return Ok(()),
         };
         let words = words(&line).unwrap_or_default();
-        let presented = words.get(1).copied().unwrap_or("");
-        if !same_token(presented, token) {
-            return writer.write_all(b"ERR wrong token\n");
-        }
+        // TODO 3 (slides/07-push.md, "Who may push"): anyone can connect to
+        // this port. A frame's second word must be our token (compare with
+        // `same_token`), or answer `ERR <reason>` and return: never shown.
+        // Then `PUSH <token> <id> <from> <length>`: read the body
+        // (`parse_length`, `read_body`), show `#<id> from <from>: <text>`
+        // (`show`, `printable`) only the first time this id comes
+        // (`shown.first_time`), and answer `ACK <id>` either way.
         let ack = match words.as_slice() {
-            ["PUSH", _, id, from, length] => {
-                let (Ok(id), Ok(length)) = (id.parse::<u64>(), parse_length(length)) else {
-                    return writer.write_all(b"ERR bad PUSH\n");
-                };
-                let body = read_body(&mut reader, length)?;
-                if shown.first_time(id) {
-                    show(&format!("#{id} from {from}: {}", printable(&body)));
-                }
-                format!("ACK {id}\n")
-            }
             ["LOST", _, count] => {
                 show(&format!("! lost {count} notifications while away"));
                 "ACK LOST\n".to_string()
