@@ -25,7 +25,7 @@ fn main() {
     course::run_stages("07", programs, &STAGES);
 }
 
-const STAGES: [Stage; 12] = [
+const STAGES: [Stage; 13] = [
     Stage {
         slug: "registers",
         title: "the device listens on its own socket and registers its callback",
@@ -97,6 +97,12 @@ const STAGES: [Stage; 12] = [
         title: "a device in Python, written from the README alone, gets its pushes",
         slide: "One protocol, two languages",
         check: python_device,
+    },
+    Stage {
+        slug: "behind-nat",
+        title: "behind a real NAT the callback cannot be reached; notifications wait",
+        slide: "Behind NAT: why lesson 08",
+        check: behind_nat,
     },
 ];
 
@@ -1132,6 +1138,363 @@ fn python_device(ctx: &mut Ctx) -> Check<()> {
 fn installed(program: &str) -> bool {
     std::process::Command::new(program)
         .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+// ---------------------------------------------------------------------------
+// Behind a real NAT: three network namespaces, as root.
+//
+//   service ns             router ns                   device ns
+//   10.77.0.1 eth0 ─── pub 10.77.0.2 │ 10.78.0.1 prv ─── eth0 10.78.0.2
+//                          masquerade out of `pub`; nothing new comes in
+
+/// The service's address on the public side, and the router's.
+const PUBLIC_SERVICE: &str = "10.77.0.1";
+const PUBLIC_ROUTER: &str = "10.77.0.2";
+/// The device's private address, and the router's on the private side.
+const PRIVATE_DEVICE: &str = "10.78.0.2";
+const PRIVATE_ROUTER: &str = "10.78.0.1";
+
+/// The router's rules: connections from the private side go out under the
+/// router's address; from the public side, only their answers come back.
+const ROUTER_RULES: &str = "
+table ip course_nat {
+    chain postrouting {
+        type nat hook postrouting priority 100;
+        oifname \"pub\" masquerade
+    }
+}
+table inet course_filter {
+    chain forward {
+        type filter hook forward priority 0; policy drop;
+        ct state established,related accept
+        iifname \"prv\" oifname \"pub\" accept
+    }
+}
+";
+
+/// The namespaces of one run, deleted when dropped, also when the stage
+/// fails or panics; their veth pairs go with them.
+struct Namespaces {
+    names: Vec<String>,
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", name])
+                .output();
+        }
+    }
+}
+
+/// Run a setup command; its failure is the machine's, not the program's.
+fn setup_command(words: &[&str], stdin: Option<&str>) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut command = std::process::Command::new(words[0]);
+    command
+        .args(&words[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("`{}`: {error}", words.join(" ")))?;
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        let _ = input.write_all(text.as_bytes());
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|error| format!("`{}`: {error}", words.join(" ")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` failed: {}",
+            words.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Build the three namespaces and the router between them.
+fn build_nat(ctx: &Ctx) -> Result<(Namespaces, [String; 3]), String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let prefix = format!(
+        "c07-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::SeqCst)
+    );
+    let [service, router, device] = ["svc", "rtr", "dev"].map(|role| format!("{prefix}-{role}"));
+    let mut namespaces = Namespaces { names: Vec::new() };
+    for name in [&service, &router, &device] {
+        setup_command(&["ip", "netns", "add", name], None)?;
+        namespaces.names.push(name.clone());
+    }
+    ctx.step(format!(
+        "built network namespaces {service} (the service), {router} (a router that \
+         masquerades) and {device} (the device, on a private network)"
+    ));
+    let ip = |ns: &str, words: &str| {
+        let mut all = vec!["ip", "-n", ns];
+        all.extend(words.split(' '));
+        setup_command(&all, None)
+    };
+    ip(
+        &router,
+        &format!("link add pub type veth peer name eth0 netns {service}"),
+    )?;
+    ip(
+        &router,
+        &format!("link add prv type veth peer name eth0 netns {device}"),
+    )?;
+    ip(&service, &format!("addr add {PUBLIC_SERVICE}/24 dev eth0"))?;
+    ip(&router, &format!("addr add {PUBLIC_ROUTER}/24 dev pub"))?;
+    ip(&router, &format!("addr add {PRIVATE_ROUTER}/24 dev prv"))?;
+    ip(&device, &format!("addr add {PRIVATE_DEVICE}/24 dev eth0"))?;
+    for (ns, link) in [
+        (&service, "eth0"),
+        (&router, "pub"),
+        (&router, "prv"),
+        (&device, "eth0"),
+        (&service, "lo"),
+        (&router, "lo"),
+        (&device, "lo"),
+    ] {
+        ip(ns, &format!("link set {link} up"))?;
+    }
+    ip(&device, &format!("route add default via {PRIVATE_ROUTER}"))?;
+    // The service's packets for 10.78.x go to the router, which drops them:
+    // a black hole, as the Internet is for a private address.
+    ip(&service, &format!("route add default via {PUBLIC_ROUTER}"))?;
+    setup_command(
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &router,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+        ],
+        None,
+    )?;
+    setup_command(
+        &["ip", "netns", "exec", &router, "nft", "-f", "-"],
+        Some(ROUTER_RULES),
+    )?;
+    Ok((namespaces, [service, router, device]))
+}
+
+/// Run `work` on a thread inside network namespace `ns`: its sockets are
+/// that namespace's, as a program's there would be.
+#[cfg(unix)]
+fn in_namespace<T: Send + 'static>(
+    ns: &str,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).map_err(|error| format!("{path}: {error}"))?;
+        // SAFETY: setns on this thread alone, with a namespace file that
+        // stays open for the call.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+        }
+        work()
+    })
+    .join()
+    .map_err(|_| "the thread in the namespace panicked".to_string())?
+}
+
+/// One request line (and its body) to `service`, and its reply line.
+fn ask(service: SocketAddr, request: &str) -> Result<String, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&service, Duration::from_secs(2))
+        .map_err(|error| format!("connecting to {service}: {error}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|error| error.to_string())?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|error| format!("waiting for the reply to {:?}: {error}", request.trim()))?;
+    Ok(line)
+}
+
+/// Ask STATUS for `name` from inside `ns` until it says `wanted`.
+#[cfg(unix)]
+fn nat_status(
+    ns: &str,
+    service: SocketAddr,
+    name: &str,
+    wanted: &str,
+    within: Duration,
+) -> Check<Duration> {
+    let (name, wanted) = (name.to_string(), wanted.to_string());
+    in_namespace(ns, move || {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < within {
+            last = ask(service, &format!("STATUS {DEMO_KEY} {name}\n"))?;
+            if last == wanted {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "STATUS for {name} said {last:?} after {:.1} s, not {wanted:?}",
+            within.as_secs_f64()
+        ))
+    })
+    .map_err(|what| {
+        Failure::new(what).hint(format!(
+            "Behind a NAT, the device's callback cannot be reached at all: the connection \
+             black-holes. After 1 s without an answer the device is unreachable, and its \
+             notifications are stored. Where: {DELIVERY_FILE}, fn deliver."
+        ))
+    })
+}
+
+#[cfg(not(unix))]
+fn behind_nat(_ctx: &mut Ctx) -> Check<()> {
+    Err(Failure::skip(
+        "network namespaces are Linux's: this stage runs on Linux",
+    ))
+}
+
+#[cfg(unix)]
+fn behind_nat(ctx: &mut Ctx) -> Check<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Failure::skip(
+            "this stage builds network namespaces and a NAT, which needs root (CI runs it)",
+        ));
+    }
+    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+        if !installed_as(tool, if tool == "ip" { "-V" } else { "--version" }) {
+            return Err(Failure::skip(format!(
+                "`{tool}` is not installed: on Debian or Ubuntu `sudo apt-get install {package}`"
+            )));
+        }
+    }
+    let (_namespaces, [service_ns, _, device_ns]) = match build_nat(ctx) {
+        Ok(built) => built,
+        Err(why) => {
+            return Err(Failure::skip(format!(
+                "this machine does not allow the namespaces and NAT this stage needs: {why}"
+            )))
+        }
+    };
+    let program = ctx.program().to_vec();
+    let mut words: Vec<String> = vec!["netns".into(), "exec".into(), service_ns.clone()];
+    words.extend(program.iter().cloned());
+    words.extend(["server", "--bind", &format!("{PUBLIC_SERVICE}:0")].map(String::from));
+    let args: Vec<&str> = words.iter().map(String::as_str).collect();
+    let install = "on Debian or Ubuntu `sudo apt-get install iproute2`";
+    let service_id = ctx.start_tool("ip", &args, install)?;
+    let deadline = Instant::now() + ctx.patience().start;
+    let service = ctx
+        .process(service_id)
+        .wait_for_address(deadline)
+        .map_err(|error| {
+            let (what, hint) = error.explain();
+            Failure::new(format!("the service, in its namespace: {what}")).hint(hint)
+        })?;
+    ctx.step(format!(
+        "the service listens on {service}, on the public side"
+    ));
+
+    let token_file = ctx.temp_dir()?.join("token").to_string_lossy().into_owned();
+    let mut words: Vec<String> = vec!["netns".into(), "exec".into(), device_ns.clone()];
+    words.extend(program.iter().cloned());
+    let device_bind = format!("{PRIVATE_DEVICE}:0");
+    let service_text = service.to_string();
+    words.extend(
+        [
+            "device",
+            "--name",
+            "ada",
+            "--bind",
+            &device_bind,
+            "--connect",
+            &service_text,
+            "--token-file",
+            &token_file,
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = words.iter().map(String::as_str).collect();
+    let device_id = ctx.start_tool("ip", &args, install)?;
+    let deadline = Instant::now() + ctx.patience().start;
+    let callback = ctx
+        .process(device_id)
+        .wait_for_address(deadline)
+        .map_err(|error| {
+            let (what, hint) = error.explain();
+            Failure::new(format!("the device, behind the NAT: {what}")).hint(hint)
+        })?;
+    ctx.step(format!(
+        "the device listens on {callback}, a private address"
+    ));
+    let patience = ctx.patience().start;
+    nat_status(&service_ns, service, "ada", "OK reachable 0\n", patience).map_err(|failure| {
+        failure.hint("The device's REGISTER must reach the service through the NAT.")
+    })?;
+    let stderr = ctx.process(service_id).stderr().text();
+    if let Some(line) = stderr.lines().find(|line| line.contains("registered")) {
+        ctx.step(format!("the service logged: {line}"));
+    }
+
+    ctx.step("from the service's namespace, the test tries the callback itself");
+    let reached = in_namespace(&service_ns, move || {
+        Ok(std::net::TcpStream::connect_timeout(&callback, Duration::from_millis(500)).is_ok())
+    })
+    .map_err(Failure::new)?;
+    if reached {
+        return Err(Failure::new(
+            "the test could connect to the device's private address from the service's side: \
+             the NAT is not in place, so this stage shows nothing",
+        )
+        .hint("This is the test's own setup failing; please report it."));
+    }
+
+    ctx.step("a sender, next to the service, sends ada a notification");
+    let reply = in_namespace(&service_ns, move || {
+        ask(service, &format!("SEND {DEMO_KEY} ada - - 9\nover here"))
+    })
+    .map_err(Failure::new)?;
+    let Some(id) = reply.strip_prefix("OK ").map(|id| id.trim().to_string()) else {
+        return Err(Failure::new(format!(
+            "SEND was answered {reply:?}, not `OK <id>`"
+        )));
+    };
+    let limit = Duration::from_secs(1) + seconds(ctx, 0.5);
+    let took = nat_status(&service_ns, service, "ada", "OK unreachable 1\n", limit)?;
+    ctx.step(format!(
+        "ada marked unreachable {:.2} s after the SEND; notification #{id} stored",
+        took.as_secs_f64()
+    ));
+    if count_in_stdout(ctx, device_id, "over here") > 0 {
+        return Err(Failure::new(
+            "the device showed the notification, though its callback cannot be reached",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `program` runs here with `flag` (`ip -V`, `nft --version`).
+fn installed_as(program: &str, flag: &str) -> bool {
+    std::process::Command::new(program)
+        .arg(flag)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
