@@ -324,6 +324,18 @@ fn wait_status(
     }
 }
 
+/// Wait until every notification for `name` has been delivered: the
+/// service says `reachable 0`, having forgotten each one it got an ACK for.
+fn nothing_waits(ctx: &Ctx, conn: &mut Conn, name: &str) -> Check<Duration> {
+    wait_status(
+        conn,
+        name,
+        "reachable",
+        0,
+        Instant::now() + seconds(ctx, 2.0),
+    )
+}
+
 /// The bodies of the pushes in `frames`, checking ids and order.
 fn expect_pushes(frames: &[Frame], wanted: &[(u64, &str)], what: &str) -> Check<()> {
     let got: Vec<(u64, String)> = frames
@@ -535,14 +547,7 @@ fn delivers(ctx: &mut Ctx) -> Check<()> {
         )));
     }
     ctx.step("acknowledged: the service forgets it");
-    wait_status(
-        &mut sender,
-        "tester",
-        "reachable",
-        0,
-        Instant::now() + seconds(ctx, 2.0),
-    )
-    .map_err(|failure| {
+    nothing_waits(ctx, &mut sender, "tester").map_err(|failure| {
         failure.hint(format!(
             "After `ACK <id>`, the notification is delivered: the service removes it from \
                  the device's queue. Where: TODO 2 in {DELIVERY_FILE}, fn deliver."
@@ -570,14 +575,7 @@ fn delivers(ctx: &mut Ctx) -> Check<()> {
         &format!("#{id} from app: {text}"),
         seconds(ctx, 2.0),
     )?;
-    wait_status(
-        &mut sender,
-        "ada",
-        "reachable",
-        0,
-        Instant::now() + seconds(ctx, 2.0),
-    )
-    .map_err(|failure| {
+    nothing_waits(ctx, &mut sender, "ada").map_err(|failure| {
         failure.hint(format!(
             "The device answers each push with `ACK <id>`. Where: TODO 3 in {DEVICE_FILE}, \
                  fn take_pushes."
@@ -748,13 +746,7 @@ fn store_and_forward(ctx: &mut Ctx) -> Check<()> {
     let wanted: Vec<(u64, &str)> = sent.iter().map(|(id, text)| (*id, text.as_str())).collect();
     expect_pushes(&frames, &wanted, "after ada came back").map_err(|f| f.hint(store_hint))?;
     ctx.step("all acknowledged: nothing waits any more");
-    wait_status(
-        &mut sender,
-        "ada",
-        "reachable",
-        0,
-        Instant::now() + seconds(ctx, 2.0),
-    )?;
+    nothing_waits(ctx, &mut sender, "ada")?;
     Ok(())
 }
 
@@ -844,13 +836,7 @@ fn ttl_and_collapse(ctx: &mut Ctx) -> Check<()> {
                  accept and fn drop_expired."
         ))
     })?;
-    wait_status(
-        &mut sender,
-        "ada",
-        "reachable",
-        0,
-        Instant::now() + seconds(ctx, 2.0),
-    )?;
+    nothing_waits(ctx, &mut sender, "ada")?;
     Ok(())
 }
 
@@ -870,13 +856,7 @@ fn lost_ack(ctx: &mut Ctx) -> Check<()> {
         )
     })?;
     expect_pushes(&frames, &[(id, "say it twice")], "sent again")?;
-    wait_status(
-        &mut sender,
-        "ada",
-        "reachable",
-        0,
-        Instant::now() + seconds(ctx, 2.0),
-    )?;
+    nothing_waits(ctx, &mut sender, "ada")?;
 
     ctx.step("the device under test gets push #5 twice (its first ACK lost), then #6");
     let fake = FakeService::new()?;
@@ -945,24 +925,12 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     let wanted: Vec<(u64, &str)> = sent.iter().map(|(id, text)| (*id, text.as_str())).collect();
     expect_pushes(&frames, &wanted, "after the restart").map_err(|f| f.hint(durable_hint))?;
     let mut sender = ctx.connect(service.addr)?;
-    wait_status(
-        &mut sender,
-        "ada",
-        "reachable",
-        0,
-        Instant::now() + seconds(ctx, 2.0),
-    )?;
+    nothing_waits(ctx, &mut sender, "ada")?;
     ctx.step("killed and restarted again: delivered notifications stay delivered");
     ctx.kill(service.id);
     let service = ctx.start_server(&["--data", &data])?;
     let mut sender = ctx.connect(service.addr)?;
-    wait_status(
-        &mut sender,
-        "ada",
-        "reachable",
-        0,
-        Instant::now() + seconds(ctx, 2.0),
-    )?;
+    nothing_waits(ctx, &mut sender, "ada")?;
     Ok(())
 }
 
@@ -1071,7 +1039,7 @@ fn unreachable(ctx: &mut Ctx) -> Check<()> {
 }
 
 fn python_device(ctx: &mut Ctx) -> Check<()> {
-    if !installed("python3") {
+    if !installed_as("python3", "--version") {
         return Err(Failure::skip(
             "python3 is not installed: on Debian or Ubuntu `sudo apt-get install python3`",
         ));
@@ -1103,13 +1071,7 @@ fn python_device(ctx: &mut Ctx) -> Check<()> {
     ctx.step(format!("the Python device listens on {callback}"));
     let mut sender = ctx.connect(service.addr)?;
     let text = ctx.rng().sentence(3);
-    wait_status(
-        &mut sender,
-        "py",
-        "reachable",
-        0,
-        Instant::now() + seconds(ctx, 2.0),
-    )?;
+    nothing_waits(ctx, &mut sender, "py")?;
     let note = send_note(&mut sender, "py", "-", "-", &text)?;
     wait_shown(
         ctx,
@@ -1117,13 +1079,7 @@ fn python_device(ctx: &mut Ctx) -> Check<()> {
         &format!("#{note} from app: {text}"),
         seconds(ctx, 2.0),
     )?;
-    wait_status(
-        &mut sender,
-        "py",
-        "reachable",
-        0,
-        Instant::now() + seconds(ctx, 2.0),
-    )?;
+    nothing_waits(ctx, &mut sender, "py")?;
     ctx.step("a forger pushes to the Python device without its token");
     let answer = push_to_device(ctx, callback, b"PUSH 7 app 6\nforged")?;
     if answer.starts_with(b"ACK") || count_in_stdout(ctx, id, "forged") > 0 {
@@ -1132,16 +1088,6 @@ fn python_device(ctx: &mut Ctx) -> Check<()> {
         ));
     }
     Ok(())
-}
-
-/// Whether `program` runs here (`program --version` succeeds).
-fn installed(program: &str) -> bool {
-    std::process::Command::new(program)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
 }
 
 // ---------------------------------------------------------------------------
@@ -1394,54 +1340,31 @@ fn behind_nat(ctx: &mut Ctx) -> Check<()> {
             )))
         }
     };
-    let program = ctx.program().to_vec();
-    let mut words: Vec<String> = vec!["netns".into(), "exec".into(), service_ns.clone()];
-    words.extend(program.iter().cloned());
-    words.extend(["server", "--bind", &format!("{PUBLIC_SERVICE}:0")].map(String::from));
-    let args: Vec<&str> = words.iter().map(String::as_str).collect();
-    let install = "on Debian or Ubuntu `sudo apt-get install iproute2`";
-    let service_id = ctx.start_tool("ip", &args, install)?;
-    let deadline = Instant::now() + ctx.patience().start;
-    let service = ctx
-        .process(service_id)
-        .wait_for_address(deadline)
-        .map_err(|error| {
-            let (what, hint) = error.explain();
-            Failure::new(format!("the service, in its namespace: {what}")).hint(hint)
-        })?;
+    let bind = format!("{PUBLIC_SERVICE}:0");
+    let (service_id, service) = start_in_namespace(
+        ctx,
+        &service_ns,
+        &["server", "--bind", &bind],
+        "the service",
+    )?;
     ctx.step(format!(
         "the service listens on {service}, on the public side"
     ));
-
     let token_file = ctx.temp_dir()?.join("token").to_string_lossy().into_owned();
-    let mut words: Vec<String> = vec!["netns".into(), "exec".into(), device_ns.clone()];
-    words.extend(program.iter().cloned());
-    let device_bind = format!("{PRIVATE_DEVICE}:0");
-    let service_text = service.to_string();
-    words.extend(
-        [
-            "device",
-            "--name",
-            "ada",
-            "--bind",
-            &device_bind,
-            "--connect",
-            &service_text,
-            "--token-file",
-            &token_file,
-        ]
-        .map(String::from),
-    );
-    let args: Vec<&str> = words.iter().map(String::as_str).collect();
-    let device_id = ctx.start_tool("ip", &args, install)?;
-    let deadline = Instant::now() + ctx.patience().start;
-    let callback = ctx
-        .process(device_id)
-        .wait_for_address(deadline)
-        .map_err(|error| {
-            let (what, hint) = error.explain();
-            Failure::new(format!("the device, behind the NAT: {what}")).hint(hint)
-        })?;
+    let (bind, service_text) = (format!("{PRIVATE_DEVICE}:0"), service.to_string());
+    let device_args = [
+        "device",
+        "--name",
+        "ada",
+        "--bind",
+        &bind,
+        "--connect",
+        &service_text,
+        "--token-file",
+        &token_file,
+    ];
+    let (device_id, callback) =
+        start_in_namespace(ctx, &device_ns, &device_args, "the device, behind the NAT")?;
     ctx.step(format!(
         "the device listens on {callback}, a private address"
     ));
@@ -1489,6 +1412,31 @@ fn behind_nat(ctx: &mut Ctx) -> Check<()> {
         ));
     }
     Ok(())
+}
+
+/// Start the program under test with `args` inside network namespace `ns`
+/// (`ip netns exec`), and wait for the address it prints.
+fn start_in_namespace(
+    ctx: &mut Ctx,
+    ns: &str,
+    args: &[&str],
+    who: &str,
+) -> Check<(ProcessId, SocketAddr)> {
+    let mut words: Vec<String> = vec!["netns".into(), "exec".into(), ns.to_string()];
+    words.extend(ctx.program().iter().cloned());
+    words.extend(args.iter().map(|word| word.to_string()));
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let install = "on Debian or Ubuntu `sudo apt-get install iproute2`";
+    let id = ctx.start_tool("ip", &words, install)?;
+    let deadline = Instant::now() + ctx.patience().start;
+    let addr = ctx
+        .process(id)
+        .wait_for_address(deadline)
+        .map_err(|error| {
+            let (what, hint) = error.explain();
+            Failure::new(format!("{who}: {what}")).hint(hint)
+        })?;
+    Ok((id, addr))
 }
 
 /// Whether `program` runs here with `flag` (`ip -V`, `nft --version`).
