@@ -36,7 +36,10 @@ fn deliver(service: &Service, name: &str, work: &Work) -> io::Result<()> {
     stream.set_nodelay(true)?;
     // A device that takes no byte for this long is not reading.
     stream.set_write_timeout(Some(ANSWER_TIME))?;
-    let mut reader = BufReader::new(DeadlineReader::new(&stream, Instant::now() + ANSWER_TIME));
+    let mut reader = BufReader::new(DeadlineReader::new(&stream));
+    reader
+        .get_mut()
+        .set_deadline(Some(Instant::now() + ANSWER_TIME))?;
     if work.lost > 0 {
         let frame = format!("LOST {} {}\n", work.token, work.lost);
         send_and_wait_ack(&stream, &mut reader, frame.as_bytes(), "LOST")?;
@@ -72,7 +75,9 @@ fn send_and_wait_ack(
     frame: &[u8],
     what: &str,
 ) -> io::Result<()> {
-    reader.get_mut().set_deadline(Instant::now() + ANSWER_TIME);
+    reader
+        .get_mut()
+        .set_deadline(Some(Instant::now() + ANSWER_TIME))?;
     stream.write_all(frame)?;
     let answer = match read_line(reader)? {
         Line::Complete(line) => line,

@@ -53,7 +53,10 @@ pub fn connect(addr: &str) -> Result<TcpStream> {
 
 /// One reply line from the service, by a deadline.
 pub fn read_reply(stream: &TcpStream) -> Result<String> {
-    let mut reader = BufReader::new(DeadlineReader::new(stream, Instant::now() + ANSWER_TIME));
+    let mut reader = BufReader::new(DeadlineReader::new(stream));
+    reader
+        .get_mut()
+        .set_deadline(Some(Instant::now() + ANSWER_TIME))?;
     match read_line(&mut reader)? {
         Line::Complete(line) => Ok(String::from_utf8_lossy(&line).into_owned()),
         Line::TooLong => bail!("the service sent a line longer than the protocol allows"),

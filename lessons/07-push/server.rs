@@ -74,11 +74,16 @@ fn accept_loop(listener: &TcpListener, service: &Arc<Service>) {
 /// One connection: a request, its reply, the next, until QUIT or the end.
 fn serve(stream: &TcpStream, service: &Arc<Service>) -> io::Result<()> {
     let peer = stream.peer_addr()?;
-    let mut reader = BufReader::new(DeadlineReader::new(stream, Instant::now() + REQUEST_TIME));
+    let mut reader = BufReader::new(DeadlineReader::new(stream));
+    reader
+        .get_mut()
+        .set_deadline(Some(Instant::now() + REQUEST_TIME))?;
     let mut writer = BufWriter::new(stream);
     stream.set_write_timeout(Some(REQUEST_TIME))?;
     loop {
-        reader.get_mut().set_deadline(Instant::now() + REQUEST_TIME);
+        reader
+            .get_mut()
+            .set_deadline(Some(Instant::now() + REQUEST_TIME))?;
         let line = match read_line(&mut reader)? {
             Line::Complete(line) => line,
             Line::TooLong => {
@@ -129,7 +134,7 @@ fn answer(
                 },
             };
             if let Err(reason) = check_name(name) {
-                return refuse(reason);
+                return refuse(reason.to_string());
             }
             match service.register(name, callback, token.first().copied()) {
                 Ok(token) => {
@@ -167,7 +172,7 @@ fn answer(
         ["TELL", name, token, to, length] => {
             let body = read_framed_body(reader, length)?;
             if let Err(reason) = service.check_token(name, token) {
-                return refuse(reason);
+                return refuse(reason.to_string());
             }
             match service.accept(name, to, body, None, None) {
                 Ok(id) => ok(id.to_string()),

@@ -144,10 +144,15 @@ fn accept_pushes(listener: &TcpListener, token: &str, shown: &Arc<Shown>) {
 /// One push connection: frames until the service closes. A frame without
 /// our token is refused, and the connection closed: never shown.
 fn take_pushes(stream: &TcpStream, token: &str, shown: &Shown) -> io::Result<()> {
-    let mut reader = BufReader::new(DeadlineReader::new(stream, Instant::now() + PUSH_IDLE));
+    let mut reader = BufReader::new(DeadlineReader::new(stream));
+    reader
+        .get_mut()
+        .set_deadline(Some(Instant::now() + PUSH_IDLE))?;
     let mut writer = stream;
     loop {
-        reader.get_mut().set_deadline(Instant::now() + PUSH_IDLE);
+        reader
+            .get_mut()
+            .set_deadline(Some(Instant::now() + PUSH_IDLE))?;
         let line = match read_line(&mut reader)? {
             Line::Complete(line) => line,
             Line::TooLong | Line::Closed => return Ok(()),
@@ -232,7 +237,10 @@ fn poll_for_ever(addr: &str, name: &str, token: &str, every: Duration, shown: &S
 fn poll_once(addr: &str, name: &str, token: &str, acked: u64, shown: &Shown) -> Result<u64> {
     let stream = connect(addr)?;
     (&stream).write_all(format!("POLL {name} {token} {acked}\n").as_bytes())?;
-    let mut reader = BufReader::new(DeadlineReader::new(&stream, Instant::now() + PUSH_IDLE));
+    let mut reader = BufReader::new(DeadlineReader::new(&stream));
+    reader
+        .get_mut()
+        .set_deadline(Some(Instant::now() + PUSH_IDLE))?;
     let header = expect_line(&mut reader)?;
     let (count, lost) = match words(&header).unwrap_or_default().as_slice() {
         ["NOTES", count, lost] => (count.parse::<usize>()?, lost.parse::<u64>()?),
