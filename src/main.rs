@@ -8,6 +8,7 @@
 //!     cargo run -- check-starters                every starter fails stage 1
 //!     cargo run -- classroom                     write the GitHub Classroom workflow
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
+//!     cargo run --release -- push-bench 127.0.0.1:7007
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -71,6 +72,8 @@ enum Action {
     /// Write .github/workflows/classroom.yml, GitHub Classroom's autograding
     /// workflow, from the lesson list: a step per lesson.
     Classroom,
+    /// Push against polling, against a lesson 07 service: latency, requests.
+    PushBench(course::net::push_bench::PushBenchArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
         Action::Classroom => write_classroom_workflow(),
+        Action::PushBench(args) => course::net::push_bench::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -98,6 +98,12 @@ impl Ctx {
         self.setup.patience
     }
 
+    /// The program under test and the words before its subcommand, for a
+    /// stage that starts it through another program (`ip netns exec`).
+    pub fn program(&self) -> &[String] {
+        &self.setup.program
+    }
+
     /// A new, empty folder for this stage (a server's files, its data), removed
     /// when the stage ends.
     pub fn temp_dir(&mut self) -> Check<std::path::PathBuf> {

@@ -99,6 +99,13 @@ pub const LESSONS: &[Lesson] = &[
         port: 7005,
         first_file: "room.rs",
     },
+    Lesson {
+        number: "07",
+        slug: "push",
+        title: "push: the client as server",
+        port: 7007,
+        first_file: "device.rs",
+    },
 ];
 
 /// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).
