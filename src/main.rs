@@ -56,6 +56,9 @@ enum Action {
     CheckStarters,
     /// Many clients at once against a server: throughput, latency, errors.
     Load(course::net::load::LoadArgs),
+    /// A UDP relay that loses, delays, reorders and duplicates datagrams,
+    /// the same way for the same seed.
+    Lossy(course::net::lossy::LossyArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         } => grade_lesson(&lesson, target, cmd, json),
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Lossy(args) => course::net::lossy::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -26,3 +26,4 @@ pub mod seed;
 pub mod setup;
 pub mod stage;
 pub mod target;
+pub mod udp;
