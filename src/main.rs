@@ -59,6 +59,9 @@ enum Action {
     /// A UDP relay that loses, delays, reorders and duplicates datagrams,
     /// the same way for the same seed.
     Lossy(course::net::lossy::LossyArgs),
+    /// Lesson 09's game on the wire: bytes per client, and the
+    /// interpolation delay loss calls for.
+    GameBench(course::net::game_bench::GameBenchArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
         Action::Lossy(args) => course::net::lossy::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::GameBench(args) => course::net::game_bench::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -14,6 +14,7 @@ pub mod conn;
 pub mod ctx;
 pub mod escape;
 pub mod failure;
+pub mod game;
 pub mod journal;
 pub mod lesson;
 pub mod local;

@@ -2,5 +2,6 @@
 //! misbehave on purpose, reproducibly and without root. Each is also a
 //! `course` command a student can run.
 
+pub mod game_bench;
 pub mod load;
 pub mod lossy;
