@@ -4,9 +4,10 @@
 //!     cargo test --test 04_concurrency crowd           one stage
 //!     COURSE_TARGET=solutions cargo test --test 04_concurrency
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
-//! address it prints, and speaks lesson 03's mailbox protocol to it, over
-//! many real TCP connections at once.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! speaks lesson 03's mailbox protocol to it, over many real TCP connections at
+//! once.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +15,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::ProcessId;
-use course::harness::mailbox::{expect_id, MAX_LINE};
+use course::harness::mailbox::{expect_fresh_mailbox, expect_id, owns_its_folder, MAX_LINE};
 use course::harness::resources::{threads, unmeasurable};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -27,7 +29,7 @@ fn main() {
     course::run_stages("04", programs, &STAGES);
 }
 
-const STAGES: [Stage; 6] = [
+const STAGES: [Stage; 8] = [
     Stage {
         slug: "two-at-once",
         title: "serves client B while client A is connected and silent",
@@ -63,6 +65,18 @@ const STAGES: [Stage; 6] = [
         title: "on SIGTERM, finishes the requests in progress and exits 0",
         slide: "Graceful shutdown",
         check: graceful_shutdown,
+    },
+    Stage {
+        slug: "owns-its-folder",
+        title: "with --data, exits at start on a folder another server owns or it cannot write in",
+        slide: "One folder, one owner",
+        check: owns_its_folder,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
     },
 ];
 
@@ -562,4 +576,10 @@ fn read_replies(conn: &mut Conn, going: &mpsc::Sender<()>, enough: &AtomicBool) 
         }
     }
     Ok(replies)
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &[])?;
+    let mut conn = ctx.connect(server.addr)?;
+    expect_fresh_mailbox(&mut conn, "alice")
 }

@@ -46,11 +46,7 @@ struct Shared {
 /// Bind, say where we listen, serve until SIGTERM or Ctrl-C, then let the
 /// requests in progress finish and return.
 pub fn run(options: &Options) -> Result<()> {
-    let mailbox = match options.data {
-        Some(folder) => Mailbox::open(Some(folder))
-            .with_context(|| format!("cannot use {} for messages", folder.display()))?,
-        None => Mailbox::open(None)?,
-    };
+    let mailbox = Mailbox::open(options.data)?;
     let shared = Arc::new(Shared {
         mailbox: Mutex::new(mailbox),
         stopped_at: StoppedAt::new(),
@@ -93,13 +89,14 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         Ok(peer) => peer.to_string(),
         Err(_) => "a client that already left".to_string(),
     };
+    eprintln!("{peer} connected");
     // One client's trouble is that client's: log it, serve the next. A
     // panic too: unwinding would end this worker's thread, and the pool would
     // be one worker smaller for good (the Rust Book's pool has that flaw).
     match panic::catch_unwind(AssertUnwindSafe(|| serve_client(&stream, shared))) {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => eprintln!("{peer}: {error}"),
-        Err(_) => eprintln!("{peer}: serving this client panicked; the worker goes on"),
+        Ok(Ok(())) => eprintln!("{peer} left"),
+        Ok(Err(error)) => eprintln!("{peer} left: {error}"),
+        Err(_) => eprintln!("{peer} left: serving this client panicked; the worker goes on"),
     }
 }
 

@@ -67,10 +67,11 @@ pub fn run(bind: &str, tick_hz: u8, silence: Duration) -> Result<()> {
             game.tick(&socket, now);
             // Ticks are due at fixed times, not a fixed pause after the last
             // one: a pause would add each tick's own work and drift slow. A
-            // server that fell far behind (a suspended machine) skips the
+            // tick late by a little (a busy machine) is caught up at once; a
+            // server a whole second behind (a suspended machine) skips the
             // ticks it missed rather than sending them in a burst.
             next_tick += interval;
-            if next_tick < now {
+            if now.duration_since(next_tick) > Duration::from_secs(1) {
                 next_tick = now + interval;
             }
             continue;

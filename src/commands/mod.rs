@@ -2,5 +2,7 @@
 //! grading, and the check of slides against code.
 
 pub mod board;
+pub mod classroom;
 pub mod grade;
+pub mod gradebook;
 pub mod slides;

@@ -10,6 +10,7 @@
 //! The harness depends on nothing else in the crate: the network kit and the
 //! course commands use it, never the other way round.
 
+pub mod bind;
 pub mod conn;
 pub mod ctx;
 pub mod escape;
@@ -20,6 +21,7 @@ pub mod lesson;
 pub mod local;
 pub mod mailbox;
 pub mod process;
+pub mod progress;
 pub mod report;
 pub mod resources;
 pub mod runner;

@@ -100,7 +100,9 @@ impl Bot {
         let mut got = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let _ = self.socket.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            let _ = self
+                .socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
             match self.socket.recv(&mut buffer) {
                 Ok(len) => {
                     if let Ok(FromServer::Snapshot(snapshot)) = parse(&buffer[..len]) {
