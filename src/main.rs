@@ -69,6 +69,12 @@ enum Action {
     CheckStarters,
     /// Many clients at once against a server: throughput, latency, errors.
     Load(course::net::load::LoadArgs),
+    /// A UDP relay that loses, delays, reorders and duplicates datagrams,
+    /// the same way for the same seed.
+    Lossy(course::net::lossy::LossyArgs),
+    /// Lesson 09's game on the wire: bytes per client, and the
+    /// interpolation delay loss calls for.
+    GameBench(course::net::game_bench::GameBenchArgs),
     /// Write .github/workflows/classroom.yml, GitHub Classroom's autograding
     /// workflow, from the lesson list: a step per lesson.
     Classroom,
@@ -95,6 +101,8 @@ fn main() -> ExitCode {
         } => grade_lesson(&lesson, target, cmd, Output { json, csv, student }),
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Lossy(args) => course::net::lossy::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::GameBench(args) => course::net::game_bench::run(&args).map(|()| ExitCode::SUCCESS),
         Action::Classroom => write_classroom_workflow(),
         Action::PushBench(args) => course::net::push_bench::run(&args).map(|()| ExitCode::SUCCESS),
     };

@@ -106,6 +106,13 @@ pub const LESSONS: &[Lesson] = &[
         port: 7007,
         first_file: "device.rs",
     },
+    Lesson {
+        number: "09",
+        slug: "game",
+        title: "game: only information travels, over UDP",
+        port: 7009,
+        first_file: "server.rs",
+    },
 ];
 
 /// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).

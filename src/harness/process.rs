@@ -61,6 +61,13 @@ impl Captured {
         }
     }
 
+    /// What was written after the first `offset` bytes, as far as it is
+    /// still kept: for a stage that follows a program's output as it comes.
+    pub fn since(&self, offset: usize) -> &[u8] {
+        let tail_start = self.total - self.tail.len();
+        &self.tail[offset.clamp(tail_start, self.total) - tail_start..]
+    }
+
     /// The last `lines` lines, for a report.
     pub fn last_lines(&self, lines: usize) -> String {
         let source = if self.total <= KEPT_BYTES {
