@@ -12,6 +12,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::{output_block, ProcessId, Server};
 use course::harness::local;
 use course::harness::mailbox::expect_id;
@@ -25,7 +26,7 @@ fn main() {
     course::run_stages("07", programs, &STAGES);
 }
 
-const STAGES: [Stage; 13] = [
+const STAGES: [Stage; 14] = [
     Stage {
         slug: "registers",
         title: "the device listens on its own socket and registers its callback",
@@ -103,6 +104,12 @@ const STAGES: [Stage; 13] = [
         title: "behind a real NAT the callback cannot be reached; notifications wait",
         slide: "Behind NAT: why lesson 08",
         check: behind_nat,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "the service listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
     },
 ];
 
@@ -1476,4 +1483,11 @@ fn start_in_namespace(
             failure
         })?;
     Ok((id, addr))
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let service = start_server_at_chosen_address(ctx, &[])?;
+    ctx.step("a device registers there");
+    register_fake(ctx, service.addr, "ada")?;
+    ctx.expect_running(service.id)
 }

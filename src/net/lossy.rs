@@ -429,13 +429,14 @@ mod tests {
     use super::*;
 
     /// Send `count` numbered datagrams through a relay to a sink, and return
-    /// the numbers that arrived, in arrival order. The sink reads while the
-    /// client sends, and the client waits for each tenth datagram to come
-    /// out of the relay (or be lost): a burst of hundreds would overflow the
-    /// system's socket buffers, a loss that is not the relay's.
+    /// the numbers that arrived, in arrival order. The client waits for each
+    /// tenth datagram to reach the relay, and the sink reads until the relay
+    /// has dealt with every datagram: a burst of hundreds would overflow the
+    /// system's socket buffers, and a quiet moment on a busy machine is not
+    /// the end; neither is a loss of the relay's.
     fn through(bad: Impairment, seed: u64, count: u32) -> Vec<u32> {
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sink.set_read_timeout(Some(Duration::from_millis(300)))
+        sink.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let relay = start(
             "127.0.0.1:0".parse().unwrap(),
@@ -444,26 +445,45 @@ mod tests {
             seed,
         )
         .unwrap();
-        let reader = thread::spawn(move || {
-            let mut arrived = Vec::new();
-            let mut buffer = [0u8; 8];
-            while let Ok(len) = sink.recv(&mut buffer) {
-                arrived.push(u32::from_be_bytes(buffer[..len].try_into().unwrap()));
-            }
-            arrived
-        });
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let done = Arc::clone(&done);
+            thread::spawn(move || {
+                let mut arrived = Vec::new();
+                let mut buffer = [0u8; 8];
+                loop {
+                    match sink.recv(&mut buffer) {
+                        Ok(len) => {
+                            arrived.push(u32::from_be_bytes(buffer[..len].try_into().unwrap()))
+                        }
+                        Err(_) if done.load(Ordering::SeqCst) => return arrived,
+                        Err(_) => {}
+                    }
+                }
+            })
+        };
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let up = &relay.up;
         for number in 0..count {
             client.send_to(&number.to_be_bytes(), relay.addr()).unwrap();
-            if number % 10 == 9 {
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while relay.up.received.load(Ordering::SeqCst) <= u64::from(number)
+            if number % 10 == 9 || number + 1 == count {
+                while up.received.load(Ordering::SeqCst) <= u64::from(number)
                     && Instant::now() < deadline
                 {
                     thread::yield_now();
                 }
             }
         }
+        // Every datagram received was lost, or sent on (once or twice).
+        let settled = || {
+            let load = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
+            load(&up.delivered) + load(&up.lost) >= load(&up.received) + load(&up.duplicated)
+        };
+        while !settled() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        done.store(true, Ordering::SeqCst);
         reader.join().unwrap()
     }
 
