@@ -54,7 +54,8 @@ impl<'a> TimedReader<'a> {
 
     /// Wait for the next request: all of it must come within `timeout`.
     /// A deadline for the whole request, not for each read, is what stops a
-    /// client that sends one byte a second from holding a worker forever.
+    /// client that sends one byte a second from keeping its connection (a
+    /// thread, and a place under the cap) forever.
     pub fn expect_request(&mut self, timeout: Duration) {
         self.deadline = Instant::now() + timeout;
         self.between_requests = true;
@@ -104,7 +105,7 @@ impl TimedReader<'_> {
 
 /// The writing side of a connection: a write that makes no progress within
 /// `timeout`, or past the grace of a stopping server, fails with `TimedOut`.
-/// A client that never reads its replies must not hold a worker forever.
+/// A client that never reads its replies must not keep its thread forever.
 pub struct TimedWriter<'a> {
     stream: &'a TcpStream,
     stopped_at: &'a StoppedAt,
