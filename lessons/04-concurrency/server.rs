@@ -99,12 +99,12 @@ fn serve_connection(stream: TcpStream, shared: &Arc<Shared>, queue: &Queue) {
         Ok(peer) => peer.to_string(),
         Err(_) => "a client that already left".to_string(),
     };
-    // One client's trouble is that client's: log it, and let this thread
-    // end. A panic too, said in one line.
+    // One client's trouble is that client's: log it, and end this thread
+    // only. A panic too: caught here, it is one line in the log.
     match panic::catch_unwind(AssertUnwindSafe(|| serve_client(&stream, shared, queue))) {
         Ok(Ok(())) => {}
         Ok(Err(error)) => eprintln!("{peer}: {error}"),
-        Err(_) => eprintln!("{peer}: serving this client panicked; the worker goes on"),
+        Err(_) => eprintln!("{peer}: serving this client panicked; the others go on"),
     }
 }
 
@@ -223,7 +223,8 @@ fn serve_client(stream: &TcpStream, shared: &Arc<Shared>, queue: &Queue) -> io::
         // Only now, with all of the request here, is a worker taken, and
         // only for as long as answering takes.
         let (serving, asking) = (Arc::clone(shared), user.take());
-        let Some(answer) = queue.run(move || answer(request, asking, &serving.mailbox)) else {
+        let job = move || answer(request, asking, &serving.mailbox);
+        let Some(answer) = queue.run(job) else {
             return Err(io::Error::other("no worker could answer this request"));
         };
         writer.write_all(&answer.reply)?;
