@@ -603,6 +603,9 @@ fn read_replies(conn: &mut Conn, going: &mpsc::Sender<()>, enough: &AtomicBool) 
 /// a second: the start of a request line, never its end.
 const SLOW_CLIENTS: usize = 300;
 const DRIP: &[u8] = b"USER slowloris";
+/// They connect this many at a time, fewer than the system's listen queue
+/// holds (128 with Rust's `TcpListener::bind`).
+const BATCH: usize = 50;
 
 /// A slow client of the last stage: its connection, and when it began to
 /// connect (the server's deadline for it cannot start sooner).
@@ -642,12 +645,28 @@ fn behind_slow_clients(
     ));
     let mut slow = Vec::with_capacity(SLOW_CLIENTS);
     let mut senders = Vec::with_capacity(SLOW_CLIENTS);
-    for _ in 0..SLOW_CLIENTS {
-        let started = Instant::now();
-        let mut conn = Conn::connect(addr, ctx.journal(), patience)?;
-        conn.send(&DRIP[..1])?;
-        senders.push(conn.try_clone()?);
-        slow.push(Slow { conn, started });
+    for _ in 0..SLOW_CLIENTS / BATCH {
+        for _ in 0..BATCH {
+            let started = Instant::now();
+            let mut conn = Conn::connect(addr, ctx.journal(), patience)?;
+            conn.send(&DRIP[..1])?;
+            senders.push(conn.try_clone()?);
+            slow.push(Slow { conn, started });
+        }
+        // A client that is answered was accepted after every connection
+        // before it: the server holds them all, each under its deadline.
+        // Without this, a server slow to accept leaves some in the system's
+        // queue, where the system drops the end of a handshake once the
+        // queue is full and completes it a second or more later.
+        ctx.step(format!(
+            "{} slow clients are connected; a client that says QUIT is answered",
+            slow.len()
+        ));
+        let mut quitter = ctx.connect(addr)?;
+        quitter.send(b"QUIT\n")?;
+        quitter
+            .expect(b"BYE\n")
+            .map_err(|failure| failure.more_hint(slowloris_hint()))?;
     }
     let (stop, stopped) = mpsc::channel::<()>();
     let (dripped, second_byte_sent) = mpsc::channel();
@@ -686,13 +705,7 @@ fn new_client_answered_in_a_second(ctx: &mut Ctx, addr: std::net::SocketAddr) ->
         "each slow client has sent 2 bytes; a new client connects and has {:.1}s to be answered",
         one_second.as_secs_f64()
     ));
-    let hint = format!(
-        "Each of the {SLOW_CLIENTS} slow clients holds half a request (this is slowloris). \
-         A worker must never wait for a client: each connection's own thread reads until a \
-         whole request has come (TODO 1 in {SERVER_FILE}), and only then hands it to a \
-         worker. If the workers read the requests, the slow clients hold every one of them, \
-         and the next client waits for their deadline."
-    );
+    let hint = slowloris_hint();
     let started = Instant::now();
     let mut client = Conn::connect(addr, ctx.journal(), one_second)?;
     client.send(b"USER prompt\nCOUNT\n")?;
@@ -710,6 +723,16 @@ fn new_client_answered_in_a_second(ctx: &mut Ctx, addr: std::net::SocketAddr) ->
     }
     ctx.step(format!("it was answered in {:.3}s", took.as_secs_f64()));
     Ok(())
+}
+
+fn slowloris_hint() -> String {
+    format!(
+        "Each slow client holds half a request (this is slowloris). A worker must never \
+         wait for a client: each connection's own thread reads until a whole request has \
+         come (TODO 1 in {SERVER_FILE}), and only then hands it to a worker. If the workers \
+         read the requests, the slow clients hold every one of them, and the next client \
+         waits for their deadline."
+    )
 }
 
 /// Each slow client must be closed at its deadline, `idle` after it
