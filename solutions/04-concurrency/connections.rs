@@ -2,8 +2,9 @@
 //! the connection's thread waits for its client, so that no worker does.
 //!
 //! A thread blocked in `read` costs no processor time: the system wakes it
-//! when bytes arrive. It costs memory: the pages of its stack it touched (a
-//! few KiB) and the system's own bookkeeping. So the count is what must be
+//! when bytes arrive. It costs memory: the stack pages it touched and its
+//! buffers (about 21 KiB an idle connection, measured on Linux), and the
+//! system's own bookkeeping. So the count is what must be
 //! bounded: at `max` connections, `start` waits, the accept loop with it,
 //! and new clients wait in the system's listen queue. Each connection is an
 //! open file too, and a process may open only so many (`ulimit -n`).
@@ -13,9 +14,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 /// The stack reserved for a connection's thread. A new thread reserves
-/// 2 MiB by default; serving one connection needs far less, and only the
-/// pages it touches take memory. Too small a stack would crash the whole
-/// server, so this leaves ample room.
+/// 2 MiB by default; serving one connection needs far less (every stage
+/// passes with 32 KiB), and only the pages it touches take memory. Too
+/// small a stack would crash the whole server, so this is four times that.
 const STACK: usize = 128 * 1024;
 
 pub struct Connections {
