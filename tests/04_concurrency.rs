@@ -102,10 +102,11 @@ fn two_at_once(ctx: &mut Ctx) -> Check<()> {
                  the system's queue. {where_to_look}"
             ))),
         Err(failure) => Err(failure.more_hint(format!(
-            "B must be served while A is connected and silent. A reset here often means \
-             that B's request went into the pool's queue and no worker took it: until TODO 2 \
-             is done, the workers end at once, the queue closes, and a connection that hands \
-             it a request is closed. {where_to_look}"
+            "B must be served while A is connected and silent. A connection closed here \
+             often means that B's request went to the pool's queue and no worker took it \
+             (the server says \"no worker could answer this request\"): until TODO 2 is \
+             done, the workers end at once, the queue closes, and a connection that hands it \
+             a request is closed. {where_to_look}"
         ))),
         Ok(()) => Ok(()),
     }
