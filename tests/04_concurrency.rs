@@ -360,7 +360,8 @@ fn slow_and_silent(ctx: &mut Ctx) -> Check<()> {
 }
 
 /// Wait for the server to close `conn` (after an `ERR` line, or at once);
-/// a reset counts as closed.
+/// a reset counts as closed. `conn` must have been opened with at least this
+/// patience: a read that timed out sooner would look like a close.
 fn expect_dropped(conn: &mut Conn, patience: Duration) -> Check<()> {
     let started = Instant::now();
     let mut received = Vec::new();
@@ -429,7 +430,7 @@ fn stop_during_requests(ctx: &mut Ctx, data: &str) -> Check<Vec<Acknowledged>> {
         sent.push((expect_id(&mut alice)?, "alice", body));
     }
     ctx.step("carol connects and stays idle");
-    let mut carol = ctx.connect(server.addr)?;
+    let mut carol = Conn::connect(server.addr, ctx.journal(), patience.exit)?;
     carol.send(b"USER carol\n")?;
     carol.expect(b"OK\n")?;
     ctx.step("frank sends half a request, `SEND bob 10\\nhalf`, and stalls");
@@ -447,7 +448,8 @@ fn stop_during_requests(ctx: &mut Ctx, data: &str) -> Check<Vec<Acknowledged>> {
     sent.push((id, "alice", "helloworld".to_string()));
     expect_dropped(&mut alice, patience.reply).map_err(stop_hint)?;
     ctx.step("carol's idle connection is closed");
-    expect_dropped(&mut carol, patience.reply).map_err(stop_hint)?;
+    // An idle connection looks whether the server is stopping once a second.
+    expect_dropped(&mut carol, patience.exit).map_err(stop_hint)?;
     ctx.step("frank's half request gets a short grace, then his connection is closed");
     expect_dropped(&mut frank, patience.exit).map_err(|failure| {
         failure.more_hint(
@@ -667,7 +669,7 @@ fn behind_slow_clients(
             "{} slow clients are connected; a client that says QUIT is answered",
             slow.len()
         ));
-        let mut quitter = ctx.connect(addr)?;
+        let mut quitter = Conn::connect(addr, ctx.journal(), ctx.patience().exit)?;
         quitter.send(b"QUIT\n")?;
         quitter
             .expect(b"BYE\n")
