@@ -4,10 +4,13 @@
 //!     cargo run -- grade 01                      lesson 01's stages, your code
 //!     cargo run -- grade 01 --target solutions   against the reference
 //!     cargo run -- grade 01 --cmd "python3 echo.py" --json
+//!     cargo run -- grade all --csv --student "Ada Lovelace"
 //!     cargo run -- check-starters                every starter fails stage 1
+//!     cargo run -- classroom                     write the GitHub Classroom workflow
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
 //!     cargo run -- handout ../course-for-students  the copy students are given
 //!     cargo run -- tap --to 127.0.0.1:7001       watch the wire between nc and a server
+//!     cargo run --release -- push-bench 127.0.0.1:7007
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,10 +20,12 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 use course::commands::board::{self, Standing};
+use course::commands::classroom;
 use course::commands::grade::{self, Subject};
+use course::commands::gradebook;
 use course::harness::lesson::{self, Lesson, LESSONS};
 use course::harness::report::wrap;
-use course::harness::stage::StageRecord;
+use course::harness::stage::{StageRecord, Status};
 use course::harness::target::{split_command, Target};
 
 #[derive(Parser)]
@@ -52,6 +57,14 @@ enum Action {
         /// Print JSON Lines, one object per stage, for a gradebook.
         #[arg(long)]
         json: bool,
+        /// Print CSV for a gradebook: one row per student and lesson, with
+        /// its points (stages that count) and its maximum.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// Whose work this is, for --json and --csv; by default the
+        /// checkout's git `user.name <user.email>`.
+        #[arg(long, value_name = "NAME")]
+        student: Option<String>,
     },
     /// Check that every starter in lessons/ fails its first stage, with a
     /// report that names a TODO: no exercise ships solved.
@@ -67,6 +80,17 @@ enum Action {
         /// A new (or empty) folder outside the course.
         dir: std::path::PathBuf,
     },
+    /// A UDP relay that loses, delays, reorders and duplicates datagrams,
+    /// the same way for the same seed.
+    Lossy(course::net::lossy::LossyArgs),
+    /// Lesson 09's game on the wire: bytes per client, and the
+    /// interpolation delay loss calls for.
+    GameBench(course::net::game_bench::GameBenchArgs),
+    /// Write .github/workflows/classroom.yml, GitHub Classroom's autograding
+    /// workflow, from the lesson list: a step per lesson.
+    Classroom,
+    /// Push against polling, against a lesson 07 service: latency, requests.
+    PushBench(course::net::push_bench::PushBenchArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -83,11 +107,17 @@ fn main() -> ExitCode {
             target,
             cmd,
             json,
-        } => grade_lesson(&lesson, target, cmd, json),
+            csv,
+            student,
+        } => grade_lesson(&lesson, target, cmd, Output { json, csv, student }),
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
         Action::Handout { dir } => write_handout(&dir),
         Action::Tap(args) => course::net::tap::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Lossy(args) => course::net::lossy::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::GameBench(args) => course::net::game_bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Classroom => write_classroom_workflow(),
+        Action::PushBench(args) => course::net::push_bench::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -141,7 +171,19 @@ fn run_lesson(
     grade::run_suite(executable, lesson, subject, fail_fast).map_err(|error| format!("{error:#}"))
 }
 
-fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -> Result<ExitCode> {
+/// How `grade` reports: for people (the default), or for a gradebook.
+struct Output {
+    json: bool,
+    csv: bool,
+    student: Option<String>,
+}
+
+fn grade_lesson(
+    number: &str,
+    target: Target,
+    cmd: Option<String>,
+    output: Output,
+) -> Result<ExitCode> {
     let lessons: Vec<Lesson> = if number == "all" {
         LESSONS.to_vec()
     } else {
@@ -163,13 +205,36 @@ fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -
         None => Subject::Build(target),
     };
     let suites = grade::build_suites(project(), &lessons)?;
+    // A command is graded from where the instructor stands, usually the
+    // student's checkout; a build of this project, from the project.
+    let checkout = match &subject {
+        Subject::Command(_) => std::env::current_dir()?,
+        Subject::Build(_) => project().to_path_buf(),
+    };
+    let run = gradebook::Run::starting_now(&checkout, output.student);
+    if output.csv {
+        println!("{}", gradebook::CSV_HEADER);
+    }
     let mut all_passed = true;
     for lesson in &lessons {
-        let records = run_lesson(&suites, lesson, &subject, false).map_err(anyhow::Error::msg)?;
-        if json {
+        let mut records =
+            run_lesson(&suites, lesson, &subject, false).map_err(anyhow::Error::msg)?;
+        let target = graded_target(lesson, &subject);
+        for record in &mut records {
+            record.target = target.clone();
+        }
+        if output.json {
             for record in &records {
-                println!("{}", serde_json::to_string(record)?);
+                let record = gradebook::GradeRecord {
+                    stage: record,
+                    run: &run,
+                };
+                println!("{}", serde_json::to_string(&record)?);
             }
+        } else if output.csv {
+            let points = gradebook::points(&records);
+            let row = gradebook::csv_row(&run, &lesson.name(), &target, points, records.len());
+            println!("{row}");
         } else {
             print!("{}", grade_report(lesson, &subject, &records));
         }
@@ -180,6 +245,19 @@ fn grade_lesson(number: &str, target: Target, cmd: Option<String>, json: bool) -
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What was graded, as a gradebook keeps it: the folder of the code, or the
+/// command line.
+fn graded_target(lesson: &Lesson, subject: &Subject) -> String {
+    match subject {
+        Subject::Build(target) => project()
+            .join(target.name())
+            .join(lesson.name())
+            .display()
+            .to_string(),
+        Subject::Command(line) => line.clone(),
+    }
 }
 
 /// A line per stage, and the full report under the first that fails.
@@ -198,12 +276,20 @@ fn grade_report(lesson: &Lesson, subject: &Subject, records: &[StageRecord]) -> 
     let slug_width = records.iter().map(|r| r.slug.len()).max().unwrap_or(0);
     let mut shown_report = false;
     for record in records {
-        let mark = if record.passed { "pass" } else { "FAIL" };
+        let mark = match record.status {
+            Status::Passed => "pass",
+            Status::Failed => "FAIL",
+            Status::Skipped => "skip",
+            Status::NotRun => "----",
+        };
         text.push_str(&format!(
             "  {mark}  stage {}  {:<slug_width$}  {} ({} ms)\n",
             record.stage, record.slug, record.title, record.duration_ms
         ));
-        if !record.passed && !shown_report {
+        if record.status == Status::Skipped {
+            text.push_str(&format!("        {}\n", record.message));
+        }
+        if record.status == Status::Failed && !shown_report {
             shown_report = true;
             text.push('\n');
             for line in record.message.lines() {
@@ -213,7 +299,14 @@ fn grade_report(lesson: &Lesson, subject: &Subject, records: &[StageRecord]) -> 
         }
     }
     let passed = records.iter().filter(|record| record.passed).count();
-    text.push_str(&format!("\n{passed} of {} stages pass.\n\n", records.len()));
+    let counted = records.iter().filter(|record| record.counted).count();
+    text.push_str(&format!("\n{passed} of {} stages pass", records.len()));
+    if counted != passed {
+        text.push_str(&format!(
+            "; {counted} count, as a stage counts only when every stage before it passes too"
+        ));
+    }
+    text.push_str(".\n\n");
     text
 }
 
@@ -274,5 +367,20 @@ fn write_handout(dir: &Path) -> Result<ExitCode> {
         println!("  left out, the instructor's: {slide}");
     }
     println!("  no line of any answer stands anywhere in it (checked)");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_classroom_workflow() -> Result<ExitCode> {
+    let path = project().join(classroom::WORKFLOW_FILE);
+    if let Some(folder) = path.parent() {
+        std::fs::create_dir_all(folder)?;
+    }
+    std::fs::write(&path, classroom::workflow(LESSONS))?;
+    println!(
+        "wrote {}: a grading step for each of the {} lessons, {} points each",
+        classroom::WORKFLOW_FILE,
+        LESSONS.len(),
+        classroom::POINTS_PER_LESSON
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -4,8 +4,9 @@
 //!     cargo test --test 01_echo listens         one stage
 //!     COURSE_TARGET=solutions cargo test --test 01_echo
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
-//! address it prints, and talks to it over real TCP connections.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! talks to it over real TCP connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::local;
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -24,7 +26,7 @@ fn main() {
     course::run_stages("01", programs, &STAGES);
 }
 
-const STAGES: [Stage; 7] = [
+const STAGES: [Stage; 8] = [
     Stage {
         slug: "listens",
         title: "prints its address, accepts a connection there, closes it when the client is done",
@@ -66,6 +68,12 @@ const STAGES: [Stage; 7] = [
         title: "the client sends its input, prints the replies, and exits",
         slide: "connect",
         check: the_client,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "bind, listen, accept",
+        check: binds_where_asked,
     },
 ];
 
@@ -282,15 +290,21 @@ fn one_server_per_port(ctx: &mut Ctx) -> Check<()> {
 
 fn the_client(ctx: &mut Ctx) -> Check<()> {
     const CLIENT_FILE: &str = "lessons/01-echo/client.rs";
-    let peer = EchoPeer::start(ctx)?;
-    ctx.step(format!("the test runs an echo server at {}", peer.addr));
     let count = ctx.rng().between(20, 40);
-    let input: String = (0..count)
+    let lines: Vec<String> = (0..count)
         .map(|_| {
             let words = ctx.rng().between(1, 10);
             ctx.rng().sentence(words) + "\n"
         })
         .collect();
+    let input = lines.concat();
+    let last_line = lines.last().map_or(0, String::len);
+    let peer = EchoPeer::start(ctx, input.len() - last_line)?;
+    ctx.step(format!(
+        "the test runs an echo server at {}; it echoes the last line only once the client \
+         has shut down its sending side",
+        peer.addr
+    ));
     let connect = peer.addr.to_string();
     ctx.step(format!("gave the client {count} lines on stdin"));
     let finished = ctx.run(&["client", "--connect", &connect], input.as_bytes());
@@ -322,8 +336,10 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
                 .slide("Half-close")
                 .hint(
                     "Print what the server sends until it closes: after the half-close, keep \
-                 reading. A client that exits as soon as its input ends loses the replies \
-                 still on their way.",
+                 reading. A client that exits, or shuts down its reading side \
+                 (`Shutdown::Both`), as soon as its input ends loses the replies still on \
+                 their way: here the last line's echo, which the test's server sends only \
+                 after it has read the half-close, as a slow or distant server may.",
                 ),
         );
     }
@@ -353,9 +369,23 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     Ok(())
 }
 
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &[])?;
+    let words = ctx.rng().between(2, 6);
+    let line = ctx.rng().sentence(words) + "\n";
+    let mut conn = ctx.connect(server.addr)?;
+    conn.send(line.as_bytes())?;
+    conn.expect(line.as_bytes())
+}
+
 /// The test's own echo server, for grading the client: it serves one
 /// connection, echoing as bytes arrive, and keeps a copy of what it received.
 /// Its connection is journaled, so a report shows the client's bytes.
+///
+/// The bytes after the first `held_from` are echoed only once the client
+/// has shut down its sending side. So a reply is always still owed when the
+/// client half-closes, and a client that stops reading there misses it on
+/// every run, not only when the echo happens to be slow.
 struct EchoPeer {
     addr: SocketAddr,
     accepted: Arc<AtomicBool>,
@@ -364,7 +394,7 @@ struct EchoPeer {
 }
 
 impl EchoPeer {
-    fn start(ctx: &Ctx) -> Check<EchoPeer> {
+    fn start(ctx: &Ctx, held_from: usize) -> Check<EchoPeer> {
         let (listener, addr) = local::listener()?;
         let patience = ctx.patience().exit;
         let journal = ctx.journal().clone();
@@ -375,7 +405,7 @@ impl EchoPeer {
             let deadline = Instant::now() + patience;
             if let Some(conn) = local::accept_conn(&listener, deadline, &journal, patience) {
                 accepting.store(true, Ordering::SeqCst);
-                let _ = sender.send(echo_until_closed(conn));
+                let _ = sender.send(echo_until_closed(conn, held_from));
             }
         });
         Ok(EchoPeer {
@@ -396,13 +426,20 @@ impl EchoPeer {
     }
 }
 
-fn echo_until_closed(mut conn: Conn) -> Vec<u8> {
+fn echo_until_closed(mut conn: Conn, held_from: usize) -> Vec<u8> {
     let mut received = Vec::new();
     while let Ok(Some(bytes)) = conn.read_any(4096) {
+        let echoed_so_far = received.len().min(held_from);
         received.extend_from_slice(&bytes);
-        if conn.send(&bytes).is_err() {
-            break;
+        let echo_now = &received[echoed_so_far..received.len().min(held_from)];
+        if !echo_now.is_empty() && conn.send(echo_now).is_err() {
+            return received;
         }
+    }
+    // The client has shut down its sending side (or gone): what was held back
+    // is owed now.
+    if received.len() > held_from {
+        let _ = conn.send(&received[held_from..]);
     }
     received
 }

@@ -4,17 +4,19 @@
 //!     cargo test --test 03_messages frames          one stage
 //!     COURSE_TARGET=solutions cargo test --test 03_messages
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
-//! address it prints, and speaks the mailbox protocol (lessons/03-messages/
-//! README.md) to it over real TCP connections.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! speaks the mailbox protocol (lessons/03-messages/README.md) to it over real
+//! TCP connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::{output_block, Finished};
-use course::harness::mailbox::{expect_id, MAX_LINE};
+use course::harness::mailbox::{expect_fresh_mailbox, expect_id, owns_its_folder, MAX_LINE};
 use course::harness::resources::{mebibytes, resident_bytes, unmeasurable};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -26,7 +28,7 @@ fn main() {
     course::run_stages("03", programs, &STAGES);
 }
 
-const STAGES: [Stage; 7] = [
+const STAGES: [Stage; 9] = [
     Stage {
         slug: "hello",
         title: "answers USER with `OK` and SEND with `OK <id>`",
@@ -68,6 +70,18 @@ const STAGES: [Stage; 7] = [
         title: "the Rust client and the Python client both work with the server",
         slide: "One protocol, two languages",
         check: the_client,
+    },
+    Stage {
+        slug: "owns-its-folder",
+        title: "with --data, exits at start on a folder another server owns or it cannot write in",
+        slide: "One folder, one owner",
+        check: owns_its_folder,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
     },
 ];
 
@@ -521,6 +535,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     let addr = server.addr.to_string();
     let from_rust = ctx.rng().sentence(4);
     let from_python = ctx.rng().sentence(4);
+    let from_python_again = ctx.rng().sentence(7);
 
     ctx.step("the Rust client, as alice, sends to bob");
     let input = format!("send bob {from_rust}\ncount\n");
@@ -530,9 +545,12 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     )?;
     expect_printed(&alice, &["sent #", "0 waiting"], "the Rust client")?;
 
-    ctx.step("the Python client, as bob, fetches it and answers");
+    // Two answers: a fetch that reads only the first message would pass with
+    // one.
+    ctx.step("the Python client, as bob, fetches it and answers twice");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/lessons/03-messages/client.py");
-    let input = format!("count\nfetch\nsend alice {from_python}\nquit\n");
+    let input =
+        format!("count\nfetch\nsend alice {from_python}\nsend alice {from_python_again}\nquit\n");
     let bob = ctx.run_tool(
         "python3",
         &[script, "--connect", &addr, "--user", "bob"],
@@ -543,17 +561,19 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     let from_alice = format!("from alice: {from_rust}");
     expect_printed(
         &bob,
-        &["1 waiting", "1 fetched", &from_alice, "sent #"],
+        &["1 waiting", "1 fetched", &from_alice, "sent #", "sent #"],
         "the Python client",
     )?;
 
-    ctx.step("the Rust client, as alice, fetches bob's answer");
+    ctx.step("the Rust client, as alice, fetches bob's two answers");
     let alice = ctx.run(
         &["client", "--connect", &addr, "--user", "alice"],
         b"fetch\nquit\n",
     )?;
     let from_bob = format!("from bob: {from_python}");
-    expect_printed(&alice, &["1 fetched", &from_bob], "the Rust client").map_err(|failure| {
+    let from_bob_again = format!("from bob: {from_python_again}");
+    let wanted = ["2 fetched", &from_bob, &from_bob_again];
+    expect_printed(&alice, &wanted, "the Rust client").map_err(|failure| {
         failure.more_hint(format!(
             "Where: TODO 5 in {CLIENT_FILE}, fn fetch: read `MSGS <n>`, then n times a \
              `MSG <id> <from> <length>` line and exactly <length> bytes of body."
@@ -623,4 +643,11 @@ fn expect_err(conn: &mut Conn, what: &str) -> Check<()> {
             )));
     }
     Ok(())
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &[])?;
+    let mut conn = ctx.connect(server.addr)?;
+    expect_fresh_mailbox(&mut conn, "alice")?;
+    quit(conn)
 }

@@ -4,18 +4,20 @@
 //!     cargo test --test 04_concurrency crowd           one stage
 //!     COURSE_TARGET=solutions cargo test --test 04_concurrency
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
-//! address it prints, and speaks lesson 03's mailbox protocol to it, over
-//! many real TCP connections at once.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! speaks lesson 03's mailbox protocol to it, over many real TCP connections at
+//! once.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::ProcessId;
-use course::harness::mailbox::{expect_id, MAX_LINE};
+use course::harness::mailbox::{expect_fresh_mailbox, expect_id, owns_its_folder, MAX_LINE};
 use course::harness::resources::{threads, unmeasurable};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -27,7 +29,7 @@ fn main() {
     course::run_stages("04", programs, &STAGES);
 }
 
-const STAGES: [Stage; 6] = [
+const STAGES: [Stage; 9] = [
     Stage {
         slug: "two-at-once",
         title: "serves client B while client A is connected and silent",
@@ -48,7 +50,7 @@ const STAGES: [Stage; 6] = [
     },
     Stage {
         slug: "bounded",
-        title: "with 300 connections open, its threads stay within --workers",
+        title: "with 300 connections open, its threads stay within --max-connections and --workers",
         slide: "Back-pressure",
         check: bounded,
     },
@@ -64,11 +66,30 @@ const STAGES: [Stage; 6] = [
         slide: "Graceful shutdown",
         check: graceful_shutdown,
     },
+    Stage {
+        slug: "slowloris",
+        title: "behind 300 clients that send a byte a second, a new client is answered within 1 s",
+        slide: "Slow clients hold threads, not workers",
+        check: slowloris,
+    },
+    Stage {
+        slug: "owns-its-folder",
+        title: "with --data, exits at start on a folder another server owns or it cannot write in",
+        slide: "One folder, one owner",
+        check: owns_its_folder,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
+    },
 ];
 
 const SERVER_FILE: &str = "lessons/04-concurrency/server.rs";
 const POOL_FILE: &str = "lessons/04-concurrency/pool.rs";
 const READER_FILE: &str = "lessons/04-concurrency/timed_stream.rs";
+const CONNECTIONS_FILE: &str = "lessons/04-concurrency/connections.rs";
 
 fn two_at_once(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
@@ -80,12 +101,12 @@ fn two_at_once(ctx: &mut Ctx) -> Check<()> {
     let started = Instant::now();
     second.send(b"USER bob\nCOUNT\n")?;
     let where_to_look = format!(
-        "Where: TODO 1 in {SERVER_FILE}, fn accept_loop: hand each connection to the pool, \
-         and let the loop go back to accept at once; then TODO 2 in {POOL_FILE}, so that the \
-         workers take them. A worker must not hold the queue's lock while it serves: \
-         `while let Ok(s) = rx.lock().unwrap().recv()` keeps the lock for the whole loop \
-         body, so no other worker can take a connection until that client leaves; take the \
-         connection in one statement, and serve it after."
+        "Where: TODO 1 in {SERVER_FILE}, fn accept_loop: give each connection a thread of \
+         its own (`connections.start`), and let the loop go back to accept at once; then \
+         TODO 2 in {POOL_FILE}, so that the workers answer the requests. A worker must not \
+         hold the queue's lock while it runs a job: `while let Ok(job) = \
+         rx.lock().unwrap().recv()` keeps the lock for the whole loop body, so no other \
+         worker can take a job meanwhile; take the job in one statement, and run it after."
     );
     match second.expect(b"OK\nOK 0\n") {
         Err(_) if started.elapsed() >= one_second => Err(second
@@ -95,10 +116,11 @@ fn two_at_once(ctx: &mut Ctx) -> Check<()> {
                  the system's queue. {where_to_look}"
             ))),
         Err(failure) => Err(failure.more_hint(format!(
-            "B must be served while A is connected and silent. A reset here often means \
-             that B went into the pool's queue and no worker took it: until TODO 2 is done, \
-             the workers end at once, the queue closes, and each connection handed to it is \
-             dropped. {where_to_look}"
+            "B must be served while A is connected and silent. A connection closed here \
+             often means that B's request went to the pool's queue and no worker took it \
+             (the server says \"no worker could answer this request\"): until TODO 2 is \
+             done, the workers end at once, the queue closes, and a connection that hands it \
+             a request is closed. {where_to_look}"
         ))),
         Ok(()) => Ok(()),
     }
@@ -115,8 +137,8 @@ fn crowd(ctx: &mut Ctx) -> Check<()> {
         conn.send(format!("USER client{number}\nCOUNT\n").as_bytes())?;
         conn.expect(b"OK\nOK 0\n").map_err(|failure| {
             failure.more_hint(format!(
-                "With --workers 128, 100 clients are served at once. Does each worker of \
-                 the pool take connections from the queue (TODO 2 in {POOL_FILE})?"
+                "100 clients are served at once, each by a thread of its own. Does each \
+                 worker of the pool take requests from the queue (TODO 2 in {POOL_FILE})?"
             ))
         })?;
     }
@@ -234,41 +256,68 @@ fn lost_update_hint() -> String {
 }
 
 fn bounded(ctx: &mut Ctx) -> Check<()> {
+    const CLIENTS: usize = 300;
+    const MAX_CONNECTIONS: usize = 200;
     const WORKERS: usize = 8;
     // The main thread, the signal handler's, and room for two more.
     const OTHER_THREADS: usize = 4;
-    let server = ctx.start_server(&["--workers", &WORKERS.to_string()])?;
-    ctx.step("300 clients connect and say USER; 8 can be served at once");
-    let mut clients = Vec::with_capacity(300);
-    for number in 0..300 {
+    let server = ctx.start_server(&[
+        "--max-connections",
+        &MAX_CONNECTIONS.to_string(),
+        "--workers",
+        &WORKERS.to_string(),
+    ])?;
+    ctx.step(format!(
+        "{CLIENTS} clients connect and say USER; --max-connections {MAX_CONNECTIONS}"
+    ));
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for number in 0..CLIENTS {
         let mut conn = ctx.connect(server.addr)?;
         conn.send(format!("USER client{number}\n").as_bytes())?;
         clients.push(conn);
     }
-    // The first clients hold every worker: wait until one answers.
-    clients[0].wait_readable()?;
+    // The first clients fill the cap: wait until each of them is answered.
+    for conn in &mut clients[..MAX_CONNECTIONS] {
+        conn.wait_readable().map_err(|failure| {
+            failure.more_hint(format!(
+                "With --max-connections {MAX_CONNECTIONS}, the first {MAX_CONNECTIONS} \
+                 clients are served at once."
+            ))
+        })?;
+    }
     let pid = ctx.process(server.id).pid();
-    let count = threads(pid).ok_or_else(|| unmeasurable("threads"))?;
-    ctx.step(format!("the server has {count} threads"));
-    if count > WORKERS + OTHER_THREADS {
-        return Err(Failure::new(format!(
-            "with 300 connections open and --workers {WORKERS}, the server has {count} threads; \
-             at most {} are expected",
-            WORKERS + OTHER_THREADS
+    let most = MAX_CONNECTIONS + WORKERS + OTHER_THREADS;
+    let count_threads = |ctx: &Ctx| -> Check<()> {
+        let count = threads(pid).ok_or_else(|| unmeasurable("threads"))?;
+        ctx.step(format!("the server has {count} threads"));
+        if count <= most {
+            return Ok(());
+        }
+        Err(Failure::new(format!(
+            "with {CLIENTS} connections open, --max-connections {MAX_CONNECTIONS} and \
+             --workers {WORKERS}, the server has {count} threads; at most {most} are expected"
         ))
         .hint(format!(
-            "A thread per connection grows without bound: 300 clients, 300 threads, and \
-             10 000 would be too many. Start --workers threads once (TODO 2 in {POOL_FILE}) \
-             and queue the connections for them."
-        )));
-    }
+            "A thread per connection with no cap grows without bound: whoever opens \
+             connections decides how many threads your server runs. Start each \
+             connection's thread with `connections.start` (TODO 1 in {SERVER_FILE}; it \
+             waits while the cap is reached, see {CONNECTIONS_FILE}), not `thread::spawn`, \
+             and start --workers threads once (TODO 2 in {POOL_FILE})."
+        )))
+    };
+    count_threads(ctx)?;
     ctx.step("each client in turn asks COUNT and quits; the next is then served");
     for (number, conn) in clients.iter_mut().enumerate() {
+        // Counted again once a few have left: by then a server without a
+        // cap has surely accepted every connection.
+        if number == 20 {
+            count_threads(ctx)?;
+        }
         conn.send(b"COUNT\nQUIT\n")?;
         conn.expect(b"OK\nOK 0\nBYE\n").map_err(|failure| {
             failure.more_hint(format!(
-                "Client {number} of 300 was not served. Connections wait in the pool's queue \
-                 until a worker is free; none may be dropped."
+                "Client {number} of {CLIENTS} was not served. Past the cap, connections wait \
+                 in the system's listen queue until one closes; none may be dropped."
             ))
         })?;
     }
@@ -294,13 +343,14 @@ fn slow_and_silent(ctx: &mut Ctx) -> Check<()> {
                 thread::sleep(Duration::from_millis(300));
             }
         });
-        ctx.step("with --workers 2 both workers are taken; a third client must still be served");
+        ctx.step("with --workers 2, a third client must still be served");
         let mut third = Conn::connect(server.addr, ctx.journal(), idle + patience)?;
         third.send(b"USER third\nCOUNT\n")?;
         third.expect(b"OK\nOK 0\n").map_err(|failure| {
             failure.more_hint(format!(
-                "The slow and the silent client hold both workers. After the idle timeout \
-                 (1 s) they must be closed, freeing the workers: TODO 3 in {READER_FILE}."
+                "The slow and the silent client have sent no whole request: they hold their \
+                 own threads, and no worker (TODO 1 in {SERVER_FILE}). After the idle \
+                 timeout (1 s) they are closed: TODO 3 in {READER_FILE}."
             ))
         })?;
         for (who, conn) in [("silent", &mut silent), ("slow", &mut slow)] {
@@ -324,7 +374,8 @@ fn slow_and_silent(ctx: &mut Ctx) -> Check<()> {
 }
 
 /// Wait for the server to close `conn` (after an `ERR` line, or at once);
-/// a reset counts as closed.
+/// a reset counts as closed. `conn` must have been opened with at least this
+/// patience: a read that timed out sooner would look like a close.
 fn expect_dropped(conn: &mut Conn, patience: Duration) -> Check<()> {
     let started = Instant::now();
     let mut received = Vec::new();
@@ -343,7 +394,7 @@ fn expect_dropped(conn: &mut Conn, patience: Duration) -> Check<()> {
             Err(failure) if started.elapsed() + Duration::from_millis(50) >= patience => {
                 return Err(conn
                     .fail(format!(
-                        "the connection was still open after {:.1}s",
+                        "the connection was not closed within {:.1}s",
                         started.elapsed().as_secs_f64()
                     ))
                     .detail(failure.what.clone()));
@@ -393,7 +444,7 @@ fn stop_during_requests(ctx: &mut Ctx, data: &str) -> Check<Vec<Acknowledged>> {
         sent.push((expect_id(&mut alice)?, "alice", body));
     }
     ctx.step("carol connects and stays idle");
-    let mut carol = ctx.connect(server.addr)?;
+    let mut carol = Conn::connect(server.addr, ctx.journal(), patience.exit)?;
     carol.send(b"USER carol\n")?;
     carol.expect(b"OK\n")?;
     ctx.step("frank sends half a request, `SEND bob 10\\nhalf`, and stalls");
@@ -411,7 +462,8 @@ fn stop_during_requests(ctx: &mut Ctx, data: &str) -> Check<Vec<Acknowledged>> {
     sent.push((id, "alice", "helloworld".to_string()));
     expect_dropped(&mut alice, patience.reply).map_err(stop_hint)?;
     ctx.step("carol's idle connection is closed");
-    expect_dropped(&mut carol, patience.reply).map_err(stop_hint)?;
+    // An idle connection looks whether the server is stopping once a second.
+    expect_dropped(&mut carol, patience.exit).map_err(stop_hint)?;
     ctx.step("frank's half request gets a short grace, then his connection is closed");
     expect_dropped(&mut frank, patience.exit).map_err(|failure| {
         failure.more_hint(
@@ -562,4 +614,189 @@ fn read_replies(conn: &mut Conn, going: &mpsc::Sender<()>, enough: &AtomicBool) 
         }
     }
     Ok(replies)
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &[])?;
+    let mut conn = ctx.connect(server.addr)?;
+    expect_fresh_mailbox(&mut conn, "alice")
+}
+
+/// How many slow clients the slowloris stage opens, and what each sends, a byte
+/// a second: the start of a request line, never its end.
+const SLOW_CLIENTS: usize = 300;
+const DRIP: &[u8] = b"USER slowloris";
+/// They connect this many at a time, fewer than the system's listen queue
+/// holds (128 with Rust's `TcpListener::bind`).
+const BATCH: usize = 50;
+/// The short request deadline that the stage's second server is given.
+const SHORT_IDLE: Duration = Duration::from_secs(2);
+
+/// A slow client of the slowloris stage: its connection, and when it began to
+/// connect (the server's deadline for it cannot start sooner).
+struct Slow {
+    conn: Conn,
+    started: Instant,
+}
+
+fn slowloris(ctx: &mut Ctx) -> Check<()> {
+    ctx.step("a server with the default options");
+    let server = ctx.start_server(&[])?;
+    behind_slow_clients(ctx, server.addr, |_| Ok(()))?;
+
+    ctx.step("a server with --idle-timeout 2, to see the slow clients closed");
+    let idle = SHORT_IDLE.as_secs().to_string();
+    let server = ctx.start_server(&["--idle-timeout", &idle])?;
+    // Closing 300 connections at once on a busy machine may take a while;
+    // a server without a whole-request deadline never closes them at all.
+    let patience = ctx.patience().exit;
+    behind_slow_clients(ctx, server.addr, |slow| {
+        closed_at_their_deadline(slow, SHORT_IDLE, patience)
+    })
+}
+
+/// Open the slow clients, let each send a byte a second, and once each has
+/// sent two, check that a new client is answered within a second; then
+/// `then`, while they go on sending.
+fn behind_slow_clients(
+    ctx: &mut Ctx,
+    addr: std::net::SocketAddr,
+    then: impl FnOnce(&mut [Slow]) -> Check<()>,
+) -> Check<()> {
+    // Long enough for any wait on them below.
+    let patience = SHORT_IDLE + ctx.patience().exit;
+    ctx.step(format!(
+        "{SLOW_CLIENTS} clients connect, and each sends {} a byte a second, never a whole \
+         request",
+        course::harness::escape::escape(DRIP)
+    ));
+    let mut slow = Vec::with_capacity(SLOW_CLIENTS);
+    let mut senders = Vec::with_capacity(SLOW_CLIENTS);
+    for _ in 0..SLOW_CLIENTS / BATCH {
+        for _ in 0..BATCH {
+            let started = Instant::now();
+            let mut conn = Conn::connect(addr, ctx.journal(), patience)?;
+            conn.send(&DRIP[..1])?;
+            senders.push(conn.try_clone()?);
+            slow.push(Slow { conn, started });
+        }
+        // A client that is answered was accepted after every connection
+        // before it: the server holds them all, each under its deadline.
+        // Without this, a server slow to accept leaves some in the system's
+        // queue, where the system drops the end of a handshake once the
+        // queue is full and completes it a second or more later.
+        ctx.step(format!(
+            "{} slow clients are connected; a client that says QUIT is answered",
+            slow.len()
+        ));
+        let mut quitter = Conn::connect(addr, ctx.journal(), ctx.patience().exit)?;
+        quitter.send(b"QUIT\n")?;
+        quitter
+            .expect(b"BYE\n")
+            .map_err(|failure| failure.more_hint(slowloris_hint()))?;
+    }
+    let (stop, stopped) = mpsc::channel::<()>();
+    let (dripped, second_byte_sent) = mpsc::channel();
+    thread::scope(|scope| {
+        scope.spawn(move || drip(senders, &stopped, &dripped));
+        let result = (|| {
+            if second_byte_sent.recv_timeout(patience).is_err() {
+                return Err(Failure::new(
+                    "the slow clients could not send their second byte",
+                ));
+            }
+            new_client_answered_in_a_second(ctx, addr)?;
+            then(&mut slow)
+        })();
+        drop(stop);
+        result
+    })
+}
+
+/// Send the next byte of `DRIP` on each connection once a second, until
+/// `stopped`; say on `dripped` when the second byte has gone out on all.
+fn drip(mut senders: Vec<Conn>, stopped: &mpsc::Receiver<()>, dripped: &mpsc::Sender<()>) {
+    for position in 1.. {
+        if stopped.recv_timeout(Duration::from_secs(1)) != Err(RecvTimeoutError::Timeout) {
+            return;
+        }
+        // A send fails once the server has closed that connection.
+        senders.retain_mut(|conn| conn.send(&[DRIP[position % DRIP.len()]]).is_ok());
+        let _ = dripped.send(());
+    }
+}
+
+fn new_client_answered_in_a_second(ctx: &mut Ctx, addr: std::net::SocketAddr) -> Check<()> {
+    let one_second = ctx.patience().reply / 2;
+    ctx.step(format!(
+        "each slow client has sent 2 bytes; a new client connects and has {:.1}s to be answered",
+        one_second.as_secs_f64()
+    ));
+    let hint = slowloris_hint();
+    let started = Instant::now();
+    let mut client = Conn::connect(addr, ctx.journal(), one_second)?;
+    client.send(b"USER prompt\nCOUNT\n")?;
+    client
+        .expect(b"OK\nOK 0\n")
+        .map_err(|failure| failure.more_hint(&hint))?;
+    let took = started.elapsed();
+    if took > one_second {
+        return Err(Failure::new(format!(
+            "the new client was answered after {:.2}s, not within {:.1}s",
+            took.as_secs_f64(),
+            one_second.as_secs_f64()
+        ))
+        .hint(hint));
+    }
+    ctx.step(format!("it was answered in {:.3}s", took.as_secs_f64()));
+    Ok(())
+}
+
+fn slowloris_hint() -> String {
+    format!(
+        "Each slow client holds half a request (this is slowloris). A worker must never \
+         wait for a client: each connection's own thread reads until a whole request has \
+         come (TODO 1 in {SERVER_FILE}), and only then hands it to a worker. If the workers \
+         read the requests, the slow clients hold every one of them, and the next client \
+         waits for their deadline."
+    )
+}
+
+/// Each slow client must be closed at its deadline, `idle` after it
+/// connected: not before, and not much after.
+fn closed_at_their_deadline(slow: &mut [Slow], idle: Duration, patience: Duration) -> Check<()> {
+    // The first to connect is watched from before its deadline: when it is
+    // closed is known. The others are closed by their deadlines too.
+    for (number, client) in slow.iter_mut().enumerate() {
+        let deadline = client.started + idle + patience;
+        expect_dropped(
+            &mut client.conn,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .map_err(|failure| {
+            failure.hint(format!(
+                "Slow client {number} of {SLOW_CLIENTS} was not closed within {:.1}s of \
+                 connecting, with --idle-timeout {}. Its request must arrive whole by the \
+                 deadline, counted from the start of the wait, not from its last byte: a \
+                 timeout per read never fires for a client that sends a byte a second. See \
+                 TODO 3 in {READER_FILE}.",
+                client.started.elapsed().as_secs_f64(),
+                idle.as_secs()
+            ))
+        })?;
+        let after = client.started.elapsed();
+        if number == 0 && after < idle {
+            return Err(Failure::new(format!(
+                "the first slow client was closed {:.2}s after it connected, before its \
+                 deadline of {}s",
+                after.as_secs_f64(),
+                idle.as_secs()
+            ))
+            .hint(
+                "A client that is sending its request, however slowly, has until the \
+                 deadline to finish it.",
+            ));
+        }
+    }
+    Ok(())
 }

@@ -6,14 +6,16 @@
 //!     COURSE_TIMES=1 cargo test --test 05_chat  also print the delivery times
 //!                                               that stages 7 and 8 measure
 //!
-//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
-//! address it prints, and joins the room over real TCP connections, as `nc`
-//! would. Stage 9 runs your client against the test's own small server.
+//! Each stage starts your server with `server --bind 127.0.0.1:0` (the last on
+//! a port the test chose, to check `--bind`), reads the address it prints, and
+//! joins the room over real TCP connections, as `nc` would. Stage 9 runs your
+//! client against the test's own small server.
 
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::output_block;
 use course::harness::local;
 use course::harness::resources::{mebibytes, resident_bytes, unmeasurable};
@@ -27,7 +29,7 @@ fn main() {
     course::run_stages("05", programs, &STAGES);
 }
 
-const STAGES: [Stage; 9] = [
+const STAGES: [Stage; 10] = [
     Stage {
         slug: "joins",
         title: "asks for a name, shows the newcomer the room, tells the others",
@@ -81,6 +83,12 @@ const STAGES: [Stage; 9] = [
         title: "the client shows lines as they come, sends what is typed, and exits",
         slide: "The client does two things at once",
         check: the_client,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
     },
 ];
 
@@ -433,6 +441,8 @@ fn commands(ctx: &mut Ctx) -> Check<()> {
             .more_hint(format!("Where: {SESSION_FILE}, fn command.")));
     }
 
+    nick_meets_the_name_rule(ctx, addr, &mut cy)?;
+
     ctx.step("cy sends /quit: she hears `* bye`, her connection closes, the others hear");
     cy.send(b"/quit\n")?;
     expect_line(&mut cy, "* bye").map_err(command_hint)?;
@@ -440,6 +450,47 @@ fn commands(ctx: &mut Ctx) -> Check<()> {
     expect_line(&mut ada, "* cy left").map_err(command_hint)?;
     expect_line(&mut bob, "* cy left").map_err(command_hint)?;
     Ok(())
+}
+
+/// One rule for names: a name that joining refuses, `/nick` refuses too,
+/// with the same `! ` line, rather than cleaning it into one that passes.
+fn nick_meets_the_name_rule(ctx: &mut Ctx, addr: SocketAddr, cy: &mut Conn) -> Check<()> {
+    let name = format!("\u{1b}[2J{}", ctx.rng().word(7));
+    let rule_hint = format!(
+        "A name follows one rule wherever it is given: at joining and in /nick (and as the \
+         NAME of /msg). Check the name as it came, with fn check_name in {SESSION_FILE}; a \
+         name cleaned first, `ESC[2J` removed, would pass as a name that joining refuses. \
+         Clean only the text that others read."
+    );
+    ctx.step(format!("a newcomer tries to join as {name:?}"));
+    let mut newcomer = connect_named(ctx, addr, &name)?;
+    let refusal = newcomer.read_line(READ_LIMIT)?;
+    if !refusal.starts_with(b"! ") {
+        return Err(newcomer
+            .fail(format!("the name {name:?} must be refused at joining"))
+            .bytes(b"! a name holds only letters, digits, _ and -\n", &refusal)
+            .hint(rule_hint));
+    }
+    if refusal.contains(&0x1b) {
+        return Err(newcomer
+            .fail("the refusal repeats the name's escape sequence to the newcomer's terminal")
+            .bytes(b"! a name holds only letters, digits, _ and -\n", &refusal)
+            .hint("Say what is wrong with the name without repeating it."));
+    }
+    newcomer.close();
+
+    ctx.step(format!(
+        "cy tries /nick {name:?}: the same refusal, and no rename"
+    ));
+    cy.send(format!("/nick {name}\n").as_bytes())?;
+    cy.expect(&refusal)
+        .map_err(|failure| failure.hint(rule_hint.clone()))?;
+    cy.send(b"/who\n")?;
+    expect_line(cy, &room_list(&["ada", "cy", "robert"])).map_err(|failure| {
+        failure.hint(format!(
+            "After a refused /nick, cy is still cy. {rule_hint}"
+        ))
+    })
 }
 
 fn hostile_input(ctx: &mut Ctx) -> Check<()> {
@@ -896,9 +947,35 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     ctx.step("the user types /quit; the server says `* bye` and closes");
     type_line(ctx, client, "/quit\n")?;
     server.expect_line("/quit\n", "/quit must reach the server")?;
+    // The server may still have lines to deliver after /quit: the client
+    // must wait for its close. One that ends at once would print `* bye`
+    // only when the race went its way, so the test holds `* bye` back a
+    // moment, and an early exit shows on every run.
+    let a_moment = Instant::now() + Duration::from_secs_f64(0.25 * scale(ctx));
+    if let Some(status) = ctx.process(client).wait_exit(a_moment) {
+        return Err(Failure::new(format!(
+            "the client exited ({status}) right after sending /quit, before the server \
+             closed the connection"
+        ))
+        .hint(format!(
+            "After /quit, keep printing what the server sends until it closes (here `* bye`): \
+             lines on their way are lost otherwise. Where: {CLIENT_FILE}, fn run: after \
+             sending, wait for the printing thread."
+        ))
+        .slide("Ending the client"));
+    }
     server.say("* bye\n")?;
     drop(server);
     expect_exit(ctx, client, true, "after /quit and the server's close")?;
+    let printed = ctx.process(client).stdout().text();
+    if !printed.ends_with("* bye\n") {
+        return Err(Failure::new(
+            "the server said `* bye` before it closed, and the client did not print it",
+        )
+        .detail(output_block("the client's stdout", &printed))
+        .hint(print_hint.clone())
+        .slide("Ending the client"));
+    }
 
     ctx.step("a second client; its input ends at once");
     let (client, mut server) = start_client(ctx, &listener, &name)?;
@@ -923,6 +1000,39 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
              exit with 1."
         )));
     }
+
+    ctx.step("a fourth client, started without --name: the server asks, the user answers");
+    let addr = listener
+        .local_addr()
+        .map_err(|error| Failure::new(format!("the test could not read its address: {error}")))?
+        .to_string();
+    let client = ctx.start(&["client", "--connect", &addr])?;
+    let mut server = FakeServer::accept(ctx, &listener)?;
+    server.say(&format!("{PROMPT}\n"))?;
+    let asked = format!("{PROMPT}\n");
+    let a_second = Instant::now() + Duration::from_secs_f64(scale(ctx));
+    if !ctx
+        .process(client)
+        .wait_for_stdout(asked.as_bytes(), a_second)
+    {
+        let stdout = ctx.process(client).stdout().text();
+        let stderr = ctx.process(client).stderr().text();
+        return Err(Failure::new(
+            "started without --name, the client did not show the server's question",
+        )
+        .detail(output_block("the client's stdout", &stdout))
+        .detail(output_block("its stderr", &stderr))
+        .hint(format!(
+            "Without --name, send nothing first: the server asks, the question shows like \
+             any other line, and the first line the user types is the answer, as in `nc`. \
+             Where: {CLIENT_FILE}, fn run, and `name` in lessons/05-chat/main.rs."
+        )));
+    }
+    type_line(ctx, client, &format!("{name}\n"))?;
+    server.expect_line(
+        &format!("{name}\n"),
+        "without --name, the first line typed is the name",
+    )?;
     Ok(())
 }
 
@@ -1068,4 +1178,11 @@ impl FakeServer {
             .bytes(b"/quit\n", &sent)
             .hint(hint))
     }
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &[])?;
+    let names = random_names(ctx, 1);
+    join(ctx, server.addr, &names[0], &[&names[0]])?;
+    Ok(())
 }

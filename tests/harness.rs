@@ -14,10 +14,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use course::harness::lesson::LESSONS;
-use course::harness::runner::{run_one, StageFailure};
+use course::harness::runner::{run_one, Completed, StageFailure};
 use course::harness::setup::{Patience, Setup};
-use course::harness::stage::StageRecord;
-use course::{Check, Ctx, Stage};
+use course::harness::stage::{StageRecord, Status};
+use course::{Check, Ctx, Failure, Programs, Stage};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn main() {
@@ -26,6 +26,17 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--fake") {
         fake::run(&args[2], &args[4], &args[5..]);
         return;
+    }
+    // A stage suite of its own, run as `cargo test --test NN_name` runs a
+    // lesson's: the runner's choices (stop at the first failure, skip a
+    // stage whose client is missing) are tested from outside.
+    if std::env::var_os("COURSE_HARNESS_SUITE").is_some() {
+        let exe: &'static str = Box::leak(exe().into_boxed_str());
+        let programs = Programs {
+            lessons: exe,
+            solutions: Some(exe),
+        };
+        course::run_stages("01", programs, &suite::STAGES);
     }
     let mut trials = vec![];
     for case in CASES {
@@ -40,6 +51,34 @@ fn main() {
                 .0
                 .map_err(|failure| Failed::from(failure.report))
         }),
+        Trial::test(
+            "report_when_several_checks_fail",
+            suite::several_checks_fail,
+        ),
+        Trial::test(
+            "report_when_stderr_holds_terminal_commands",
+            hostile_stderr_is_escaped,
+        ),
+        Trial::test("no_setsid_grandchild_outlives_the_stage", || {
+            let (result, pids) = run_fake("starts_a_daemon", &quick());
+            result.map_err(|failure| Failed::from(failure.report))?;
+            if pids.len() != 2 {
+                return Err(format!("expected the server and its daemon, got {pids:?}").into());
+            }
+            left_behind(&pids).map_err(Failed::from)
+        }),
+        Trial::test(
+            "a_stage_whose_client_is_missing_is_skipped",
+            suite::skips_a_missing_client,
+        ),
+        Trial::test(
+            "a_missing_client_fails_where_clients_are_required",
+            suite::requires_clients,
+        ),
+        Trial::test(
+            "a_long_stage_says_it_is_still_running",
+            suite::says_a_long_stage_is_running,
+        ),
         Trial::test("no_program_a_server_started_outlives_the_stage", || {
             let (result, pids) = run_fake("starts_a_helper", &quick());
             result.map_err(|failure| Failed::from(failure.report))?;
@@ -52,7 +91,12 @@ fn main() {
         }),
         Trial::test("course_board_lists_every_lesson", cli::board),
         Trial::test("course_grade_json_has_a_record_per_stage", cli::grade_json),
+        Trial::test("course_grade_csv_has_a_row_per_lesson", cli::grade_csv),
         Trial::test("course_grade_cmd_grades_any_program", cli::grade_cmd_silent),
+        Trial::test(
+            "course_grade_cmd_leaves_no_setsid_grandchild",
+            cli::grade_cmd_daemon,
+        ),
         Trial::test(
             "course_grade_names_the_lessons_for_a_wrong_one",
             cli::unknown_lesson,
@@ -69,9 +113,14 @@ struct Case {
     within: u64,
 }
 
-const CASES: [Case; 8] = [
+const CASES: [Case; 9] = [
     Case {
         fake: "exits_at_once",
+        within: 2,
+    },
+    // Its hint must not point at a stderr that the report does not show.
+    Case {
+        fake: "exits_quietly",
         within: 2,
     },
     Case {
@@ -130,6 +179,15 @@ fn echo_a_line(ctx: &mut Ctx) -> Check<()> {
 
 /// Grade the fake `kind` with the one stage; the pids it started.
 fn run_fake(kind: &str, patience: &Patience) -> (Result<(), StageFailure>, Vec<u32>) {
+    run_fake_with(kind, patience, &ECHO_A_LINE)
+}
+
+/// Grade the fake `kind` with `stage`; the pids it started.
+fn run_fake_with(
+    kind: &str,
+    patience: &Patience,
+    stage: &Stage,
+) -> (Result<(), StageFailure>, Vec<u32>) {
     let pids = pid_file(kind);
     let setup = Setup {
         lesson: &LESSONS[0],
@@ -145,8 +203,43 @@ fn run_fake(kind: &str, patience: &Patience) -> (Result<(), StageFailure>, Vec<u
         patience: *patience,
         total: 1,
     };
-    let result = run_one(&setup, 1, &ECHO_A_LINE);
+    let result = run_one(&setup, 1, stage).and_then(|completed| match completed {
+        Completed::Passed => Ok(()),
+        Completed::Skipped(missing) => Err(StageFailure {
+            report: missing.reason(),
+            what: missing.reason(),
+        }),
+    });
     (result, read_pids(&pids))
+}
+
+/// A program whose stderr tries to act on the grader's terminal: clear the
+/// screen, set the window title, overwrite a line with a fake pass. The
+/// report shows each of those bytes escaped, never raw.
+fn hostile_stderr_is_escaped() -> Result<(), Failed> {
+    let (result, pids) = run_fake("writes_terminal_commands", &quick());
+    let Err(failure) = result else {
+        return Err("a server that exits at once passed".into());
+    };
+    left_behind(&pids)?;
+    let raw: Vec<char> = failure
+        .report
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect();
+    if !raw.is_empty() {
+        return Err(format!("the report holds raw control characters {raw:?}").into());
+    }
+    for escaped in [r"\x1b[2J", r"\x1b]0;", r"\x07", r"\r"] {
+        if !failure.report.contains(escaped) {
+            return Err(format!("the report does not show {escaped}:\n{}", failure.report).into());
+        }
+    }
+    let report = normalize(&failure.report).replace(
+        &pid_file("writes_terminal_commands").display().to_string(),
+        "PIDS",
+    );
+    compare_golden("writes_terminal_commands", &report).map_err(Failed::from)
 }
 
 fn check_case(case: Case) -> Result<(), String> {
@@ -309,6 +402,7 @@ mod fake {
                 eprintln!("fake: giving up before binding anything");
                 std::process::exit(3);
             }
+            "exits_quietly" => std::process::exit(3),
             "never_prints_its_address" => {
                 let _listener = TcpListener::bind(&bind).unwrap();
                 idle();
@@ -345,31 +439,65 @@ mod fake {
                 serve(&bind, str::to_string)
             }
             "echo" => serve(&bind, str::to_string),
+            // Right, but slower than a grader watching would like.
+            "answers_late" => serve(&bind, |line| {
+                std::thread::sleep(Duration::from_secs(6));
+                line.to_string()
+            }),
             // A server that starts a program of its own, as a wrapper script
             // or `npm start` does; that program must end with the stage too.
             "starts_a_helper" => {
-                let helper = std::process::Command::new(exe())
-                    .args(["--fake", "idle_helper", "--pids", pid_file])
-                    .stdout(std::process::Stdio::piped())
-                    .spawn();
-                // Serve only once the helper has recorded its pid.
-                let ready = helper.ok().and_then(|mut helper| {
-                    let mut line = String::new();
-                    std::io::BufReader::new(helper.stdout.take()?)
-                        .read_line(&mut line)
-                        .ok()
-                });
-                if ready.is_none() {
-                    eprintln!("fake: its helper did not start");
-                    std::process::exit(1);
-                }
+                start_helper(pid_file, false);
                 serve(&bind, str::to_string)
             }
             "idle_helper" => {
                 println!("ready");
                 idle()
             }
+            "writes_terminal_commands" => {
+                eprint!("\x1b[2J\x1b]0;graded: all stages pass\x07");
+                eprintln!("working...\rtest stage_01_echoes_a_line ... ok");
+                std::process::exit(1);
+            }
+            // A server whose child leaves its process group and session, as
+            // a daemon does, and would outlive it.
+            "starts_a_daemon" => {
+                start_helper(pid_file, true);
+                serve(&bind, str::to_string)
+            }
             other => panic!("no fake named {other}"),
+        }
+    }
+
+    /// Start an idle helper program, in a session of its own if
+    /// `leave_session`, and return once it has recorded its pid.
+    fn start_helper(pid_file: &str, leave_session: bool) {
+        let mut command = std::process::Command::new(exe());
+        command
+            .args(["--fake", "idle_helper", "--pids", pid_file])
+            .stdout(std::process::Stdio::piped());
+        #[cfg(unix)]
+        if leave_session {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = leave_session;
+        let ready = command.spawn().ok().and_then(|mut helper| {
+            let mut line = String::new();
+            std::io::BufReader::new(helper.stdout.take()?)
+                .read_line(&mut line)
+                .ok()
+        });
+        if ready.is_none() {
+            eprintln!("fake: its helper did not start");
+            std::process::exit(1);
         }
     }
 
@@ -411,6 +539,244 @@ mod fake {
     }
 }
 
+/// A suite of stages of its own, to test the runner: a stage that passes,
+/// one whose client is missing, one with several independent failures, and
+/// one after them.
+mod suite {
+    use super::*;
+
+    pub const STAGES: [Stage; 4] = [
+        ECHO_A_LINE,
+        Stage {
+            slug: "needs-a-client",
+            title: "a stage that uses a client this machine lacks",
+            slide: "connect",
+            check: needs_a_missing_client,
+        },
+        Stage {
+            slug: "finds-three-problems",
+            title: "three independent checks, each failing",
+            slide: "A read is not a message",
+            check: three_problems,
+        },
+        Stage {
+            slug: "comes-after",
+            title: "sends `hello\\n` back again",
+            slide: "A read is not a message",
+            check: echo_a_line,
+        },
+    ];
+
+    const MISSING: &str = "course-test-no-such-client";
+
+    fn needs_a_missing_client(ctx: &mut Ctx) -> Check<()> {
+        ctx.require_tool(MISSING, "sudo apt-get install course-test-no-such-client")?;
+        Err(Failure::new("a stage ran although its client is missing"))
+    }
+
+    /// Three checks that do not depend on each other: all three are run and
+    /// reported, in one report.
+    fn three_problems(ctx: &mut Ctx) -> Check<()> {
+        let server = ctx.start_server(&[])?;
+        for word in ["one", "two"] {
+            ctx.soft(|ctx| {
+                ctx.step(format!("sent `{word}`, expecting it in capitals"));
+                let mut conn = ctx.connect(server.addr)?;
+                conn.send(format!("{word}\n").as_bytes())?;
+                conn.expect(format!("{}\n", word.to_uppercase()).as_bytes())
+                    .map_err(|failure| failure.hint(format!("Shout `{word}`.")))
+            });
+        }
+        ctx.soft(|_| Err(Failure::new("a third problem, with no bytes to show")));
+        ctx.step("and a line is still echoed");
+        let mut conn = ctx.connect(server.addr)?;
+        conn.send(b"hello\n")?;
+        conn.expect(b"hello\n")
+    }
+
+    pub fn several_checks_fail() -> Result<(), Failed> {
+        let (result, pids) = run_fake_with("echo", &quick(), &STAGES[2]);
+        let Err(failure) = result else {
+            return Err("three failing checks passed".into());
+        };
+        left_behind(&pids)?;
+        let report =
+            normalize(&failure.report).replace(&pid_file("echo").display().to_string(), "PIDS");
+        compare_golden("several_checks_fail", &report).map_err(Failed::from)
+    }
+
+    /// Run the suite against the echo fake, as a student's `cargo test`
+    /// would; it must fail, as libtest does (101). Its stdout, stderr and
+    /// records.
+    fn run_failing_suite(
+        env: &[(&str, &str)],
+    ) -> Result<(String, String, Vec<StageRecord>), Failed> {
+        let (code, stdout, stderr, records) = run_suite("echo", &[], env);
+        if code != Some(101) {
+            return Err(format!("exit {code:?}, expected 101:\n{stdout}").into());
+        }
+        Ok((stdout, stderr, records))
+    }
+
+    /// Run the suite's stages picked by `filter` against the fake `kind`:
+    /// its exit code, stdout, stderr and records.
+    fn run_suite(
+        kind: &str,
+        filter: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Option<i32>, String, String, Vec<StageRecord>) {
+        let pids = pid_file(&format!("suite-{}", env.len()));
+        let report = std::env::temp_dir().join(format!(
+            "course-suite-report-{}-{}.jsonl",
+            std::process::id(),
+            env.len()
+        ));
+        let _ = std::fs::remove_file(&report);
+        let mut command = std::process::Command::new(exe());
+        command
+            .env("COURSE_HARNESS_SUITE", "1")
+            .env(
+                "COURSE_CMD",
+                format!("\"{}\" --fake {kind} --pids \"{}\"", exe(), pids.display()),
+            )
+            .env("COURSE_REPORT", &report)
+            .env("COURSE_PROGRESS", "1")
+            .env("COURSE_PATIENCE", "0.5")
+            .env_remove("COURSE_ALL_STAGES")
+            .env_remove("COURSE_FAIL_FAST")
+            .env_remove("COURSE_REQUIRE_CLIENTS")
+            .envs(env.iter().copied())
+            .args(filter);
+        let output = command.output().expect("the suite runs");
+        let records = std::fs::read_to_string(&report)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        let _ = std::fs::remove_file(&report);
+        let _ = read_pids(&pids);
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+            records,
+        )
+    }
+
+    /// A stage that runs past 5 s says so while it runs, with its last step.
+    pub fn says_a_long_stage_is_running() -> Result<(), Failed> {
+        let (code, stdout, stderr, _) = run_suite(
+            "answers_late",
+            &["--exact", "stage_04_comes_after"],
+            &[("COURSE_PATIENCE", "5")],
+        );
+        if code != Some(0) {
+            return Err(format!("exit {code:?}, expected 0:\n{stdout}").into());
+        }
+        expect_in(
+            &stderr,
+            &[
+                "progress:       stage 4 (comes-after) still running after 5 s; its last step: connection #1: ",
+                "progress: pass  stage 4  comes-after",
+            ],
+        )
+    }
+
+    fn expect_records(
+        records: &[StageRecord],
+        statuses: &[Status],
+        counted: &[bool],
+    ) -> Result<(), Failed> {
+        let seen: Vec<(Status, bool)> = records.iter().map(|r| (r.status, r.counted)).collect();
+        let wanted: Vec<(Status, bool)> = statuses
+            .iter()
+            .copied()
+            .zip(counted.iter().copied())
+            .collect();
+        if seen != wanted {
+            return Err(format!("records {seen:?}, expected {wanted:?}").into());
+        }
+        if records
+            .iter()
+            .any(|r| r.passed != (r.status == Status::Passed))
+        {
+            return Err("a record's `passed` disagrees with its status".into());
+        }
+        Ok(())
+    }
+
+    fn expect_in(text: &str, wanted: &[&str]) -> Result<(), Failed> {
+        for piece in wanted {
+            if !text.contains(piece) {
+                return Err(format!("expected {piece:?} in:\n{text}").into());
+            }
+        }
+        Ok(())
+    }
+
+    /// By default: the missing client skips its stage (never passed), the
+    /// run stops at the first failure and lists the rest as not run, and
+    /// the exit code says it failed.
+    pub fn skips_a_missing_client() -> Result<(), Failed> {
+        let (stdout, stderr, records) = run_failing_suite(&[])?;
+        expect_in(
+            &stdout,
+            &[
+                "ignored (not checked: needs course-test-no-such-client; install it: sudo apt-get install course-test-no-such-client)",
+                "ignored (not run: stage 3 fails first)",
+                "1 passed; 1 failed; 2 ignored",
+                "stage 2 (needs-a-client) needs course-test-no-such-client: sudo apt-get install course-test-no-such-client",
+                "Not run: stage 4, because stage 3 fails first",
+                "What went wrong: 3 things",
+            ],
+        )?;
+        expect_in(
+            &stderr,
+            &[
+                "progress: pass  stage 1  echoes-a-line",
+                "progress: skip  stage 2  needs-a-client",
+                "progress: FAIL  stage 3  finds-three-problems",
+            ],
+        )?;
+        expect_records(
+            &records,
+            &[
+                Status::Passed,
+                Status::Skipped,
+                Status::Failed,
+                Status::NotRun,
+            ],
+            &[true, false, false, false],
+        )
+    }
+
+    /// With `COURSE_REQUIRE_CLIENTS=1` (as CI sets) the missing client fails
+    /// its stage; with `COURSE_ALL_STAGES=1` every stage runs, and one that
+    /// passes after a failure is not counted.
+    pub fn requires_clients() -> Result<(), Failed> {
+        let (stdout, _, records) =
+            run_failing_suite(&[("COURSE_REQUIRE_CLIENTS", "1"), ("COURSE_ALL_STAGES", "1")])?;
+        expect_in(
+            &stdout,
+            &[
+                "this stage needs `course-test-no-such-client`, and it is not installed",
+                "Install it, then run the stage again: sudo apt-get install",
+                "2 passed; 2 failed; 0 ignored",
+            ],
+        )?;
+        expect_records(
+            &records,
+            &[
+                Status::Passed,
+                Status::Failed,
+                Status::Failed,
+                Status::Passed,
+            ],
+            &[true, false, false, false],
+        )
+    }
+}
+
 /// The `course` command, run as a student or an instructor would.
 mod cli {
     use assert_cmd::Command;
@@ -448,6 +814,9 @@ mod cli {
             .collect()
     }
 
+    /// How many stages lesson 01 has (tests/01_echo.rs).
+    const LESSON_01_STAGES: usize = 8;
+
     pub fn grade_json() -> Result<(), Failed> {
         let graded = course()
             .args(["grade", "01", "--target", "solutions", "--json"])
@@ -459,8 +828,51 @@ mod cli {
             .filter(|record| record.passed)
             .map(|record| record.stage)
             .collect();
-        if passed != (1..=7).collect::<Vec<_>>() || records.len() != 7 {
-            return Err(format!("expected stages 1 to 7 passing, in order: {passed:?}").into());
+        let stages = LESSON_01_STAGES;
+        if passed != (1..=stages).collect::<Vec<_>>() || records.len() != stages {
+            return Err(
+                format!("expected stages 1 to {stages} passing, in order: {passed:?}").into(),
+            );
+        }
+        // The run's facts, on every record, for a gradebook.
+        for line in String::from_utf8_lossy(&graded.get_output().stdout).lines() {
+            let record: serde_json::Value =
+                serde_json::from_str(line).map_err(|error| Failed::from(error.to_string()))?;
+            let text = |key: &str| record[key].as_str().unwrap_or_default().to_string();
+            let started_at = text("started_at");
+            let looks_rfc3339 = started_at.len() == 20
+                && started_at.ends_with('Z')
+                && started_at.as_bytes()[10] == b'T';
+            if text("student").is_empty()
+                || !looks_rfc3339
+                || record.get("commit").is_none()
+                || !text("target").ends_with("01-echo")
+            {
+                return Err(format!(
+                    "a record lacks student, commit, started_at or its target: {line}"
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// `--csv`: a header, then one row for the student and the lesson, with
+    /// its points and maximum.
+    pub fn grade_csv() -> Result<(), Failed> {
+        let graded = course()
+            .args(["grade", "01", "--target", "solutions", "--csv"])
+            .args(["--student", "Ada, Countess"])
+            .assert()
+            .success();
+        let stdout = String::from_utf8_lossy(&graded.get_output().stdout).to_string();
+        let lines: Vec<&str> = stdout.lines().collect();
+        let points = format!("\"Ada, Countess\",01-echo,{LESSON_01_STAGES},{LESSON_01_STAGES},");
+        if lines.len() != 2 || !lines[0].starts_with("student,lesson,points,max_points,") {
+            return Err(format!("expected a header and one row:\n{stdout}").into());
+        }
+        if !lines[1].starts_with(&points) {
+            return Err(format!("expected the row to start with {points}:\n{stdout}").into());
         }
         Ok(())
     }
@@ -483,8 +895,10 @@ mod cli {
             .code(1);
         let took = started.elapsed();
         let records = records(&graded.get_output().stdout)?;
-        if records.len() != 7 {
-            return Err(format!("expected 7 records, got {}", records.len()).into());
+        if records.len() != LESSON_01_STAGES {
+            return Err(
+                format!("expected {LESSON_01_STAGES} records, got {}", records.len()).into(),
+            );
         }
         if let Some(passed) = records.iter().find(|record| record.passed) {
             return Err(format!("stage {} passed against a silent server", passed.slug).into());
@@ -501,6 +915,27 @@ mod cli {
         }
         println!("graded a silent server in {:.1}s", took.as_secs_f64());
         left_behind(&read_pids(&pids)).map_err(Failed::from)
+    }
+
+    /// A graded program whose child leaves its session and sleeps: when
+    /// `grade` is done, no process of it remains.
+    pub fn grade_cmd_daemon() -> Result<(), Failed> {
+        let pids = pid_file("cli-daemon");
+        course()
+            .args(["grade", "01", "--json", "--cmd"])
+            .arg(format!(
+                "\"{}\" --fake starts_a_daemon --pids \"{}\"",
+                exe(),
+                pids.display()
+            ))
+            .env("COURSE_PATIENCE", "0.5")
+            .assert()
+            .code(1);
+        let pids = read_pids(&pids);
+        if pids.len() < 4 {
+            return Err(format!("expected a server and a daemon per stage, got {pids:?}").into());
+        }
+        left_behind(&pids).map_err(Failed::from)
     }
 
     /// A wrong lesson number: one line that names the lessons, exit 2.

@@ -155,7 +155,8 @@ fn parse_request_line(line: &str) -> Result<Request, ReadError> {
     // TODO 2 (slides/02-http.md, "Anatomy of a request"): split `line` at
     // single spaces into exactly three parts. Answer `bad_request(..)` (400)
     // when there are not three, when the method is not a word
-    // (`is_token_byte`), or when the target does not start with `/`. The
+    // (`is_token_byte`), or when `origin_form` finds no path in the target
+    // (it takes `/PATH`, and `http://HOST/PATH`, which becomes `/PATH`). The
     // version must be `HTTP/1.1` or `HTTP/1.0`; any other `HTTP/` and digit,
     // dot, digit gets `ReadError::Rejected(Status(505), ..)`, the rest 400.
     // Until then, a stand-in: every request is taken for `GET /`.
@@ -164,6 +165,35 @@ fn parse_request_line(line: &str) -> Result<Request, ReadError> {
         target: "/".to_string(),
         version: "HTTP/1.1".to_string(),
         headers: Vec::new(),
+    })
+}
+
+/// The path of a request target, with its query: `/style.css` as it is, or
+/// the absolute form, `http://HOST/style.css`, as `/style.css`. A client
+/// talking to a proxy sends the absolute form, and a server must accept it
+/// too (RFC 9112, section 3.2.2). Its HOST is this server, whatever it is
+/// called: the one site served here. `None` for anything else.
+fn origin_form(target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return Some(target.to_string());
+    }
+    const SCHEME: &str = "http://";
+    let scheme = target.get(..SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    // The authority (HOST, or HOST:PORT) ends where the path or the query
+    // begins; an empty path is `/` (section 3.2.1).
+    let rest = &target[SCHEME.len()..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() {
+        return None;
+    }
+    Some(if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
     })
 }
 

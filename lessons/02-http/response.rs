@@ -2,6 +2,9 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::time::SystemTime;
+
+use crate::date::http_date;
 
 /// A status code: `Status(404)`. Programs read the number; the words that
 /// go with it are for people.
@@ -121,9 +124,10 @@ fn write_head(out: &mut impl Write, reply: &Reply) -> io::Result<()> {
     } = reply;
     // TODO 1 (slides/02-http.md, "Anatomy of a response"): write the status
     // line (`HTTP/1.1 200 OK`: `status` prints as `200 OK`), then the header
-    // lines `Content-Type`, `Content-Length`, `Allow` (when `allow` holds
-    // the methods) and `Connection: close` (when `close`), each ending in
-    // \r\n, and the blank line that ends the head.
+    // lines `Date` (`http_date(SystemTime::now())`), `Content-Type`,
+    // `Content-Length`, `Allow` (when `allow` holds the methods) and
+    // `Connection: close` (when `close`), each ending in \r\n, and the
+    // blank line that ends the head.
     Err(io::Error::other(
         "TODO 1 in lessons/02-http/response.rs: write the status line and headers \
          (read slides/02-http.md, \"Anatomy of a response\")",

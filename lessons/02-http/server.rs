@@ -24,10 +24,15 @@ use crate::response::{self, Reply, Status};
 /// is called slowloris). A client too slow is closed without an answer.
 const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How long one write may wait for a client that reads nothing. It bounds
-/// each write, not the whole answer, as real servers do: a large file on a
-/// slow network takes as long as it takes.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one response may take to send, whole: the time a thread may
+/// spend on one answer. A timeout on each write would not do, for the same
+/// reason as HEAD_DEADLINE: a client that reads a byte now and then would
+/// keep its thread for ever. Real servers bound each write (nginx's
+/// `send_timeout`), because an idle connection costs them little; here it
+/// costs a thread. The price: a file too large to send in this time, to a
+/// slow client, is cut short, and the client sees a body shorter than its
+/// Content-Length.
+const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How long the lingering close (close_after_answer) lasts, at most.
 const LINGER_DEADLINE: Duration = Duration::from_secs(2);
@@ -92,8 +97,10 @@ fn accept_loop(listener: &TcpListener, root: Arc<Path>) {
                 Ok(peer) => peer.to_string(),
                 Err(_) => "a client that already left".to_string(),
             };
-            if let Err(error) = serve_connection(stream, &root, &peer) {
-                eprintln!("{peer}: {error:#}");
+            eprintln!("{peer} connected");
+            match serve_connection(stream, &root, &peer) {
+                Ok(()) => eprintln!("{peer} left"),
+                Err(error) => eprintln!("{peer} left: {error:#}"),
             }
             open.fetch_sub(1, Ordering::SeqCst);
         });
@@ -109,18 +116,20 @@ fn turn_away(mut stream: TcpStream) {
 
 /// Read requests from one connection and answer each, in order.
 fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     // A response leaves in one write (BufWriter), and leaves at once:
     // otherwise Nagle's algorithm may hold a small write back until the
     // client acknowledges the previous one, up to 40 ms later.
     stream.set_nodelay(true)?;
     // The reader keeps what arrived past one request: a pipelined request
     // waits there for its turn.
-    let mut reader = BufReader::new(TimedReader {
+    let mut reader = BufReader::new(TimedStream {
         stream: stream.try_clone()?,
         deadline: Instant::now(),
     });
-    let mut writer = BufWriter::new(stream);
+    let mut writer = BufWriter::new(TimedStream {
+        stream,
+        deadline: Instant::now(),
+    });
     loop {
         // The wait for the next request and its whole head: one deadline.
         reader.get_mut().deadline = Instant::now() + HEAD_DEADLINE;
@@ -135,6 +144,7 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
             Err(ReadError::Rejected(status, why)) => {
                 eprintln!("{peer}: {status}: {why}");
                 let mut reply = Reply::error(status);
+                writer.get_mut().deadline = Instant::now() + RESPONSE_DEADLINE;
                 // We cannot tell where this request ends, so nothing after
                 // it on this connection can be read: answer, then close.
                 reply.close = true;
@@ -149,6 +159,7 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
             request.version == "HTTP/1.1" && !asks_to_close(&request) && !request.has_body();
         let mut reply = answer(&request, root);
         reply.close = !keep_open;
+        writer.get_mut().deadline = Instant::now() + RESPONSE_DEADLINE;
         response::send(&mut writer, reply)?;
         if !keep_open {
             close_after_answer(reader.into_inner());
@@ -157,22 +168,40 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
     }
 }
 
-/// The socket, read against one deadline however many reads it takes:
-/// each read may wait only for the time that is left.
-struct TimedReader {
+/// The socket, read or written against one deadline however many reads or
+/// writes it takes: each may wait only for the time that is left.
+struct TimedStream {
     stream: TcpStream,
     deadline: Instant,
 }
 
-impl Read for TimedReader {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+impl TimedStream {
+    /// The time left, or TimedOut once there is none: `set_read_timeout`
+    /// and `set_write_timeout` refuse zero, which would mean "no timeout".
+    fn time_left(&self) -> io::Result<Duration> {
         let left = self.deadline.saturating_duration_since(Instant::now());
-        // `set_read_timeout` refuses zero, which would mean "no timeout".
         if left.is_zero() {
             return Err(ErrorKind::TimedOut.into());
         }
-        self.stream.set_read_timeout(Some(left))?;
+        Ok(left)
+    }
+}
+
+impl Read for TimedStream {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.time_left()?))?;
         self.stream.read(buffer)
+    }
+}
+
+impl Write for TimedStream {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.time_left()?))?;
+        self.stream.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -212,13 +241,46 @@ fn answer(request: &Request, root: &Path) -> Reply {
 }
 
 /// The file `target` names, opened, as a reply. A file outside the root, a
-/// missing one and one we may not read all look the same from outside:
-/// "not found" says nothing about what else is on the disk.
+/// missing one, one we may not read and one that is not a regular file all
+/// look the same from outside: "not found" says nothing about what else is
+/// on the disk.
 fn open_file(root: &Path, target: &str) -> Option<Reply> {
     let path = files::resolve(root, target)?;
-    let file = File::open(&path).ok()?;
-    let length = file.metadata().ok()?.len();
-    Some(Reply::file(file, length, files::content_type(&path)))
+    // Regular files only, checked before opening: opening a named pipe
+    // waits for a writer, maybe for ever, and holds the thread; a device
+    // may never end (`/dev/zero`), or act on being opened.
+    if !path.metadata().ok()?.is_file() {
+        return None;
+    }
+    let file = open_without_waiting(&path).ok()?;
+    // Checked again on what was opened: the name may have been given to a
+    // pipe in between.
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    Some(Reply::file(
+        file,
+        metadata.len(),
+        files::content_type(&path),
+    ))
+}
+
+/// Open `path` to read, without waiting for a writer should it be a pipe.
+#[cfg(unix)]
+fn open_without_waiting(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK changes nothing for a regular file.
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Open `path` to read. Outside Unix, a file name does not lead to a pipe.
+#[cfg(not(unix))]
+fn open_without_waiting(path: &Path) -> io::Result<File> {
+    File::open(path)
 }
 
 /// Close after the last answer without losing it. Closing a socket while
@@ -227,7 +289,7 @@ fn open_file(root: &Path, target: &str) -> Option<Reply> {
 /// our answer before the client reads it. So: end our side (the client
 /// reads the answer, then end of stream), read and throw away what the
 /// client still sends, 64 KiB and LINGER_DEADLINE at most, then close.
-fn close_after_answer(mut reader: TimedReader) {
+fn close_after_answer(mut reader: TimedStream) {
     let _ = reader.stream.shutdown(Shutdown::Write);
     reader.deadline = Instant::now() + LINGER_DEADLINE;
     // Ends at the client's close, at the deadline or at 64 KiB, whichever

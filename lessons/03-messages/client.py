@@ -9,6 +9,7 @@ language. Same commands, same output as `03-messages client`:
 """
 
 import argparse
+import os
 import socket
 import sys
 
@@ -147,7 +148,10 @@ def run(address, user):
 
 def main():
     parser = argparse.ArgumentParser(description="A mailbox client, in Python.")
-    parser.add_argument("--connect", default="127.0.0.1:7003", help="the server's address")
+    # As the Rust programs do: COURSE_PORT_BASE moves every lesson's port.
+    base = os.environ.get("COURSE_PORT_BASE", "").strip()
+    port = min(int(base) + 3, 65535) if base.isdigit() and int(base) <= 65535 else 7003
+    parser.add_argument("--connect", default=f"127.0.0.1:{port}", help="the server's address")
     parser.add_argument("--user", required=True, help="who you are")
     arguments = parser.parse_args()
     try:

@@ -6,7 +6,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 
 use crate::mailbox::{Mailbox, Message, Undelivered};
 use crate::protocol::{check_name, parse_request, read_body, read_line};
@@ -19,11 +19,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// Bind `addr`, say where we listen, and serve clients one after another.
 pub fn run(addr: &str, data: Option<&Path>) -> Result<()> {
-    let mut mailbox = match data {
-        Some(folder) => Mailbox::open(Some(folder))
-            .with_context(|| format!("cannot use {} for messages", folder.display()))?,
-        None => Mailbox::open(None)?,
-    };
+    let mut mailbox = Mailbox::open(data)?;
     let listener = bind_listener(addr)?;
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
@@ -47,9 +43,11 @@ fn accept_loop(listener: &TcpListener, mailbox: &mut Mailbox) {
                     Ok(peer) => peer.to_string(),
                     Err(_) => "a client that already left".to_string(),
                 };
+                eprintln!("{peer} connected");
                 // One client's trouble is that client's: log it, serve the next.
-                if let Err(error) = serve_client(&stream, mailbox) {
-                    eprintln!("{peer}: {error}");
+                match serve_client(&stream, mailbox) {
+                    Ok(()) => eprintln!("{peer} left"),
+                    Err(error) => eprintln!("{peer} left: {error}"),
                 }
             }
             Err(error) => eprintln!("accept failed: {error}"),

@@ -11,11 +11,15 @@ use std::thread;
 
 use anyhow::{anyhow, Context, Result};
 
-pub fn run(addr: &str, name: &str) -> Result<()> {
+pub fn run(addr: &str, name: Option<&str>) -> Result<()> {
     let stream = connect(addr)?;
-    (&stream)
-        .write_all(format!("{name}\n").as_bytes())
-        .context("sending the name failed")?;
+    // Without --name, the server's question shows like any other line, and
+    // the first line typed answers it, as in `nc`.
+    if let Some(name) = name {
+        (&stream)
+            .write_all(format!("{name}\n").as_bytes())
+            .context("sending the name failed")?;
+    }
 
     // Set before we send /quit: the close that follows is then expected.
     let quitting = Arc::new(AtomicBool::new(false));

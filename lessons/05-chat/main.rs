@@ -42,7 +42,7 @@ enum Role {
     /// Run the chat room: relay each member's lines to the others.
     Server {
         /// The address to listen on; port 0 asks the system for a free port.
-        #[arg(long, default_value = "127.0.0.1:7005")]
+        #[arg(long, default_value_t = default_address())]
         bind: String,
         /// Seconds a newcomer has to send its whole name line.
         #[arg(long, value_name = "SECS", default_value_t = 30,
@@ -52,12 +52,25 @@ enum Role {
     /// Join a chat room: send what you type, show what the others say.
     Client {
         /// The address of the server.
-        #[arg(long, default_value = "127.0.0.1:7005")]
+        #[arg(long, default_value_t = default_address())]
         connect: String,
         /// Your name in the room: 1 to 16 letters, digits, `_` or `-`.
+        /// Without it, the server asks, and the first line you type answers.
         #[arg(long)]
-        name: String,
+        name: Option<String>,
     },
+}
+
+/// Where the server listens, and the client connects, unless told: port
+/// 7005 on this machine. On a machine that students share, each sets
+/// COURSE_PORT_BASE (9100, say) and every lesson's port moves with it (to
+/// 9105 for this one), out of the others' way.
+fn default_address() -> String {
+    let base: u16 = std::env::var("COURSE_PORT_BASE")
+        .ok()
+        .and_then(|base| base.trim().parse().ok())
+        .unwrap_or(7000);
+    format!("127.0.0.1:{}", base.saturating_add(5))
 }
 
 fn main() -> ExitCode {
@@ -66,7 +79,7 @@ fn main() -> ExitCode {
         Role::Server { bind, name_timeout } => {
             server::run(&bind, Duration::from_secs(name_timeout))
         }
-        Role::Client { connect, name } => client::run(&connect, &name),
+        Role::Client { connect, name } => client::run(&connect, name.as_deref()),
     };
     // A user's mistake (a port in use, a server that is not there) is one
     // clear line and a non-zero exit, never a panic with a backtrace.

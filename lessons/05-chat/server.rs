@@ -84,7 +84,9 @@ fn serve_one(stream: TcpStream, room: &Room, name_wait: Duration) {
         Ok(peer) => peer.to_string(),
         Err(_) => "a member who already left".to_string(),
     };
-    if let Err(error) = session::serve(stream, room, name_wait) {
-        eprintln!("{peer}: {error}");
+    eprintln!("{peer} connected");
+    match session::serve(stream, room, name_wait) {
+        Ok(()) => eprintln!("{peer} left"),
+        Err(error) => eprintln!("{peer} left: {error}"),
     }
 }

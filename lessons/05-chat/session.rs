@@ -67,8 +67,10 @@ fn converse(
     member: &mut Membership,
 ) -> io::Result<()> {
     loop {
+        // Not cleaned yet: a command's words are checked as they came
+        // (see fn command), and only text that others will read is cleaned.
         let line = match read_line(reader)? {
-            Incoming::Line(line) => clean(&line),
+            Incoming::Line(line) => String::from_utf8_lossy(&line).into_owned(),
             Incoming::TooLong => {
                 let refusal = format!("! that line is over {LINE_LIMIT} bytes; it was not sent");
                 room.notify(member, &refusal);
@@ -82,8 +84,11 @@ fn converse(
                 Ok(Next::Stay) => {}
                 Err(reason) => room.notify(member, &format!("! {reason}")),
             }
-        } else if !line.is_empty() {
-            room.say(member, &line);
+        } else {
+            let text = clean(line.as_bytes());
+            if !text.is_empty() {
+                room.say(member, &text);
+            }
         }
     }
 }
@@ -93,15 +98,23 @@ enum Next {
     Quit,
 }
 
-/// Run one command: `/who`, `/msg NAME TEXT`, `/nick NAME`, `/quit`.
+/// Run one command: `/who`, `/msg NAME TEXT`, `/nick NAME`, `/quit`. A
+/// name here meets the same rule as at joining, checked on the bytes as
+/// they came: cleaned first, `ESC[2Jmallory` would pass as `mallory`, a
+/// name that joining refuses.
 fn command(line: &str, room: &Room, member: &mut Membership) -> Result<Next, String> {
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
     match verb {
         "/who" => room.who(member),
-        "/msg" => match rest.split_once(' ') {
-            Some((to, text)) if !text.trim().is_empty() => room.tell(member, to, text)?,
-            _ => return Err("usage: /msg NAME TEXT".to_string()),
-        },
+        "/msg" => {
+            let (to, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let text = clean(text.as_bytes());
+            if text.trim().is_empty() {
+                return Err("usage: /msg NAME TEXT".to_string());
+            }
+            check_name(to)?;
+            room.tell(member, to, &text)?;
+        }
         "/nick" => {
             check_name(rest)?;
             room.rename(member, rest)?;
@@ -111,9 +124,11 @@ fn command(line: &str, room: &Room, member: &mut Membership) -> Result<Next, Str
             return Ok(Next::Quit);
         }
         _ => {
+            // Cleaned: the member's own words come back to its terminal.
+            let verb = clean(verb.as_bytes());
             return Err(format!(
                 "unknown command {verb}; try /who, /msg NAME TEXT, /nick NAME, /quit"
-            ))
+            ));
         }
     }
     Ok(Next::Stay)

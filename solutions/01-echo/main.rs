@@ -27,15 +27,27 @@ enum Role {
     /// Listen for connections and send every byte back.
     Server {
         /// The address to listen on; port 0 asks the system for a free port.
-        #[arg(long, default_value = "127.0.0.1:7001")]
+        #[arg(long, default_value_t = default_address())]
         bind: String,
     },
     /// Send each line of standard input to a server and print what comes back.
     Client {
         /// The address of the server.
-        #[arg(long, default_value = "127.0.0.1:7001")]
+        #[arg(long, default_value_t = default_address())]
         connect: String,
     },
+}
+
+/// Where the server listens, and the client connects, unless told: port
+/// 7001 on this machine. On a machine that students share, each sets
+/// COURSE_PORT_BASE (9100, say) and every lesson's port moves with it (to
+/// 9101 for this one), out of the others' way.
+fn default_address() -> String {
+    let base: u16 = std::env::var("COURSE_PORT_BASE")
+        .ok()
+        .and_then(|base| base.trim().parse().ok())
+        .unwrap_or(7000);
+    format!("127.0.0.1:{}", base.saturating_add(1))
 }
 
 fn main() -> ExitCode {

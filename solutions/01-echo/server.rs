@@ -42,11 +42,15 @@ fn accept_loop(listener: &TcpListener) {
                     Ok(peer) => peer.to_string(),
                     Err(_) => "a client that already left".to_string(),
                 };
+                // Who comes and goes, on stderr: something to watch while
+                // you try the server by hand.
+                eprintln!("{peer} connected");
                 // One client's trouble is that client's: log it and go back
                 // to accept. With `?` here, a single reset would stop the
                 // server for everyone.
-                if let Err(error) = echo(stream) {
-                    eprintln!("{peer}: {error}");
+                match echo(stream) {
+                    Ok(()) => eprintln!("{peer} left"),
+                    Err(error) => eprintln!("{peer} left: {error}"),
                 }
             }
             // Accept fails when the system runs out of something (file

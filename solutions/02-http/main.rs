@@ -9,6 +9,7 @@
 //! lets other machines in; `--root DIR` serves another folder.
 
 mod client;
+mod date;
 mod files;
 mod request;
 mod response;
@@ -35,7 +36,7 @@ enum Role {
     /// Serve the files of a folder over HTTP/1.1.
     Server {
         /// The address to listen on; port 0 asks the system for a free port.
-        #[arg(long, default_value = "127.0.0.1:7002")]
+        #[arg(long, default_value_t = default_address())]
         bind: String,
         /// The folder to serve; nothing outside it is ever sent.
         #[arg(long, default_value = SHIPPED_SITE)]
@@ -46,6 +47,18 @@ enum Role {
         /// What to fetch, such as http://127.0.0.1:7002/index.html
         url: String,
     },
+}
+
+/// Where the server listens, and the client connects, unless told: port
+/// 7002 on this machine. On a machine that students share, each sets
+/// COURSE_PORT_BASE (9100, say) and every lesson's port moves with it (to
+/// 9102 for this one), out of the others' way.
+fn default_address() -> String {
+    let base: u16 = std::env::var("COURSE_PORT_BASE")
+        .ok()
+        .and_then(|base| base.trim().parse().ok())
+        .unwrap_or(7000);
+    format!("127.0.0.1:{}", base.saturating_add(2))
 }
 
 fn main() -> ExitCode {

@@ -2,6 +2,9 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::time::SystemTime;
+
+use crate::date::http_date;
 
 /// A status code: `Status(404)`. Programs read the number; the words that
 /// go with it are for people.
@@ -120,6 +123,9 @@ fn write_head(out: &mut impl Write, reply: &Reply) -> io::Result<()> {
         ..
     } = reply;
     write!(out, "HTTP/1.1 {status}\r\n")?;
+    // When the response was made: a server with a clock must say (RFC 9110,
+    // section 6.6.1).
+    write!(out, "Date: {}\r\n", http_date(SystemTime::now()))?;
     write!(out, "Content-Type: {content_type}\r\n")?;
     // The only way the client knows where this body ends and the next
     // response begins on a connection that stays open.

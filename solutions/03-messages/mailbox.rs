@@ -5,6 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::Path;
 
+use anyhow::{Context, Result};
+
 use crate::disk::Disk;
 
 /// At most this many bytes of bodies wait in the whole server, and at most
@@ -46,7 +48,7 @@ pub struct Mailbox {
 
 impl Mailbox {
     /// An empty mailbox in memory, or, with a folder, the one saved there.
-    pub fn open(folder: Option<&Path>) -> io::Result<Mailbox> {
+    pub fn open(folder: Option<&Path>) -> Result<Mailbox> {
         let mut mailbox = Mailbox {
             waiting: HashMap::new(),
             next_id: 1,
@@ -60,8 +62,9 @@ impl Mailbox {
             // Ids go on after every id ever reserved, not after the highest
             // message left: the newest messages may have been fetched and
             // deleted, and an id is never reused, even after a restart.
-            mailbox.next_id = disk.next_id()?;
-            for (to, message) in disk.load()? {
+            let unreadable = || format!("cannot read the messages in {}", folder.display());
+            mailbox.next_id = disk.next_id().with_context(unreadable)?;
+            for (to, message) in disk.load().with_context(unreadable)? {
                 // Saved messages are below the reservation; this matters
                 // only for a folder without `next.id`, or one edited by hand.
                 mailbox.next_id = mailbox.next_id.max(message.id + 1);

@@ -31,7 +31,7 @@ enum Role {
     /// Keep messages for users until they fetch them.
     Server {
         /// The address to listen on; port 0 asks the system for a free port.
-        #[arg(long, default_value = "127.0.0.1:7003")]
+        #[arg(long, default_value_t = default_address())]
         bind: String,
         /// Keep messages in this folder, so that a restart loses none.
         #[arg(long)]
@@ -40,12 +40,24 @@ enum Role {
     /// Send and fetch messages, one command per line of standard input.
     Client {
         /// The address of the server.
-        #[arg(long, default_value = "127.0.0.1:7003")]
+        #[arg(long, default_value_t = default_address())]
         connect: String,
         /// Who you are: 1 to 32 of A-Z a-z 0-9 _ -.
         #[arg(long)]
         user: String,
     },
+}
+
+/// Where the server listens, and the client connects, unless told: port
+/// 7003 on this machine. On a machine that students share, each sets
+/// COURSE_PORT_BASE (9100, say) and every lesson's port moves with it (to
+/// 9103 for this one), out of the others' way.
+fn default_address() -> String {
+    let base: u16 = std::env::var("COURSE_PORT_BASE")
+        .ok()
+        .and_then(|base| base.trim().parse().ok())
+        .unwrap_or(7000);
+    format!("127.0.0.1:{}", base.saturating_add(3))
 }
 
 fn main() -> ExitCode {

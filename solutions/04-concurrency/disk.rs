@@ -3,26 +3,41 @@
 //! the body. A file per message makes FETCH a delete, and a crash can only
 //! ever leave a whole message or none. `DIR/next.id` holds the first id not
 //! yet reserved (see `reserve_ids`); no user's folder can take that name,
-//! because a name has no `.`.
+//! because a name has no `.`. `DIR/server.lock` says which server owns the
+//! folder (see `claim`).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
 
 use crate::mailbox::Message;
 use crate::protocol::check_name;
 
 const NEXT_ID_FILE: &str = "next.id";
+const LOCK_FILE: &str = "server.lock";
+const PROBE_FILE: &str = "probe.tmp";
 
 pub struct Disk {
     folder: PathBuf,
+    /// Open, and locked, for as long as the server runs (see `claim`).
+    _lock: File,
 }
 
 impl Disk {
-    pub fn open(folder: &Path) -> io::Result<Disk> {
-        fs::create_dir_all(folder)?;
+    /// Open `folder` for this server alone, or say in one line why not:
+    /// every failure here stops the server before it says `listening on`.
+    pub fn open(folder: &Path) -> Result<Disk> {
+        let name = folder.display();
+        fs::create_dir_all(folder).with_context(|| format!("cannot create {name}"))?;
+        // Found now, not at the first SEND: a server that cannot save would
+        // otherwise listen, and refuse every message it is sent.
+        check_writable(folder).with_context(|| format!("cannot write in {name}"))?;
+        let lock = claim(folder)?;
         Ok(Disk {
             folder: folder.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -101,6 +116,53 @@ impl Disk {
         found.sort_by_key(|(_, message)| message.id);
         Ok(found)
     }
+}
+
+/// Lock `folder` for this server, with the pid in the lock file for people
+/// to read. Two servers on one folder would each hand out the same ids and
+/// overwrite each other's files: each `OK` promises a message that only the
+/// server that wrote it knows about. The system drops the lock when the
+/// process ends, however it ends: a crash leaves no stale lock behind.
+fn claim(folder: &Path) -> Result<File> {
+    let path = folder.join(LOCK_FILE);
+    // Not truncated on open: until we hold the lock, the pid in it is the
+    // owner's.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let owner = match text.lines().next().map(str::parse::<u32>) {
+                Some(Ok(pid)) => format!("pid {pid}"),
+                _ => "pid unknown".to_string(),
+            };
+            bail!("{} is in use by another server ({owner})", folder.display());
+        }
+        Err(TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    // Written over the old pid, then cut to its length: a second server
+    // that reads meanwhile never finds the first line cut short.
+    let pid = format!("{}\n", std::process::id());
+    file.write_all(pid.as_bytes())
+        .and_then(|()| file.set_len(pid.len() as u64))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
+}
+
+/// Create, write and remove a file in `folder`.
+fn check_writable(folder: &Path) -> io::Result<()> {
+    let probe = folder.join(PROBE_FILE);
+    File::create(&probe)?.write_all(b"probe")?;
+    fs::remove_file(probe)
 }
 
 /// The file name of message `id`: zero-padded, so names sort as ids do.

@@ -1,7 +1,8 @@
 //! Lesson 04: concurrency. The mailbox server of lesson 03, serving a class
-//! full of clients at once with a bounded pool of threads.
+//! full of clients at once: a small thread per connection waits for whole
+//! requests, and a bounded pool of workers answers them.
 //!
-//!     cargo run --bin 04-concurrency-solution -- server [--workers N] [--idle-timeout SECS]
+//!     cargo run --bin 04-concurrency-solution -- server [--workers N] [--max-connections N] [--idle-timeout SECS]
 //!     cargo run --bin 04-concurrency-solution -- client --user alice
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 100
 //!
@@ -9,6 +10,7 @@
 //! well as on one.
 
 mod client;
+mod connections;
 mod disk;
 mod mailbox;
 mod pool;
@@ -34,11 +36,15 @@ enum Role {
     /// Keep messages for users until they fetch them, for many users at once.
     Server {
         /// The address to listen on; port 0 asks the system for a free port.
-        #[arg(long, default_value = "127.0.0.1:7004")]
+        #[arg(long, default_value_t = default_address())]
         bind: String,
-        /// How many clients are served at once (default: 4 per core).
+        /// How many requests are answered at once (default: 4 per core).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
+        /// How many connections are open at once; past this, new clients
+        /// wait. Each is an open file: keep it below `ulimit -n`.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        max_connections: u16,
         /// Close a connection whose next request takes longer than this.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
         idle_timeout: u64,
@@ -49,12 +55,24 @@ enum Role {
     /// Send and fetch messages, one command per line of standard input.
     Client {
         /// The address of the server.
-        #[arg(long, default_value = "127.0.0.1:7004")]
+        #[arg(long, default_value_t = default_address())]
         connect: String,
         /// Who you are: 1 to 32 of A-Z a-z 0-9 _ -.
         #[arg(long)]
         user: String,
     },
+}
+
+/// Where the server listens, and the client connects, unless told: port
+/// 7004 on this machine. On a machine that students share, each sets
+/// COURSE_PORT_BASE (9100, say) and every lesson's port moves with it (to
+/// 9104 for this one), out of the others' way.
+fn default_address() -> String {
+    let base: u16 = std::env::var("COURSE_PORT_BASE")
+        .ok()
+        .and_then(|base| base.trim().parse().ok())
+        .unwrap_or(7000);
+    format!("127.0.0.1:{}", base.saturating_add(4))
 }
 
 fn main() -> ExitCode {
@@ -63,11 +81,13 @@ fn main() -> ExitCode {
         Role::Server {
             bind,
             workers,
+            max_connections,
             idle_timeout,
             data,
         } => server::run(&server::Options {
             bind: &bind,
             workers: workers.map_or_else(default_workers, usize::from),
+            max_connections: usize::from(max_connections),
             idle_timeout: Duration::from_secs(idle_timeout),
             data: data.as_deref(),
         }),
@@ -83,8 +103,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Four workers per core: most of a worker's time is spent waiting for its
-/// client, not computing.
+/// Four workers per core: a worker waits for no client, but it may wait for
+/// the disk (with `--data`) or for the mailbox's lock.
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(4, |cores| cores.get() * 4)
 }

@@ -1,49 +1,61 @@
-//! A fixed set of worker threads, and a bounded queue of connections waiting
+//! A fixed set of worker threads, and a bounded queue of requests waiting
 //! for one of them.
 //!
-//! A thread per client is simple, and each thread costs memory (its stack)
-//! and scheduling: ten thousand clients would be ten thousand threads. A pool
-//! keeps the count fixed. When every worker is busy and the queue is full,
-//! the accept loop's `pool.queue.send` waits, so it stops accepting, and new
-//! clients wait in the system's listen queue: back-pressure, instead of a
-//! server that grows until it falls over.
+//! A worker answers one whole request at a time, and never waits for a
+//! client: the waiting is done by each connection's own thread
+//! (connections.rs), which hands over a request only once all of it has
+//! come. So a client that sends a byte a second holds its own small thread,
+//! and no worker. The workers are few and fixed, because they do the work
+//! that must be bounded: the shared mailbox, the disk. When every worker is
+//! busy and the queue is full, `Queue::run` waits: back-pressure, instead of
+//! a queue that grows until the server falls over.
 
-use std::net::TcpStream;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
+/// One piece of work for a worker: answer one request.
+type Job = Box<dyn FnOnce() + Send>;
+
 pub struct Pool {
-    /// Where connections wait for a worker. `send` waits while it is full,
-    /// and fails only once every worker has gone.
-    pub queue: SyncSender<TcpStream>,
+    queue: Queue,
     workers: Vec<JoinHandle<()>>,
 }
 
+/// Where requests wait for a worker. Each connection's thread holds a copy.
+#[derive(Clone)]
+pub struct Queue(SyncSender<Job>);
+
 impl Pool {
-    /// Start `workers` threads, each running `serve` on one connection after
-    /// another; at most `waiting` connections queue for them.
-    pub fn start<F>(workers: usize, waiting: usize, serve: F) -> std::io::Result<Pool>
-    where
-        F: Fn(TcpStream) + Send + Sync + 'static,
-    {
+    /// Start `workers` threads, each running one job after another; at most
+    /// `waiting` jobs queue for them.
+    pub fn start(workers: usize, waiting: usize) -> std::io::Result<Pool> {
         // A channel with a capacity: `send` blocks while it is full.
-        let (queue, connections) = mpsc::sync_channel(waiting);
-        let connections = Arc::new(Mutex::new(connections));
-        let serve = Arc::new(serve);
+        let (queue, jobs) = mpsc::sync_channel(waiting);
+        let jobs = Arc::new(Mutex::new(jobs));
         let workers = (0..workers)
             .map(|number| {
-                let connections = Arc::clone(&connections);
-                let serve = Arc::clone(&serve);
+                let jobs = Arc::clone(&jobs);
                 thread::Builder::new()
                     .name(format!("worker-{number}"))
-                    .spawn(move || work(&connections, &*serve))
+                    .spawn(move || work(&jobs))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Pool { queue, workers })
+        Ok(Pool {
+            queue: Queue(queue),
+            workers,
+        })
     }
 
-    /// Close the queue, and wait for every worker to finish its connection.
+    /// A copy of the queue, for a connection's thread.
+    pub fn queue(&self) -> Queue {
+        self.queue.clone()
+    }
+
+    /// Close the queue, and wait for every worker to finish its job. The
+    /// queue closes once every copy is gone: call this after the
+    /// connections' threads have ended.
     pub fn finish(self) {
         drop(self.queue);
         for worker in self.workers {
@@ -52,18 +64,35 @@ impl Pool {
     }
 }
 
-/// One worker: take a connection, serve it, take the next, until the queue
-/// is closed.
-fn work(connections: &Mutex<Receiver<TcpStream>>, serve: &dyn Fn(TcpStream)) {
+impl Queue {
+    /// Have a worker run `work`, and wait for what it returns. `None` if no
+    /// worker could: the pool has stopped, or `work` panicked.
+    pub fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (done, answer) = mpsc::sync_channel(1);
+        let job = move || {
+            // A panic ends this job, not the worker: unwinding would end the
+            // worker's thread, and the pool would be one worker smaller for
+            // good (the Rust Book's pool has that flaw).
+            if let Ok(result) = panic::catch_unwind(AssertUnwindSafe(work)) {
+                let _ = done.send(result);
+            }
+        };
+        self.0.send(Box::new(job)).ok()?;
+        answer.recv().ok()
+    }
+}
+
+/// One worker: take a job, run it, take the next, until the queue is closed.
+fn work(jobs: &Mutex<Receiver<Job>>) {
     loop {
-        // The lock is held only while waiting for the next connection, and
-        // released at the end of this statement, before serving it.
-        let next = connections
+        // The lock is held only while waiting for the next job, and released
+        // at the end of this statement, before running it.
+        let next = jobs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .recv();
         match next {
-            Ok(stream) => serve(stream),
+            Ok(job) => job(),
             // The queue is closed and empty: the server is stopping.
             Err(_) => return,
         }

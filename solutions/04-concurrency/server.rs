@@ -1,25 +1,30 @@
-//! The mailbox server of lesson 03, serving many clients at once: a pool of
-//! worker threads, one shared mailbox behind a lock, an idle timeout, and a
-//! graceful shutdown on SIGTERM or Ctrl-C.
+//! The mailbox server of lesson 03, serving many clients at once: a small
+//! thread per connection that waits for whole requests, a pool of workers
+//! that answer them, one shared mailbox behind a lock, a deadline for each
+//! request, and a graceful shutdown on SIGTERM or Ctrl-C.
 
 use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::connections::Connections;
 use crate::mailbox::{Mailbox, Message, Undelivered};
-use crate::pool::Pool;
+use crate::pool::{Pool, Queue};
 use crate::protocol::{check_name, parse_request, read_body, read_line};
 use crate::protocol::{Line, Refusal, Request, MAX_LINE};
 use crate::timed_stream::{StoppedAt, TimedReader, TimedWriter};
 
-/// At most this many accepted connections wait for a worker. Each is an
-/// open file; past this, clients wait in the system's listen queue.
+/// At most this many whole requests wait for a worker.
 const MAX_WAITING: usize = 256;
+/// How long the accept loop pauses after a failed `accept`: most often the
+/// process is out of open files, and retrying at once would only spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// After refusing a peer that sent too much, read at most this much more of
 /// it, for at most this long, before closing (see `refuse_and_close`).
 const DRAIN_BYTES: u64 = 64 * 1024;
@@ -29,11 +34,12 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 pub struct Options<'a> {
     pub bind: &'a str,
     pub workers: usize,
+    pub max_connections: usize,
     pub idle_timeout: Duration,
     pub data: Option<&'a Path>,
 }
 
-/// What every worker shares.
+/// What every thread shares.
 struct Shared {
     /// One mailbox for all: every access takes the lock, so no two threads
     /// ever change it at once.
@@ -46,11 +52,7 @@ struct Shared {
 /// Bind, say where we listen, serve until SIGTERM or Ctrl-C, then let the
 /// requests in progress finish and return.
 pub fn run(options: &Options) -> Result<()> {
-    let mailbox = match options.data {
-        Some(folder) => Mailbox::open(Some(folder))
-            .with_context(|| format!("cannot use {} for messages", folder.display()))?,
-        None => Mailbox::open(None)?,
-    };
+    let mailbox = Mailbox::open(options.data)?;
     let shared = Arc::new(Shared {
         mailbox: Mutex::new(mailbox),
         stopped_at: StoppedAt::new(),
@@ -62,14 +64,14 @@ pub fn run(options: &Options) -> Result<()> {
     println!("listening on {address}");
     io::stdout().flush()?;
 
-    let serving = Arc::clone(&shared);
-    let pool = Pool::start(options.workers, MAX_WAITING, move |stream| {
-        serve_connection(stream, &serving)
-    })
-    .context("cannot start the worker threads")?;
-    accept_loop(&listener, &pool, &shared);
-    // Stop accepting, then wait for each worker to finish its request.
+    let pool =
+        Pool::start(options.workers, MAX_WAITING).context("cannot start the worker threads")?;
+    let connections = Connections::new(options.max_connections);
+    accept_loop(&listener, &connections, &pool, &shared);
+    // Stop accepting; let every connection finish (each within the grace),
+    // then the workers.
     drop(listener);
+    connections.wait_until_all_closed();
     pool.finish();
     Ok(())
 }
@@ -82,10 +84,10 @@ fn bind_listener(addr: &str) -> Result<TcpListener> {
     })
 }
 
-/// Serve one connection to its end, on a worker's thread.
-fn serve_connection(stream: TcpStream, shared: &Shared) {
-    // Connections still queued when the server stops never started: they
-    // are closed unanswered, and nothing they sent was acknowledged.
+/// Serve one connection to its end, on its own thread.
+fn serve_connection(stream: TcpStream, shared: &Arc<Shared>, queue: &Queue) {
+    // A connection accepted as the server stops (its wake-up call among
+    // them) is closed unanswered: nothing it sent was acknowledged.
     if shared.stopped_at.get().is_some() {
         return;
     }
@@ -93,13 +95,13 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         Ok(peer) => peer.to_string(),
         Err(_) => "a client that already left".to_string(),
     };
-    // One client's trouble is that client's: log it, serve the next. A
-    // panic too: unwinding would end this worker's thread, and the pool would
-    // be one worker smaller for good (the Rust Book's pool has that flaw).
-    match panic::catch_unwind(AssertUnwindSafe(|| serve_client(&stream, shared))) {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => eprintln!("{peer}: {error}"),
-        Err(_) => eprintln!("{peer}: serving this client panicked; the worker goes on"),
+    eprintln!("{peer} connected");
+    // One client's trouble is that client's: log it, and end this thread
+    // only. A panic too: caught here, it is one line in the log.
+    match panic::catch_unwind(AssertUnwindSafe(|| serve_client(&stream, shared, queue))) {
+        Ok(Ok(())) => eprintln!("{peer} left"),
+        Ok(Err(error)) => eprintln!("{peer} left: {error}"),
+        Err(_) => eprintln!("{peer} left: serving this client panicked; the others go on"),
     }
 }
 
@@ -125,20 +127,32 @@ fn stop_on_signal(shared: &Arc<Shared>, address: SocketAddr) -> Result<()> {
     .context("cannot handle SIGTERM")
 }
 
-/// Hand each connection to the pool, until the server is stopping.
-fn accept_loop(listener: &TcpListener, pool: &Pool, shared: &Shared) {
+/// Start a thread for each connection, until the server is stopping.
+fn accept_loop(
+    listener: &TcpListener,
+    connections: &Connections,
+    pool: &Pool,
+    shared: &Arc<Shared>,
+) {
     for connection in listener.incoming() {
         if shared.stopped_at.get().is_some() {
             return;
         }
         match connection {
-            // The loop goes straight back to accept: a worker serves this
-            // client while the next one is accepted. While every worker is
-            // busy and the queue is full, `send` waits: back-pressure.
+            // The loop goes straight back to accept: this client's own
+            // thread waits for its requests while the next one is accepted.
+            // At the cap of connections, `start` waits: back-pressure.
             Ok(stream) => {
-                let _ = pool.queue.send(stream);
+                let (shared, queue) = (Arc::clone(shared), pool.queue());
+                let serve = move || serve_connection(stream, &shared, &queue);
+                if let Err(error) = connections.start(serve) {
+                    eprintln!("cannot start a thread for a connection: {error}");
+                }
             }
-            Err(error) => eprintln!("accept failed: {error}"),
+            Err(error) => {
+                eprintln!("accept failed: {error}");
+                thread::sleep(ACCEPT_PAUSE);
+            }
         }
     }
 }
@@ -149,10 +163,36 @@ enum Next {
     Close,
 }
 
-/// One client's conversation, on a worker thread: a request, its reply, the
-/// next request, until QUIT, a refusal that closes, the idle timeout, the
-/// client leaving, or the server stopping.
-fn serve_client(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
+/// A request that has arrived whole, its body included, in words of its
+/// own: it moves to a worker's thread while the connection reads on.
+enum WholeRequest {
+    User(String),
+    Send {
+        to: String,
+        body: Vec<u8>,
+    },
+    Count,
+    Fetch,
+    Quit,
+    /// A line refused with `ERR <reason>`; the connection stays open.
+    Refused(String),
+}
+
+/// A worker's answer to one request.
+struct Answer {
+    /// The reply's bytes. The connection's thread sends them: a client slow
+    /// to read holds that thread, not the worker.
+    reply: Vec<u8>,
+    /// Who the client is now (USER changes it).
+    user: Option<String>,
+    next: Next,
+}
+
+/// One client's conversation, on its own thread: wait for a whole request,
+/// have a worker answer it, send the reply, and again, until QUIT, a
+/// refusal that closes, the deadline, the client leaving, or the server
+/// stopping.
+fn serve_client(stream: &TcpStream, shared: &Arc<Shared>, queue: &Queue) -> io::Result<()> {
     let mut reader = BufReader::new(TimedReader::new(stream, &shared.stopped_at));
     let mut writer = BufWriter::new(TimedWriter::new(
         stream,
@@ -161,8 +201,12 @@ fn serve_client(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
     ));
     let mut user = None;
     loop {
+        // The first request's deadline counts from the connection's start,
+        // each next one's from the reply before it.
         reader.get_mut().expect_request(shared.idle_timeout);
-        let next = match serve_request(&mut reader, &mut writer, &mut user, shared) {
+        let request = match read_whole_request(&mut reader) {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()),
             Err(error) if error.kind() == ErrorKind::TimedOut => {
                 // Best effort: a client this slow may not read it either.
                 if shared.stopped_at.get().is_some() {
@@ -176,29 +220,33 @@ fn serve_client(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
             Err(error) if error.kind() == ErrorKind::InvalidData => {
                 return refuse_and_close(stream, writer, &error.to_string(), &shared.stopped_at);
             }
-            result => result?,
+            Err(error) => return Err(error),
         };
+        // Only now, with all of the request here, is a worker taken, and
+        // only for as long as answering takes.
+        let (serving, asking) = (Arc::clone(shared), user.take());
+        let job = move || answer(request, asking, &serving.mailbox);
+        let Some(answer) = queue.run(job) else {
+            return Err(io::Error::other("no worker could answer this request"));
+        };
+        writer.write_all(&answer.reply)?;
         writer.flush()?;
+        user = answer.user;
         // No close here when the server is stopping: the next request may
         // have arrived already, and the next read serves it (TimedReader).
-        if let Next::Close = next {
+        if let Next::Close = answer.next {
             return Ok(());
         }
     }
 }
 
-/// Read one request and write its reply. A request that must end the
-/// connection with a refusal comes back as an `InvalidData` error.
-fn serve_request(
-    reader: &mut BufReader<TimedReader>,
-    writer: &mut impl Write,
-    user: &mut Option<String>,
-    shared: &Shared,
-) -> io::Result<Next> {
-    // Wait for the first byte of a request; none means the client left, or
-    // the server is stopping and nothing more had arrived.
+/// Read one request, its body included, or `None` if the client left (or
+/// the server is stopping and nothing more had arrived). A request that
+/// must end the connection with a refusal comes back as an `InvalidData`
+/// error.
+fn read_whole_request(reader: &mut BufReader<TimedReader>) -> io::Result<Option<WholeRequest>> {
     if reader.fill_buf()?.is_empty() {
-        return Ok(Next::Close);
+        return Ok(None);
     }
     reader.get_mut().request_started();
     let line = match read_line(reader)? {
@@ -208,52 +256,52 @@ fn serve_request(
                 "a request line may not exceed {MAX_LINE} bytes"
             )))
         }
-        Line::Closed => return Ok(Next::Close),
+        Line::Closed => return Ok(None),
     };
-    match parse_request(&line) {
-        Ok(request) => answer(request, user, reader, writer, &shared.mailbox),
-        Err(Refusal::KeepOpen(reason)) => {
-            writeln!(writer, "ERR {reason}")?;
-            Ok(Next::Request)
-        }
-        Err(Refusal::Close(reason)) => Err(refusal(reason)),
-    }
+    Ok(Some(match parse_request(&line) {
+        Ok(Request::User(name)) => WholeRequest::User(name.to_string()),
+        // The body is read before anything is decided: even a refused SEND
+        // sent its bytes, and the next request starts after them.
+        Ok(Request::Send { to, length }) => WholeRequest::Send {
+            to: to.to_string(),
+            body: read_body(reader, length)?,
+        },
+        Ok(Request::Count) => WholeRequest::Count,
+        Ok(Request::Fetch) => WholeRequest::Fetch,
+        Ok(Request::Quit) => WholeRequest::Quit,
+        Err(Refusal::KeepOpen(reason)) => WholeRequest::Refused(reason),
+        Err(Refusal::Close(reason)) => return Err(refusal(reason)),
+    }))
 }
 
 fn refusal(reason: String) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, reason)
 }
 
-/// Answer one well-formed request.
-fn answer(
-    request: Request,
-    user: &mut Option<String>,
-    reader: &mut impl BufRead,
-    writer: &mut impl Write,
-    mailbox: &Mutex<Mailbox>,
-) -> io::Result<Next> {
-    // The lock is taken for one change at a time, never while waiting for
-    // the network: a slow client must not make the others wait.
+/// Answer one whole request, on a worker's thread: nothing here waits for
+/// the network.
+fn answer(request: WholeRequest, mut user: Option<String>, mailbox: &Mutex<Mailbox>) -> Answer {
+    // The lock is taken for one change at a time, and only by a worker,
+    // never by a thread that waits for its client.
     let mailbox = || {
         mailbox
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     };
+    let mut reply = Vec::new();
+    let mut next = Next::Request;
     match (request, user.as_deref()) {
-        (Request::User(name), _) => {
-            *user = Some(name.to_string());
-            writeln!(writer, "OK")?;
+        (WholeRequest::User(name), _) => {
+            user = Some(name);
+            reply.extend_from_slice(b"OK\n");
         }
-        (Request::Send { to, length }, from) => {
-            // The body is read before anything is decided: even a refused
-            // SEND sent its bytes, and the next request starts after them.
-            let body = read_body(reader, length)?;
-            let reply = match (from, check_name(to)) {
+        (WholeRequest::Send { to, body }, from) => {
+            let line = match (from, check_name(&to)) {
                 (None, _) => "ERR say USER <name> first".to_string(),
                 (_, Err(reason)) => format!("ERR {reason}"),
                 // Taking an id and storing the message happen under one
                 // lock: two threads can never get the same id.
-                (Some(from), Ok(())) => match mailbox().deliver(from, to, body) {
+                (Some(from), Ok(())) => match mailbox().deliver(from, &to, body) {
                     Ok(id) => format!("OK {id}"),
                     Err(Undelivered::Full) => "ERR the server is full; try later".to_string(),
                     Err(Undelivered::Disk(error)) => {
@@ -262,37 +310,42 @@ fn answer(
                     }
                 },
             };
-            writeln!(writer, "{reply}")?;
+            reply.extend_from_slice(format!("{line}\n").as_bytes());
         }
-        (Request::Count | Request::Fetch, None) => writeln!(writer, "ERR say USER <name> first")?,
-        (Request::Count, Some(user)) => writeln!(writer, "OK {}", mailbox().count(user))?,
-        (Request::Fetch, Some(user)) => {
-            // Take the messages under the lock, write them without it.
+        (WholeRequest::Count | WholeRequest::Fetch, None) => {
+            reply.extend_from_slice(b"ERR say USER <name> first\n");
+        }
+        (WholeRequest::Count, Some(user)) => {
+            reply.extend_from_slice(format!("OK {}\n", mailbox().count(user)).as_bytes());
+        }
+        (WholeRequest::Fetch, Some(user)) => {
             let messages = mailbox().take_all(user);
-            write_messages(writer, &messages)?;
+            write_messages(&mut reply, &messages);
         }
-        (Request::Quit, _) => {
-            writeln!(writer, "BYE")?;
-            return Ok(Next::Close);
+        (WholeRequest::Quit, _) => {
+            reply.extend_from_slice(b"BYE\n");
+            next = Next::Close;
+        }
+        (WholeRequest::Refused(reason), _) => {
+            reply.extend_from_slice(format!("ERR {reason}\n").as_bytes());
         }
     }
-    Ok(Next::Request)
+    Answer { reply, user, next }
 }
 
 /// FETCH's reply: how many, then each message framed by its length.
-fn write_messages(writer: &mut impl Write, messages: &[Message]) -> io::Result<()> {
-    writeln!(writer, "MSGS {}", messages.len())?;
+fn write_messages(reply: &mut Vec<u8>, messages: &[Message]) {
+    reply.extend_from_slice(format!("MSGS {}\n", messages.len()).as_bytes());
     for message in messages {
-        writeln!(
-            writer,
-            "MSG {} {} {}",
+        let header = format!(
+            "MSG {} {} {}\n",
             message.id,
             message.from,
             message.body.len()
-        )?;
-        writer.write_all(&message.body)?;
+        );
+        reply.extend_from_slice(header.as_bytes());
+        reply.extend_from_slice(&message.body);
     }
-    Ok(())
 }
 
 /// Answer `ERR <reason>` and close, without reading what the peer still

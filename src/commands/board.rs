@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::harness::lesson::Lesson;
-use crate::harness::stage::StageRecord;
+use crate::harness::stage::{StageRecord, Status};
 
 /// One lesson's line on the board.
 pub struct Standing<'a> {
@@ -31,17 +31,34 @@ pub fn render(standings: &[Standing]) -> String {
         let lesson = standing.lesson;
         let status = match &standing.records {
             Ok(records) => {
-                let passed = records.iter().filter(|record| record.passed).count();
+                // The board and a gradebook count the same stages: those that
+                // passed with every stage before them.
+                let counted = records.iter().filter(|record| record.counted).count();
                 let marks: String = records
                     .iter()
-                    .map(|record| if record.passed { '■' } else { '·' })
+                    .map(|record| match record.status {
+                        _ if record.counted => '■',
+                        Status::Skipped => '?',
+                        _ => '·',
+                    })
                     .collect();
-                let done = if passed == records.len() {
+                let done = if counted == records.len() {
                     "  done"
                 } else {
                     ""
                 };
-                format!("[{marks}] {passed} of {}{done}", records.len())
+                let mut needs: Vec<&str> = records
+                    .iter()
+                    .filter(|record| record.status == Status::Skipped)
+                    .filter_map(|record| needed_tool(&record.message))
+                    .collect();
+                needs.dedup();
+                let unchecked = if needs.is_empty() {
+                    String::new()
+                } else {
+                    format!("  not checked: needs {}", needs.join(", "))
+                };
+                format!("[{marks}] {counted} of {}{done}{unchecked}", records.len())
             }
             Err(error) => format!("could not run its stages: {error}"),
         };
@@ -57,13 +74,35 @@ pub fn render(standings: &[Standing]) -> String {
         .iter()
         .filter_map(|standing| standing.records.as_ref().ok())
         .flatten()
-        .any(|record| record.passed);
+        .any(|record| record.counted);
+    // The first stage that fails; a skipped stage is not the student's to
+    // fix, its line above says what to install.
     let next = standings.iter().find_map(|standing| {
         let records = standing.records.as_ref().ok()?;
-        let failing = records.iter().find(|record| !record.passed)?;
+        let failing = records
+            .iter()
+            .find(|record| matches!(record.status, Status::Failed | Status::NotRun))?;
         Some((standing.lesson, failing))
     });
+    let skipped = standings.iter().find_map(|standing| {
+        let records = standing.records.as_ref().ok()?;
+        let skipped = records
+            .iter()
+            .find(|record| record.status == Status::Skipped)?;
+        Some((standing.lesson, skipped))
+    });
     match next {
+        None if skipped.is_some() => {
+            if let Some((lesson, stage)) = skipped {
+                let _ = writeln!(
+                    text,
+                    "Every stage that could be checked passes. Next: lesson {}, stage {}, {}.",
+                    lesson.number,
+                    stage.stage,
+                    stage.message.trim_start_matches("not checked: ")
+                );
+            }
+        }
         None if standings.iter().all(|standing| standing.records.is_ok()) => {
             let _ = writeln!(
                 text,
@@ -94,6 +133,13 @@ pub fn render(standings: &[Standing]) -> String {
             );
             let _ = writeln!(text, "  read   {}, \"{}\"", lesson.slides(), stage.slide);
             let _ = writeln!(text, "  edit   {file}");
+            let _ = writeln!(
+                text,
+                "  try    cargo run --bin {} -- server   (port {}; COURSE_PORT_BASE=N moves it to N+{})",
+                lesson.name(),
+                lesson.default_port(),
+                lesson.port - crate::harness::lesson::DEFAULT_PORT_BASE
+            );
             let _ = writeln!(text, "  grade  cargo test --test {}", lesson.test_target());
             let _ = writeln!(
                 text,
@@ -102,6 +148,13 @@ pub fn render(standings: &[Standing]) -> String {
         }
     }
     text
+}
+
+/// The tool a skipped stage's message names: `not checked: needs chromium;
+/// install it: ...` → `chromium`.
+fn needed_tool(message: &str) -> Option<&str> {
+    let rest = message.split_once("needs ")?.1;
+    Some(rest.split(';').next()?.trim())
 }
 
 /// The file of the first TODO a failure report names (`TODO 4 in
@@ -132,6 +185,12 @@ mod tests {
             slug: format!("slug-{stage}"),
             title: format!("does thing {stage}"),
             slide: format!("Slide {stage}"),
+            status: if passed {
+                Status::Passed
+            } else {
+                Status::Failed
+            },
+            counted: passed,
             passed,
             duration_ms: 1,
             message: message.into(),
@@ -201,6 +260,43 @@ mod tests {
         assert!(board.contains("[■■] 2 of 2  done"), "{board}");
         assert!(
             board.contains("Every stage of every lesson passes"),
+            "{board}"
+        );
+    }
+
+    #[test]
+    fn a_stage_that_passes_after_a_failure_is_not_counted() {
+        let mut late = record(3, true, "");
+        late.counted = false;
+        let standings = [Standing {
+            lesson: &LESSONS[0],
+            records: Ok(vec![record(1, false, "failed"), record(2, false, ""), late]),
+        }];
+        let board = render(&standings);
+        assert!(board.contains("[···] 0 of 3"), "{board}");
+        assert!(board.contains("Next: lesson 01, stage 1"), "{board}");
+    }
+
+    #[test]
+    fn a_skipped_stage_is_named_with_its_client_and_never_counted() {
+        let mut skipped = record(2, false, "");
+        skipped.status = Status::Skipped;
+        skipped.message =
+            "not checked: needs chromium; install it: sudo apt-get install chromium".into();
+        let mut after = record(3, true, "");
+        after.counted = false;
+        let standings = [Standing {
+            lesson: &LESSONS[0],
+            records: Ok(vec![record(1, true, ""), skipped, after]),
+        }];
+        let board = render(&standings);
+        assert!(
+            board.contains("[■?·] 1 of 3  not checked: needs chromium"),
+            "{board}"
+        );
+        assert!(!board.contains("done"), "{board}");
+        assert!(
+            board.contains("Next: lesson 01, stage 2, needs chromium; install it: sudo apt-get install chromium."),
             "{board}"
         );
     }

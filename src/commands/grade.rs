@@ -6,6 +6,7 @@
 //! command never parses test output meant for people.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -13,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::harness::lesson::Lesson;
+use crate::harness::progress;
 use crate::harness::stage::StageRecord;
 use crate::harness::target::Target;
 
@@ -91,11 +93,15 @@ pub fn run_suite(
     ));
     let _ = std::fs::remove_file(&report);
     let mut command = Command::new(executable);
+    // A full grade is watched, and can take minutes: its progress is shown
+    // as it happens. The board runs lessons side by side, quietly.
+    let watched = !fail_fast;
     command
         .arg("--quiet")
         .env("COURSE_REPORT", &report)
         .env_remove("COURSE_CMD")
         .env("COURSE_FAIL_FAST", if fail_fast { "1" } else { "0" })
+        .env("COURSE_PROGRESS", if watched { "1" } else { "0" })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -103,8 +109,20 @@ pub fn run_suite(
         Subject::Build(target) => command.env("COURSE_TARGET", target.name()),
         Subject::Command(line) => command.env("COURSE_CMD", line),
     };
-    let output = command
-        .output()
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot run the stages of lesson {}", lesson.name()))?;
+    let mut stderr = String::new();
+    if let Some(pipe) = child.stderr.take() {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            match line.strip_prefix(progress::PREFIX) {
+                Some(news) => eprintln!("lesson {}: {news}", lesson.number),
+                None => stderr.push_str(&format!("{line}\n")),
+            }
+        }
+    }
+    child
+        .wait()
         .with_context(|| format!("cannot run the stages of lesson {}", lesson.name()))?;
     let text = std::fs::read_to_string(&report).unwrap_or_default();
     let _ = std::fs::remove_file(&report);
@@ -117,7 +135,7 @@ pub fn run_suite(
         bail!(
             "the stages of lesson {} did not run: {}",
             lesson.name(),
-            String::from_utf8_lossy(&output.stderr).trim()
+            stderr.trim()
         );
     }
     records.sort_by_key(|record| record.stage);

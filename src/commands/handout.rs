@@ -101,11 +101,16 @@ pub fn write(project: &Path, dir: &Path) -> Result<Summary> {
     Ok(summary)
 }
 
+/// The folders every handout holds, whatever they say: the starters, and the
+/// course's tooling that builds and grades them.
+const GIVEN: [&str; 3] = ["lessons", "src", "tests"];
+
 /// Every line of an answer: each line of a solution file that stands in no
-/// starter, leaving out lines too plain to give anything away (`}`,
-/// `break;`, `Ok(())`). A later lesson's starter may hold an earlier
-/// lesson's answer (each lesson is whole on its own), and what a starter
-/// holds is given out anyway. Keyed by the line without its indentation
+/// file of [`GIVEN`], leaving out lines too plain to give anything away
+/// (`}`, `break;`, `Ok(())`). A later lesson's starter may hold an earlier
+/// lesson's answer (each lesson is whole on its own), and a tool may speak
+/// a lesson's protocol (`course push-bench` acknowledges as lesson 07's
+/// device does): what the handout must hold is given out anyway. Keyed by the line without its indentation
 /// (a method chain's lines joined, see [`statements`]), valued by where it
 /// stands (`solutions/01-echo/server.rs:12`).
 pub fn answer_lines(project: &Path) -> Result<BTreeMap<String, String>> {
@@ -114,10 +119,9 @@ pub fn answer_lines(project: &Path) -> Result<BTreeMap<String, String>> {
     if !solutions.is_dir() {
         return Ok(answers);
     }
-    let starters = project.join("lessons");
-    let given: BTreeSet<String> = files_below(&starters, &starters)
-        .unwrap_or_default()
+    let given: BTreeSet<String> = GIVEN
         .iter()
+        .flat_map(|folder| files_below(&project.join(folder), project).unwrap_or_default())
         .filter_map(|file| std::fs::read_to_string(file).ok())
         .flat_map(|text| statements(&text).into_iter().map(|(_, line)| line))
         .collect();

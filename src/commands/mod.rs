@@ -2,6 +2,8 @@
 //! grading, and the check of slides against code.
 
 pub mod board;
+pub mod classroom;
 pub mod grade;
+pub mod gradebook;
 pub mod handout;
 pub mod slides;

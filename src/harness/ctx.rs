@@ -11,7 +11,7 @@ use crate::harness::failure::{Check, Failure};
 use crate::harness::journal::Journal;
 use crate::harness::lesson::Lesson;
 use crate::harness::process::{self, Ending, Running};
-use crate::harness::report::Report;
+use crate::harness::report::{Problem, Report};
 use crate::harness::seed::Rng;
 use crate::harness::setup::{test_name, Patience, Setup};
 
@@ -50,6 +50,8 @@ pub struct Ctx {
     /// always news, a client that exits is not.
     servers: Vec<ProcessId>,
     folders: Vec<std::path::PathBuf>,
+    /// Failures of checks made with [`Ctx::soft`], reported together.
+    soft_failures: Vec<Failure>,
     _same_thread: PhantomData<*const ()>,
 }
 
@@ -73,6 +75,7 @@ impl Ctx {
             processes: Vec::new(),
             servers: Vec::new(),
             folders: Vec::new(),
+            soft_failures: Vec::new(),
             _same_thread: PhantomData,
         }
     }
@@ -93,6 +96,12 @@ impl Ctx {
 
     pub fn patience(&self) -> Patience {
         self.setup.patience
+    }
+
+    /// The program under test and the words before its subcommand, for a
+    /// stage that starts it through another program (`ip netns exec`).
+    pub fn program(&self) -> &[String] {
+        &self.setup.program
     }
 
     /// A new, empty folder for this stage (a server's files, its data), removed
@@ -149,16 +158,46 @@ impl Ctx {
     /// Start another program that a stage uses as a real client, such as
     /// `curl` or a browser: its output captured, ended with the stage like
     /// the program under test. Where `program` is not installed, the stage
-    /// fails saying so and how to install it (`install`, such as `sudo
-    /// apt-get install curl`), rather than with an obscure error.
+    /// is skipped, saying so and how to install it (`install`, such as `sudo
+    /// apt-get install curl`); see [`Ctx::require_tool`].
     pub fn start_tool(&mut self, program: &str, args: &[&str], install: &str) -> Check<ProcessId> {
-        if !installed(program) {
-            return Err(Failure::new(format!(
-                "this stage needs `{program}`, and it is not installed on this machine"
-            ))
-            .hint(format!("Install it, then run the stage again: {install}.")));
-        }
+        self.require_tool(program, install)?;
         self.launch(&[program.to_string()], args)
+    }
+
+    /// Declare that this stage needs the outside client `program`. Where it
+    /// is not installed, the stage stops here and is reported as skipped
+    /// ("not checked: needs chromium", with `install`, the command that
+    /// installs it), never as passed; with `COURSE_REQUIRE_CLIENTS=1` it
+    /// fails instead. Call it first in a stage whose every check needs the
+    /// client, so nothing is started for nothing.
+    pub fn require_tool(&mut self, program: &str, install: &str) -> Check<()> {
+        if installed(program) {
+            return Ok(());
+        }
+        self.step(format!("looked for `{program}`: it is not installed"));
+        Err(Failure::missing_tool(program, install))
+    }
+
+    /// Run a check that does not depend on the ones after it, and go on
+    /// whatever it finds: its failure is kept, and reported with every other
+    /// failure of the stage, so a student sees all of them in one round
+    /// rather than one per run. A check that later checks depend on (the
+    /// server started, the connection opened) stays a plain `?`.
+    pub fn soft(&mut self, check: impl FnOnce(&mut Ctx) -> Check<()>) {
+        if let Err(mut failure) = check(self) {
+            // The bytes that show it, now: later checks may push them out
+            // of the journal.
+            if failure.connection.is_some() {
+                failure.wire = Some(self.journal.wire_text(failure.connection));
+            }
+            self.soft_failures.push(failure);
+        }
+    }
+
+    /// The failures [`Ctx::soft`] kept, in the order they happened.
+    pub(crate) fn take_soft_failures(&mut self) -> Vec<Failure> {
+        std::mem::take(&mut self.soft_failures)
     }
 
     /// Start `server --bind 127.0.0.1:0` and the `extra` words, and wait for
@@ -190,10 +229,7 @@ impl Ctx {
                 }
                 Ok(Server { addr, id })
             }
-            Err(error) => {
-                let (what, hint) = error.explain();
-                Err(Failure::new(what).hint(hint))
-            }
+            Err(error) => Err(error.failure(self.setup.target == "command")),
         }
     }
 
@@ -228,7 +264,7 @@ impl Ctx {
     }
 
     /// Give a started program its whole input and wait for it to exit.
-    fn finish(&mut self, id: ProcessId, stdin: &[u8]) -> Check<Finished> {
+    pub fn finish(&mut self, id: ProcessId, stdin: &[u8]) -> Check<Finished> {
         let patience = self.setup.patience.exit;
         let running = &mut self.processes[id.0];
         // The input goes in whole and is closed: the program sees its end.
@@ -273,8 +309,9 @@ impl Ctx {
             ))
             .hint(
                 "A server keeps accepting connections until it is stopped. What made it \
-                 return from its accept loop? Its stderr, above, may say.",
-            )),
+                 return from its accept loop?",
+            )
+            .stderr_note("Its stderr, above, may say.")),
         }
     }
 
@@ -326,10 +363,15 @@ impl Ctx {
             );
         }
         if finished.stderr.contains("panicked") || !one_clear_line {
+            let printed = match lines.len() {
+                _ if finished.stderr.contains("panicked") => "it panicked".to_string(),
+                0 => "it printed nothing there".to_string(),
+                1 => format!("its one line does not name {naming}"),
+                many => format!("it printed {many} lines"),
+            };
             return Err(Failure::new(format!(
-                "{what}, the program should print one line on stderr naming {naming}; it \
-                 printed {} line(s)",
-                lines.len()
+                "{what}, the program should print one line on stderr naming {naming}; \
+                 {printed}"
             ))
             .hint(
                 "A user's mistake deserves one clear line, such as `error: address \
@@ -378,17 +420,19 @@ impl Ctx {
         format!("COURSE_CMD=\"{}\" ", words.join(" "))
     }
 
-    /// The full report for a failure in this stage.
-    /// `slug`, `title` and `slide` are the stage's own (see
-    /// [`crate::harness::stage::Stage`]); a failure may name another slide.
+    /// The full report for the failures of this stage: one, or several
+    /// found by [`Ctx::soft`] checks. `slug`, `title` and `slide` are the
+    /// stage's own (see [`crate::harness::stage::Stage`]); a failure may name
+    /// another slide.
     pub(crate) fn report(
         &mut self,
         slug: &str,
         title: &str,
         slide: &str,
-        failure: &Failure,
+        failures: &[Failure],
     ) -> String {
-        let mut details = failure.details.clone();
+        let mut details = Vec::new();
+        let mut shown_stderr = false;
         for (index, running) in self.processes.iter_mut().enumerate() {
             let is_server = self.servers.contains(&ProcessId(index));
             let command = shown_command(&running.command_line);
@@ -403,6 +447,7 @@ impl Ctx {
                     if !running.ended_by_test()
                         && (is_server || !status.success() || !stderr.is_empty()) =>
                 {
+                    shown_stderr |= !stderr.trim().is_empty();
                     details.push(output_block(
                         &format!(
                             "`{command}` exited ({}); the end of its stderr",
@@ -412,10 +457,13 @@ impl Ctx {
                     ))
                 }
                 // Still running (or ended by the test): its stderr, if any.
-                _ if !stderr.trim().is_empty() => details.push(output_block(
-                    &format!("`{command}` printed on stderr"),
-                    &stderr,
-                )),
+                _ if !stderr.trim().is_empty() => {
+                    shown_stderr = true;
+                    details.push(output_block(
+                        &format!("`{command}` printed on stderr"),
+                        &stderr,
+                    ))
+                }
                 _ => {}
             }
         }
@@ -426,20 +474,52 @@ impl Ctx {
                 "",
             ));
         }
+        let several = failures.len() > 1;
         let lesson = self.setup.lesson;
-        let slide = failure.slide.as_deref().unwrap_or(slide);
+        let slide_of = |heading: &str| format!("{}, \"{}\"", lesson.slides(), heading);
+        let problems = failures
+            .iter()
+            .map(|failure| {
+                let wire = match (&failure.wire, several, failure.connection) {
+                    (Some(wire), _, _) => wire.clone(),
+                    // Among several, the whole wire would repeat under each.
+                    (None, true, None) => String::new(),
+                    (None, _, only) => self.journal.wire_text(only),
+                };
+                let hint = match (&failure.hint, &failure.stderr_note) {
+                    (Some(hint), Some(note)) if shown_stderr => Some(format!("{hint} {note}")),
+                    (None, Some(note)) if shown_stderr => Some(note.clone()),
+                    (hint, _) => hint.clone(),
+                };
+                Problem {
+                    what: failure.what.clone(),
+                    wire,
+                    comparison: failure.comparison(),
+                    details: failure.details.clone(),
+                    hint,
+                    slide: failure
+                        .slide
+                        .as_deref()
+                        .filter(|own| *own != slide)
+                        .map(slide_of),
+                }
+            })
+            .collect();
+        // One problem: its own slide, if it names one, is the one to read.
+        // Several: each names its own, and the stage's is read for the whole.
+        let slide = match failures {
+            [one] => one.slide.as_deref().unwrap_or(slide),
+            _ => slide,
+        };
         Report {
             heading: format!(
                 "stage {} of {}: {} ({})",
                 self.stage, self.setup.total, title, slug
             ),
             steps: self.journal.steps(),
-            what: &failure.what,
-            wire: self.journal.wire_text(failure.connection),
-            comparison: failure.comparison(),
+            problems,
             details,
-            hint: failure.hint.as_deref(),
-            slide: format!("{}, \"{}\"", lesson.slides(), slide),
+            slide: slide_of(slide),
             replay: format!(
                 "{}COURSE_SEED={} cargo test --test {} {}",
                 self.replayed_command(),
@@ -498,4 +578,51 @@ fn shown_command(command_line: &str) -> String {
     };
     let prefix = format!("{}{}", here.display(), std::path::MAIN_SEPARATOR);
     command_line.replace(&prefix, "")
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn ctx() -> Ctx {
+        let setup = Setup {
+            lesson: &crate::harness::lesson::LESSONS[0],
+            program: vec!["server".into()],
+            target: "lessons".into(),
+            seed: 1,
+            patience: Patience::from_env(),
+            total: 1,
+        };
+        Ctx::new(&setup, 1)
+    }
+
+    fn error_exit(stderr: &str) -> Finished {
+        Finished {
+            status: ExitStatus::from_raw(1 << 8),
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    #[test]
+    fn a_one_line_error_is_counted_in_words() {
+        let ctx = ctx();
+        let what = |stderr: &str| {
+            ctx.expect_one_line_error(&error_exit(stderr), "7001", "asked to bind a taken port")
+                .map_err(|failure| failure.what.clone())
+        };
+        assert_eq!(what("error: address 127.0.0.1:7001 is in use\n"), Ok(()));
+        let said = what("error: it failed\n").unwrap_err();
+        assert!(
+            said.ends_with("; its one line does not name 7001"),
+            "{said}"
+        );
+        let said = what("").unwrap_err();
+        assert!(said.ends_with("; it printed nothing there"), "{said}");
+        let said = what("one\ntwo\n").unwrap_err();
+        assert!(said.ends_with("; it printed 2 lines"), "{said}");
+        let said = what("thread 'main' panicked at 7001\nnote: ...\n").unwrap_err();
+        assert!(said.ends_with("; it panicked"), "{said}");
+    }
 }

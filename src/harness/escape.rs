@@ -39,6 +39,34 @@ pub fn escape(bytes: &[u8]) -> String {
     text
 }
 
+/// Text for a terminal with every character that could act on it made
+/// visible: control characters (ESC, which starts colour and cursor commands
+/// and window titles; `\r`, which returns to the start of a line; BEL; DEL;
+/// the C1 range) and the invisible characters that reorder or hide text.
+/// Newlines stay, as the lines of the text.
+pub fn visible(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => shown.push('\n'),
+            '\r' => shown.push_str("\\r"),
+            '\t' => shown.push_str("\\t"),
+            c if c.is_ascii_control() => shown.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() || acts_unseen(c) => {
+                shown.push_str(&format!("\\u{{{:04x}}}", c as u32))
+            }
+            c => shown.push(c),
+        }
+    }
+    shown
+}
+
+/// Characters that print nothing but change how the text around them is
+/// shown: zero-width ones and bidirectional overrides.
+fn acts_unseen(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 /// The index of the first byte where `received` departs from `expected`, or
 /// `None` when they are equal. A received value that stops early departs
 /// where it stops.
@@ -112,6 +140,17 @@ mod tests {
     #[test]
     fn escapes_what_a_terminal_would_hide() {
         assert_eq!(escape(b"a\r\n\0\x7f\"\\"), r#""a\r\n\0\x7f\"\\""#);
+    }
+
+    #[test]
+    fn text_for_a_terminal_keeps_lines_and_shows_what_would_act_on_it() {
+        let hostile = "ok\n\x1b[2J\x1b]0;pwned\x07fake\rPASS\u{202e}\u{9b}";
+        assert_eq!(
+            visible(hostile),
+            r"ok
+\x1b[2J\x1b]0;pwned\x07fake\rPASS\u{202e}\u{009b}"
+        );
+        assert_eq!(visible("plain → text ✓"), "plain → text ✓");
     }
 
     #[test]

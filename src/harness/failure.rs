@@ -35,6 +35,33 @@ pub struct Parts {
     pub slide: Option<String>,
     /// Only this connection's bytes are shown (a stage may open many).
     pub connection: Option<usize>,
+    /// The bytes on the wire that show it, taken when it happened (see
+    /// `Ctx::soft`); otherwise the report reads them from the journal.
+    pub wire: Option<String>,
+    /// A sentence added to the hint only where the report shows a program's
+    /// stderr: "its stderr, above, says why" must not point at nothing.
+    pub stderr_note: Option<String>,
+    /// Set when the stage could not be checked because an outside client is
+    /// missing: the stage is skipped, not failed (see [`MissingTool`]).
+    pub missing_tool: Option<MissingTool>,
+}
+
+/// An outside client a stage needs (curl, a browser, python3) that is not
+/// installed, and the command that installs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingTool {
+    pub tool: String,
+    pub install: String,
+}
+
+impl MissingTool {
+    /// `not checked: needs chromium; install it: sudo apt-get install chromium`.
+    pub fn reason(&self) -> String {
+        format!(
+            "not checked: needs {}; install it: {}",
+            self.tool, self.install
+        )
+    }
 }
 
 impl std::ops::Deref for Failure {
@@ -91,6 +118,27 @@ impl Failure {
     pub fn detail(mut self, detail: impl Into<String>) -> Failure {
         self.details.push(detail.into());
         self
+    }
+
+    /// A sentence for the hint, kept only where the report shows stderr.
+    pub fn stderr_note(mut self, note: impl Into<String>) -> Failure {
+        self.stderr_note = Some(note.into());
+        self
+    }
+
+    /// The failure of a stage whose outside client `tool` is not installed:
+    /// the runner reports the stage as skipped, or as failed where
+    /// `COURSE_REQUIRE_CLIENTS=1` asks that every client be there.
+    pub fn missing_tool(tool: &str, install: &str) -> Failure {
+        let mut failure = Failure::new(format!(
+            "this stage needs `{tool}`, and it is not installed on this machine"
+        ))
+        .hint(format!("Install it, then run the stage again: {install}."));
+        failure.missing_tool = Some(MissingTool {
+            tool: tool.to_string(),
+            install: install.to_string(),
+        });
+        failure
     }
 
     pub fn slide(mut self, slide: impl Into<String>) -> Failure {

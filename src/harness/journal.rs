@@ -112,6 +112,11 @@ impl Journal {
         record.events.push_back((id, event));
     }
 
+    /// The step taken last, if any.
+    pub fn last_step(&self) -> Option<String> {
+        self.record().steps.back().cloned()
+    }
+
     /// The steps, numbered.
     pub fn steps(&self) -> String {
         let record = self.record();

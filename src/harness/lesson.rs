@@ -36,6 +36,30 @@ impl Lesson {
     pub fn starter_file(&self) -> String {
         format!("lessons/{}/{}", self.name(), self.first_file)
     }
+
+    /// The port its server binds when `--bind` is not given: `port`, moved
+    /// by `COURSE_PORT_BASE` as every lesson's `main.rs` moves it (lesson
+    /// NN listens on the base plus NN; the base is 7000 unless set).
+    pub fn default_port(&self) -> u16 {
+        let number = self.port - DEFAULT_PORT_BASE;
+        port_base().saturating_add(number)
+    }
+}
+
+/// Lesson NN's server listens on this plus NN by default.
+pub const DEFAULT_PORT_BASE: u16 = 7000;
+
+/// `COURSE_PORT_BASE`, where students share a machine and each moves every
+/// lesson's default port out of the others' way; 7000 when unset or not a
+/// port number.
+pub fn port_base() -> u16 {
+    parse_port_base(std::env::var("COURSE_PORT_BASE").ok().as_deref())
+}
+
+fn parse_port_base(value: Option<&str>) -> u16 {
+    value
+        .and_then(|base| base.trim().parse().ok())
+        .unwrap_or(DEFAULT_PORT_BASE)
 }
 
 /// Every lesson, in the order of the course.
@@ -75,6 +99,20 @@ pub const LESSONS: &[Lesson] = &[
         port: 7005,
         first_file: "room.rs",
     },
+    Lesson {
+        number: "07",
+        slug: "push",
+        title: "push: the client as server",
+        port: 7007,
+        first_file: "device.rs",
+    },
+    Lesson {
+        number: "09",
+        slug: "game",
+        title: "game: only information travels, over UDP",
+        port: 7009,
+        first_file: "server.rs",
+    },
 ];
 
 /// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).
@@ -110,5 +148,13 @@ mod tests {
             assert_eq!(lesson.number, format!("{number:02}"));
             assert_eq!(lesson.port, 7000 + number);
         }
+    }
+
+    #[test]
+    fn the_port_base_is_7000_unless_set_to_a_port() {
+        assert_eq!(parse_port_base(None), 7000);
+        assert_eq!(parse_port_base(Some(" 9100 ")), 9100);
+        assert_eq!(parse_port_base(Some("lots")), 7000);
+        assert_eq!(parse_port_base(Some("70000")), 7000);
     }
 }

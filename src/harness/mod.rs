@@ -10,15 +10,18 @@
 //! The harness depends on nothing else in the crate: the network kit and the
 //! course commands use it, never the other way round.
 
+pub mod bind;
 pub mod conn;
 pub mod ctx;
 pub mod escape;
 pub mod failure;
+pub mod game;
 pub mod journal;
 pub mod lesson;
 pub mod local;
 pub mod mailbox;
 pub mod process;
+pub mod progress;
 pub mod report;
 pub mod resources;
 pub mod runner;
@@ -26,3 +29,4 @@ pub mod seed;
 pub mod setup;
 pub mod stage;
 pub mod target;
+pub mod udp;

@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::escape;
+use crate::harness::failure::Failure;
 
 /// Bytes kept of the start of an output stream, and of its end.
 const KEPT_BYTES: usize = 4096;
@@ -58,6 +59,13 @@ impl Captured {
                 String::from_utf8_lossy(&self.tail)
             )
         }
+    }
+
+    /// What was written after the first `offset` bytes, as far as it is
+    /// still kept: for a stage that follows a program's output as it comes.
+    pub fn since(&self, offset: usize) -> &[u8] {
+        let tail_start = self.total - self.tail.len();
+        &self.tail[offset.clamp(tail_start, self.total) - tail_start..]
     }
 
     /// The last `lines` lines, for a report.
@@ -171,10 +179,18 @@ impl Running {
             .join(" ");
         in_a_group_of_its_own(&mut command);
         die_with_parent(&mut command);
-        let mut child = command
-            .spawn()
-            .map_err(|error| format!("could not start `{command_line}`: {error}"))?;
-        live_groups().push(child.id());
+        controlled_environment(&mut command);
+        become_subreaper();
+        // Started and listed in one step: a sweep for strays
+        // ([`end_strays`]) never sees it unlisted.
+        let mut child = {
+            let mut live = live_groups();
+            let child = command
+                .spawn()
+                .map_err(|error| format!("could not start `{command_line}`: {error}"))?;
+            live.push(child.id());
+            child
+        };
         let stdout: Shared = Arc::default();
         let stderr: Shared = Arc::default();
         drain_into(child.stdout.take().expect("piped"), stdout.clone());
@@ -400,49 +416,60 @@ pub fn parse_listening(line: &[u8]) -> Option<SocketAddr> {
 }
 
 impl StartError {
-    /// What went wrong, in a sentence, and what to try.
-    pub fn explain(&self) -> (String, String) {
+    /// What went wrong and what to try. `for_command`: the program was given
+    /// with `--cmd`, in any language, so the hint speaks of the program, not
+    /// of Rust.
+    pub fn failure(&self, for_command: bool) -> Failure {
         match self {
-            StartError::Exited(status) => (
-                format!(
-                    "the program exited ({}) before it printed its address",
-                    describe(status)
-                ),
+            StartError::Exited(status) => Failure::new(format!(
+                "the program exited ({}) before it printed its address",
+                describe(status)
+            ))
+            .hint(
                 "A server prints `listening on IP:PORT` once it has bound its socket, then \
-                 keeps running. Its stderr, above, says why it stopped."
-                    .into(),
-            ),
-            StartError::Silent { partial } if partial.is_empty() => (
-                "the program printed nothing before the deadline".into(),
-                "After binding, print `listening on IP:PORT` as the first line of stdout, \
-                 then flush stdout (`println!` and an explicit `std::io::stdout().flush()`), \
-                 so the line leaves your program before it starts waiting for clients."
-                    .into(),
-            ),
-            StartError::Silent { partial } => (
-                format!(
-                    "the program printed {} but never ended the line",
-                    escape::escape(partial)
-                ),
+                 keeps running.",
+            )
+            .stderr_note("Its stderr, above, says why it stopped."),
+            StartError::Silent { partial } if partial.is_empty() => Failure::new(
+                "the program printed nothing before the deadline",
+            )
+            .hint(if for_command {
+                "After binding, print `listening on IP:PORT` as the first line of \
+                         standard output, then flush standard output after printing the \
+                         address (Python: `print(..., flush=True)`; C: `fflush(stdout)`): \
+                         written to a pipe, output waits in a buffer until it is flushed."
+            } else {
+                "After binding, print `listening on IP:PORT` as the first line of \
+                         stdout, then flush stdout (`println!` and an explicit \
+                         `std::io::stdout().flush()`), so the line leaves your program before \
+                         it starts waiting for clients."
+            }),
+            StartError::Silent { partial } => Failure::new(format!(
+                "the program printed {} but never ended the line",
+                escape::escape(partial)
+            ))
+            .hint(if for_command {
+                "The first line must end with a newline; then flush standard output \
+                 (Python: `print(..., flush=True)`; C: `fflush(stdout)`)."
+            } else {
                 "The first line must end with a newline: use `println!`, not `print!`, and \
                  flush stdout."
-                    .into(),
-            ),
-            StartError::WrongLine(line) => (
-                format!(
-                    "the first line printed was {}, not `listening on IP:PORT`",
-                    escape::escape(line)
-                ),
+            }),
+            StartError::WrongLine(line) => Failure::new(format!(
+                "the first line printed was {}, not `listening on IP:PORT`",
+                escape::escape(line)
+            ))
+            .hint(
                 "The first line of stdout must be exactly `listening on ` and the address, \
                  such as `listening on 127.0.0.1:7001`: the tests read the port from it. \
-                 Print other messages after it, or on stderr."
-                    .into(),
+                 Print other messages after it, or on stderr.",
             ),
-            StartError::Flood(_) => (
-                format!("the program printed more than {KEPT_BYTES} bytes without a newline"),
+            StartError::Flood(_) => Failure::new(format!(
+                "the program printed more than {KEPT_BYTES} bytes without a newline"
+            ))
+            .hint(
                 "The first line must be `listening on IP:PORT`. Is something printing in a \
-                 loop?"
-                    .into(),
+                 loop?",
             ),
         }
     }
@@ -478,8 +505,168 @@ pub fn end_all_on_interrupt() {
         for &pid in live_groups().iter() {
             signal_group(pid, Signal::Kill);
         }
+        end_strays();
         std::process::exit(130);
     });
+}
+
+/// Variables removed from every program's environment: each changes how a
+/// program buffers or decorates its output, so a grade would depend on the
+/// machine that grades. An unflushed Python server passes where
+/// `PYTHONUNBUFFERED=1` is set and fails elsewhere; here it fails everywhere.
+pub const REMOVED_VARIABLES: [&str; 14] = [
+    "PYTHONUNBUFFERED",
+    "PYTHONIOENCODING",
+    "PYTHONLEGACYWINDOWSSTDIO",
+    "RUST_BACKTRACE",
+    "RUST_LIB_BACKTRACE",
+    "RUST_LOG",
+    "NO_COLOR",
+    "CLICOLOR",
+    "CLICOLOR_FORCE",
+    "FORCE_COLOR",
+    "COLORTERM",
+    // What `stdbuf` sets to change a C program's buffering.
+    "_STDBUF_I",
+    "_STDBUF_O",
+    "_STDBUF_E",
+];
+
+/// Variables every program gets with these values: no terminal to colour
+/// (its output is a pipe), and one locale, so text is UTF-8 everywhere.
+pub const FIXED_VARIABLES: [(&str, &str); 2] = [("TERM", "dumb"), ("LC_ALL", "C.UTF-8")];
+
+/// The same environment on every grading machine (see [`REMOVED_VARIABLES`]).
+fn controlled_environment(command: &mut Command) {
+    for name in REMOVED_VARIABLES {
+        command.env_remove(name);
+    }
+    for (name, value) in FIXED_VARIABLES {
+        command.env(name, value);
+    }
+}
+
+/// On Linux, this process adopts the orphans of the programs it starts: a
+/// program's child that leaves its process group (`setsid()`, as a daemon
+/// does) and outlives its parent comes back here, where [`end_strays`]
+/// ends it, instead of going to init and running on after the grade.
+#[cfg(target_os = "linux")]
+fn become_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: prctl on this process, with plain integer arguments.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+    });
+}
+
+#[cfg(not(target_os = "linux"))]
+fn become_subreaper() {}
+
+/// End every stray: a process that came back to this one as an orphan (see
+/// [`become_subreaper`]) and is not a program still in use, and everything
+/// it started. Called when a stage ends. Only orphans that left this
+/// process's group are strays, so the test's own children (cargo, a
+/// command it runs itself) are left alone.
+#[cfg(target_os = "linux")]
+pub fn end_strays() {
+    let me = std::process::id();
+    let Some((_, my_group, _)) = stat_fields(me) else {
+        return;
+    };
+    // Each round ends the strays seen; their children come back here as
+    // orphans and are ended in the next. A bound, for a fork bomb.
+    for _ in 0..20 {
+        let strays = {
+            let live = live_groups();
+            let table = process_table();
+            let mut strays: Vec<u32> = table
+                .iter()
+                .filter(|entry| entry.parent == me && entry.group != my_group)
+                .filter(|entry| !live.contains(&entry.pid))
+                .map(|entry| entry.pid)
+                .collect();
+            // Their descendants too, all at once.
+            let mut index = 0;
+            while index < strays.len() {
+                let parent = strays[index];
+                strays.extend(
+                    table
+                        .iter()
+                        .filter(|entry| entry.parent == parent)
+                        .map(|entry| entry.pid),
+                );
+                index += 1;
+            }
+            strays
+        };
+        if strays.is_empty() {
+            return;
+        }
+        for &pid in &strays {
+            // SAFETY: kill(2) on a process this one adopted or its descendant.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        for &pid in &strays {
+            reap(pid);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn end_strays() {}
+
+/// One line of the process table: a process, its parent and its group.
+#[cfg(target_os = "linux")]
+struct Entry {
+    pid: u32,
+    parent: u32,
+    group: u32,
+}
+
+#[cfg(target_os = "linux")]
+fn process_table() -> Vec<Entry> {
+    let Ok(folders) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    folders
+        .flatten()
+        .filter_map(|folder| folder.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let (parent, group, _) = stat_fields(pid)?;
+            Some(Entry { pid, parent, group })
+        })
+        .collect()
+}
+
+/// The parent, process group and session of `pid`, from `/proc/PID/stat`.
+#[cfg(target_os = "linux")]
+fn stat_fields(pid: u32) -> Option<(u32, u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state, parent, group, session.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(1);
+    let mut next = || fields.next()?.parse::<u32>().ok();
+    Some((next()?, next()?, next()?))
+}
+
+/// Collect the exit of `pid` if it is this process's child, within a moment:
+/// SIGKILL is not delayed, but a process in the middle of a system call
+/// ends when it returns.
+#[cfg(target_os = "linux")]
+fn reap(pid: u32) {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on one pid, without blocking.
+        let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        if reaped != 0 || Instant::now() >= deadline {
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// What the test asks of a program.
@@ -555,6 +742,42 @@ mod tests {
         );
         assert_eq!(parse_listening(b"Listening on 127.0.0.1:7001"), None);
         assert_eq!(parse_listening(b"listening on 127.0.0.1"), None);
+    }
+
+    #[test]
+    fn programs_run_without_the_variables_that_change_their_output() {
+        let mut command = Command::new("server");
+        controlled_environment(&mut command);
+        let envs: Vec<(String, Option<String>)> = command
+            .get_envs()
+            .map(|(name, value)| {
+                let text = |os: &std::ffi::OsStr| os.to_string_lossy().into_owned();
+                (text(name), value.map(text))
+            })
+            .collect();
+        for name in [
+            "PYTHONUNBUFFERED",
+            "RUST_BACKTRACE",
+            "NO_COLOR",
+            "FORCE_COLOR",
+        ] {
+            assert!(envs.contains(&(name.to_string(), None)), "{name}: {envs:?}");
+        }
+        assert!(envs.contains(&("TERM".to_string(), Some("dumb".to_string()))));
+    }
+
+    #[test]
+    fn the_readme_names_every_variable_the_programs_run_without() {
+        let readme = include_str!("../../README.md");
+        for name in REMOVED_VARIABLES {
+            assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+        }
+        for (name, value) in FIXED_VARIABLES {
+            assert!(
+                readme.contains(&format!("`{name}={value}`")),
+                "README lacks {name}"
+            );
+        }
     }
 
     #[test]

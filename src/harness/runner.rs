@@ -5,26 +5,36 @@
 //! builds them. Stages run one at a time, in order.
 //!
 //! When `COURSE_REPORT` names a file, each stage also appends one JSON line to
-//! it; that is how `course grade` and the board learn the results. With
-//! `COURSE_FAIL_FAST=1` the stages after the first failure are not run (the
-//! board needs only where a student stands).
+//! it; that is how `course grade` and the board learn the results. The stages
+//! after the first failure are not run, unless `COURSE_ALL_STAGES=1` (or
+//! `COURSE_FAIL_FAST=0`, its older spelling) asks for every stage. With
+//! `COURSE_PROGRESS=1`, each stage's result, and a line for a stage that
+//! runs long, go to stderr as they happen (see [`progress`]).
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use crate::harness::ctx::Ctx;
-use crate::harness::failure::Failure;
+use crate::harness::failure::{Failure, MissingTool};
 use crate::harness::lesson;
+use crate::harness::progress;
 use crate::harness::seed;
 use crate::harness::setup::{test_name, Patience, Programs, Setup, NO_SOLUTIONS};
-use crate::harness::stage::{Stage, StageRecord};
+use crate::harness::stage::{Stage, StageRecord, Status};
 use crate::harness::target::{split_command, Target};
 
 /// Run a lesson's stages as a test binary: libtest's command line (filters,
 /// `--list`, `--exact`), its output, its summary line and its exit status.
+///
+/// A student wants the first problem fast: the run stops at the first stage
+/// that fails, and lists the rest as not run (libtest's "ignored", with the
+/// reason). `COURSE_ALL_STAGES=1` runs every stage. A stage whose outside
+/// client is missing is skipped, also shown as "ignored" with the reason;
+/// `COURSE_REQUIRE_CLIENTS=1` makes it fail instead.
 pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> ! {
     let setup = match setup(lesson_number, programs, stages.len()) {
         Ok(setup) => setup,
@@ -39,27 +49,112 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
     // One stage at a time, in order: stages start servers and measure time,
     // and a student reads the results top to bottom.
     arguments.test_threads = Some(1);
-    let fail_fast = std::env::var_os("COURSE_FAIL_FAST").is_some_and(|value| value == "1");
+    let all_stages = flag("COURSE_ALL_STAGES", "1") || flag("COURSE_FAIL_FAST", "0");
     let trials = stages
         .iter()
         .enumerate()
         .map(|(index, stage)| {
             let stage = *stage;
             let setup = setup.clone();
-            Trial::test(test_name(index + 1, stage.slug), move || {
+            let number = index + 1;
+            Trial::ignorable_test(test_name(number, stage.slug), move || {
                 let first_failed = FIRST_FAILED.load(Ordering::SeqCst);
-                if fail_fast && first_failed != 0 {
-                    let skipped = format!("not run: stage {first_failed} failed first");
-                    write_record(&setup, index + 1, &stage, Duration::ZERO, Some(&skipped));
-                    return Err(Failed::from(skipped));
+                if !all_stages && first_failed != 0 {
+                    let reason = format!("not run: stage {first_failed} fails first");
+                    write_record(
+                        &setup,
+                        number,
+                        &stage,
+                        Status::NotRun,
+                        Duration::ZERO,
+                        &reason,
+                    );
+                    notes().push(Note::NotRun(number));
+                    return Ok(Completion::ignored_with(reason));
                 }
-                run_one(&setup, index + 1, &stage).map_err(|failure| {
-                    Failed::from(shown_failure(&setup, index + 1, &stage, failure))
-                })
+                match run_one(&setup, number, &stage) {
+                    Ok(Completed::Passed) => Ok(Completion::Completed),
+                    Ok(Completed::Skipped(missing)) => {
+                        let reason = missing.reason();
+                        notes().push(Note::Skipped(number, stage.slug, missing));
+                        Ok(Completion::ignored_with(reason))
+                    }
+                    Err(failure) => {
+                        Err(Failed::from(shown_failure(&setup, number, &stage, failure)))
+                    }
+                }
             })
         })
         .collect();
-    libtest_mimic::run(&arguments, trials).exit()
+    let conclusion = libtest_mimic::run(&arguments, trials);
+    print!("{}", summary(&notes()));
+    conclusion.exit()
+}
+
+/// Whether the environment variable `name` is set to `value`.
+fn flag(name: &str, value: &str) -> bool {
+    std::env::var_os(name).is_some_and(|set| set == value)
+}
+
+/// What the run's summary says beyond libtest's counts.
+#[derive(Debug)]
+enum Note {
+    NotRun(usize),
+    Skipped(usize, &'static str, MissingTool),
+}
+
+fn notes() -> std::sync::MutexGuard<'static, Vec<Note>> {
+    static NOTES: Mutex<Vec<Note>> = Mutex::new(Vec::new());
+    NOTES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The lines after libtest's summary: each skipped stage with the command
+/// that installs its client, and the stages not run.
+fn summary(notes: &[Note]) -> String {
+    let mut text = String::new();
+    let skipped: Vec<String> = notes
+        .iter()
+        .filter_map(|note| match note {
+            Note::Skipped(number, slug, missing) => Some(format!(
+                "  stage {number} ({slug}) needs {}: {}",
+                missing.tool, missing.install
+            )),
+            Note::NotRun(_) => None,
+        })
+        .collect();
+    if !skipped.is_empty() {
+        text.push_str("Not checked, because a client the stage uses is not installed:\n");
+        text.push_str(&skipped.join("\n"));
+        text.push_str(
+            "\n  A skipped stage is not passed: install the client and run it again \
+             (COURSE_REQUIRE_CLIENTS=1 fails such a stage instead).\n",
+        );
+    }
+    let not_run: Vec<usize> = notes
+        .iter()
+        .filter_map(|note| match note {
+            Note::NotRun(number) => Some(*number),
+            Note::Skipped(..) => None,
+        })
+        .collect();
+    if let (Some(first), Some(last)) = (not_run.first(), not_run.last()) {
+        let stages = if first == last {
+            format!("stage {first}")
+        } else {
+            format!("stages {first} to {last}")
+        };
+        let failed = FIRST_FAILED.load(Ordering::SeqCst);
+        text.push_str(&format!(
+            "Not run: {stages}, because stage {failed} fails first. Fix it and run again, \
+             or run every stage with COURSE_ALL_STAGES=1.\n"
+        ));
+    }
+    if !text.is_empty() {
+        text.insert(0, '\n');
+    }
+    text
 }
 
 fn setup(lesson_number: &str, programs: Programs, total: usize) -> Result<Setup, String> {
@@ -95,22 +190,40 @@ pub struct StageFailure {
     pub what: String,
 }
 
-/// Run one stage and turn its failure, if any, into the report.
-pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<(), StageFailure> {
+/// How a stage that did not fail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completed {
+    Passed,
+    /// It could not be checked: a client it uses is not installed.
+    Skipped(MissingTool),
+}
+
+/// Whether a missing client fails its stage (`COURSE_REQUIRE_CLIENTS=1`, as
+/// CI sets) rather than skipping it.
+fn clients_required() -> bool {
+    flag("COURSE_REQUIRE_CLIENTS", "1")
+}
+
+/// Run one stage and turn its failures, if any, into the report. Every
+/// program it started, and every process those left behind, has ended when
+/// it returns.
+pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<Completed, StageFailure> {
     let started = Instant::now();
     let mut ctx = Ctx::new(setup, number);
+    let _watch = progress::watch(number, stage.slug, ctx.journal().clone());
     let outcome =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (stage.check)(&mut ctx)));
-    let failure = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(failure)) => Some(failure),
+    let mut failures = ctx.take_soft_failures();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(failure)) => failures.push(failure),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            Some(
+            failures.push(
                 Failure::new(format!("the test itself failed: {message}")).hint(
                     "This is a bug in the course's tests, not in your program. Please report \
                      it with the replay command below.",
@@ -119,22 +232,49 @@ pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<(), StageF
         }
     };
     ctx.mark_output();
-    if failure.is_some() {
+    if !failures.is_empty() {
         ctx.let_exits_show();
     }
-    let stopped = ctx.stop_all();
-    let failure = failure.or(stopped);
-    let report = failure
-        .as_ref()
-        .map(|failure| ctx.report(stage.slug, stage.title, stage.slide, failure));
-    write_record(setup, number, stage, started.elapsed(), report.as_deref());
-    match (failure, report) {
-        (Some(failure), Some(report)) => Err(StageFailure {
-            report,
-            what: failure.what.clone(),
-        }),
-        _ => Ok(()),
+    failures.extend(ctx.stop_all());
+    crate::harness::process::end_strays();
+    let took = started.elapsed();
+    let skipped = match failures.as_slice() {
+        [] => None,
+        all if !clients_required() => all
+            .iter()
+            .map(|failure| failure.missing_tool.clone())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|missing| missing.into_iter().next()),
+        _ => None,
+    };
+    if let Some(missing) = skipped {
+        write_record(
+            setup,
+            number,
+            stage,
+            Status::Skipped,
+            took,
+            &missing.reason(),
+        );
+        progress::finished(number, stage.slug, "skip", took);
+        return Ok(Completed::Skipped(missing));
     }
+    let Some(first) = failures.first() else {
+        write_record(setup, number, stage, Status::Passed, took, "");
+        progress::finished(number, stage.slug, "pass", took);
+        return Ok(Completed::Passed);
+    };
+    let report = ctx.report(stage.slug, stage.title, stage.slide, &failures);
+    write_record(setup, number, stage, Status::Failed, took, &report);
+    progress::finished(number, stage.slug, "FAIL", took);
+    let what = match failures.len() {
+        1 => first.what.clone(),
+        many => format!("{} (and {} more problems)", first.what, many - 1),
+    };
+    Err(StageFailure {
+        report,
+        what: crate::harness::escape::visible(&what),
+    })
 }
 
 /// What libtest prints for a failed stage. The first failure of a run gets
@@ -171,9 +311,16 @@ fn write_record(
     setup: &Setup,
     number: usize,
     stage: &Stage,
+    status: Status,
     took: Duration,
-    message: Option<&str>,
+    message: &str,
 ) {
+    let passed = status == Status::Passed;
+    // Counted: passed, and every stage before it passed in this run.
+    let counted = passed && PASSED_IN_A_ROW.load(Ordering::SeqCst) + 1 >= number;
+    if counted {
+        PASSED_IN_A_ROW.fetch_max(number, Ordering::SeqCst);
+    }
     let Ok(path) = std::env::var("COURSE_REPORT") else {
         return;
     };
@@ -183,9 +330,11 @@ fn write_record(
         slug: stage.slug.to_string(),
         title: stage.title.to_string(),
         slide: stage.slide.to_string(),
-        passed: message.is_none(),
+        status,
+        counted,
+        passed,
         duration_ms: took.as_millis() as u64,
-        message: message.unwrap_or_default().to_string(),
+        message: message.to_string(),
         target: setup.target.clone(),
         seed: setup.seed,
     };
@@ -199,3 +348,6 @@ fn write_record(
         eprintln!("warning: could not write the stage record to {path}: {error}");
     }
 }
+
+/// How many stages, from stage 1, have passed in a row in this run.
+static PASSED_IN_A_ROW: AtomicUsize = AtomicUsize::new(0);

@@ -33,10 +33,32 @@ pub struct StageRecord {
     pub title: String,
     /// The heading to read in the lesson's slides.
     pub slide: String,
+    /// What became of the stage.
+    pub status: Status,
+    /// Whether the stage counts towards the lesson's grade: it passed, and
+    /// so did every stage before it (a stage builds on the ones before).
+    /// The board's count and a gradebook's points are the counted stages.
+    pub counted: bool,
+    /// `status` is `passed`; kept for the readers of older records.
     pub passed: bool,
     pub duration_ms: u64,
-    /// The failure report; empty when the stage passed.
+    /// The failure report, or the one line that says why the stage was not
+    /// run or was skipped; empty when the stage passed.
     pub message: String,
     pub target: String,
     pub seed: u64,
+}
+
+/// What became of a stage in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Passed,
+    Failed,
+    /// Not run, because an earlier stage failed first (a student's run stops
+    /// there; `COURSE_ALL_STAGES=1` runs every stage).
+    NotRun,
+    /// Not checked, because an outside client it needs (curl, a browser,
+    /// python3) is not installed. Never counted as passed.
+    Skipped,
 }

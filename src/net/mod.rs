@@ -2,5 +2,8 @@
 //! misbehave on purpose, reproducibly and without root. Each is also a
 //! `course` command a student can run.
 
+pub mod game_bench;
 pub mod load;
+pub mod lossy;
+pub mod push_bench;
 pub mod tap;

@@ -1,0 +1,69 @@
+//! Progress for a grader who watches: with `COURSE_PROGRESS=1`, each stage's
+//! result goes to stderr as soon as it is known, and a stage that runs long
+//! says so, with the step it is at. `course grade` sets it and shows these
+//! lines while a lesson runs, which under load can take minutes.
+//!
+//! Each line starts with [`PREFIX`], so a reader of the stderr can tell them
+//! from anything else written there.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use crate::harness::escape;
+use crate::harness::journal::Journal;
+
+/// The start of every progress line.
+pub const PREFIX: &str = "progress: ";
+
+/// How long a stage runs before it is said to be still running, and how
+/// often after that.
+const FIRST_NOTICE: Duration = Duration::from_secs(5);
+const NEXT_NOTICE: Duration = Duration::from_secs(10);
+
+fn enabled() -> bool {
+    std::env::var_os("COURSE_PROGRESS").is_some_and(|value| value == "1")
+}
+
+/// `mark` is `pass`, `FAIL` or `skip`.
+pub fn finished(number: usize, slug: &str, mark: &str, took: Duration) {
+    if enabled() {
+        eprintln!(
+            "{PREFIX}{mark}  stage {number}  {slug} ({} ms)",
+            took.as_millis()
+        );
+    }
+}
+
+/// Watches one stage until dropped.
+pub struct Watch {
+    _stop: Option<mpsc::Sender<()>>,
+}
+
+/// Say, after [`FIRST_NOTICE`] and then every [`NEXT_NOTICE`], that stage
+/// `number` is still running and what its last step was, until the returned
+/// [`Watch`] is dropped.
+pub fn watch(number: usize, slug: &'static str, journal: Journal) -> Watch {
+    if !enabled() {
+        return Watch { _stop: None };
+    }
+    let (stop, stopped) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        let mut waited = Duration::ZERO;
+        let mut next = FIRST_NOTICE;
+        // Dropping the sender ends the wait with `Disconnected`.
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(next) {
+            waited += next;
+            next = NEXT_NOTICE;
+            let step = journal
+                .last_step()
+                .map(|step| format!("; its last step: {}", escape::visible(&step)))
+                .unwrap_or_default();
+            eprintln!(
+                "{PREFIX}      stage {number} ({slug}) still running after {} s{step}",
+                waited.as_secs()
+            );
+        }
+    });
+    Watch { _stop: Some(stop) }
+}

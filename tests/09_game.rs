@@ -1,0 +1,956 @@
+//! Lesson 09, game: the stages, in the order you build them.
+//!
+//!     cargo test --test 09_game                 your code in lessons/09-game
+//!     cargo test --test 09_game tick-rate       one stage
+//!     COURSE_TARGET=solutions cargo test --test 09_game
+//!
+//! Each stage starts your server with `server --bind 127.0.0.1:0`, reads the
+//! address it prints, and plays over real UDP datagrams, in the format of
+//! `lessons/09-game/README.md`. Stage 8 puts the harness's lossy relay in
+//! between; stage 9 runs your client against the test's own server.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use course::harness::bind::start_server_at_chosen_address;
+use course::harness::game::{
+    datagram, inputs_datagram, join_datagram, leave_datagram, parse, FromServer, Snapshot, CELL,
+    DOWN, HEIGHT, JOIN, LEFT, RIGHT, SNAPSHOT, UP, WELCOME, WIDTH,
+};
+use course::harness::udp::Udp;
+use course::net::lossy::{self, Impairment};
+use course::{Check, Ctx, Failure, Programs, Stage};
+
+fn main() {
+    let programs = Programs {
+        lessons: env!("CARGO_BIN_EXE_09-game"),
+        solutions: option_env!("CARGO_BIN_EXE_09-game-solution"),
+    };
+    course::run_stages("09", programs, &STAGES);
+}
+
+const STAGES: [Stage; 10] = [
+    Stage {
+        slug: "join",
+        title: "JOIN is answered with WELCOME: an id and a token; a second player gets another id",
+        slide: "Joining without a connection",
+        check: join_stage,
+    },
+    Stage {
+        slug: "tick-rate",
+        title: "snapshots come at --tick-hz, within 10%, over 3 seconds",
+        slide: "The tick",
+        check: tick_rate,
+    },
+    Stage {
+        slug: "inputs",
+        title: "each input moves the player once, in order; old and repeated inputs change nothing",
+        slide: "Inputs, numbered",
+        check: inputs,
+    },
+    Stage {
+        slug: "bad-datagrams",
+        title: "short, foreign, malformed and oversized datagrams are ignored; play goes on",
+        slide: "Trust no datagram",
+        check: bad_datagrams,
+    },
+    Stage {
+        slug: "spoofing",
+        title: "a datagram for a player from another address is ignored",
+        slide: "Who sent this?",
+        check: spoofing,
+    },
+    Stage {
+        slug: "timeout",
+        title: "a player silent for 3 s leaves the snapshots; LEAVE leaves at once",
+        slide: "Leaving without a goodbye",
+        check: timeout,
+    },
+    Stage {
+        slug: "sixty-four",
+        title: "64 players: every snapshot holds them all in at most 1200 bytes; a 65th gets FULL",
+        slide: "Every byte counts",
+        check: sixty_four,
+    },
+    Stage {
+        slug: "lossy",
+        title: "through 20% loss, jitter and duplicates, every player sees the server's state",
+        slide: "A bad network, on purpose",
+        check: lossy_network,
+    },
+    Stage {
+        slug: "the-client",
+        title: "the client draws 100 ms in the past, between snapshots, holds over a gap, never goes back",
+        slide: "Drawing the past",
+        check: the_client,
+    },
+    Stage {
+        slug: "binds-where-asked",
+        title: "listens on the address given with --bind, and serves there",
+        slide: "Try it by hand",
+        check: binds_where_asked,
+    },
+];
+
+const SERVER_FILE: &str = "lessons/09-game/server.rs";
+const CLIENT_FILE: &str = "lessons/09-game/interpolation.rs";
+
+/// A player the test plays, with its own UDP socket.
+struct Player {
+    udp: Udp,
+    server: SocketAddr,
+    id: u8,
+    token: u64,
+    sequence: u16,
+}
+
+impl Player {
+    /// Send the player's inputs (and with them, a sign of life).
+    fn send_inputs(&mut self, inputs: &[(u32, u8)]) -> Check<()> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let bytes = inputs_datagram(self.sequence, self.id, self.token, inputs);
+        self.udp.send_to(&bytes, self.server)
+    }
+
+    /// The next snapshot from the server, or a failure after `patience`.
+    fn snapshot(&self, patience: Duration) -> Check<Snapshot> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.udp.receive_before(deadline)? {
+                None => {
+                    return Err(Failure::new(format!(
+                        "player {} got no SNAPSHOT for {} ms",
+                        self.id,
+                        patience.as_millis()
+                    ))
+                    .hint(format!(
+                        "Every tick, the server sends each player a SNAPSHOT (in {SERVER_FILE}, \
+                         the tick). Is it sending to the address each player joined from?"
+                    )))
+                }
+                Some((bytes, from)) => match parse(&bytes) {
+                    Ok(FromServer::Snapshot(snapshot)) if from == self.server => {
+                        return Ok(snapshot)
+                    }
+                    Ok(_) => {}
+                    Err(why) => {
+                        self.udp.journal_received(&bytes, from);
+                        return Err(Failure::new(format!(
+                            "player {} received a datagram that is not a good SNAPSHOT: {why}",
+                            self.id
+                        ))
+                        .hint("The layout is in lessons/09-game/README.md, byte by byte."));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Read snapshots until one satisfies `done`, keeping this player alive.
+    fn snapshot_until(
+        &mut self,
+        patience: Duration,
+        mut done: impl FnMut(&Snapshot) -> bool,
+    ) -> Check<Option<Snapshot>> {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            let snapshot = self.snapshot(Duration::from_secs(2))?;
+            if done(&snapshot) {
+                return Ok(Some(snapshot));
+            }
+            self.send_inputs(&[])?;
+        }
+        Ok(None)
+    }
+}
+
+/// Join `server` as `name`: JOIN, sent again every 200 ms, until WELCOME.
+fn join(ctx: &mut Ctx, server: SocketAddr, name: &str) -> Check<Player> {
+    let udp = Udp::bind(ctx.journal(), name)?;
+    join_with(ctx, udp, server, name, true)
+}
+
+/// `announce`: write the join in the stage's steps (not for 64 players).
+fn join_with(
+    ctx: &mut Ctx,
+    udp: Udp,
+    server: SocketAddr,
+    name: &str,
+    announce: bool,
+) -> Check<Player> {
+    let deadline = Instant::now() + ctx.patience().reply;
+    while Instant::now() < deadline {
+        udp.send_to(&join_datagram(name), server)?;
+        let retry = Instant::now() + Duration::from_millis(200);
+        while let Some((bytes, from)) = udp.receive_before(retry.min(deadline))? {
+            match parse(&bytes) {
+                Ok(FromServer::Welcome { id, token, .. }) => {
+                    udp.journal_received(&bytes, from);
+                    if announce {
+                        ctx.step(format!("{name} joined: WELCOME, id {id}"));
+                    }
+                    return Ok(Player {
+                        udp,
+                        server,
+                        id,
+                        token,
+                        sequence: 0,
+                    });
+                }
+                // A snapshot may overtake a WELCOME that was sent again.
+                Ok(FromServer::Snapshot(_)) => {}
+                Ok(FromServer::Full) => {
+                    udp.journal_received(&bytes, from);
+                    return Err(Failure::new(format!("{name} was told FULL")));
+                }
+                Err(why) => {
+                    udp.journal_received(&bytes, from);
+                    return Err(Failure::new(format!(
+                        "the answer to {name}'s JOIN is not a WELCOME: {why}"
+                    ))
+                    .hint("The layout is in lessons/09-game/README.md, byte by byte."));
+                }
+            }
+        }
+    }
+    Err(Failure::new(format!(
+        "{name} sent JOIN and got no WELCOME within {} ms",
+        ctx.patience().reply.as_millis()
+    ))
+    .hint(format!(
+        "Start at TODO 1 in {SERVER_FILE}: answer a JOIN with a WELCOME, sent back to the \
+         address the JOIN came from (`recv_from` tells you)."
+    )))
+}
+
+fn join_stage(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let ada = join(ctx, server.addr, "ada")?;
+    let bob = join(ctx, server.addr, "bob")?;
+    if ada.id == bob.id {
+        return Err(
+            Failure::new(format!("ada and bob were both given id {}", ada.id))
+                .hint("Each player needs an id of their own: the first one free."),
+        );
+    }
+    if ada.token == bob.token {
+        return Err(Failure::new("ada and bob were given the same token")
+            .hint("A token is a secret per player, random, so no one can guess another's."));
+    }
+    ctx.step("ada sends JOIN again from the same address (as if her WELCOME was lost)");
+    let again = join_with(ctx, ada.udp, server.addr, "ada", true)?;
+    if (again.id, again.token) != (ada.id, ada.token) {
+        return Err(Failure::new(format!(
+            "a second JOIN from ada's address was given id {} (the first: {}), or another token",
+            again.id, ada.id
+        ))
+        .hint(
+            "UDP loses datagrams: a player whose WELCOME was lost sends JOIN again. The \
+             server must recognise the address and send the same WELCOME, not seat a second \
+             player.",
+        ));
+    }
+    ctx.expect_running(server.id)
+}
+
+fn tick_rate(ctx: &mut Ctx) -> Check<()> {
+    // Two servers at once, the default rate and another, counted side by side.
+    let rates = [(&[][..], 20u32), (&["--tick-hz", "30"][..], 30)];
+    let mut players = Vec::new();
+    for (extra, hz) in rates {
+        let server = ctx.start_server(extra)?;
+        let ada = join(ctx, server.addr, &format!("ada{hz}"))?;
+        ada.snapshot(Duration::from_secs(2))?;
+        players.push((ada, hz, 0u32));
+    }
+    ctx.step("counting each server's snapshots for 3 s (expected 20 and 30 a second)");
+    let started = Instant::now();
+    let end = started + Duration::from_secs(3);
+    let mut next_heartbeat = started;
+    while Instant::now() < end {
+        let heartbeat = Instant::now() >= next_heartbeat;
+        for (player, _, count) in players.iter_mut() {
+            if heartbeat {
+                player.send_inputs(&[])?;
+            }
+            let until = (Instant::now() + Duration::from_millis(2)).min(end);
+            while let Some((bytes, _)) = player.udp.receive_before(until)? {
+                if matches!(parse(&bytes), Ok(FromServer::Snapshot(_))) {
+                    *count += 1;
+                }
+            }
+        }
+        if heartbeat {
+            next_heartbeat += Duration::from_millis(100);
+        }
+    }
+    for (_, hz, count) in players {
+        let expected = 3 * hz;
+        let (low, high) = (expected * 9 / 10, expected * 11 / 10);
+        if !(low..=high).contains(&count) {
+            return Err(Failure::new(format!(
+                "in 3 s the server at {hz} a second sent {count} snapshots; expected \
+                 {expected} ({low} to {high})"
+            ))
+            .hint(format!(
+                "The tick (TODO 2 in {SERVER_FILE}): one snapshot per player every 1/{hz} s. \
+                 Schedule each tick at a fixed time (the last one plus the interval), not \
+                 a fixed pause after the work, and wait for datagrams only until the next \
+                 tick is due (`set_read_timeout`)."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn inputs(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let mut ada = join(ctx, server.addr, "ada")?;
+    let first = ada.snapshot(Duration::from_secs(2))?;
+    let (x0, y0) = first.position(ada.id).ok_or_else(|| {
+        Failure::new(format!("ada (id {}) is not in her first snapshot", ada.id))
+            .hint("A snapshot lists every player who has joined, with their position.")
+    })?;
+    ctx.step(format!("ada starts at ({x0}, {y0}) hundredths of a cell"));
+
+    // The inputs, and the datagrams that carry them, each on purpose.
+    let sent: [(&str, Vec<(u32, u8)>); 5] = [
+        (
+            "inputs 1-3: right, right, down",
+            vec![(1, RIGHT), (2, RIGHT), (3, DOWN)],
+        ),
+        (
+            "the same datagram again (a duplicate)",
+            vec![(1, RIGHT), (2, RIGHT), (3, DOWN)],
+        ),
+        (
+            "inputs 2-3 again, and 4: up (a resend of unconfirmed inputs)",
+            vec![(2, RIGHT), (3, DOWN), (4, UP)],
+        ),
+        ("input 6 alone: left (5 is late)", vec![(6, LEFT)]),
+        (
+            "input 5: down, arriving after 6 (too old now)",
+            vec![(5, DOWN)],
+        ),
+    ];
+    for (what, inputs) in &sent {
+        ctx.step(format!("ada sends {what}"));
+        ada.send_inputs(inputs)?;
+    }
+    // right, right, down, up, left: one step right in all.
+    let expected = (x0 + CELL, y0);
+    let settled = ada.snapshot_until(Duration::from_secs(2), |snapshot| snapshot.applied == 6)?;
+    let Some(settled) = settled else {
+        return Err(Failure::new(
+            "after inputs numbered up to 6, no snapshot within 2 s said `applied` 6",
+        )
+        .hint(format!(
+            "TODO 3 in {SERVER_FILE}: apply each input whose number is above the newest \
+             applied, in order of number, and send that newest number in every snapshot."
+        )));
+    };
+    let position = settled.position(ada.id).unwrap_or_default();
+    if position != expected {
+        return Err(Failure::new(format!(
+            "after the inputs, ada is at {position:?}; expected {expected:?} (one cell right \
+             of {:?})",
+            (x0, y0)
+        ))
+        .hint(format!(
+            "Each input counts once: the duplicate and the resent inputs must change \
+             nothing, and input 5, arriving after 6, is too old to apply. Keep the newest \
+             input number applied for each player, and apply only higher ones (TODO 3 in \
+             {SERVER_FILE})."
+        )));
+    }
+    // And it stays there: nothing is applied a second time later.
+    for _ in 0..3 {
+        ada.send_inputs(&[(6, LEFT)])?;
+        let later = ada.snapshot(Duration::from_secs(2))?;
+        if later.position(ada.id) != Some(expected) {
+            return Err(Failure::new(format!(
+                "input 6, sent again, moved ada to {:?}",
+                later.position(ada.id)
+            ))
+            .hint("An input already applied must never move a player again."));
+        }
+    }
+    ctx.expect_running(server.id)
+}
+
+fn bad_datagrams(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let mut ada = join(ctx, server.addr, "ada")?;
+    let first = ada.snapshot(Duration::from_secs(2))?;
+    let start = first.position(ada.id).unwrap_or_default();
+
+    let mut oversized = inputs_datagram(1, ada.id, ada.token, &[(1, RIGHT)]);
+    oversized.resize(1500, 0);
+    let mut long_count = inputs_datagram(1, ada.id, ada.token, &[(1, RIGHT)]);
+    long_count[22] = 200;
+    let garbage = ctx.rng().bytes(64);
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("an empty datagram", vec![]),
+        ("3 bytes", b"CAS".to_vec()),
+        (
+            "another protocol's datagram",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        ("random bytes", garbage),
+        (
+            "a header alone, no kind",
+            datagram(1, JOIN, &[])[..12].to_vec(),
+        ),
+        ("an unknown kind (99)", datagram(1, 99, &[1, 2, 3])),
+        ("a JOIN with an empty name", datagram(1, JOIN, &[0])),
+        (
+            "a JOIN whose name length says 200",
+            datagram(1, JOIN, &[200, b'a']),
+        ),
+        (
+            "INPUTS cut short",
+            inputs_datagram(1, ada.id, ada.token, &[(1, RIGHT)])[..20].to_vec(),
+        ),
+        ("INPUTS whose count says 200 inputs", long_count),
+        ("a 1500-byte INPUTS (over 1200)", oversized),
+    ];
+    let stranger = Udp::bind(ctx.journal(), "stranger")?;
+    for (what, bytes) in &bad {
+        ctx.step(format!("a stranger sends {what}"));
+        stranger.send_to(bytes, server.addr)?;
+    }
+    // The oversized and cut inputs carried ada's id and token: they must not
+    // have moved her.
+    ada.send_inputs(&[])?;
+    let after = ada
+        .snapshot_until(Duration::from_secs(1), |_| true)?
+        .unwrap_or(first);
+    if after.position(ada.id) != Some(start) {
+        return Err(Failure::new(format!(
+            "ada moved from {start:?} to {:?}, though her only inputs were in malformed \
+             datagrams",
+            after.position(ada.id)
+        ))
+        .hint("A datagram that is short, too long or inconsistent is dropped whole."));
+    }
+    if let Some((bytes, from)) =
+        stranger.receive_before(Instant::now() + Duration::from_millis(300))?
+    {
+        stranger.journal_received(&bytes, from);
+        return Err(
+            Failure::new("the server answered the stranger's bad datagrams").hint(
+                "Drop what you cannot read, without a word: an answer to a forged source \
+                 address sends your traffic to someone who never asked (a reflection \
+                 attack).",
+            ),
+        );
+    }
+    ctx.expect_running(server.id).map_err(|failure| {
+        failure.more_hint(
+            "Decoding must never panic: check every length before you read (in \
+             lessons/09-game/packet.rs), and drop a datagram that does not fit.",
+        )
+    })?;
+    ctx.step("a new player joins after all that");
+    join(ctx, server.addr, "bob")?;
+    Ok(())
+}
+
+fn spoofing(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let mut ada = join(ctx, server.addr, "ada")?;
+    let start = ada
+        .snapshot(Duration::from_secs(2))?
+        .position(ada.id)
+        .unwrap_or_default();
+    let mallory = Udp::bind(ctx.journal(), "mallory")?;
+    ctx.step("mallory, from another address, sends inputs and a LEAVE with ada's id and token");
+    mallory.send_to(
+        &inputs_datagram(1, ada.id, ada.token, &[(1, RIGHT), (2, RIGHT)]),
+        server.addr,
+    )?;
+    mallory.send_to(&leave_datagram(ada.id, ada.token), server.addr)?;
+    ctx.step("from ada's own address, inputs with a wrong token");
+    let wrong = ada.token ^ 0x5555;
+    ada.udp.send_to(
+        &inputs_datagram(1, ada.id, wrong, &[(1, DOWN)]),
+        server.addr,
+    )?;
+    ctx.step("ada's own inputs: 1 left");
+    ada.send_inputs(&[(1, LEFT)])?;
+    let settled = ada.snapshot_until(Duration::from_secs(2), |snapshot| snapshot.applied >= 1)?;
+    let Some(settled) = settled else {
+        return Err(Failure::new(
+            "ada's own input was never applied (no snapshot said `applied` 1)",
+        )
+        .hint("Did a forged datagram remove ada, or take input number 1 for her?"));
+    };
+    let expected = (start.0 - CELL, start.1);
+    match settled.position(ada.id) {
+        Some(position) if position == expected => Ok(()),
+        None => Err(
+            Failure::new("ada is gone from the snapshots: mallory's LEAVE was obeyed").hint(
+                format!(
+                    "TODO 4 in {SERVER_FILE}: a datagram speaks for player N only if it comes \
+                 from the address N joined from, with N's token. Anyone can write any id \
+                 into a datagram."
+                ),
+            ),
+        ),
+        Some(position) => Err(Failure::new(format!(
+            "ada is at {position:?}; only her own input (one cell left) should have moved her \
+             to {expected:?}"
+        ))
+        .hint(format!(
+            "TODO 4 in {SERVER_FILE}: check the sender's address and the token before you \
+             apply anything. Mallory sent from another address; the wrong token came from \
+             ada's address."
+        ))),
+    }
+}
+
+fn timeout(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let mut ada = join(ctx, server.addr, "ada")?;
+    let bob = join(ctx, server.addr, "bob")?;
+    let cid = join(ctx, server.addr, "cid")?;
+    ctx.step("cid sends LEAVE");
+    cid.udp
+        .send_to(&leave_datagram(cid.id, cid.token), server.addr)?;
+    ctx.step("bob falls silent; ada keeps sending");
+    let silent_since = Instant::now();
+    let gone = ada.snapshot_until(Duration::from_secs(6), |snapshot| {
+        snapshot.position(bob.id).is_none()
+    })?;
+    let Some(gone) = gone else {
+        return Err(
+            Failure::new("bob fell silent, and 6 s later he is still in the snapshots").hint(
+                format!(
+                    "TODO 5 in {SERVER_FILE}: note when each player was last heard from, and on \
+                 each tick remove those silent for 3 s. UDP has no connection to close: \
+                 silence is the only sign that a player has gone."
+                ),
+            ),
+        );
+    };
+    let after = silent_since.elapsed();
+    if after < Duration::from_millis(2500) {
+        return Err(Failure::new(format!(
+            "bob was removed {} ms after he fell silent; players leave after 3 s of silence",
+            after.as_millis()
+        ))
+        .hint("A player who is quiet for a moment (a lost datagram or two) must stay."));
+    }
+    if gone.position(cid.id).is_some() {
+        return Err(
+            Failure::new("cid sent LEAVE, and is still in the snapshots").hint(
+                "A LEAVE from the player's own address, with their token, removes them at once.",
+            ),
+        );
+    }
+    if gone.position(ada.id).is_none() {
+        return Err(Failure::new("ada, who kept sending, was removed too"));
+    }
+    Ok(())
+}
+
+fn sixty_four(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let mut players = Vec::new();
+    ctx.step("64 players join");
+    // Joining 64 takes a while on a busy machine: those already in keep
+    // sending, or the server would rightly take them for gone.
+    let mut heartbeat = Instant::now();
+    for index in 0..64 {
+        players.push(join_quietly(ctx, server.addr, &format!("p{index}"))?);
+        if heartbeat.elapsed() > Duration::from_millis(500) {
+            for player in players.iter_mut() {
+                player.send_inputs(&[])?;
+            }
+            heartbeat = Instant::now();
+        }
+    }
+    let mut ids: Vec<u8> = players.iter().map(|player| player.id).collect();
+    ids.sort();
+    ids.dedup();
+    if ids.len() != 64 {
+        return Err(Failure::new(format!(
+            "64 players joined, and got {} different ids",
+            ids.len()
+        )));
+    }
+    for player in players.iter_mut() {
+        player.send_inputs(&[])?;
+    }
+    ctx.step("a 65th player sends JOIN");
+    let late = Udp::bind(ctx.journal(), "p64")?;
+    late.send_to(&join_datagram("p64"), server.addr)?;
+    let deadline = Instant::now() + ctx.patience().reply;
+    let mut told_full = false;
+    while let Some((bytes, from)) = late.receive_before(deadline)? {
+        late.journal_received(&bytes, from);
+        match parse(&bytes) {
+            Ok(FromServer::Full) => {
+                told_full = true;
+                break;
+            }
+            Ok(FromServer::Welcome { id, .. }) => {
+                return Err(
+                    Failure::new(format!("a 65th player was welcomed, as id {id}"))
+                        .hint("The arena holds 64; the next one is told FULL."),
+                )
+            }
+            _ => {}
+        }
+    }
+    if !told_full {
+        return Err(Failure::new("a 65th player got no FULL")
+            .hint("Answer a JOIN that finds no free seat with FULL, so the player knows."));
+    }
+    ctx.step("every player keeps sending; each checks its next snapshots");
+    for round in 0..3 {
+        for player in players.iter_mut() {
+            player.send_inputs(&[])?;
+        }
+        for player in &players {
+            let snapshot = player.snapshot(Duration::from_secs(2))?;
+            if snapshot.size > 1200 {
+                return Err(Failure::new(format!(
+                    "a snapshot of {} players is {} bytes, over 1200",
+                    snapshot.players.len(),
+                    snapshot.size
+                )));
+            }
+            if round > 0 && snapshot.players.len() != 64 {
+                return Err(Failure::new(format!(
+                    "player {} got a snapshot of {} players; 64 are in the game",
+                    player.id,
+                    snapshot.players.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Join without a journal line per datagram: 64 joins would fill it.
+fn join_quietly(ctx: &mut Ctx, server: SocketAddr, name: &str) -> Check<Player> {
+    let udp = Udp::bind(&course::harness::journal::Journal::new(), name)?;
+    join_with(ctx, udp, server, name, false)
+}
+
+/// Where a player ends after `inputs` from `start`, by the rules of the
+/// README: one cell per button, inside the arena.
+fn moved(start: (i32, i32), inputs: &[u8]) -> (i32, i32) {
+    inputs.iter().fold(start, |(x, y), buttons| {
+        let held = |button: u8| i32::from(buttons & button != 0);
+        (
+            (x + CELL * (held(RIGHT) - held(LEFT))).clamp(0, (WIDTH - 1) * CELL),
+            (y + CELL * (held(DOWN) - held(UP))).clamp(0, (HEIGHT - 1) * CELL),
+        )
+    })
+}
+
+fn lossy_network(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let seed = ctx.rng().next_u64();
+    let bad = Impairment {
+        loss: 20.0,
+        delay: Duration::from_millis(20),
+        jitter: Duration::from_millis(15),
+        duplicate: 5.0,
+    };
+    let relay = lossy::start("127.0.0.1:0".parse().unwrap(), server.addr, bad, seed)
+        .map_err(|error| Failure::new(format!("the test's lossy relay did not start: {error}")))?;
+    ctx.step(format!(
+        "a lossy relay at {} in front of the server: 20% loss, 20±15 ms, 5% duplicates",
+        relay.addr()
+    ));
+    let mut players = Vec::new();
+    for name in ["ada", "bob", "cid", "dee"] {
+        let player = join(ctx, relay.addr(), name)?;
+        players.push(player);
+    }
+    // Each player's start, from the first snapshot that has it.
+    let mut starts = Vec::new();
+    for player in players.iter_mut() {
+        let id = player.id;
+        let first = player
+            .snapshot_until(Duration::from_secs(3), |snapshot| {
+                snapshot.position(id).is_some()
+            })?
+            .ok_or_else(|| Failure::new(format!("player {id} never saw itself in a snapshot")))?;
+        starts.push(first.position(id).unwrap_or_default());
+    }
+    let plans: Vec<Vec<u8>> = (0..players.len())
+        .map(|_| {
+            (0..30)
+                .map(|_| {
+                    *ctx.rng()
+                        .pick(&[UP, DOWN, LEFT, RIGHT, UP | RIGHT, DOWN | LEFT])
+                })
+                .collect()
+        })
+        .collect();
+    ctx.step("each player presses 30 keys, one every 20 ms, resending what is unconfirmed");
+    let mut confirmed = vec![0u32; players.len()];
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        let pressed = ((started.elapsed().as_millis() / 20) as usize + 1).min(30);
+        for (index, player) in players.iter_mut().enumerate() {
+            let unconfirmed: Vec<(u32, u8)> = (confirmed[index] as usize..pressed)
+                .map(|n| (n as u32 + 1, plans[index][n]))
+                .collect();
+            player.send_inputs(&unconfirmed)?;
+            while let Some((bytes, _)) = player.udp.receive_before(Instant::now())? {
+                if let Ok(FromServer::Snapshot(snapshot)) = parse(&bytes) {
+                    confirmed[index] = confirmed[index].max(snapshot.applied.min(30));
+                }
+            }
+        }
+        if confirmed.iter().all(|&count| count == 30) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let expected: Vec<(u8, (i32, i32))> = players
+        .iter()
+        .zip(&starts)
+        .zip(&plans)
+        .map(|((player, start), plan)| (player.id, moved(*start, plan)))
+        .collect();
+    ctx.step(format!("where the inputs lead: {expected:?}"));
+    // Every player must come to see every player where the inputs lead.
+    for player in players.iter_mut() {
+        let id = player.id;
+        let agrees = |snapshot: &Snapshot| {
+            expected
+                .iter()
+                .all(|(other, place)| snapshot.position(*other) == Some(*place))
+        };
+        let seen = player.snapshot_until(Duration::from_secs(3), agrees)?;
+        if seen.is_none() {
+            let last = player.snapshot(Duration::from_secs(2))?;
+            return Err(Failure::new(format!(
+                "through the lossy relay, player {id} still sees {:?}; the inputs lead to \
+                 {expected:?}",
+                last.players
+            ))
+            .hint(
+                "With datagrams lost, repeated and reordered, the server must still apply \
+                 each input exactly once, in order of its number: ignore numbers already \
+                 applied, and apply higher ones in order. A player whose inputs were \
+                 applied twice, or skipped, ends somewhere else.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One line the client printed: `frame <ms> <id>:<x>,<y> ...`, and when the
+/// test saw it.
+struct Frame {
+    seen: Instant,
+    at_ms: f64,
+    players: Vec<(u8, f64, f64)>,
+}
+
+fn parse_frame(line: &str, seen: Instant) -> Option<Frame> {
+    let mut words = line.split_whitespace();
+    if words.next()? != "frame" {
+        return None;
+    }
+    let at_ms = words.next()?.parse().ok()?;
+    let players = words
+        .map(|word| {
+            let (id, place) = word.split_once(':')?;
+            let (x, y) = place.split_once(',')?;
+            Some((id.parse().ok()?, x.parse().ok()?, y.parse().ok()?))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Frame {
+        seen,
+        at_ms,
+        players,
+    })
+}
+
+fn the_client(ctx: &mut Ctx) -> Check<()> {
+    let game = Udp::bind(ctx.journal(), "the test's server")?;
+    let addr = game.local_addr().to_string();
+    let client = ctx.start(&["client", "--connect", &addr, "--name", "ada", "--headless"])?;
+    let Some((bytes, client_addr)) = game.receive_before(Instant::now() + ctx.patience().start)?
+    else {
+        return Err(
+            Failure::new("the client sent nothing to the server it was given")
+                .hint("The client starts by sending JOIN to the --connect address."),
+        );
+    };
+    game.journal_received(&bytes, client_addr);
+    if bytes.get(12) != Some(&JOIN) {
+        return Err(Failure::new("the client's first datagram is not a JOIN"));
+    }
+    let mut welcome = vec![1u8];
+    welcome.extend_from_slice(&0x1234_5678_9abc_def0u64.to_be_bytes());
+    welcome.push(10);
+    game.send_to(&datagram(0, WELCOME, &welcome), client_addr)?;
+
+    // Player 1 (the client's own) walks right half a cell per tick; player 2
+    // stands still. Ticks 11 to 13 are never sent: a 300 ms gap.
+    let x_at = |tick: f64| 10.0 + 0.5 * tick;
+    ctx.step("the test sends a snapshot every 100 ms, ticks 1 to 24, skipping 11-13; player 1 walks right 0.5 a tick");
+    let began = Instant::now();
+    let mut frames = Vec::new();
+    let mut read = 0usize;
+    let mut sequence = 1u16;
+    for tick in 1..=24u32 {
+        let due = began + Duration::from_millis(100 * u64::from(tick));
+        while Instant::now() < due {
+            collect_frames(ctx, client, &mut read, &mut frames);
+            let _ = game.receive_before(due.min(Instant::now() + Duration::from_millis(5)))?;
+        }
+        if (11..=13).contains(&tick) {
+            continue;
+        }
+        let mut body = tick.to_be_bytes().to_vec();
+        body.extend_from_slice(&0u32.to_be_bytes());
+        body.push(2);
+        for (id, x, y) in [(1u8, x_at(f64::from(tick)), 5.0), (2, 30.0, 8.0)] {
+            body.push(id);
+            body.extend_from_slice(&((x * 100.0).round() as u16).to_be_bytes());
+            body.extend_from_slice(&((y * 100.0_f64).round() as u16).to_be_bytes());
+        }
+        sequence += 1;
+        game.send_to(&datagram(sequence, SNAPSHOT, &body), client_addr)?;
+    }
+    let end = Instant::now() + Duration::from_millis(150);
+    while Instant::now() < end {
+        collect_frames(ctx, client, &mut read, &mut frames);
+        let _ = game.receive_before(Instant::now() + Duration::from_millis(5))?;
+    }
+    ctx.process(client).mark_output();
+    check_frames(&frames, began, x_at)
+}
+
+/// Take the client's new whole lines, and note when the test saw them.
+fn collect_frames(
+    ctx: &mut Ctx,
+    client: course::harness::ctx::ProcessId,
+    read: &mut usize,
+    frames: &mut Vec<Frame>,
+) {
+    let seen = Instant::now();
+    let stdout = ctx.process(client).stdout();
+    let new = stdout.since(*read);
+    let Some(end) = new.iter().rposition(|&byte| byte == b'\n') else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&new[..end]).lines() {
+        if let Some(frame) = parse_frame(line, seen) {
+            frames.push(frame);
+        }
+    }
+    *read = stdout.total - (new.len() - end - 1);
+}
+
+fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> Check<()> {
+    let shown = |frame: &Frame| {
+        frame
+            .players
+            .iter()
+            .find(|(id, _, _)| *id == 1)
+            .map(|p| p.1)
+    };
+    let mine: Vec<(&Frame, f64)> = frames
+        .iter()
+        .filter_map(|f| shown(f).map(|x| (f, x)))
+        .collect();
+    if mine.len() < 40 {
+        return Err(Failure::new(format!(
+            "in 2.5 s the client printed {} frames that show player 1 (`frame <ms> 1:<x>,<y> …`); \
+             expected at least 40",
+            mine.len()
+        ))
+        .hint(
+            "With --headless, the client prints one line per frame, about 50 a second, \
+             in the format of lessons/09-game/README.md.",
+        ));
+    }
+    // Never backwards.
+    for pair in mine.windows(2) {
+        if pair[1].1 < pair[0].1 - 0.001 {
+            return Err(Failure::new(format!(
+                "player 1 went backwards on screen: x {:.2} then {:.2} (frames at {} and {} ms)",
+                pair[0].1, pair[1].1, pair[0].0.at_ms, pair[1].0.at_ms
+            ))
+            .hint(format!(
+                "Player 1 only ever walks right. Draw a time that only moves forward, and \
+                 take snapshots in order of their tick, not of arrival ({CLIENT_FILE})."
+            )));
+        }
+    }
+    // Over the gap, from tick 10's time to the arrival of tick 14, hold.
+    let held = x_at(10.0) + 0.5;
+    let gap = began + Duration::from_millis(1400);
+    if let Some((frame, x)) = mine
+        .iter()
+        .find(|(frame, x)| frame.seen < gap && *x > held + 0.01)
+    {
+        return Err(Failure::new(format!(
+            "before tick 14 arrived, player 1 was drawn at x {x:.2} (frame {} ms); the last \
+             snapshot said {:.2}",
+            frame.at_ms,
+            x_at(10.0)
+        ))
+        .hint("Over a gap in the snapshots, hold the last position (or go on a little, at most one tick): never guess further."));
+    }
+    // Between snapshots, and about 100 ms in the past, in the steady part
+    // (ticks 3 to 10, and 16 to 24).
+    let steady = |frame: &Frame| {
+        let ms = frame.seen.duration_since(began).as_millis();
+        (400..1050).contains(&ms) || (1700..2400).contains(&ms)
+    };
+    let mut between = 0;
+    let mut lags = Vec::new();
+    let mut checked = 0;
+    for (frame, x) in mine.iter().filter(|(frame, _)| steady(frame)) {
+        checked += 1;
+        let server_ms = frame.seen.duration_since(began).as_secs_f64() * 1000.0;
+        let drawn_tick = (x - 10.0) / 0.5;
+        lags.push(server_ms - drawn_tick * 100.0);
+        if (drawn_tick - drawn_tick.round()).abs() > 0.05 {
+            between += 1;
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    let median = lags.get(lags.len() / 2).copied().unwrap_or(0.0);
+    if checked == 0 || between * 3 < checked {
+        return Err(Failure::new(format!(
+            "of {checked} frames between snapshots, {between} drew player 1 between two \
+             snapshot positions; the rest drew a snapshot's position as it is"
+        ))
+        .hint(format!(
+            "Interpolate ({CLIENT_FILE}): draw the moment `delay` before the newest, find \
+             the snapshots before and after it, and place each player the same share of the \
+             way between them."
+        )));
+    }
+    if !(50.0..=250.0).contains(&median) {
+        return Err(Failure::new(format!(
+            "the client draws {median:.0} ms behind the newest snapshot (median); expected \
+             about 100 ms (50 to 250)"
+        ))
+        .hint(format!(
+            "Draw at the server time of the newest snapshot, plus the time since it came, \
+             minus the delay ({CLIENT_FILE})."
+        )));
+    }
+    Ok(())
+}
+
+fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
+    let server = start_server_at_chosen_address(ctx, &[])?;
+    join(ctx, server.addr, "ada")?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Code that a later lesson carries from an earlier one stays one code: a
+//! fix made in one copy must reach every copy.
+//!
+//! Lesson 04 carries lesson 03's mailbox (its disk, its mailbox, its
+//! protocol), so each of those files has four copies: the starter and the
+//! solution of each lesson. What may differ, and nothing else:
+//!
+//! - a starter from its solution, at its TODOs: each place where they differ
+//!   must begin, in the starter, with a `// TODO` comment (the exercise, and
+//!   the placeholder that stands for the answer until it is written);
+//! - the solution copies from one another, in the file's opening `//!`
+//!   comment, which may say which lesson the copy serves.
+
+use std::path::Path;
+
+/// Files a later lesson carries from an earlier one.
+struct Carried {
+    /// The lessons' folders, the first the one the code comes from.
+    lessons: &'static [&'static str],
+    /// The files, in each lesson's folder.
+    files: &'static [&'static str],
+}
+
+/// A lesson that carries the mailbox too adds its folder here.
+const CARRIED: &[Carried] = &[Carried {
+    lessons: &["03-messages", "04-concurrency"],
+    files: &["disk.rs", "mailbox.rs", "protocol.rs"],
+}];
+
+fn read(path: &str) -> Vec<String> {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    match std::fs::read_to_string(&full) {
+        Ok(text) => text.lines().map(str::to_string).collect(),
+        Err(error) => panic!("{path}: {error}"),
+    }
+}
+
+/// Where two versions of a file differ: `old[old_start..old_end]` stands
+/// where `new` has `new[new_start..new_end]`.
+#[derive(Debug, PartialEq)]
+struct Hunk {
+    old_start: usize,
+    old_end: usize,
+    new_start: usize,
+    new_end: usize,
+}
+
+/// The places where `old` and `new` differ, by a longest common subsequence
+/// of their lines.
+fn differences(old: &[String], new: &[String]) -> Vec<Hunk> {
+    // common[i][j]: the longest common subsequence of old[i..] and new[j..].
+    let mut common = vec![vec![0u32; new.len() + 1]; old.len() + 1];
+    for i in (0..old.len()).rev() {
+        for j in (0..new.len()).rev() {
+            common[i][j] = if old[i] == new[j] {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    let mut hunks = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        if i < old.len() && j < new.len() && old[i] == new[j] {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        let (old_start, new_start) = (i, j);
+        while (i < old.len() || j < new.len())
+            && !(i < old.len() && j < new.len() && old[i] == new[j])
+        {
+            if j == new.len() || (i < old.len() && common[i + 1][j] >= common[i][j + 1]) {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        hunks.push(Hunk {
+            old_start,
+            old_end: i,
+            new_start,
+            new_end: j,
+        });
+    }
+    hunks
+}
+
+/// A hunk as a student reads a diff: where, then `-` and `+` lines.
+fn show(hunk: &Hunk, old_path: &str, old: &[String], new_path: &str, new: &[String]) -> String {
+    let mut text = format!(
+        "{old_path}:{} against {new_path}:{}",
+        hunk.old_start + 1,
+        hunk.new_start + 1
+    );
+    for line in &old[hunk.old_start..hunk.old_end] {
+        text.push_str(&format!("\n  - {line}"));
+    }
+    for line in &new[hunk.new_start..hunk.new_end] {
+        text.push_str(&format!("\n  + {line}"));
+    }
+    text
+}
+
+/// The number of lines of the file's opening `//!` comment.
+fn opening_comment(lines: &[String]) -> usize {
+    lines
+        .iter()
+        .take_while(|line| line.starts_with("//!"))
+        .count()
+}
+
+fn is_todo(line: &str) -> bool {
+    line.trim_start().starts_with("// TODO")
+}
+
+#[test]
+fn each_starter_differs_from_its_solution_only_at_its_todos() {
+    let mut problems = Vec::new();
+    for carried in CARRIED {
+        for lesson in carried.lessons {
+            for file in carried.files {
+                let starter_path = format!("lessons/{lesson}/{file}");
+                let solution_path = format!("solutions/{lesson}/{file}");
+                let starter = read(&starter_path);
+                let solution = read(&solution_path);
+                for hunk in differences(&starter, &solution) {
+                    let at_a_todo = starter
+                        .get(hunk.old_start)
+                        .is_some_and(|line| is_todo(line))
+                        && hunk.old_end > hunk.old_start;
+                    if !at_a_todo {
+                        problems.push(show(
+                            &hunk,
+                            &starter_path,
+                            &starter,
+                            &solution_path,
+                            &solution,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "a starter must mirror its solution outside its TODOs (a change made in one must \
+         be made in the other), and here they differ where the starter has no `// TODO`:\n\n{}",
+        problems.join("\n\n")
+    );
+}
+
+#[test]
+fn the_solutions_copies_are_identical() {
+    let mut problems = Vec::new();
+    for carried in CARRIED {
+        let (origin, later) = carried
+            .lessons
+            .split_first()
+            .expect("code is carried from one lesson to another");
+        for file in carried.files {
+            let origin_path = format!("solutions/{origin}/{file}");
+            let original = read(&origin_path);
+            let original_code = &original[opening_comment(&original)..];
+            for lesson in later {
+                let copy_path = format!("solutions/{lesson}/{file}");
+                let copy = read(&copy_path);
+                let (original_skipped, copy_skipped) =
+                    (opening_comment(&original), opening_comment(&copy));
+                for hunk in differences(original_code, &copy[copy_skipped..]) {
+                    let hunk = Hunk {
+                        old_start: hunk.old_start + original_skipped,
+                        old_end: hunk.old_end + original_skipped,
+                        new_start: hunk.new_start + copy_skipped,
+                        new_end: hunk.new_end + copy_skipped,
+                    };
+                    problems.push(show(&hunk, &origin_path, &original, &copy_path, &copy));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "lessons that carry the same code must carry the same lines (a fix made in one copy \
+         must be made in every copy, starters included), and here they differ:\n\n{}",
+        problems.join("\n\n")
+    );
+}
+
+#[test]
+fn differences_are_found_where_they_are() {
+    let lines = |text: &str| -> Vec<String> { text.lines().map(str::to_string).collect() };
+    let old = lines("a\nb\n// TODO 1\nOk(())\nc\nd");
+    let new = lines("a\nb\nreal();\nOk(())\nc\nx\nd");
+    assert_eq!(
+        differences(&old, &new),
+        [
+            Hunk {
+                old_start: 2,
+                old_end: 3,
+                new_start: 2,
+                new_end: 3
+            },
+            Hunk {
+                old_start: 5,
+                old_end: 5,
+                new_start: 5,
+                new_end: 6
+            },
+        ]
+    );
+    assert!(differences(&old, &old).is_empty());
+    assert_eq!(differences(&old, &[]).len(), 1);
+    assert_eq!(opening_comment(&lines("//! one\n//! two\nuse x;")), 2);
+}
