@@ -75,6 +75,13 @@ pub const LESSONS: &[Lesson] = &[
         port: 7005,
         first_file: "room.rs",
     },
+    Lesson {
+        number: "06",
+        slug: "web",
+        title: "web: the room in a browser, four ways",
+        port: 7006,
+        first_file: "server.rs",
+    },
 ];
 
 /// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).
