@@ -6,6 +6,8 @@
 //!     cargo run -- grade 01 --cmd "python3 echo.py" --json
 //!     cargo run -- check-starters                every starter fails stage 1
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
+//!     cargo run -- proxy --mode buffer 127.0.0.1:7006    a middlebox for lesson 06
+//!     cargo run --release -- web-bench 127.0.0.1:7006    lesson 06's four ways, measured
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -56,6 +58,12 @@ enum Action {
     CheckStarters,
     /// Many clients at once against a server: throughput, latency, errors.
     Load(course::net::load::LoadArgs),
+    /// A middlebox in front of a server: one that buffers each response
+    /// until it ends, or one that closes idle connections.
+    Proxy(course::net::proxy::ProxyArgs),
+    /// Lesson 06's four ways against a running server: delay, requests and
+    /// bytes per line, directly and through both middleboxes.
+    WebBench(course::net::webbench::WebBenchArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -75,6 +83,8 @@ fn main() -> ExitCode {
         } => grade_lesson(&lesson, target, cmd, json),
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Proxy(args) => course::net::proxy::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::WebBench(args) => course::net::webbench::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -3,3 +3,5 @@
 //! `course` command a student can run.
 
 pub mod load;
+pub mod proxy;
+pub mod webbench;
