@@ -423,7 +423,7 @@ fn page_and_send(ctx: &mut Ctx) -> Check<()> {
 // Stage 2
 
 fn short_polling(ctx: &mut Ctx) -> Check<()> {
-    let web = start(ctx, &[])?;
+    let web = start(ctx, &["--idle", "1"])?;
     let mut bob = nc_join(ctx, &web, "bob", &["bob"])?;
     let ada = web_join(ctx, &web, "ada")?;
     expect_line(&mut bob, "* ada joined")?;
@@ -469,6 +469,46 @@ fn short_polling(ctx: &mut Ctx) -> Check<()> {
         &wanted,
         "polling again from an older cursor",
     )?;
+
+    ctx.step("bob says 1100 lines; ada polls from her first cursor, now out of the log");
+    let many: String = (0..1100).map(|number| format!("many {number}\n")).collect();
+    bob.send(many.as_bytes())?;
+    let deadline = Instant::now() + ctx.patience().reply;
+    let mut polled = poll(ctx, &web, &ada, first.cursor, None)?;
+    while !polled
+        .lines
+        .iter()
+        .any(|(_, text)| text == "[bob] many 1099")
+        && Instant::now() < deadline
+    {
+        polled = poll(ctx, &web, &ada, first.cursor, None)?;
+    }
+    let missed_hint = format!(
+        "The room keeps the last 1000 lines. A cursor older than that gets, first, the line \
+         `ID ! you missed N lines`: never a silent gap. Where: TODO 2 in {POLLING_FILE}, fn body."
+    );
+    let texts_polled = texts(&polled);
+    let first_line = texts_polled.first().cloned().unwrap_or_default();
+    if !first_line.starts_with("! you missed ") || texts_polled.len() != 1001 {
+        return Err(Failure::new(format!(
+            "a poll from a cursor out of the log gave {} lines, the first {first_line:?}",
+            texts_polled.len()
+        ))
+        .hint(missed_hint));
+    }
+
+    ctx.step("ada stops polling (--idle 1): the room hears her leave");
+    expect_line(&mut bob, "* ada left").map_err(|failure| {
+        failure.hint(
+            "A closed tab says no goodbye: a web member not heard from for --idle seconds, \
+             with no poll or stream open, leaves the room, announced as in lesson 05. This \
+             code is ready in the starter (room.rs, fn leave_idle).",
+        )
+    })?;
+    ctx.step("her key no longer works: 410 Gone");
+    let target = format!("/messages?key={}&since=0", ada.key);
+    let gone = fetch(ctx, web.http, "GET", &target, b"")?;
+    expect_status(&gone, 410, "a poll with the key of a member who left")?;
     Ok(())
 }
 

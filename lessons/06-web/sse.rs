@@ -47,11 +47,13 @@ pub fn serve(
         None => app.room.lines_after(member, u64::MAX, None).cursor,
     };
     let mut out = BufWriter::new(&**stream);
-    // No Content-Length: the body ends when the connection does.
+    // No Content-Length: the body ends when the connection does. And a
+    // word to nginx, which would otherwise hold the stream in its buffers.
     out.write_all(
         b"HTTP/1.1 200 OK\r\n\
           Content-Type: text/event-stream\r\n\
           Cache-Control: no-store\r\n\
+          X-Accel-Buffering: no\r\n\
           Connection: close\r\n\
           \r\n",
     )?;

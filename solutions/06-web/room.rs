@@ -65,6 +65,9 @@ struct Member {
     /// nc), and the id of the last line written to it: a stream that falls a
     /// whole log behind has stopped reading, and is cut.
     stream: Option<(Arc<TcpStream>, u64)>,
+    /// The id of the last line for this member that went out of the log: a
+    /// cursor before it has missed lines (those for others do not count).
+    last_forgotten: u64,
 }
 
 /// Members by name; a `BTreeMap` keeps them sorted for `/who`.
@@ -109,7 +112,8 @@ pub struct Batch {
     /// Where the next read starts: the last id looked at, whether or not it
     /// was for this member.
     pub cursor: u64,
-    /// How many lines went out of the log before this member read them.
+    /// How many lines went out of the log after the cursor, when one of
+    /// them at least was for this member.
     pub missed: u64,
     /// The member is no longer in the room.
     pub gone: bool,
@@ -161,6 +165,7 @@ impl Room {
             last_seen: Instant::now(),
             busy: 0,
             stream: None,
+            last_forgotten: 0,
         };
         state.members.insert(name.to_string(), member);
         let since = state.next_line - 1;
@@ -399,6 +404,11 @@ impl State {
         let Some(forgotten) = self.log.pop_front() else {
             return;
         };
+        for member in self.members.values_mut() {
+            if forgotten.is_for(member.id) {
+                member.last_forgotten = forgotten.id;
+            }
+        }
         let too_slow: Vec<String> = self
             .members
             .iter()
@@ -436,10 +446,12 @@ impl State {
         // A cursor from the future (a restarted server, a typo) reads from now.
         let since = since.min(self.next_line - 1);
         let oldest = self.log.front().map_or(self.next_line, |entry| entry.id);
-        let gone = !self
+        let entry = self
             .members
             .get(&member.name)
-            .is_some_and(|entry| entry.id == member.id);
+            .filter(|entry| entry.id == member.id);
+        let gone = entry.is_none();
+        let missed_one = entry.is_some_and(|entry| entry.last_forgotten > since);
         let lines = self
             .log
             .iter()
@@ -450,7 +462,11 @@ impl State {
         Batch {
             lines,
             cursor: self.next_line - 1,
-            missed: oldest.saturating_sub(since + 1),
+            missed: if missed_one {
+                oldest.saturating_sub(since + 1)
+            } else {
+                0
+            },
             gone,
         }
     }
