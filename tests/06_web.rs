@@ -1489,31 +1489,39 @@ fn page_text(ctx: &Ctx, devtools: SocketAddr, wanted: &str, patience: Duration) 
     let mut conn = ctx.connect(devtools)?;
     ws_upgrade(&mut conn, devtools, &path, "")?;
     let wanted_json = serde_json::to_string(wanted).unwrap_or_default();
+    // Each question waits in the page at most half a second, well within a
+    // read's patience; the test asks again until `deadline`.
     let expression = format!(
-        "new Promise(done => {{ const end = Date.now() + {}; const look = () => {{ \
+        "new Promise(done => {{ const end = Date.now() + 500; const look = () => {{ \
          const text = document.getElementById('room').innerText; \
          if (text.includes({wanted_json}) || Date.now() > end) done(text); \
-         else setTimeout(look, 50); }}; look(); }})",
-        patience.as_millis()
+         else setTimeout(look, 50); }}; look(); }})"
     );
-    let request = serde_json::json!({
-        "id": 1,
-        "method": "Runtime.evaluate",
-        "params": {"expression": expression, "awaitPromise": true, "returnByValue": true},
-    });
-    conn.send(&text_frame(&request.to_string()))?;
-    loop {
-        let answer = ws_read_text(&mut conn)?;
-        let Ok(answer) = serde_json::from_str::<serde_json::Value>(&answer) else {
-            continue;
+    let deadline = Instant::now() + patience * 2;
+    for id in 1.. {
+        let request = serde_json::json!({
+            "id": id,
+            "method": "Runtime.evaluate",
+            "params": {"expression": expression, "awaitPromise": true, "returnByValue": true},
+        });
+        conn.send(&text_frame(&request.to_string()))?;
+        let text = loop {
+            let answer = ws_read_text(&mut conn)?;
+            let Ok(answer) = serde_json::from_str::<serde_json::Value>(&answer) else {
+                continue;
+            };
+            if answer["id"] == id {
+                break answer["result"]["result"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+            }
         };
-        if answer["id"] == 1 {
-            return Ok(answer["result"]["result"]["value"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string());
+        if text.contains(wanted) || Instant::now() > deadline {
+            return Ok(text);
         }
     }
+    unreachable!("the ids never run out")
 }
 
 fn try_fetch_json(ctx: &Ctx, addr: SocketAddr, target: &str) -> Check<serde_json::Value> {
