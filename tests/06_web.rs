@@ -69,7 +69,8 @@ const STAGES: [Stage; 10] = [
     },
     Stage {
         slug: "a-real-browser",
-        title: "headless Chromium shows a line said by an nc member, over SSE and WebSocket",
+        title:
+            "headless Chromium shows an nc member's line and sends one back, over SSE and WebSocket",
         slide: "A real browser",
         check: a_real_browser,
     },
@@ -1462,7 +1463,8 @@ fn a_real_browser(ctx: &mut Ctx) -> Check<()> {
         ctx.step(format!("bob says {said:?} once the browser is in the room"));
         bob.send(format!("{said}\n").as_bytes())?;
         let wanted = format!("[bob] {said}");
-        let page = page_text(ctx, devtools, &wanted, patience)?;
+        let mut tools = DevTools::open(ctx, devtools, patience)?;
+        let page = page_text(&mut tools, &wanted, patience)?;
         if !page.contains(&wanted) {
             return Err(Failure::new(format!(
                 "the line bob said did not appear in the page Chromium showed over {via}"
@@ -1474,47 +1476,100 @@ fn a_real_browser(ctx: &mut Ctx) -> Check<()> {
             )));
         }
         ctx.step(format!("the page showed `{wanted}`"));
+
+        let typed = format!("typed in chromium over {via}");
+        ctx.step(format!(
+            "the test types {typed:?} in the page's box and sends it"
+        ));
+        tools.eval(&format!(
+            "document.getElementById('line').value = {}; \
+             document.getElementById('say').requestSubmit(); 'sent'",
+            serde_json::to_string(&typed).unwrap_or_default()
+        ))?;
+        expect_line(&mut bob, &format!("[{name}] {typed}")).map_err(|failure| {
+            failure.hint(format!(
+                "The page sends a typed line with POST /send, or over its WebSocket. \
+                 Where: TODO 1 in {SERVER_FILE} (the body), {WEBSOCKET_FILE} (frames)."
+            ))
+        })?;
         ctx.stop(browser)?;
-        expect_line(&mut bob, &format!("* {name} left"))
-            .map_err(|failure| {
+        if via == "ws" {
+            expect_line(&mut bob, &format!("* {name} left")).map_err(|failure| {
                 failure.hint(format!(
-                    "When the browser goes away, its member leaves: at once over WebSocket, after \
-                 --idle seconds over SSE. Where: {WEBSOCKET_FILE}, fn serve."
+                    "When the browser goes away, its WebSocket closes, and its member leaves \
+                     at once. Where: {WEBSOCKET_FILE}, fn serve."
                 ))
-            })
-            .or_else(|failure| if via == "sse" { Ok(()) } else { Err(failure) })?;
+            })?;
+        }
     }
     ctx.expect_running(web.server.id)
 }
 
-/// The text of the page's room, asked of Chromium over its DevTools
-/// protocol (JSON over a WebSocket): once it holds `wanted`, or after
-/// `patience`.
-fn page_text(ctx: &Ctx, devtools: SocketAddr, wanted: &str, patience: Duration) -> Check<String> {
-    let deadline = Instant::now() + patience;
-    ctx.step("the test asks Chromium, over its DevTools port, what the page shows");
-    let targets = loop {
-        match try_fetch_json(ctx, devtools, "/json/list") {
-            Ok(targets) => break targets,
-            Err(failure) if Instant::now() > deadline => return Err(failure),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+/// Chromium's DevTools protocol: JSON questions over a WebSocket, each
+/// answered with its id.
+struct DevTools {
+    conn: Conn,
+    next_id: u64,
+}
+
+impl DevTools {
+    /// Connect to the page Chromium shows, on its DevTools port.
+    fn open(ctx: &Ctx, devtools: SocketAddr, patience: Duration) -> Check<DevTools> {
+        let deadline = Instant::now() + patience;
+        ctx.step("the test asks Chromium, over its DevTools port, what the page shows");
+        let targets = loop {
+            match try_fetch_json(ctx, devtools, "/json/list") {
+                Ok(targets) => break targets,
+                Err(failure) if Instant::now() > deadline => return Err(failure),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let socket_url = targets
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|target| target["type"] == "page")
+                    .and_then(|page| page["webSocketDebuggerUrl"].as_str())
+            })
+            .ok_or_else(|| Failure::new(format!("Chromium listed no page: {targets}")))?
+            .to_string();
+        let path = socket_url
+            .split_once("//")
+            .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_string()))
+            .unwrap_or_default();
+        let mut conn = ctx.connect(devtools)?;
+        ws_upgrade(&mut conn, devtools, &path, "")?;
+        Ok(DevTools { conn, next_id: 1 })
+    }
+
+    /// Evaluate `expression` in the page (a promise is awaited); its value
+    /// as text.
+    fn eval(&mut self, expression: &str) -> Check<String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = serde_json::json!({
+            "id": id,
+            "method": "Runtime.evaluate",
+            "params": {"expression": expression, "awaitPromise": true, "returnByValue": true},
+        });
+        self.conn.send(&text_frame(&request.to_string()))?;
+        loop {
+            let answer = ws_read_text(&mut self.conn)?;
+            let Ok(answer) = serde_json::from_str::<serde_json::Value>(&answer) else {
+                continue;
+            };
+            if answer["id"] == id {
+                return Ok(answer["result"]["result"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string());
+            }
         }
-    };
-    let socket_url = targets
-        .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|target| target["type"] == "page")
-                .and_then(|page| page["webSocketDebuggerUrl"].as_str())
-        })
-        .ok_or_else(|| Failure::new(format!("Chromium listed no page: {targets}")))?
-        .to_string();
-    let path = socket_url
-        .split_once("//")
-        .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_string()))
-        .unwrap_or_default();
-    let mut conn = ctx.connect(devtools)?;
-    ws_upgrade(&mut conn, devtools, &path, "")?;
+    }
+}
+
+/// The text of the page's room once it holds `wanted`, or after `patience`.
+fn page_text(tools: &mut DevTools, wanted: &str, patience: Duration) -> Check<String> {
     let wanted_json = serde_json::to_string(wanted).unwrap_or_default();
     // Each question waits in the page at most half a second, well within a
     // read's patience; the test asks again until `deadline`.
@@ -1525,30 +1580,12 @@ fn page_text(ctx: &Ctx, devtools: SocketAddr, wanted: &str, patience: Duration) 
          else setTimeout(look, 50); }}; look(); }})"
     );
     let deadline = Instant::now() + patience * 2;
-    for id in 1.. {
-        let request = serde_json::json!({
-            "id": id,
-            "method": "Runtime.evaluate",
-            "params": {"expression": expression, "awaitPromise": true, "returnByValue": true},
-        });
-        conn.send(&text_frame(&request.to_string()))?;
-        let text = loop {
-            let answer = ws_read_text(&mut conn)?;
-            let Ok(answer) = serde_json::from_str::<serde_json::Value>(&answer) else {
-                continue;
-            };
-            if answer["id"] == id {
-                break answer["result"]["result"]["value"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-            }
-        };
+    loop {
+        let text = tools.eval(&expression)?;
         if text.contains(wanted) || Instant::now() > deadline {
             return Ok(text);
         }
     }
-    unreachable!("the ids never run out")
 }
 
 fn try_fetch_json(ctx: &Ctx, addr: SocketAddr, target: &str) -> Check<serde_json::Value> {
