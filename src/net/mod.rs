@@ -5,4 +5,6 @@
 pub mod game_bench;
 pub mod load;
 pub mod lossy;
+pub mod proxy;
 pub mod push_bench;
+pub mod webbench;
