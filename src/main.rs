@@ -11,6 +11,10 @@
 //!     cargo run -- handout ../course-for-students  the copy students are given
 //!     cargo run -- tap --to 127.0.0.1:7001       watch the wire between nc and a server
 //!     cargo run --release -- push-bench 127.0.0.1:7007
+//!     cargo run -- proxy --mode buffer 127.0.0.1:7006    a middlebox for lesson 06
+//!     cargo run --release -- web-bench 127.0.0.1:7006    lesson 06's four ways, measured
+//!     cargo run -- lossy --to 127.0.0.1:7009 --loss 20   a bad network for lesson 09
+//!     cargo run --release -- game-bench 127.0.0.1:7009   lesson 09's bytes and delay
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -91,6 +95,12 @@ enum Action {
     Classroom,
     /// Push against polling, against a lesson 07 service: latency, requests.
     PushBench(course::net::push_bench::PushBenchArgs),
+    /// A middlebox in front of a server: one that buffers each response
+    /// until it ends, or one that closes idle connections.
+    Proxy(course::net::proxy::ProxyArgs),
+    /// Lesson 06's four ways against a running server: delay, requests and
+    /// bytes per line, directly and through both middleboxes.
+    WebBench(course::net::webbench::WebBenchArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -118,6 +128,8 @@ fn main() -> ExitCode {
         Action::GameBench(args) => course::net::game_bench::run(&args).map(|()| ExitCode::SUCCESS),
         Action::Classroom => write_classroom_workflow(),
         Action::PushBench(args) => course::net::push_bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Proxy(args) => course::net::proxy::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::WebBench(args) => course::net::webbench::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -418,6 +418,31 @@ fn start_device_keeping(
     })
 }
 
+/// Wait until the device has written its token in `token_file`.
+fn kept_token(ctx: &mut Ctx, token_file: &str) -> Check<()> {
+    ctx.step(format!(
+        "waited for the device to keep its token in {token_file}"
+    ));
+    let deadline = Instant::now() + seconds(ctx, 2.0);
+    loop {
+        let kept = std::fs::read_to_string(token_file).unwrap_or_default();
+        if kept.ends_with('\n') && kept.trim().len() == 32 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::new(format!(
+                "registered, the device did not keep its token in {token_file} within 2 s"
+            ))
+            .hint(format!(
+                "Once the service answers `OK <token>`, the device writes the token, and a \
+                 newline, in --token-file: started again, it proves it is the same device \
+                 with it. Where: {DEVICE_FILE}, fn run."
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Start a device against the real service, and wait until the service
 /// knows it (`STATUS` says `reachable`): the device prints its address
 /// before it registers.
@@ -774,6 +799,9 @@ fn store_and_forward(ctx: &mut Ctx) -> Check<()> {
     let token_file = new_token_file(ctx)?;
     let bob = start_device_keeping(ctx, service.addr, "bob", &token_file)?;
     nothing_waits(ctx, &mut sender, "bob")?;
+    // The device keeps its token once the service has answered: stopped
+    // before that, it would come back a stranger to its own name.
+    kept_token(ctx, &token_file)?;
     ctx.stop(bob.id)?;
     let id = send_note(&mut sender, "bob", "-", "-", "while you were out")?;
     wait_status(

@@ -388,6 +388,29 @@ impl Conn {
         }
     }
 
+    /// Check that nothing comes for `span`: a request the server should hold
+    /// (a long poll) is not answered at once. Bytes that come are kept for
+    /// the next read, and are a failure.
+    pub fn expect_quiet(&mut self, span: Duration) -> Check<()> {
+        self.journal.step(format!(
+            "connection #{}: waited {} ms, expecting nothing yet",
+            self.id,
+            span.as_millis()
+        ));
+        match self.read_some(READ_CHUNK, Instant::now() + span) {
+            Err(error) if is_timeout(&error) => Ok(()),
+            Ok(Some(bytes)) => {
+                let failure = self
+                    .fail("bytes came where the other side should still be waiting")
+                    .bytes(b"", &bytes);
+                self.put_back(bytes);
+                Err(failure)
+            }
+            Ok(None) => Err(self.fail("the connection was closed where it should stay open")),
+            Err(error) => Err(self.io_failure(&error, "waiting")),
+        }
+    }
+
     /// Close the socket at once. If bytes the test never read are waiting, the
     /// operating system answers with a reset (RST) rather than a clean close.
     pub fn abort(self) {

@@ -100,6 +100,13 @@ pub const LESSONS: &[Lesson] = &[
         first_file: "room.rs",
     },
     Lesson {
+        number: "06",
+        slug: "web",
+        title: "web: the room in a browser, four ways",
+        port: 7006,
+        first_file: "server.rs",
+    },
+    Lesson {
         number: "07",
         slug: "push",
         title: "push: the client as server",
