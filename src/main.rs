@@ -6,6 +6,7 @@
 //!     cargo run -- grade 01 --cmd "python3 echo.py" --json
 //!     cargo run -- check-starters                every starter fails stage 1
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
+//!     cargo run --release -- bench               solutions beside nginx, wrk, python3
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -56,6 +57,10 @@ enum Action {
     CheckStarters,
     /// Many clients at once against a server: throughput, latency, errors.
     Load(course::net::load::LoadArgs),
+    /// The reference solutions side by side with nginx, wrk and a Python
+    /// echo server, where installed: medians and ratios, as a table. Build
+    /// with --release (`cargo run --release -- bench`).
+    Bench(course::commands::bench::BenchArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -75,6 +80,9 @@ fn main() -> ExitCode {
         } => grade_lesson(&lesson, target, cmd, json),
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Bench(args) => {
+            course::commands::bench::run(project(), &args).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

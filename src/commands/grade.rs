@@ -47,11 +47,15 @@ pub fn build_suites(project: &Path, lessons: &[Lesson]) -> Result<BTreeMap<Strin
     if !output.status.success() {
         bail!("the project does not compile: cargo's first error is above");
     }
-    Ok(suites_in(&String::from_utf8_lossy(&output.stdout)))
+    Ok(executables_in(
+        &String::from_utf8_lossy(&output.stdout),
+        "test",
+    ))
 }
 
-/// The test executables named in cargo's JSON messages.
-fn suites_in(messages: &str) -> BTreeMap<String, PathBuf> {
+/// The executables of targets of `kind` (`test`, `bin`) named in cargo's
+/// JSON messages, by target name.
+pub fn executables_in(messages: &str, kind: &str) -> BTreeMap<String, PathBuf> {
     #[derive(Deserialize)]
     struct Message {
         reason: String,
@@ -69,8 +73,8 @@ fn suites_in(messages: &str) -> BTreeMap<String, PathBuf> {
         .filter(|message| message.reason == "compiler-artifact")
         .filter_map(|message| {
             let target = message.target?;
-            let is_test = target.kind.iter().any(|kind| kind == "test");
-            is_test.then_some((target.name, message.executable?))
+            let wanted = target.kind.iter().any(|candidate| candidate == kind);
+            wanted.then_some((target.name, message.executable?))
         })
         .collect()
 }
@@ -138,7 +142,7 @@ mod tests {
             r#"{"reason":"build-finished","success":true}"#,
             "\nnot json\n"
         );
-        let suites = suites_in(messages);
+        let suites = executables_in(messages, "test");
         assert_eq!(suites.len(), 1);
         assert_eq!(suites["01_echo"], PathBuf::from("/x/01_echo-1"));
     }
