@@ -123,9 +123,8 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
     // client acknowledges the previous one, up to 40 ms later.
     stream.set_nodelay(true)?;
     // The reader keeps what arrived past one request: a pipelined request
-    // waits there for its turn.
-    // One socket, borrowed by the reader and the writer: one file
-    // descriptor per connection (a `try_clone` would make it two).
+    // waits there for its turn. Reader and writer borrow the one socket:
+    // one file descriptor per connection (`try_clone` would make it two).
     let mut reader = BufReader::new(TimedStream::new(&stream));
     let mut writer = BufWriter::new(TimedStream::new(&stream));
     loop {

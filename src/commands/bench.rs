@@ -48,7 +48,7 @@ pub struct BenchArgs {
 
 /// The file both web servers serve: 176 bytes, a small page.
 const PAGE: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>bench</title>\
-    </head>\n<body><p>One small page of 176 bytes, the same for every server in this bench.</p>\
+    </head>\n<body><p>One small page, of 176 bytes, the same for every server in this bench.</p>\
     </body></html>\n";
 
 /// A 15-line echo server in Python, as a student might write one; it keeps
