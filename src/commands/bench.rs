@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::commands::grade::executables_in;
+use crate::commands::grade::cargo_build;
 use crate::harness::process::Running;
 use crate::harness::resources::resident_bytes;
 use crate::net::load::{self, LoadArgs, Protocol};
@@ -118,26 +118,11 @@ impl Programs {
 
     /// Build the solutions optimized, as a benchmark must.
     fn build(project: &Path) -> Result<Programs> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(&cargo);
-        command.current_dir(project).args([
-            "build",
-            "--release",
-            "--quiet",
-            "--message-format=json-render-diagnostics",
-        ]);
+        let mut args = vec!["build".to_string(), "--release".to_string()];
         for name in Self::NAMES {
-            command.args(["--bin", name]);
+            args.extend(["--bin".to_string(), name.to_string()]);
         }
-        let output = command
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("cannot run {cargo}"))?;
-        if !output.status.success() {
-            bail!("the solutions do not compile: cargo's first error is above");
-        }
-        let built = executables_in(&String::from_utf8_lossy(&output.stdout), "bin");
+        let built = cargo_build(project, &args, "bin")?;
         let [echo, http, chat] = Self::NAMES.map(|name| built.get(name).cloned());
         match (echo, http, chat) {
             (Some(echo), Some(http), Some(chat)) => Ok(Programs { echo, http, chat }),
@@ -240,7 +225,9 @@ fn echo_throughput(addr: SocketAddr) -> Result<f64> {
     let mut writer = stream.try_clone()?;
     let started = Instant::now();
     let sending = thread::spawn(move || -> std::io::Result<()> {
-        let chunk = vec![b'x'; 64 * 1024];
+        // Large writes and reads on this side, so that the server under
+        // test, not the client, is what limits the rate.
+        let chunk = vec![b'x'; 1 << 20];
         let mut left = ECHO_BYTES;
         while left > 0 {
             let now = left.min(chunk.len() as u64) as usize;
@@ -249,7 +236,7 @@ fn echo_throughput(addr: SocketAddr) -> Result<f64> {
         }
         writer.shutdown(Shutdown::Write)
     });
-    let mut buffer = vec![0u8; 64 * 1024];
+    let mut buffer = vec![0u8; 1 << 20];
     let mut received = 0u64;
     let mut reader = &stream;
     while received < ECHO_BYTES {

@@ -28,18 +28,26 @@ pub enum Subject {
 /// return where each suite's executable is, by test target (`01_echo`).
 /// Compile errors reach the user as cargo prints them.
 pub fn build_suites(project: &Path, lessons: &[Lesson]) -> Result<BTreeMap<String, PathBuf>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(&cargo);
-    command.current_dir(project).args([
-        "test",
-        "--no-run",
-        "--quiet",
-        "--message-format=json-render-diagnostics",
-    ]);
+    let mut args = vec!["test".to_string(), "--no-run".to_string()];
     for lesson in lessons {
-        command.args(["--test", &lesson.test_target()]);
+        args.extend(["--test".to_string(), lesson.test_target()]);
     }
-    let output = command
+    cargo_build(project, &args, "test")
+}
+
+/// Run cargo with `args` (a build) in `project`, and return the executables
+/// of the targets of `kind` it built, by target name. Compile errors reach
+/// the user as cargo prints them.
+pub fn cargo_build(
+    project: &Path,
+    args: &[String],
+    kind: &str,
+) -> Result<BTreeMap<String, PathBuf>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(&cargo)
+        .current_dir(project)
+        .args(args)
+        .args(["--quiet", "--message-format=json-render-diagnostics"])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -49,13 +57,13 @@ pub fn build_suites(project: &Path, lessons: &[Lesson]) -> Result<BTreeMap<Strin
     }
     Ok(executables_in(
         &String::from_utf8_lossy(&output.stdout),
-        "test",
+        kind,
     ))
 }
 
 /// The executables of targets of `kind` (`test`, `bin`) named in cargo's
 /// JSON messages, by target name.
-pub fn executables_in(messages: &str, kind: &str) -> BTreeMap<String, PathBuf> {
+fn executables_in(messages: &str, kind: &str) -> BTreeMap<String, PathBuf> {
     #[derive(Deserialize)]
     struct Message {
         reason: String,
