@@ -166,10 +166,11 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
 }
 
 /// How much later than its deadline a wait may end. Setting a socket's
-/// timeout is a system call; made before every read and write, it cost about
-/// a tenth of the requests a second (slides/02-http.md, "A deadline,
-/// cheaply"). So the timeout is set again only when the one in place would
-/// end the wait before the deadline, or more than this after it.
+/// timeout is a system call; made before every read and write, it cost
+/// about a tenth of the requests a second
+/// (slides/02-http.md, "A deadline, cheaply"). So the timeout is set again
+/// only when the one in place would end the wait before the deadline, or
+/// more than this after it.
 const DEADLINE_SLACK: Duration = Duration::from_millis(100);
 
 /// The socket, read or written against one deadline however many reads or
