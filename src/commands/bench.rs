@@ -161,17 +161,16 @@ fn start(program: &Path, args: &[&str]) -> Result<(Running, SocketAddr)> {
     Ok((running, addr))
 }
 
-/// Whether `tool` can be run (it answers `-v`, or `--version`).
+/// Whether `tool` can be started: asked for its version (or its usage, by
+/// a tool that knows no `--version`), it starts and soon exits.
 fn installed(tool: &str) -> bool {
-    ["-v", "--version"].iter().any(|flag| {
-        Command::new(tool)
-            .arg(flag)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })
+    Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 /// The middle value: with an even count, the lower of the two middle ones.
