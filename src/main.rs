@@ -13,6 +13,7 @@
 //!     cargo run --release -- web-bench 127.0.0.1:7006    lesson 06's four ways, measured
 //!     cargo run -- lossy --to 127.0.0.1:7009 --loss 20   a bad network for lesson 09
 //!     cargo run --release -- game-bench 127.0.0.1:7009   lesson 09's bytes and delay
+//!     cargo run --release -- bench               solutions beside nginx, wrk, python3
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -90,6 +91,10 @@ enum Action {
     /// Lesson 06's four ways against a running server: delay, requests and
     /// bytes per line, directly and through both middleboxes.
     WebBench(course::net::webbench::WebBenchArgs),
+    /// The reference solutions side by side with nginx, wrk and a Python
+    /// echo server, where installed: medians and ratios, as a table. Build
+    /// with --release (`cargo run --release -- bench`).
+    Bench(course::commands::bench::BenchArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -117,6 +122,9 @@ fn main() -> ExitCode {
         Action::PushBench(args) => course::net::push_bench::run(&args).map(|()| ExitCode::SUCCESS),
         Action::Proxy(args) => course::net::proxy::run(&args).map(|()| ExitCode::SUCCESS),
         Action::WebBench(args) => course::net::webbench::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Bench(args) => {
+            course::commands::bench::run(project(), &args).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
