@@ -6,6 +6,7 @@
 //!     cargo run -- grade 01 --cmd "python3 echo.py" --json
 //!     cargo run -- check-starters                every starter fails stage 1
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
+//!     cargo run -- nat --idle 5 --to 127.0.0.1:7008
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -56,6 +57,8 @@ enum Action {
     CheckStarters,
     /// Many clients at once against a server: throughput, latency, errors.
     Load(course::net::load::LoadArgs),
+    /// A userspace NAT: relays TCP and silently forgets idle connections.
+    Nat(course::net::nat::NatArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         } => grade_lesson(&lesson, target, cmd, json),
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Nat(args) => course::net::nat::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

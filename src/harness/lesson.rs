@@ -75,6 +75,13 @@ pub const LESSONS: &[Lesson] = &[
         port: 7005,
         first_file: "room.rs",
     },
+    Lesson {
+        number: "08",
+        slug: "agent",
+        title: "agent: one connection for every app, kept alive",
+        port: 7008,
+        first_file: "agent.rs",
+    },
 ];
 
 /// The lesson numbered `number` (`1`, `01` and `01-echo` all find lesson 01).

@@ -3,3 +3,4 @@
 //! `course` command a student can run.
 
 pub mod load;
+pub mod nat;
