@@ -1,1 +1,791 @@
-fn main() {}
+//! Lesson 08, agent: the stages, in the order you build them.
+//!
+//!     cargo test --test 08_agent                  your code in lessons/08-agent
+//!     cargo test --test 08_agent heartbeats       one stage
+//!     COURSE_TARGET=solutions cargo test --test 08_agent
+//!     COURSE_TIMES=1 cargo test --test 08_agent   also print what stages 4 to 8 measure
+//!
+//! The stages start your service with `server --bind 127.0.0.1:0`, your
+//! agents with `agent --device NAME --connect ADDR --local 127.0.0.1:0`
+//! (each prints `listening on` for its apps), your apps with `app --name
+//! NAME --agent ADDR` and your sender with `send --connect ADDR --to
+//! DEVICE/APP TEXT`. Stages 3 to 6 put the test's own NAT (`course nat`,
+//! src/net/nat.rs) between agent and service; stage 1 and part of stage 6
+//! play the service themselves.
+
+use std::net::{SocketAddr, TcpListener};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use course::harness::ctx::{output_block, ProcessId};
+use course::harness::local;
+use course::net::nat::Nat;
+use course::{Check, Conn, Ctx, Failure, Programs, Stage};
+
+fn main() {
+    let programs = Programs {
+        lessons: env!("CARGO_BIN_EXE_08-agent"),
+        solutions: env!("CARGO_BIN_EXE_08-agent-solution"),
+    };
+    course::run_stages("08", programs, &STAGES);
+}
+
+const STAGES: [Stage; 7] = [
+    Stage {
+        slug: "hello",
+        title: "the agent connects and says who it is; an app registers with it",
+        slide: "One agent, one connection",
+        check: hello,
+    },
+    Stage {
+        slug: "right-app",
+        title: "a notification reaches the right app, and not the others",
+        slide: "One connection, every app",
+        check: right_app,
+    },
+    Stage {
+        slug: "one-connection",
+        title: "three apps on one device: one connection through the NAT",
+        slide: "One connection, every app",
+        check: one_connection,
+    },
+    Stage {
+        slug: "heartbeats",
+        title: "heartbeats keep an idle connection alive through the NAT",
+        slide: "Heartbeats",
+        check: heartbeats,
+    },
+    Stage {
+        slug: "dead-connection",
+        title: "a silently dead connection is noticed within two heartbeats, on both sides",
+        slide: "Two missed heartbeats",
+        check: dead_connection,
+    },
+    Stage {
+        slug: "exactly-once",
+        title: "after a reconnect, what was sent meanwhile arrives, exactly once",
+        slide: "Acknowledge by position",
+        check: exactly_once,
+    },
+    Stage {
+        slug: "app-not-running",
+        title: "an app that is not running gets its notifications when it registers",
+        slide: "Apps that are not running",
+        check: app_not_running,
+    },
+];
+
+const AGENT_FILE: &str = "lessons/08-agent/agent.rs";
+const STORE_FILE: &str = "lessons/08-agent/store.rs";
+const SERVER_FILE: &str = "lessons/08-agent/server.rs";
+
+/// The longest frame the protocol allows.
+const MAX_FRAME: usize = 4096;
+
+/// How much slower than normal this run may be (`COURSE_PATIENCE`).
+fn scale(ctx: &Ctx) -> f64 {
+    ctx.patience().reply.as_secs_f64() / 2.0
+}
+
+fn seconds(ctx: &Ctx, secs: f64) -> Duration {
+    Duration::from_secs_f64(secs * scale(ctx))
+}
+
+/// Whether to print what the stages measure (`COURSE_TIMES=1`).
+fn measured(text: impl AsRef<str>) {
+    if std::env::var_os("COURSE_TIMES").is_some_and(|value| value == "1") {
+        eprintln!("  measured: {}", text.as_ref());
+    }
+}
+
+/// A frame: the body's length in 4 bytes, big-endian, then the body.
+fn frame(body: &str) -> Vec<u8> {
+    let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
+}
+
+/// Read one frame's body from the program under test.
+fn read_frame(conn: &mut Conn) -> Check<String> {
+    let prefix = conn.read_exact(4)?;
+    let length = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    if length == 0 || length > MAX_FRAME {
+        return Err(conn
+            .fail(format!(
+                "a frame announced {length} bytes; the protocol allows 1 to {MAX_FRAME}"
+            ))
+            .hint(
+                "A frame is a 4-byte big-endian length, then that many bytes of text \
+                 (lessons/08-agent/README.md). Write the length of the body alone.",
+            ));
+    }
+    let body = conn.read_exact(length)?;
+    String::from_utf8(body).map_err(|_| conn.fail("a frame's body is not UTF-8 text"))
+}
+
+/// Read a frame and check it is `wanted`, byte for byte.
+fn expect_frame(conn: &mut Conn, wanted: &str, what: &str) -> Check<()> {
+    let body = read_frame(conn)?;
+    if body != wanted {
+        return Err(conn
+            .fail(format!("{what}: the frame is not the one expected"))
+            .bytes(wanted.as_bytes(), body.as_bytes()));
+    }
+    Ok(())
+}
+
+/// A device: its agent and the address where its apps register.
+struct Device {
+    agent: ProcessId,
+    local: SocketAddr,
+}
+
+fn start_agent(ctx: &mut Ctx, name: &str, service: SocketAddr, keepalive: &str) -> Check<Device> {
+    let service = service.to_string();
+    let args = [
+        "agent",
+        "--device",
+        name,
+        "--connect",
+        &service,
+        "--local",
+        "127.0.0.1:0",
+        "--keepalive",
+        keepalive,
+    ];
+    let started = ctx.start_server_with(&args).map_err(|failure| {
+        failure.more_hint(format!(
+            "The agent prints `listening on IP:PORT` for its apps first, as a server does \
+             ({AGENT_FILE}, fn run)."
+        ))
+    })?;
+    Ok(Device {
+        agent: started.id,
+        local: started.addr,
+    })
+}
+
+/// Start an app and wait until the agent has taken its registration.
+fn start_app(ctx: &mut Ctx, name: &str, device: &Device) -> Check<ProcessId> {
+    let agent = device.local.to_string();
+    let app = ctx.start(&["app", "--name", name, "--agent", &agent])?;
+    let deadline = Instant::now() + ctx.patience().start;
+    let registered = format!("registered as {name}");
+    if !ctx
+        .process(app)
+        .wait_for_stdout(registered.as_bytes(), deadline)
+    {
+        let stdout = ctx.process(app).stdout().text();
+        return Err(Failure::new(format!(
+            "the app {name} did not print `{registered} ...` within {:.0} s",
+            ctx.patience().start.as_secs_f64()
+        ))
+        .detail(output_block("its stdout", &stdout))
+        .hint(
+            "The app sends `REGISTER NAME 0` to the agent, which answers `OK 0`; then the \
+             app prints `registered as NAME with the agent at ADDR`.",
+        ));
+    }
+    Ok(app)
+}
+
+/// Hand one notification to the service with the `send` role.
+fn send(ctx: &mut Ctx, service: SocketAddr, to: &str, text: &str, extra: &[&str]) -> Check<()> {
+    let service = service.to_string();
+    let mut args = vec!["send", "--connect", &service, "--to", to];
+    args.extend_from_slice(extra);
+    args.push(text);
+    ctx.step(format!("send to {to}: {text:?} {}", extra.join(" ")));
+    let finished = ctx.run(&args, b"")?;
+    if !finished.status.success() {
+        return Err(Failure::new(format!(
+            "`send --to {to}` failed; the service should have accepted it"
+        ))
+        .detail(output_block("its stderr", &finished.stderr))
+        .hint(
+            "The service answers `SEND DEVICE/APP TTL KEY TEXT` with `OK ID` once it has \
+             taken the notification.",
+        ));
+    }
+    Ok(())
+}
+
+/// What an app has shown: (app, text) for each line `[APP #ID] TEXT`.
+fn shown(ctx: &mut Ctx, app: ProcessId) -> Vec<(String, String)> {
+    let stdout = ctx.process(app).stdout().text();
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let (head, text) = line.strip_prefix('[')?.split_once("] ")?;
+            let (name, _) = head.split_once(" #")?;
+            Some((name.to_string(), text.to_string()))
+        })
+        .collect()
+}
+
+/// Wait until `app` has shown `text`, at most `within`.
+fn wait_shown(
+    ctx: &mut Ctx,
+    app: ProcessId,
+    name: &str,
+    text: &str,
+    within: Duration,
+) -> Check<()> {
+    let line = format!("] {text}\n");
+    if ctx
+        .process(app)
+        .wait_for_stdout(line.as_bytes(), Instant::now() + within)
+    {
+        return Ok(());
+    }
+    let stdout = ctx.process(app).stdout().text();
+    Err(Failure::new(format!(
+        "the app {name} did not show {text:?} within {:.1} s",
+        within.as_secs_f64()
+    ))
+    .detail(output_block(&format!("the app {name}'s stdout"), &stdout)))
+}
+
+/// Check that `app` showed exactly `texts`, in order, each once, each as
+/// its own.
+fn expect_shown_exactly(ctx: &mut Ctx, app: ProcessId, name: &str, texts: &[String]) -> Check<()> {
+    let got = shown(ctx, app);
+    let wanted: Vec<(String, String)> = texts
+        .iter()
+        .map(|text| (name.to_string(), text.clone()))
+        .collect();
+    if got == wanted {
+        return Ok(());
+    }
+    let list = |items: &[(String, String)]| {
+        items
+            .iter()
+            .map(|(app, text)| format!("[{app}] {text}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Err(Failure::new(format!(
+        "the app {name} should have shown {} notifications, each once, in the order sent; \
+         it showed {}",
+        wanted.len(),
+        got.len()
+    ))
+    .detail(output_block("expected", &list(&wanted)))
+    .detail(output_block("shown", &list(&got))))
+}
+
+fn random_text(ctx: &mut Ctx) -> String {
+    let words = ctx.rng().between(2, 6);
+    ctx.rng().sentence(words)
+}
+
+fn hello(ctx: &mut Ctx) -> Check<()> {
+    let (listener, service) = local::listener()?;
+    ctx.step("the test plays the push service");
+    let name = ctx.rng().word(5);
+    let device = start_agent(ctx, &name, service, "30").map_err(|failure| {
+        failure.more_hint(format!(
+            "Start with TODO 1 in {AGENT_FILE}, fn hello; the listener for apps is ready."
+        ))
+    })?;
+    let mut uplink = accept(ctx, &listener, "the agent")?;
+    let hello_hint = format!(
+        "Where: TODO 1 in {AGENT_FILE}, fn hello. The agent's first frame says who the \
+         device is and how often it will send a heartbeat, in milliseconds: `HELLO {name} \
+         30000` for --keepalive 30."
+    );
+    expect_frame(
+        &mut uplink,
+        &format!("HELLO {name} 30000"),
+        "the agent's first frame",
+    )
+    .map_err(|failure| failure.hint(hello_hint.clone()))?;
+    uplink.send(&frame("WELCOME"))?;
+
+    let app = ctx.rng().word(6);
+    ctx.step(format!("the app {app} starts"));
+    start_app(ctx, &app, &device)?;
+    expect_frame(
+        &mut uplink,
+        &format!("REGISTER {app} 0"),
+        "an app registered with the agent",
+    )
+    .map_err(|failure| {
+        failure.hint(format!(
+            "Where: {AGENT_FILE}, fn serve_app: once an app registers, the agent tells the \
+             service `REGISTER APP LAST` (LAST: the last stream id it handed to that app, 0 \
+             for none), on the one connection it already has."
+        ))
+    })?;
+
+    ctx.step(format!("a second app under the name {app} must be refused"));
+    let agent = device.local.to_string();
+    let finished = ctx.run(&["app", "--name", &app, "--agent", &agent], b"")?;
+    ctx.expect_one_line_error(&finished, &app, "registering a name that is taken")?;
+    ctx.expect_running(device.agent)
+}
+
+/// Accept the program's connection to the test's own service.
+fn accept(ctx: &Ctx, listener: &TcpListener, who: &str) -> Check<Conn> {
+    let patience = ctx.patience().start;
+    local::accept_conn(
+        listener,
+        Instant::now() + patience,
+        ctx.journal(),
+        ctx.patience().reply,
+    )
+    .ok_or_else(|| {
+        Failure::new(format!(
+            "{who} did not connect to the service within {:.0} s",
+            patience.as_secs_f64()
+        ))
+        .hint(format!(
+            "The agent connects to --connect as soon as it starts ({AGENT_FILE}, fn \
+                 session), and again whenever the connection ends."
+        ))
+    })
+}
+
+fn right_app(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let device = start_agent(ctx, "ada", server.addr, "30")?;
+    let mail = start_app(ctx, "mail", &device)?;
+    let chat = start_app(ctx, "chat", &device)?;
+    let within = seconds(ctx, 3.0);
+    let hint = format!(
+        "Where: TODO 2 in {STORE_FILE}, fn next_to_send: for each app registered on the \
+         connection, every waiting notification after the last one sent to it. The agent \
+         hands a `PUSH APP ID TEXT` to the app it names ({AGENT_FILE}, fn deliver)."
+    );
+    let texts: Vec<String> = (0..3).map(|_| random_text(ctx)).collect();
+    for (to, text) in [
+        ("mail", &texts[0]),
+        ("chat", &texts[1]),
+        ("mail", &texts[2]),
+    ] {
+        send(ctx, server.addr, &format!("ada/{to}"), text, &[])?;
+        let app = if to == "mail" { mail } else { chat };
+        wait_shown(ctx, app, to, text, within).map_err(|failure| failure.hint(hint.clone()))?;
+    }
+    ctx.step("a notification for a device that is not connected is accepted all the same");
+    send(ctx, server.addr, "bob/mail", &texts[0], &[])?;
+    expect_shown_exactly(ctx, mail, "mail", &[texts[0].clone(), texts[2].clone()])
+        .map_err(|failure| failure.hint(hint.clone()))?;
+    expect_shown_exactly(ctx, chat, "chat", &[texts[1].clone()])
+        .map_err(|failure| failure.hint(hint))?;
+    ctx.expect_running(server.id)
+}
+
+/// The test's NAT in front of `server`, forgetting mappings idle `idle`.
+fn start_nat(ctx: &Ctx, server: SocketAddr, idle: Duration) -> Check<Nat> {
+    let nat = Nat::start("127.0.0.1:0", server, idle, false)
+        .map_err(|error| Failure::new(format!("the test could not start its NAT: {error}")))?;
+    ctx.step(format!(
+        "the test's NAT listens on {} and forgets a connection idle for {:.1} s",
+        nat.addr(),
+        idle.as_secs_f64()
+    ));
+    Ok(nat)
+}
+
+fn one_connection(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let nat = start_nat(ctx, server.addr, Duration::from_secs(600))?;
+    let device = start_agent(ctx, "ada", nat.addr(), "30")?;
+    let names = ["mail", "chat", "news"];
+    let mut apps = Vec::new();
+    for name in names {
+        apps.push(start_app(ctx, name, &device)?);
+    }
+    let within = seconds(ctx, 3.0);
+    for (name, app) in names.iter().zip(&apps) {
+        let text = random_text(ctx);
+        send(ctx, server.addr, &format!("ada/{name}"), &text, &[])?;
+        wait_shown(ctx, *app, name, &text, within)?;
+    }
+    let connections = nat.connections();
+    ctx.step(format!("{connections} connection(s) crossed the NAT"));
+    if connections != 1 {
+        return Err(Failure::new(format!(
+            "three apps on one device opened {connections} connections through the NAT; \
+             the device should hold exactly one"
+        ))
+        .hint(format!(
+            "Only the agent talks to the service, on one connection made in {AGENT_FILE}, \
+             fn session; apps register with the agent on this device, and it carries every \
+             app's notifications. A connection per app costs a phone a radio wake-up per \
+             app, and a NAT mapping each."
+        )));
+    }
+    ctx.expect_running(device.agent)
+}
+
+fn heartbeats(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let idle = seconds(ctx, 2.0);
+    let nat = start_nat(ctx, server.addr, idle)?;
+    let within = seconds(ctx, 2.0);
+
+    ctx.step("device ada: an agent with no heartbeats (--keepalive 0)");
+    let ada = start_agent(ctx, "ada", nat.addr(), "0")?;
+    let ada_mail = start_app(ctx, "mail", &ada)?;
+    let first = random_text(ctx);
+    send(ctx, server.addr, "ada/mail", &first, &[])?;
+    wait_shown(ctx, ada_mail, "mail", &first, within)?;
+
+    ctx.step("device bob: an agent with a heartbeat every 0.5 s, well below the NAT's timeout");
+    let bob = start_agent(ctx, "bob", nat.addr(), &format!("{:.2}", 0.5 * scale(ctx)))?;
+    let bob_mail = start_app(ctx, "mail", &bob)?;
+    let text = random_text(ctx);
+    send(ctx, server.addr, "bob/mail", &text, &[])?;
+    wait_shown(ctx, bob_mail, "mail", &text, within)?;
+
+    let quiet = idle + seconds(ctx, 1.0);
+    ctx.step(format!(
+        "no notification for {:.1} s, longer than the NAT's {:.1} s",
+        quiet.as_secs_f64(),
+        idle.as_secs_f64()
+    ));
+    thread::sleep(quiet);
+
+    let lost = random_text(ctx);
+    send(ctx, server.addr, "ada/mail", &lost, &[])?;
+    let kept = random_text(ctx);
+    send(ctx, server.addr, "bob/mail", &kept, &[])?;
+    wait_shown(ctx, bob_mail, "mail", &kept, within).map_err(|failure| {
+        failure.hint(format!(
+            "The NAT forgot bob's connection although its agent was told --keepalive 0.5. \
+             Where: TODO 3 in {AGENT_FILE}, fn heartbeats: send `PING` every keepalive \
+             interval; each one is traffic that keeps the NAT's mapping alive, and the \
+             service answers `PONG`."
+        ))
+    })?;
+    // ada's mapping is gone: her notification went into it and nowhere.
+    let ada_lost = !ctx
+        .process(ada_mail)
+        .wait_for_stdout(format!("] {lost}\n").as_bytes(), Instant::now() + within);
+    measured(format!(
+        "NAT idle {:.1} s: keepalive 0 lost the notification: {ada_lost}; keepalive 0.5 s \
+         kept it",
+        idle.as_secs_f64()
+    ));
+    if !ada_lost {
+        return Err(Failure::new(
+            "with --keepalive 0 the agent must send no heartbeat; yet its connection \
+             survived longer than the NAT's timeout",
+        )
+        .hint(
+            "Keepalive 0 means no PING at all (the protocol, lessons/08-agent/README.md): \
+             that is the case this stage shows losing a notification.",
+        ));
+    }
+    let forgotten = nat
+        .mappings()
+        .iter()
+        .filter(|m| m.forgotten.is_some())
+        .count();
+    ctx.step(format!("the NAT forgot {forgotten} of its mappings"));
+    ctx.expect_running(server.id)
+}
+
+fn dead_connection(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let nat = start_nat(ctx, server.addr, Duration::from_secs(600))?;
+    let keepalive = seconds(ctx, 1.0);
+    let device = start_agent(
+        ctx,
+        "ada",
+        nat.addr(),
+        &format!("{:.2}", keepalive.as_secs_f64()),
+    )?;
+    let app = start_app(ctx, "mail", &device)?;
+    let text = random_text(ctx);
+    send(ctx, server.addr, "ada/mail", &text, &[])?;
+    wait_shown(ctx, app, "mail", &text, seconds(ctx, 2.0))?;
+
+    ctx.step("the NAT forgets every mapping, silently (no FIN, no RST)");
+    let dropped = Instant::now();
+    nat.forget_all();
+    let limit = keepalive * 2 + seconds(ctx, 1.0);
+    let deadline = dropped + limit + seconds(ctx, 2.0);
+    let (mut agent_closed, mut service_closed) = (None, None);
+    while Instant::now() < deadline && (agent_closed.is_none() || service_closed.is_none()) {
+        let first = nat.mappings()[0];
+        agent_closed = first
+            .device_closed
+            .map(|at| at.saturating_duration_since(dropped));
+        service_closed = first
+            .server_closed
+            .map(|at| at.saturating_duration_since(dropped));
+        thread::sleep(Duration::from_millis(20));
+    }
+    let shown_time = |time: Option<Duration>| {
+        time.map_or("never".to_string(), |t| format!("{:.2} s", t.as_secs_f64()))
+    };
+    measured(format!(
+        "keepalive {:.1} s: the agent closed after {}, the service after {}",
+        keepalive.as_secs_f64(),
+        shown_time(agent_closed),
+        shown_time(service_closed)
+    ));
+    ctx.step(format!(
+        "the agent closed its side after {}, the service after {}",
+        shown_time(agent_closed),
+        shown_time(service_closed)
+    ));
+    let late = |time: Option<Duration>| time.is_none_or(|time| time > limit);
+    if late(agent_closed) {
+        return Err(Failure::new(format!(
+            "after the NAT forgot the connection, the agent closed it after {}; two missed \
+             heartbeats ({:.1} s) should be enough to know",
+            shown_time(agent_closed),
+            (keepalive * 2).as_secs_f64()
+        ))
+        .hint(format!(
+            "Where: TODO 4 in {AGENT_FILE}, fn session: a read deadline of two keepalive \
+             intervals. The service answers each PING with a PONG, so two intervals without a \
+             byte means the connection is dead, whatever TCP believes: close it and \
+             reconnect."
+        )));
+    }
+    if late(service_closed) {
+        return Err(Failure::new(format!(
+            "after the NAT forgot the connection, the service closed it after {}; two missed \
+             heartbeats ({:.1} s) should be enough to know",
+            shown_time(service_closed),
+            (keepalive * 2).as_secs_f64()
+        ))
+        .hint(format!(
+            "Where: TODO 5 in {SERVER_FILE}, fn serve_agent: the HELLO says how often the agent \
+             will send a PING; with no frame for two intervals, close the connection. A \
+             service that waits for TCP keeps a dead connection, and its thread, for hours."
+        )));
+    }
+    ctx.step("the agent connects again through the NAT");
+    let reconnect_by = Instant::now() + seconds(ctx, 5.0);
+    while nat.connections() < 2 && Instant::now() < reconnect_by {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if nat.connections() < 2 {
+        return Err(Failure::new(
+            "the agent did not connect again after closing the dead connection",
+        )
+        .hint(format!("Where: {AGENT_FILE}, fn stay_connected.")));
+    }
+    ctx.expect_running(server.id)
+}
+
+fn exactly_once(ctx: &mut Ctx) -> Check<()> {
+    positions_after_a_reconnect(ctx)?;
+    outage_through_the_nat(ctx)
+}
+
+/// The test plays the service: it sends two notifications, cuts the
+/// connection, and sends the second again after the reconnect, as a service
+/// that never saw its acknowledgement would.
+fn positions_after_a_reconnect(ctx: &mut Ctx) -> Check<()> {
+    let (listener, service) = local::listener()?;
+    ctx.step("the test plays the push service");
+    let device = start_agent(ctx, "ada", service, "30")?;
+    let mut uplink = accept(ctx, &listener, "the agent")?;
+    expect_frame(&mut uplink, "HELLO ada 30000", "the agent's first frame")?;
+    uplink.send(&frame("WELCOME"))?;
+    let app = start_app(ctx, "mail", &device)?;
+    expect_frame(&mut uplink, "REGISTER mail 0", "the app registered")?;
+    let texts: Vec<String> = (0..3).map(|_| random_text(ctx)).collect();
+    let ack_hint = format!(
+        "Where: TODO 6 in {AGENT_FILE}, fn deliver: after handing a notification to its \
+         app, acknowledge its position, `ACK APP ID`: every notification for that app up to \
+         ID is shown."
+    );
+    for (id, text) in [(41, &texts[0]), (42, &texts[1])] {
+        uplink.send(&frame(&format!("PUSH mail {id} {text}")))?;
+        expect_frame(
+            &mut uplink,
+            &format!("ACK mail {id}"),
+            "the agent handed a notification to its app",
+        )
+        .map_err(|failure| failure.hint(ack_hint.clone()))?;
+    }
+    ctx.step("the test's service closes the connection; the agent must come back");
+    uplink.close();
+    let mut uplink = accept(ctx, &listener, "the agent, reconnecting,")?;
+    expect_frame(
+        &mut uplink,
+        "HELLO ada 30000",
+        "the agent's first frame, again",
+    )?;
+    uplink.send(&frame("WELCOME"))?;
+    expect_frame(
+        &mut uplink,
+        "REGISTER mail 42",
+        "the agent's registrations after a reconnect",
+    )
+    .map_err(|failure| {
+        failure.hint(format!(
+            "Where: TODO 1 in {AGENT_FILE}, fn hello: after HELLO, a REGISTER for each app \
+                 that runs, with the last stream id handed to it, so that the service sends \
+                 only what comes after."
+        ))
+    })?;
+    ctx.step("the service sends 42 again (it never saw the ACK), then 43");
+    uplink.send(&frame(&format!("PUSH mail 42 {}", texts[1])))?;
+    uplink.send(&frame(&format!("PUSH mail 43 {}", texts[2])))?;
+    wait_shown(ctx, app, "mail", &texts[2], seconds(ctx, 2.0))?;
+    expect_shown_exactly(ctx, app, "mail", &texts).map_err(|failure| {
+        failure.hint(format!(
+            "Where: TODO 6 in {AGENT_FILE}, fn deliver: a notification whose stream id is not \
+             above the last one handed to that app was shown already; acknowledge it again, \
+             but do not show it twice."
+        ))
+    })
+}
+
+/// Through the NAT: every mapping dropped, notifications sent meanwhile, all
+/// of them shown once when the agent is back.
+fn outage_through_the_nat(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let nat = start_nat(ctx, server.addr, Duration::from_secs(600))?;
+    let keepalive = format!("{:.2}", scale(ctx));
+    let device = start_agent(ctx, "bob", nat.addr(), &keepalive)?;
+    let names = ["mail", "chat"];
+    let mut apps = Vec::new();
+    for name in names {
+        apps.push(start_app(ctx, name, &device)?);
+    }
+    let mut sent: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    for (index, name) in names.iter().enumerate() {
+        let text = random_text(ctx);
+        send(ctx, server.addr, &format!("bob/{name}"), &text, &[])?;
+        wait_shown(ctx, apps[index], name, &text, seconds(ctx, 2.0))?;
+        sent[index].push(text);
+    }
+    ctx.step("the NAT forgets every mapping; three notifications per app are sent meanwhile");
+    let dropped = Instant::now();
+    nat.forget_all();
+    for _ in 0..3 {
+        for (index, name) in names.iter().enumerate() {
+            let text = random_text(ctx);
+            send(ctx, server.addr, &format!("bob/{name}"), &text, &[])?;
+            sent[index].push(text);
+        }
+    }
+    let within = seconds(ctx, 8.0);
+    for (index, name) in names.iter().enumerate() {
+        let last = sent[index].last().expect("sent").clone();
+        wait_shown(ctx, apps[index], name, &last, within).map_err(|failure| {
+            failure.hint(format!(
+                "The agent should notice the dead connection within two heartbeats, connect \
+                 again, and register its apps with their positions; the service then sends \
+                 everything after them ({STORE_FILE}, fn register)."
+            ))
+        })?;
+    }
+    measured(format!(
+        "outage to the last notification shown: {:.2} s",
+        dropped.elapsed().as_secs_f64()
+    ));
+    ctx.step("one more notification each: anything shown twice would come before it");
+    for (index, name) in names.iter().enumerate() {
+        let text = random_text(ctx);
+        send(ctx, server.addr, &format!("bob/{name}"), &text, &[])?;
+        wait_shown(ctx, apps[index], name, &text, seconds(ctx, 2.0))?;
+        sent[index].push(text);
+    }
+    for (index, name) in names.iter().enumerate() {
+        expect_shown_exactly(ctx, apps[index], name, &sent[index])?;
+    }
+    ctx.expect_running(server.id)
+}
+
+/// Hand `SEND` frames to the service over one connection; the answers.
+fn send_frames(ctx: &Ctx, service: SocketAddr, frames: &[String]) -> Check<Vec<String>> {
+    let mut conn = ctx.connect(service)?;
+    let mut answers = Vec::new();
+    for body in frames {
+        conn.send(&frame(body))?;
+        answers.push(read_frame(&mut conn)?);
+    }
+    Ok(answers)
+}
+
+fn app_not_running(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let device = start_agent(ctx, "ada", server.addr, "30")?;
+    let _mail = start_app(ctx, "mail", &device)?;
+    ctx.step("no app called news runs on ada");
+    let kept = random_text(ctx);
+    send(ctx, server.addr, "ada/news", &kept, &[])?;
+    let (expiring, replaced) = (random_text(ctx), random_text(ctx));
+    send(ctx, server.addr, "ada/news", &expiring, &["--ttl", "1"])?;
+    send(
+        ctx,
+        server.addr,
+        "ada/news",
+        &replaced,
+        &["--collapse", "score"],
+    )?;
+    let latest = random_text(ctx);
+    send(
+        ctx,
+        server.addr,
+        "ada/news",
+        &latest,
+        &["--collapse", "score"],
+    )?;
+    let expired_at = Instant::now() + Duration::from_millis(1100);
+
+    ctx.step("100 notifications for bob, whose agent is not connected: the 101st is refused");
+    let frames: Vec<String> = (0..100)
+        .map(|index| format!("SEND bob/later 3600 - filler {index}"))
+        .collect();
+    let answers = send_frames(ctx, server.addr, &frames)?;
+    if let Some(refused) = answers.iter().find(|answer| !answer.starts_with("OK ")) {
+        return Err(Failure::new(format!(
+            "with fewer than 100 notifications waiting for the device, a SEND got {refused:?}"
+        ))
+        .hint(format!(
+            "Where: {STORE_FILE}, fn accept: up to 100 may wait per device."
+        )));
+    }
+    let over = send_frames(
+        ctx,
+        server.addr,
+        &["SEND bob/later 3600 - one too many".to_string()],
+    )?;
+    if !over[0].starts_with("ERR ") {
+        return Err(Failure::new(format!(
+            "the 101st notification waiting for one device got {:?}; it should be refused \
+             with `ERR` and a reason",
+            over[0]
+        ))
+        .hint(format!(
+            "Where: {STORE_FILE}, fn accept, MAX_WAITING: a service that takes everything runs \
+             out of memory for a phone that never comes back. The sender, told, can retry."
+        )));
+    }
+    while Instant::now() < expired_at {
+        thread::sleep(Duration::from_millis(50));
+    }
+    ctx.step("the app news starts, after the TTL of one of its notifications has passed");
+    let news = start_app(ctx, "news", &device)?;
+    wait_shown(ctx, news, "news", &latest, seconds(ctx, 3.0)).map_err(|failure| {
+        failure.hint(format!(
+            "Notifications for an app that is not registered wait at the service, and go out \
+             when the agent says `REGISTER news 0` ({STORE_FILE}, fn register and fn \
+             next_to_send)."
+        ))
+    })?;
+    let marker = random_text(ctx);
+    send(ctx, server.addr, "ada/news", &marker, &[])?;
+    wait_shown(ctx, news, "news", &marker, seconds(ctx, 2.0))?;
+    expect_shown_exactly(ctx, news, "news", &[kept, latest, marker]).map_err(|failure| {
+        failure.hint(format!(
+            "Expected: the one kept, not the one whose --ttl 1 had passed, and of the two with \
+             --collapse score only the later. Where: TODO 7 in {STORE_FILE}, fn accept: a new \
+             notification with a collapse key replaces a waiting one with the same key for \
+             that app."
+        ))
+    })?;
+    ctx.expect_running(server.id)
+}
