@@ -13,7 +13,8 @@
 //! src/net/nat.rs) between agent and service; stage 1 and part of stage 6
 //! play the service themselves.
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ fn main() {
     course::run_stages("08", programs, &STAGES);
 }
 
-const STAGES: [Stage; 7] = [
+const STAGES: [Stage; 10] = [
     Stage {
         slug: "hello",
         title: "the agent connects and says who it is; an app registers with it",
@@ -72,6 +73,24 @@ const STAGES: [Stage; 7] = [
         title: "an app that is not running gets its notifications when it registers",
         slide: "Apps that are not running",
         check: app_not_running,
+    },
+    Stage {
+        slug: "reconnect-storm",
+        title: "200 agents lose the service at once: they come back spread out, nothing lost",
+        slide: "Backoff with full jitter",
+        check: reconnect_storm,
+    },
+    Stage {
+        slug: "durable",
+        title: "with --data, an accepted notification survives SIGKILL of the service",
+        slide: "Durability",
+        check: durable,
+    },
+    Stage {
+        slug: "hostile",
+        title: "a huge frame, a name that is not one, an agent that never reads: only that connection goes",
+        slide: "Hostile peers",
+        check: hostile,
     },
 ];
 
@@ -533,7 +552,7 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
         shown_time(agent_closed),
         shown_time(service_closed)
     ));
-    let late = |time: Option<Duration>| time.is_none_or(|time| time > limit);
+    let late = |time: Option<Duration>| time.map_or(true, |time| time > limit);
     if late(agent_closed) {
         return Err(Failure::new(format!(
             "after the NAT forgot the connection, the agent closed it after {}; two missed \
@@ -788,4 +807,463 @@ fn app_not_running(ctx: &mut Ctx) -> Check<()> {
         ))
     })?;
     ctx.expect_running(server.id)
+}
+
+/// Devices in the reconnect storm.
+const FLEET: usize = 200;
+
+/// An app played by the test on a plain socket (stage 8 runs 200 of them).
+struct RawApp {
+    device: String,
+    stream: TcpStream,
+}
+
+impl RawApp {
+    /// Register as `app` with the agent at `agent`.
+    fn register(
+        device: &str,
+        agent: SocketAddr,
+        app: &str,
+        patience: Duration,
+    ) -> Result<RawApp, String> {
+        let mut stream = TcpStream::connect_timeout(&agent, patience)
+            .map_err(|error| format!("{device}'s agent at {agent}: {error}"))?;
+        stream
+            .write_all(&frame(&format!("REGISTER {app} 0")))
+            .map_err(|error| format!("{device}'s agent: {error}"))?;
+        let mut raw = RawApp {
+            device: device.to_string(),
+            stream,
+        };
+        let answer = raw.read_frame(Instant::now() + patience)?;
+        if !answer.starts_with("OK") {
+            return Err(format!(
+                "{device}'s agent answered {answer:?} to REGISTER {app} 0"
+            ));
+        }
+        Ok(raw)
+    }
+
+    /// The next frame, before `deadline`.
+    fn read_frame(&mut self, deadline: Instant) -> Result<String, String> {
+        let mut prefix = [0u8; 4];
+        self.read_all(&mut prefix, deadline)?;
+        let length = u32::from_be_bytes(prefix) as usize;
+        if length == 0 || length > MAX_FRAME {
+            return Err(format!(
+                "{}'s agent sent a frame of {length} bytes",
+                self.device
+            ));
+        }
+        let mut body = vec![0u8; length];
+        self.read_all(&mut body, deadline)?;
+        String::from_utf8(body)
+            .map_err(|_| format!("{}'s agent sent a frame that is not text", self.device))
+    }
+
+    fn read_all(&mut self, buffer: &mut [u8], deadline: Instant) -> Result<(), String> {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("nothing reached {}'s app in time", self.device));
+            }
+            let _ = self.stream.set_read_timeout(Some(left));
+            match self.stream.read(&mut buffer[filled..]) {
+                Ok(0) => {
+                    return Err(format!(
+                        "{}'s agent closed the app's connection",
+                        self.device
+                    ))
+                }
+                Ok(count) => filled += count,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(error) => return Err(format!("{}'s app: {error}", self.device)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for `PUSH APP ID TEXT` and check its text; how long it took.
+    fn expect_push(&mut self, text: &str, deadline: Instant) -> Result<Instant, String> {
+        let body = self.read_frame(deadline)?;
+        let shown = body.splitn(4, ' ').nth(3).unwrap_or_default();
+        if !body.starts_with("PUSH ") || shown != text {
+            return Err(format!(
+                "{}'s app expected a PUSH of {text:?} and got {body:?} (a duplicate, or \
+                 another's)",
+                self.device
+            ));
+        }
+        Ok(Instant::now())
+    }
+}
+
+/// One SEND frame per device over one connection; each answer must be OK.
+/// Returns the slowest answer.
+fn send_to_fleet(ctx: &Ctx, service: SocketAddr, texts: &[String]) -> Check<Duration> {
+    let frames: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| format!("SEND d{index:03}/app 3600 - {text}"))
+        .collect();
+    let mut conn = ctx.connect(service)?;
+    let mut slowest = Duration::ZERO;
+    for body in &frames {
+        let asked = Instant::now();
+        conn.send(&frame(body))?;
+        let answer = read_frame(&mut conn)?;
+        slowest = slowest.max(asked.elapsed());
+        if !answer.starts_with("OK ") {
+            return Err(conn.fail(format!("the service answered {answer:?} to {body:?}")));
+        }
+    }
+    Ok(slowest)
+}
+
+/// A percentile of sorted durations.
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let addr = server.addr;
+    let patience = ctx.patience().start;
+    ctx.step(format!(
+        "{FLEET} agents start, devices d000 to d{:03}, each with one app (the test's)",
+        FLEET - 1
+    ));
+    // COURSE_NO_JITTER=1 measures the same storm without jitter (the stage
+    // then fails, as it should).
+    let no_jitter = std::env::var_os("COURSE_NO_JITTER").is_some_and(|value| value == "1");
+    let mut apps = Vec::new();
+    for index in 0..FLEET {
+        let name = format!("d{index:03}");
+        let mut args = vec![
+            "agent".to_string(),
+            "--device".into(),
+            name.clone(),
+            "--connect".into(),
+            addr.to_string(),
+            "--local".into(),
+            "127.0.0.1:0".into(),
+            "--keepalive".into(),
+            "60".into(),
+        ];
+        if no_jitter {
+            args.push("--no-jitter".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let agent = ctx.start_server_with(&args)?;
+        let app = RawApp::register(&name, agent.addr, "app", patience).map_err(Failure::new)?;
+        apps.push(app);
+    }
+    ctx.step("a first notification to every device: all are connected");
+    let first: Vec<String> = (0..FLEET).map(|_| random_text(ctx)).collect();
+    send_to_fleet(ctx, addr, &first)?;
+    let deadline = Instant::now() + seconds(ctx, 20.0);
+    for (app, text) in apps.iter_mut().zip(&first) {
+        app.expect_push(text, deadline).map_err(Failure::new)?;
+    }
+
+    ctx.kill(server.id);
+    let outage = Duration::from_secs(2);
+    ctx.step(format!(
+        "the service is down for {} s, then starts again on {addr}",
+        outage.as_secs()
+    ));
+    thread::sleep(outage);
+    let bind = addr.to_string();
+    let restarted = ctx.start_server_with(&["server", "--bind", &bind])?;
+    let up = Instant::now();
+    let second: Vec<String> = (0..FLEET).map(|_| random_text(ctx)).collect();
+    let slowest_send = send_to_fleet(ctx, addr, &second)?;
+    let back_by = up + Duration::from_secs(30);
+    let arrivals: Vec<Result<Instant, String>> = thread::scope(|scope| {
+        let readers: Vec<_> = apps
+            .iter_mut()
+            .zip(&second)
+            .map(|(app, text)| scope.spawn(move || app.expect_push(text, back_by)))
+            .collect();
+        readers
+            .into_iter()
+            .map(|reader| {
+                reader
+                    .join()
+                    .unwrap_or_else(|_| Err("a reader panicked".into()))
+            })
+            .collect()
+    });
+    let mut times = Vec::new();
+    let mut missing = Vec::new();
+    for result in arrivals {
+        match result {
+            Ok(at) => times.push(at.saturating_duration_since(up)),
+            Err(why) => missing.push(why),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Failure::new(format!(
+            "{} of {FLEET} devices did not get the notification sent after the restart within \
+             30 s",
+            missing.len()
+        ))
+        .detail(output_block(
+            "the first of them",
+            &missing[..missing.len().min(5)].join("\n"),
+        ))
+        .hint(format!(
+            "Every agent must come back by itself: after a failed attempt, wait (backoff) and \
+             try again, for ever ({AGENT_FILE}, fn stay_connected)."
+        )));
+    }
+    times.sort();
+    let (p10, p50, p90, last) = (
+        percentile(&times, 0.1),
+        percentile(&times, 0.5),
+        percentile(&times, 0.9),
+        percentile(&times, 1.0),
+    );
+    let spread = p90.saturating_sub(p10);
+    let summary = format!(
+        "after the restart, notifications arrived at p10 {:.2} s, p50 {:.2} s, p90 {:.2} s, \
+         last {:.2} s; the slowest SEND was answered in {:.0} ms",
+        p10.as_secs_f64(),
+        p50.as_secs_f64(),
+        p90.as_secs_f64(),
+        last.as_secs_f64(),
+        slowest_send.as_secs_f64() * 1e3
+    );
+    measured(format!(
+        "storm{}: {summary}",
+        if no_jitter { " without jitter" } else { "" }
+    ));
+    ctx.step(summary.clone());
+    if spread < Duration::from_secs(1) {
+        return Err(Failure::new(format!(
+            "the fleet came back together: 80% of the devices within {:.0} ms of each other",
+            spread.as_secs_f64() * 1e3
+        ))
+        .detail(summary)
+        .hint(
+            "Where: TODO 8 in lessons/08-agent/backoff.rs, fn next_delay: wait a random time \
+             between zero and the (capped) ceiling. Agents that lost the service at the same \
+             moment and wait the same times come back in waves that knock it over again.",
+        ));
+    }
+    let responsive = seconds(ctx, 2.0);
+    if slowest_send > responsive {
+        return Err(Failure::new(format!(
+            "during the storm a SEND waited {:.1} s for its answer",
+            slowest_send.as_secs_f64()
+        ))
+        .hint("Accepting a notification must not wait for the agents' reconnections."));
+    }
+    ctx.step("one more notification each: a duplicate would come before it");
+    let third: Vec<String> = (0..FLEET).map(|_| random_text(ctx)).collect();
+    send_to_fleet(ctx, addr, &third)?;
+    let deadline = Instant::now() + seconds(ctx, 10.0);
+    for (app, text) in apps.iter_mut().zip(&third) {
+        app.expect_push(text, deadline).map_err(Failure::new)?;
+    }
+    ctx.expect_running(restarted.id)
+}
+
+fn durable(ctx: &mut Ctx) -> Check<()> {
+    let folder = ctx.temp_dir()?;
+    let data = folder.to_string_lossy().into_owned();
+    let server = ctx.start_server(&["--data", &data])?;
+    let keepalive = format!("{:.2}", scale(ctx));
+    let device = start_agent(ctx, "ada", server.addr, &keepalive)?;
+    let mail = start_app(ctx, "mail", &device)?;
+    let mut mail_texts = vec![random_text(ctx)];
+    send(ctx, server.addr, "ada/mail", &mail_texts[0], &[])?;
+    wait_shown(ctx, mail, "mail", &mail_texts[0], seconds(ctx, 2.0))?;
+    ctx.step("two notifications for news, which is not running");
+    let mut news_texts = vec![random_text(ctx), random_text(ctx)];
+    for text in &news_texts {
+        send(ctx, server.addr, "ada/news", text, &[])?;
+    }
+    ctx.kill(server.id);
+    let bind = server.addr.to_string();
+    let restarted = ctx.start_server_with(&["server", "--bind", &bind, "--data", &data])?;
+    ctx.step("the agent must reconnect by itself");
+    let text = random_text(ctx);
+    send(ctx, server.addr, "ada/mail", &text, &[])?;
+    mail_texts.push(text.clone());
+    wait_shown(ctx, mail, "mail", &text, seconds(ctx, 8.0)).map_err(|failure| {
+        failure.hint(
+            "The agent reconnects after the service comes back; the new notification has a \
+             stream id above every earlier one (ids never go back, even across a restart), so \
+             the agent does not take it for one it has shown.",
+        )
+    })?;
+    let news = start_app(ctx, "news", &device)?;
+    wait_shown(ctx, news, "news", &news_texts[1], seconds(ctx, 3.0)).map_err(|failure| {
+        failure.hint(format!(
+            "`OK` told the sender the notification was safe. Where: TODO 9 in {STORE_FILE}, fn \
+             accept: save it on disk (disk.rs writes, fsyncs and renames) before answering, \
+             and load what is saved when the service starts."
+        ))
+    })?;
+    for (app, name, texts) in [
+        (mail, "mail", &mut mail_texts),
+        (news, "news", &mut news_texts),
+    ] {
+        let marker = random_text(ctx);
+        send(ctx, server.addr, &format!("ada/{name}"), &marker, &[])?;
+        wait_shown(ctx, app, name, &marker, seconds(ctx, 2.0))?;
+        texts.push(marker);
+        expect_shown_exactly(ctx, app, name, texts)?;
+    }
+    ctx.expect_running(restarted.id)
+}
+
+/// Expect the service to answer `ERR ...` (optionally) and close.
+fn expect_refused(conn: &mut Conn, what: &str) -> Check<()> {
+    let hint = format!(
+        "{what}: answer `ERR` and a reason if you like, then close that one connection \
+         ({SERVER_FILE}, fn serve; frame.rs, fn read_frame refuses a length over 4096 \
+         before reading the body)."
+    );
+    match read_frame(conn) {
+        Ok(body) if body.starts_with("ERR") => {}
+        Ok(body) => {
+            return Err(conn
+                .fail(format!("{what}: the service answered {body:?}"))
+                .hint(hint))
+        }
+        // Closed without a word: that is allowed too.
+        Err(_) => return Ok(()),
+    }
+    conn.expect_end().map_err(|failure| failure.hint(hint))
+}
+
+fn hostile(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let device = start_agent(ctx, "ada", server.addr, "30")?;
+    let mail = start_app(ctx, "mail", &device)?;
+
+    ctx.step("a connection announces a frame of 2 GiB");
+    let mut huge = ctx.connect(server.addr)?;
+    huge.send(&0x7fff_fff0u32.to_be_bytes())?;
+    huge.send(b"SEND ada/mail")?;
+    expect_refused(&mut huge, "a frame of 2 GiB").map_err(|failure| {
+        failure.more_hint("Where: TODO 10 in lessons/08-agent/frame.rs, fn read_frame.")
+    })?;
+
+    for (body, what) in [
+        ("HELLO eve 0", "an agent registering an app named ../../x"),
+        (
+            "SEND ada/m\u{1b}[2J 60 - hi",
+            "a SEND to an app named with an escape code",
+        ),
+    ] {
+        ctx.step(what);
+        let mut conn = ctx.connect(server.addr)?;
+        conn.send(&frame(body))?;
+        if body.starts_with("HELLO") {
+            expect_frame(&mut conn, "WELCOME", "an agent's HELLO")?;
+            conn.send(&frame("REGISTER ../../x 0"))?;
+        }
+        expect_refused(&mut conn, what)?;
+    }
+    ctx.step("an app named ../../x registers with the agent");
+    let mut app = ctx.connect(device.local)?;
+    app.send(&frame("REGISTER ../../x 0"))?;
+    expect_refused(&mut app, "an app whose name is not one")?;
+
+    never_reads(ctx, server.addr)?;
+
+    ctx.step("ada's mail app still gets its notifications");
+    let text = random_text(ctx);
+    send(ctx, server.addr, "ada/mail", &text, &[])?;
+    wait_shown(ctx, mail, "mail", &text, seconds(ctx, 2.0))?;
+    ctx.expect_running(device.agent)?;
+    ctx.expect_running(server.id)
+}
+
+/// An agent that says it sends a heartbeat every second, sends them, and
+/// never reads: it asks again and again for its 100 notifications of 1000
+/// bytes each. The service must give up on it after two heartbeats without
+/// progress, and serve everyone else meanwhile.
+fn never_reads(ctx: &mut Ctx, service: SocketAddr) -> Check<()> {
+    ctx.step("mallory's device gets 100 notifications of 1000 bytes");
+    let frames: Vec<String> = (0..100)
+        .map(|index| format!("SEND mallory/app 3600 - {index} {}", "x".repeat(990)))
+        .collect();
+    send_frames(ctx, service, &frames)?;
+    ctx.step("mallory's agent says HELLO mallory 1000, then REGISTER app 0 over and over, and never reads");
+    let mut mallory = TcpStream::connect(service)
+        .map_err(|error| Failure::new(format!("the test could not connect: {error}")))?;
+    let _ = mallory.set_write_timeout(Some(Duration::from_millis(200)));
+    let started = Instant::now();
+    let give_up = started + seconds(ctx, 20.0);
+    let mut hello = frame("HELLO mallory 1000");
+    hello.extend(frame("REGISTER app 0"));
+    let mut pending = hello;
+    let mut checked_others = false;
+    loop {
+        match mallory.write(&pending) {
+            Ok(written) => {
+                pending.drain(..written);
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+        if pending.is_empty() {
+            pending = frame("PING");
+            for _ in 0..20 {
+                pending.extend(frame("REGISTER app 0"));
+            }
+        }
+        if !checked_others && started.elapsed() > Duration::from_millis(500) {
+            checked_others = true;
+            ctx.step("meanwhile, a notification for another device is accepted at once");
+            let asked = Instant::now();
+            send_frames(
+                ctx,
+                service,
+                &["SEND ada/other 3600 - still there".to_string()],
+            )?;
+            if asked.elapsed() > seconds(ctx, 1.0) {
+                return Err(Failure::new(format!(
+                    "while one agent did not read, a SEND for another device waited {:.1} s",
+                    asked.elapsed().as_secs_f64()
+                ))
+                .hint(format!(
+                    "Never write to a socket while holding the lock everyone needs \
+                     ({STORE_FILE}: collect under the lock, write after)."
+                )));
+            }
+        }
+        if Instant::now() > give_up {
+            return Err(Failure::new(format!(
+                "an agent that never reads was still connected after {:.0} s",
+                started.elapsed().as_secs_f64()
+            ))
+            .hint(format!(
+                "Where: {SERVER_FILE}, fn serve_agent: a write deadline of two heartbeats too. \
+                 A write that cannot finish in that time means the agent does not read: close \
+                 its connection, and keep its notifications for when it comes back."
+            )));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    ctx.step(format!(
+        "the service closed mallory's connection after {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
 }
