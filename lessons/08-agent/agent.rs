@@ -121,9 +121,11 @@ impl Agent {
             Err(error) => return Err(error.to_string()),
         }
         say(format!("connected to {} as {}", self.service, self.device));
-        // Two heartbeats without a word from the service, and the
-        // connection is dead: its PONGs are what this deadline waits for.
-        let deadline = (!self.keepalive.is_zero()).then(|| self.keepalive * 2);
+        // TODO 4 (slides/08-agent.md, "Two missed heartbeats"): unless the
+        // keepalive is zero, the deadline is two keepalive intervals: the
+        // service answers each PING with a PONG, so two intervals without a
+        // byte means the connection is dead, whatever TCP believes.
+        let deadline: Option<Duration> = None;
         stream
             .set_read_timeout(deadline)
             .map_err(|error| error.to_string())?;
@@ -145,35 +147,26 @@ impl Agent {
     /// Say who the device is and which apps run on it, and from now on
     /// send through this connection.
     fn hello(&self, stream: &TcpStream) -> io::Result<()> {
-        let hello = Message::Hello {
-            device: self.device.clone(),
-            keepalive: self.keepalive,
-        };
-        write_frame(&mut &*stream, &hello.encode())?;
-        // Under the apps' lock: an app that registers meanwhile is sent
-        // either here or by its own registration, never by neither.
-        let apps = lock(&self.apps);
-        let shown = lock(&self.shown);
-        for app in apps.keys() {
-            let last = shown.get(app).copied().unwrap_or(0);
-            let register = Message::Register {
-                app: app.clone(),
-                last,
-            };
-            write_frame(&mut &*stream, &register.encode())?;
-        }
+        // TODO 1 (slides/08-agent.md, "One agent, one connection"): write
+        // a `Message::Hello` with this device's name and keepalive (see
+        // `write_frame` and `Message::encode`). Then, holding the apps' lock
+        // and `shown`, a `Message::Register` for each app in `apps`, with
+        // the last stream id handed to it (0 if none). Under the apps' lock,
+        // an app that registers meanwhile is sent either here or by its own
+        // registration, never by neither.
+        let _apps = lock(&self.apps);
         *lock(&self.uplink) = Some(stream.try_clone()?);
         Ok(())
     }
 
     /// A `PING` every keepalive interval until the session stops.
     fn heartbeats(&self, stream: &TcpStream, stopped: &mpsc::Receiver<()>) {
-        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(self.keepalive) {
-            if !self.to_service(&Message::Ping) {
-                let _ = stream.shutdown(Shutdown::Both);
-                return;
-            }
-        }
+        // TODO 3 (slides/08-agent.md, "Heartbeats"): as long as
+        // `stopped.recv_timeout(self.keepalive)` returns
+        // `Err(RecvTimeoutError::Timeout)` (nobody stopped the session),
+        // send `Message::Ping` with `self.to_service`; if that fails, shut
+        // `stream` down (the read loop then ends) and return.
+        let _ = (stream, stopped.recv(), RecvTimeoutError::Timeout);
     }
 
     /// Send to the service if connected; false if the write failed.
@@ -217,28 +210,24 @@ impl Agent {
         };
         let mut shown = lock(&self.shown);
         let last = shown.entry(app.to_string()).or_insert(0);
-        // After a reconnect the service sends again what it has not seen
-        // acknowledged; what this app was handed already is skipped.
-        if id > *last {
-            let push = Message::Push {
-                app: app.to_string(),
-                id,
-                text: text.to_string(),
-            };
-            if write_frame(app_stream, &push.encode()).is_err() {
-                apps.remove(app);
-                self.to_service(&Message::Unregister {
-                    app: app.to_string(),
-                });
-                return;
-            }
-            *last = id;
-        }
-        let ack = Message::Ack {
+        // TODO 6 (slides/08-agent.md, "Acknowledge by position"): after a
+        // reconnect the service sends again what it has not seen
+        // acknowledged. Hand the notification over only if `id` is above
+        // `*last` (otherwise this app has it already), then set `*last` to
+        // `id`; either way, send the service `Message::Ack` with `*last`.
+        let push = Message::Push {
             app: app.to_string(),
-            id: *last,
+            id,
+            text: text.to_string(),
         };
-        self.to_service(&ack);
+        if write_frame(app_stream, &push.encode()).is_err() {
+            apps.remove(app);
+            self.to_service(&Message::Unregister {
+                app: app.to_string(),
+            });
+            return;
+        }
+        let _ = last;
     }
 }
 

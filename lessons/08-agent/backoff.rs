@@ -48,12 +48,15 @@ impl Backoff {
         if !self.jitter {
             return ceiling;
         }
-        // The draw comes after the cap: capping after it would pile every
-        // late attempt onto the cap itself.
-        ceiling.mul_f64(self.fraction())
+        // TODO 8 (slides/08-agent.md, "Backoff with full jitter"): wait a
+        // random part of the ceiling, `self.fraction()` of it. The draw
+        // comes after the cap: capping after it would pile every late
+        // attempt onto the cap itself.
+        ceiling
     }
 
     /// A number in [0, 1), from xorshift64: no crate for one random number.
+    #[allow(dead_code)] // until TODO 8 calls it
     fn fraction(&mut self) -> f64 {
         self.random ^= self.random << 13;
         self.random ^= self.random >> 7;

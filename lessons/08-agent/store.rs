@@ -116,18 +116,10 @@ impl Service {
         let store = &mut *store;
         let waiting = &mut store.devices.entry(device.to_string()).or_default().waiting;
         drop_expired(store.disk.as_ref(), device, waiting);
-        // A newer notification with the same key replaces the one that
-        // waits: a phone back online shows the latest score, not ten.
-        if let Some(key) = &collapse {
-            let queue = waiting.entry(app.to_string()).or_default();
-            let replaced: Vec<u64> = queue
-                .iter()
-                .filter(|note| note.collapse.as_ref() == Some(key))
-                .map(|note| note.id)
-                .collect();
-            queue.retain(|note| note.collapse.as_ref() != Some(key));
-            remove_saved(store.disk.as_ref(), device, app, &replaced);
-        }
+        // TODO 7 (slides/08-agent.md, "Apps that are not running"): if
+        // `collapse` holds a key, take out of this app's queue every waiting
+        // note with the same key, and `remove_saved` their ids: a phone back
+        // online shows the latest score, not ten.
         let count: usize = waiting.values().map(VecDeque::len).sum();
         if count >= MAX_WAITING {
             return Err(format!(
@@ -148,10 +140,9 @@ impl Service {
             collapse,
             text,
         };
-        if let Some(disk) = &store.disk {
-            disk.save(device, app, &note)
-                .map_err(|error| format!("cannot save: {error}"))?;
-        }
+        // TODO 9 (slides/08-agent.md, "Durability"): with a disk, `save`
+        // the note before going on (an error refuses it: `cannot save:
+        // ...`). The sender is told OK once this returns.
         store.next_id += 1;
         let id = note.id;
         waiting.entry(app.to_string()).or_default().push_back(note);
@@ -238,17 +229,12 @@ impl Service {
                 return None;
             }
             drop_expired(store_ref.disk.as_ref(), device, &mut device_state.waiting);
-            let mut batch = Vec::new();
-            for (app, last_sent) in device_state.sent.iter_mut() {
-                let Some(queue) = device_state.waiting.get(app) else {
-                    continue;
-                };
-                let after = *last_sent;
-                for note in queue.iter().filter(|note| note.id > after) {
-                    batch.push((app.clone(), note.clone()));
-                    *last_sent = note.id;
-                }
-            }
+            // TODO 2 (slides/08-agent.md, "One connection, every app"): for
+            // each (app, last sent) in `device_state.sent` (the apps
+            // registered on this connection), add (app, note) to the batch
+            // for every note of that app in `device_state.waiting` whose id
+            // is above the last sent, and move the last sent to it.
+            let batch: Vec<(String, Note)> = Vec::new();
             if !batch.is_empty() {
                 return Some(batch);
             }
