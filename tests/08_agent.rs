@@ -552,33 +552,38 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
         shown_time(agent_closed),
         shown_time(service_closed)
     ));
-    let late = |time: Option<Duration>| time.map_or(true, |time| time > limit);
-    if late(agent_closed) {
-        return Err(Failure::new(format!(
-            "after the NAT forgot the connection, the agent closed it after {}; two missed \
-             heartbeats ({:.1} s) should be enough to know",
-            shown_time(agent_closed),
-            (keepalive * 2).as_secs_f64()
-        ))
-        .hint(format!(
-            "Where: TODO 4 in {AGENT_FILE}, fn session: a read deadline of two keepalive \
-             intervals. The service answers each PING with a PONG, so two intervals without a \
-             byte means the connection is dead, whatever TCP believes: close it and \
-             reconnect."
-        )));
-    }
-    if late(service_closed) {
-        return Err(Failure::new(format!(
-            "after the NAT forgot the connection, the service closed it after {}; two missed \
-             heartbeats ({:.1} s) should be enough to know",
-            shown_time(service_closed),
-            (keepalive * 2).as_secs_f64()
-        ))
-        .hint(format!(
-            "Where: TODO 5 in {SERVER_FILE}, fn serve_agent: the HELLO says how often the agent \
-             will send a PING; with no frame for two intervals, close the connection. A \
-             service that waits for TCP keeps a dead connection, and its thread, for hours."
-        )));
+    let sides = [
+        (
+            "agent",
+            agent_closed,
+            format!(
+                "Where: TODO 4 in {AGENT_FILE}, fn session: a read deadline of two keepalive \
+                 intervals. The service answers each PING with a PONG, so two intervals \
+                 without a byte means the connection is dead, whatever TCP believes: close it \
+                 and reconnect."
+            ),
+        ),
+        (
+            "service",
+            service_closed,
+            format!(
+                "Where: TODO 5 in {SERVER_FILE}, fn two_heartbeats: the HELLO says how often \
+                 the agent will send a PING; with no frame for two intervals, close the \
+                 connection. A service that waits for TCP keeps a dead connection, and its \
+                 thread, for hours."
+            ),
+        ),
+    ];
+    for (side, closed, hint) in sides {
+        if closed.map_or(true, |time| time > limit) {
+            return Err(Failure::new(format!(
+                "after the NAT forgot the connection, the {side} closed it after {}; two \
+                 missed heartbeats ({:.1} s) should be enough to know",
+                shown_time(closed),
+                (keepalive * 2).as_secs_f64()
+            ))
+            .hint(hint));
+        }
     }
     ctx.step("the agent connects again through the NAT");
     let reconnect_by = Instant::now() + seconds(ctx, 5.0);
