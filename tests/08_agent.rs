@@ -1122,7 +1122,7 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
              moment and wait the same times come back in waves that knock it over again.",
         ));
     }
-    let responsive = seconds(ctx, 2.0);
+    let responsive = seconds(ctx, 3.0);
     if slowest_send > responsive {
         return Err(Failure::new(format!(
             "during the storm a SEND waited {:.1} s for its answer",

@@ -221,6 +221,18 @@ fn read_loop(
     writer: &Mutex<TcpStream>,
     deadline: Option<Duration>,
 ) -> Result<(), String> {
+    // Through the writer's lock: an ERR must not land in the middle of a
+    // PUSH that the writer thread is sending.
+    let refuse = |reason: &str| {
+        let reason = reason.to_string();
+        let _ = send(
+            writer,
+            Message::Err {
+                reason: reason.clone(),
+            },
+        );
+        reason
+    };
     loop {
         let body = match read_frame(&mut &*stream) {
             Ok(body) => body,
@@ -231,20 +243,15 @@ fn read_loop(
                     "no heartbeat for {waited:.1} s (two missed): the connection is dead"
                 ));
             }
-            Err(error) => return Err(refuse(stream, &error.to_string())),
+            Err(error) => return Err(refuse(&error.to_string())),
         };
         match Message::parse(&body) {
             Ok(Message::Ping) => send(writer, Message::Pong).map_err(|error| error.to_string())?,
             Ok(Message::Register { app, last }) => service.register(device, connection, &app, last),
             Ok(Message::Unregister { app }) => service.unregister(device, connection, &app),
             Ok(Message::Ack { app, id }) => service.ack(device, &app, id),
-            Ok(_) => {
-                return Err(refuse(
-                    stream,
-                    "an agent sends PING, REGISTER, UNREGISTER or ACK",
-                ))
-            }
-            Err(reason) => return Err(refuse(stream, &reason)),
+            Ok(_) => return Err(refuse("an agent sends PING, REGISTER, UNREGISTER or ACK")),
+            Err(reason) => return Err(refuse(&reason)),
         }
     }
 }
