@@ -177,19 +177,25 @@ struct Device {
     local: SocketAddr,
 }
 
-fn start_agent(ctx: &mut Ctx, name: &str, service: SocketAddr, keepalive: &str) -> Check<Device> {
-    let service = service.to_string();
-    let args = [
+/// The words that start an agent for device `name`, its apps' listener on
+/// a free port.
+fn agent_args<'a>(name: &'a str, service: &'a str, keepalive: &'a str) -> [&'a str; 9] {
+    [
         "agent",
         "--device",
         name,
         "--connect",
-        &service,
+        service,
         "--local",
         "127.0.0.1:0",
         "--keepalive",
         keepalive,
-    ];
+    ]
+}
+
+fn start_agent(ctx: &mut Ctx, name: &str, service: SocketAddr, keepalive: &str) -> Check<Device> {
+    let service = service.to_string();
+    let args = agent_args(name, &service, keepalive);
     let started = ctx.start_server_with(&args).map_err(|failure| {
         failure.more_hint(format!(
             "The agent prints `listening on IP:PORT` for its apps first, as a server does \
@@ -459,7 +465,10 @@ fn one_connection(ctx: &mut Ctx) -> Check<()> {
 
 fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
-    let idle = seconds(ctx, 3.0);
+    // A busy machine may hold back a PONG for a second: heartbeats every 2 s
+    // (dead after 4 s of silence) leave room for that, and stay well below
+    // the NAT's 5 s.
+    let idle = seconds(ctx, 5.0);
     // A NAT for each device: what one agent does never shows in the other's.
     let nat = start_nat(ctx, server.addr, idle)?;
     let bob_nat = start_nat(ctx, server.addr, idle)?;
@@ -472,7 +481,7 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     send(ctx, server.addr, "ada/mail", &first, &[])?;
     wait_shown(ctx, ada_mail, "mail", &first, within)?;
 
-    let every = seconds(ctx, 1.0);
+    let every = seconds(ctx, 2.0);
     ctx.step(format!(
         "device bob: an agent with a heartbeat every {:.1} s, well below the NAT's timeout",
         every.as_secs_f64()
@@ -1007,27 +1016,18 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
     // COURSE_NO_JITTER=1 measures the same storm without jitter (the stage
     // then fails, as it should).
     let no_jitter = std::env::var_os("COURSE_NO_JITTER").is_some_and(|value| value == "1");
-    let mut apps = Vec::new();
+    let (mut apps, mut agents) = (Vec::new(), Vec::new());
     for index in 0..FLEET {
         let name = format!("d{index:03}");
-        let mut args = vec![
-            "agent".to_string(),
-            "--device".into(),
-            name.clone(),
-            "--connect".into(),
-            addr.to_string(),
-            "--local".into(),
-            "127.0.0.1:0".into(),
-            "--keepalive".into(),
-            "60".into(),
-        ];
+        let service = addr.to_string();
+        let mut args = agent_args(&name, &service, "60").to_vec();
         if no_jitter {
-            args.push("--no-jitter".into());
+            args.push("--no-jitter");
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let agent = ctx.start_server_with(&args)?;
         let app = RawApp::register(&name, agent.addr, "app", patience).map_err(Failure::new)?;
         apps.push(app);
+        agents.push(agent.id);
     }
     ctx.step("a first notification to every device: all are connected");
     let first: Vec<String> = (0..FLEET).map(|_| random_text(ctx)).collect();
@@ -1137,7 +1137,19 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
     for (app, text) in apps.iter_mut().zip(&third) {
         app.expect_push(text, deadline).map_err(Failure::new)?;
     }
-    ctx.expect_running(restarted.id)
+    ctx.expect_running(restarted.id)?;
+    // Stopped all at once, not one after another: on a busy machine, 201
+    // programs that each have a moment to exit would take minutes.
+    ctx.step("the fleet and the service are asked to stop (SIGTERM), all together");
+    agents.push(restarted.id);
+    for id in &agents {
+        ctx.process(*id).request_stop();
+    }
+    let deadline = Instant::now() + seconds(ctx, 20.0);
+    for id in &agents {
+        ctx.process(*id).wait_exit(deadline);
+    }
+    Ok(())
 }
 
 fn durable(ctx: &mut Ctx) -> Check<()> {
@@ -1635,17 +1647,7 @@ mod kernel_nat {
         keepalive: &str,
     ) -> Check<ProcessId> {
         let service = service.to_string();
-        let args = [
-            "agent",
-            "--device",
-            name,
-            "--connect",
-            &service,
-            "--local",
-            "127.0.0.1:0",
-            "--keepalive",
-            keepalive,
-        ];
+        let args = agent_args(name, &service, keepalive);
         let (_, local) = start_in(ctx, &lab.device, &args, true)?;
         let local = local.expect("an address").to_string();
         let (app, _) = start_in(
