@@ -14,6 +14,7 @@
 //!     cargo run -- lossy --to 127.0.0.1:7009 --loss 20   a bad network for lesson 09
 //!     cargo run --release -- game-bench 127.0.0.1:7009   lesson 09's bytes and delay
 //!     cargo run --release -- bench               solutions beside nginx, wrk, python3
+//!     cargo run -- nat --idle 5 --to 127.0.0.1:7008
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -95,6 +96,8 @@ enum Action {
     /// echo server, where installed: medians and ratios, as a table. Build
     /// with --release (`cargo run --release -- bench`).
     Bench(course::commands::bench::BenchArgs),
+    /// A userspace NAT: relays TCP and silently forgets idle connections.
+    Nat(course::net::nat::NatArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Action::Bench(args) => {
             course::commands::bench::run(project(), &args).map(|()| ExitCode::SUCCESS)
         }
+        Action::Nat(args) => course::net::nat::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
