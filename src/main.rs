@@ -15,6 +15,8 @@
 //!     cargo run --release -- web-bench 127.0.0.1:7006    lesson 06's four ways, measured
 //!     cargo run -- lossy --to 127.0.0.1:7009 --loss 20   a bad network for lesson 09
 //!     cargo run --release -- game-bench 127.0.0.1:7009   lesson 09's bytes and delay
+//!     cargo run --release -- bench               solutions beside nginx, wrk, python3
+//!     cargo run -- nat --idle 5 --to 127.0.0.1:7008
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -101,6 +103,12 @@ enum Action {
     /// Lesson 06's four ways against a running server: delay, requests and
     /// bytes per line, directly and through both middleboxes.
     WebBench(course::net::webbench::WebBenchArgs),
+    /// The reference solutions side by side with nginx, wrk and a Python
+    /// echo server, where installed: medians and ratios, as a table. Build
+    /// with --release (`cargo run --release -- bench`).
+    Bench(course::commands::bench::BenchArgs),
+    /// A userspace NAT: relays TCP and silently forgets idle connections.
+    Nat(course::net::nat::NatArgs),
 }
 
 /// The project the course tool belongs to, wherever it is run from.
@@ -130,6 +138,10 @@ fn main() -> ExitCode {
         Action::PushBench(args) => course::net::push_bench::run(&args).map(|()| ExitCode::SUCCESS),
         Action::Proxy(args) => course::net::proxy::run(&args).map(|()| ExitCode::SUCCESS),
         Action::WebBench(args) => course::net::webbench::run(&args).map(|()| ExitCode::SUCCESS),
+        Action::Bench(args) => {
+            course::commands::bench::run(project(), &args).map(|()| ExitCode::SUCCESS)
+        }
+        Action::Nat(args) => course::net::nat::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -37,9 +37,13 @@ const RESPONSE_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the lingering close (close_after_answer) lasts, at most.
 const LINGER_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Connections served at once. Each costs a thread; past this many, a new
-/// one gets 503 and is closed rather than exhausting the machine.
-const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once. Each costs a thread, a socket and two 8 KiB
+/// buffers: an idle one, some 40 KiB of memory (a thread's stack is
+/// reserved at 2 MiB but used a page at a time). Past this many, a new one
+/// gets 503 and is closed rather than exhausting the machine. The system
+/// must let the process hold as many files (`ulimit -n`); where it allows
+/// 1024, `accept` fails sooner ("Too many open files").
+const MAX_CONNECTIONS: usize = 10_000;
 
 /// Serve the files under `root` on `addr` until stopped.
 pub fn run(addr: &str, root: &Path) -> Result<()> {
@@ -121,15 +125,10 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
     // client acknowledges the previous one, up to 40 ms later.
     stream.set_nodelay(true)?;
     // The reader keeps what arrived past one request: a pipelined request
-    // waits there for its turn.
-    let mut reader = BufReader::new(TimedStream {
-        stream: stream.try_clone()?,
-        deadline: Instant::now(),
-    });
-    let mut writer = BufWriter::new(TimedStream {
-        stream,
-        deadline: Instant::now(),
-    });
+    // waits there for its turn. Reader and writer borrow the one socket:
+    // one file descriptor per connection (`try_clone` would make it two).
+    let mut reader = BufReader::new(TimedStream::new(&stream));
+    let mut writer = BufWriter::new(TimedStream::new(&stream));
     loop {
         // The wait for the next request and its whole head: one deadline.
         reader.get_mut().deadline = Instant::now() + HEAD_DEADLINE;
@@ -168,35 +167,66 @@ fn serve_connection(stream: TcpStream, root: &Path, peer: &str) -> Result<()> {
     }
 }
 
+/// How much later than its deadline a wait may end. Setting a socket's
+/// timeout is a system call; made before every read and write, it cost
+/// about a tenth of the requests a second
+/// (slides/02-http.md, "A deadline, cheaply"). So the timeout is set again
+/// only when the one in place would end the wait before the deadline, or
+/// more than this after it.
+const DEADLINE_SLACK: Duration = Duration::from_millis(100);
+
 /// The socket, read or written against one deadline however many reads or
 /// writes it takes: each may wait only for the time that is left.
-struct TimedStream {
-    stream: TcpStream,
+struct TimedStream<'a> {
+    stream: &'a TcpStream,
     deadline: Instant,
+    /// The timeout in place on the socket for this direction, if any.
+    timeout: Option<Duration>,
 }
 
-impl TimedStream {
-    /// The time left, or TimedOut once there is none: `set_read_timeout`
-    /// and `set_write_timeout` refuse zero, which would mean "no timeout".
-    fn time_left(&self) -> io::Result<Duration> {
+impl<'a> TimedStream<'a> {
+    fn new(stream: &'a TcpStream) -> TimedStream<'a> {
+        TimedStream {
+            stream,
+            deadline: Instant::now(),
+            timeout: None,
+        }
+    }
+
+    /// The timeout the next wait needs, or `None` when the one in place
+    /// will do: it ends no sooner than the deadline, and at most
+    /// DEADLINE_SLACK later. TimedOut once no time is left:
+    /// `set_read_timeout` and `set_write_timeout` refuse zero, which would
+    /// mean "no timeout".
+    fn timeout_to_set(&mut self) -> io::Result<Option<Duration>> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ErrorKind::TimedOut.into());
         }
-        Ok(left)
+        match self.timeout {
+            Some(set) if set >= left && set - left <= DEADLINE_SLACK => Ok(None),
+            _ => {
+                self.timeout = Some(left);
+                Ok(Some(left))
+            }
+        }
     }
 }
 
-impl Read for TimedStream {
+impl Read for TimedStream<'_> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        self.stream.set_read_timeout(Some(self.time_left()?))?;
+        if let Some(timeout) = self.timeout_to_set()? {
+            self.stream.set_read_timeout(Some(timeout))?;
+        }
         self.stream.read(buffer)
     }
 }
 
-impl Write for TimedStream {
+impl Write for TimedStream<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.stream.set_write_timeout(Some(self.time_left()?))?;
+        if let Some(timeout) = self.timeout_to_set()? {
+            self.stream.set_write_timeout(Some(timeout))?;
+        }
         self.stream.write(bytes)
     }
 
@@ -291,7 +321,7 @@ fn open_without_waiting(path: &Path) -> io::Result<File> {
 /// our answer before the client reads it. So: end our side (the client
 /// reads the answer, then end of stream), read and throw away what the
 /// client still sends, 64 KiB and LINGER_DEADLINE at most, then close.
-fn close_after_answer(mut reader: TimedStream) {
+fn close_after_answer(mut reader: TimedStream<'_>) {
     let _ = reader.stream.shutdown(Shutdown::Write);
     reader.deadline = Instant::now() + LINGER_DEADLINE;
     // Ends at the client's close, at the deadline or at 64 KiB, whichever

@@ -163,9 +163,11 @@ fn parse_request_line(line: &str) -> Result<Request, ReadError> {
     if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err(bad_request("the method is not a word"));
     }
-    if !target.starts_with('/') {
-        return Err(bad_request("the target does not start with /"));
-    }
+    let Some(target) = origin_form(target) else {
+        return Err(bad_request(
+            "the target is neither /PATH nor http://HOST/PATH",
+        ));
+    };
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
         if !is_http_version(version) {
             return Err(bad_request("the version is not HTTP/x.y"));
@@ -179,7 +181,7 @@ fn parse_request_line(line: &str) -> Result<Request, ReadError> {
     }
     Ok(Request {
         method: method.to_string(),
-        target: target.to_string(),
+        target,
         version: version.to_string(),
         headers: Vec::new(),
     })
@@ -195,6 +197,35 @@ fn is_http_version(text: &str) -> bool {
         && number[0].is_ascii_digit()
         && number[1] == b'.'
         && number[2].is_ascii_digit()
+}
+
+/// The path of a request target, with its query: `/style.css` as it is, or
+/// the absolute form, `http://HOST/style.css`, as `/style.css`. A client
+/// talking to a proxy sends the absolute form, and a server must accept it
+/// too (RFC 9112, section 3.2.2). Its HOST is this server, whatever it is
+/// called: the one site served here. `None` for anything else.
+fn origin_form(target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return Some(target.to_string());
+    }
+    const SCHEME: &str = "http://";
+    let scheme = target.get(..SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    // The authority (HOST, or HOST:PORT) ends where the path or the query
+    // begins; an empty path is `/` (section 3.2.1).
+    let rest = &target[SCHEME.len()..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() {
+        return None;
+    }
+    Some(if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    })
 }
 
 /// `Host: example.com`: a name, a colon, a value with spaces around it.

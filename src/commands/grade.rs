@@ -30,18 +30,26 @@ pub enum Subject {
 /// return where each suite's executable is, by test target (`01_echo`).
 /// Compile errors reach the user as cargo prints them.
 pub fn build_suites(project: &Path, lessons: &[Lesson]) -> Result<BTreeMap<String, PathBuf>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(&cargo);
-    command.current_dir(project).args([
-        "test",
-        "--no-run",
-        "--quiet",
-        "--message-format=json-render-diagnostics",
-    ]);
+    let mut args = vec!["test".to_string(), "--no-run".to_string()];
     for lesson in lessons {
-        command.args(["--test", &lesson.test_target()]);
+        args.extend(["--test".to_string(), lesson.test_target()]);
     }
-    let output = command
+    cargo_build(project, &args, "test")
+}
+
+/// Run cargo with `args` (a build) in `project`, and return the executables
+/// of the targets of `kind` it built, by target name. Compile errors reach
+/// the user as cargo prints them.
+pub fn cargo_build(
+    project: &Path,
+    args: &[String],
+    kind: &str,
+) -> Result<BTreeMap<String, PathBuf>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(&cargo)
+        .current_dir(project)
+        .args(args)
+        .args(["--quiet", "--message-format=json-render-diagnostics"])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -49,11 +57,15 @@ pub fn build_suites(project: &Path, lessons: &[Lesson]) -> Result<BTreeMap<Strin
     if !output.status.success() {
         bail!("the project does not compile: cargo's first error is above");
     }
-    Ok(suites_in(&String::from_utf8_lossy(&output.stdout)))
+    Ok(executables_in(
+        &String::from_utf8_lossy(&output.stdout),
+        kind,
+    ))
 }
 
-/// The test executables named in cargo's JSON messages.
-fn suites_in(messages: &str) -> BTreeMap<String, PathBuf> {
+/// The executables of targets of `kind` (`test`, `bin`) named in cargo's
+/// JSON messages, by target name.
+fn executables_in(messages: &str, kind: &str) -> BTreeMap<String, PathBuf> {
     #[derive(Deserialize)]
     struct Message {
         reason: String,
@@ -71,8 +83,8 @@ fn suites_in(messages: &str) -> BTreeMap<String, PathBuf> {
         .filter(|message| message.reason == "compiler-artifact")
         .filter_map(|message| {
             let target = message.target?;
-            let is_test = target.kind.iter().any(|kind| kind == "test");
-            is_test.then_some((target.name, message.executable?))
+            let wanted = target.kind.iter().any(|candidate| candidate == kind);
+            wanted.then_some((target.name, message.executable?))
         })
         .collect()
 }
@@ -156,7 +168,7 @@ mod tests {
             r#"{"reason":"build-finished","success":true}"#,
             "\nnot json\n"
         );
-        let suites = suites_in(messages);
+        let suites = executables_in(messages, "test");
         assert_eq!(suites.len(), 1);
         assert_eq!(suites["01_echo"], PathBuf::from("/x/01_echo-1"));
     }

@@ -1,6 +1,7 @@
 //! The parts of the `course` command that are not network tools: the board,
 //! grading, and the check of slides against code.
 
+pub mod bench;
 pub mod board;
 pub mod classroom;
 pub mod grade;

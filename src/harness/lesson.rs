@@ -114,6 +114,13 @@ pub const LESSONS: &[Lesson] = &[
         first_file: "device.rs",
     },
     Lesson {
+        number: "08",
+        slug: "agent",
+        title: "agent: one connection for every app, kept alive",
+        port: 7008,
+        first_file: "agent.rs",
+    },
+    Lesson {
         number: "09",
         slug: "game",
         title: "game: only information travels, over UDP",

@@ -60,6 +60,45 @@ pub enum Protocol {
 
 /// Run the load and print what it measured.
 pub fn run(args: &LoadArgs) -> Result<()> {
+    let run = execute(args, true)?;
+    print_summary(&run.tally, &run.latencies, run.took);
+    print_first_replies(&run.first_replies, args.clients);
+    if run.tally.done.load(Ordering::Relaxed) == 0 {
+        bail!("no request succeeded against {}", args.addr);
+    }
+    Ok(())
+}
+
+/// What one load run measured, for a program to compare (`course bench`).
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub requests: u64,
+    pub errors: u64,
+    pub per_second: f64,
+    pub p99: Duration,
+}
+
+/// Run the load without a word on stderr, and return what it measured.
+pub fn measure(args: &LoadArgs) -> Result<Measured> {
+    let run = execute(args, false)?;
+    let requests = run.tally.done.load(Ordering::Relaxed);
+    Ok(Measured {
+        requests,
+        errors: run.tally.errors.load(Ordering::Relaxed),
+        per_second: requests as f64 / run.took.as_secs_f64().max(1e-9),
+        p99: Duration::from_micros(run.latencies.percentile(0.99)),
+    })
+}
+
+/// A run's tallies and latencies, before anyone reads them.
+struct Run {
+    tally: Tally,
+    latencies: Histogram,
+    first_replies: Histogram,
+    took: Duration,
+}
+
+fn execute(args: &LoadArgs, progress: bool) -> Result<Run> {
     let addr = args
         .addr
         .to_socket_addrs()
@@ -85,14 +124,16 @@ pub fn run(args: &LoadArgs) -> Result<()> {
     let protocol = clap::ValueEnum::to_possible_value(&args.protocol)
         .map(|value| value.get_name().to_string())
         .unwrap_or_default();
-    eprintln!(
-        "load: {} clients, {}, {protocol} protocol, against {addr}",
-        args.clients,
-        match until {
-            Until::Requests(count) => format!("{count} requests each"),
-            Until::Deadline(time) => format!("for {:.1} s", time.as_secs_f64()),
-        },
-    );
+    if progress {
+        eprintln!(
+            "load: {} clients, {}, {protocol} protocol, against {addr}",
+            args.clients,
+            match until {
+                Until::Requests(count) => format!("{count} requests each"),
+                Until::Deadline(time) => format!("for {:.1} s", time.as_secs_f64()),
+            },
+        );
+    }
     let tally = Tally::default();
     let started = Instant::now();
     let (latencies, first_replies) = thread::scope(|scope| {
@@ -102,7 +143,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
                 scope.spawn(move || run_client(plan, number, tally, started))
             })
             .collect();
-        show_progress(&tally, &plan, started, args.clients);
+        show_progress(&tally, &plan, started, args.clients, progress);
         let mut all = Histogram::default();
         let mut first_replies = Histogram::default();
         for client in clients {
@@ -114,13 +155,12 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         }
         (all, first_replies)
     });
-    let took = started.elapsed();
-    print_summary(&tally, &latencies, took);
-    print_first_replies(&first_replies, args.clients);
-    if tally.done.load(Ordering::Relaxed) == 0 {
-        bail!("no request succeeded against {addr}");
-    }
-    Ok(())
+    Ok(Run {
+        tally,
+        latencies,
+        first_replies,
+        took: started.elapsed(),
+    })
 }
 
 /// When each client stops.
@@ -377,10 +417,10 @@ fn unexpected(reply: &str) -> io::Error {
     )
 }
 
-/// A line on stderr each second while the clients run; on a terminal, the
-/// same line rewritten in place.
-fn show_progress(tally: &Tally, plan: &Plan, started: Instant, clients: u32) {
-    let terminal = io::stderr().is_terminal();
+/// A line on stderr each second while the clients run (when `visible`); on a
+/// terminal, the same line rewritten in place.
+fn show_progress(tally: &Tally, plan: &Plan, started: Instant, clients: u32, visible: bool) {
+    let terminal = visible && io::stderr().is_terminal();
     let mut next = started + Duration::from_secs(1);
     while tally.finished_clients.load(Ordering::Relaxed) < u64::from(clients) {
         // A short sleep, not a wait on the clients: this thread only reads
@@ -392,7 +432,7 @@ fn show_progress(tally: &Tally, plan: &Plan, started: Instant, clients: u32) {
                 tally.stop.store(true, Ordering::Relaxed);
             }
         }
-        if Instant::now() >= next {
+        if visible && Instant::now() >= next {
             next += Duration::from_secs(1);
             let line = format!(
                 "{:6.1} s  {:>9} requests  {:>6} errors  {:>5} clients done",

@@ -5,6 +5,7 @@
 pub mod game_bench;
 pub mod load;
 pub mod lossy;
+pub mod nat;
 pub mod proxy;
 pub mod push_bench;
 pub mod tap;

@@ -1,0 +1,301 @@
+//! The device's push agent (what Play Services is for FCM, apsd for APNs):
+//! one outgoing connection to the service for the whole device, kept alive
+//! with heartbeats, and a local listener where the device's apps register.
+//! A notification comes down the one connection with its app's name and
+//! stream id, and goes to that app.
+
+use std::collections::BTreeMap;
+use std::io::{self, ErrorKind, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+
+use crate::backoff::Backoff;
+use crate::frame::{read_frame, write_frame, FrameError};
+use crate::protocol::Message;
+
+/// Apps registered at once: each holds a socket and a thread.
+const MAX_APPS: usize = 64;
+/// How long to wait for a connection, the service's WELCOME, or an app's
+/// first frame.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+/// How long a write may wait for a reader: the service, or an app.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Agent {
+    device: String,
+    service: String,
+    keepalive: Duration,
+    /// Each registered app's connection, and a number to tell a
+    /// registration from a later one under the same name.
+    apps: Mutex<BTreeMap<String, (u64, TcpStream)>>,
+    /// For each app, the last stream id handed to it: what the agent
+    /// acknowledges, and how it knows a notification sent again.
+    shown: Mutex<BTreeMap<String, u64>>,
+    /// The connection to the service, while there is one.
+    uplink: Mutex<Option<TcpStream>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn run(
+    device: &str,
+    service: &str,
+    local: &str,
+    keepalive: Duration,
+    jitter: bool,
+) -> Result<()> {
+    let listener = TcpListener::bind(local).map_err(|error| match error.kind() {
+        ErrorKind::AddrInUse => anyhow!("address {local} is already in use"),
+        _ => anyhow!("cannot listen on {local}: {error}"),
+    })?;
+    println!("listening on {}", listener.local_addr()?);
+    io::stdout().flush()?;
+    let agent = Arc::new(Agent {
+        device: device.to_string(),
+        service: service.to_string(),
+        keepalive,
+        apps: Mutex::new(BTreeMap::new()),
+        shown: Mutex::new(BTreeMap::new()),
+        uplink: Mutex::new(None),
+    });
+    let for_apps = Arc::clone(&agent);
+    thread::spawn(move || accept_apps(&listener, &for_apps));
+    stay_connected(&agent, Backoff::new(jitter))
+}
+
+/// Connect, and connect again whenever the connection ends, for ever.
+fn stay_connected(agent: &Agent, mut backoff: Backoff) -> ! {
+    loop {
+        match agent.session() {
+            Ok(why) => {
+                say(format!("connection to {} lost: {why}", agent.service));
+                backoff.reset();
+            }
+            Err(why) => say(format!(
+                "cannot reach the service at {}: {why}",
+                agent.service
+            )),
+        }
+        let delay = backoff.next_delay();
+        say(format!("reconnecting in {:.2} s", delay.as_secs_f64()));
+        thread::sleep(delay);
+    }
+}
+
+fn say(line: String) {
+    println!("{line}");
+    let _ = io::stdout().flush();
+}
+
+impl Agent {
+    /// One connection to the service, from connect to its end: `Err` if it
+    /// never got as far as `WELCOME`, otherwise why it ended.
+    fn session(&self) -> Result<String, String> {
+        let addr = self
+            .service
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or("not an address")?;
+        let stream =
+            TcpStream::connect_timeout(&addr, HANDSHAKE).map_err(|error| error.to_string())?;
+        let setup = stream
+            .set_read_timeout(Some(HANDSHAKE))
+            .and_then(|()| stream.set_write_timeout(Some(WRITE_WAIT)))
+            .and_then(|()| stream.set_nodelay(true));
+        setup.map_err(|error| error.to_string())?;
+        self.hello(&stream).map_err(|error| error.to_string())?;
+        match read_frame(&mut &stream).map(|body| Message::parse(&body)) {
+            Ok(Ok(Message::Welcome)) => {}
+            Ok(Ok(Message::Err { reason })) => return Err(format!("refused: {reason}")),
+            Ok(_) => return Err("the service did not answer WELCOME".into()),
+            Err(error) => return Err(error.to_string()),
+        }
+        say(format!("connected to {} as {}", self.service, self.device));
+        // TODO 4 (slides/08-agent.md, "Two missed heartbeats"): unless the
+        // keepalive is zero, the deadline is two keepalive intervals: the
+        // service answers each PING with a PONG, so two intervals without a
+        // byte means the connection is dead, whatever TCP believes.
+        let deadline: Option<Duration> = None;
+        stream
+            .set_read_timeout(deadline)
+            .map_err(|error| error.to_string())?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let ended = thread::scope(|scope| {
+            if !self.keepalive.is_zero() {
+                let stream = &stream;
+                scope.spawn(move || self.heartbeats(stream, &stopped));
+            }
+            let ended = self.read_loop(&stream, deadline);
+            *lock(&self.uplink) = None;
+            let _ = stream.shutdown(Shutdown::Both);
+            drop(stop);
+            ended
+        });
+        Ok(ended)
+    }
+
+    /// Say who the device is and which apps run on it, and from now on
+    /// send through this connection.
+    fn hello(&self, stream: &TcpStream) -> io::Result<()> {
+        // TODO 1 (slides/08-agent.md, "One agent, one connection"): write
+        // a `Message::Hello` with this device's name and keepalive (see
+        // `write_frame` and `Message::encode`). Then, holding the apps' lock
+        // and `shown`, a `Message::Register` for each app in `apps`, with
+        // the last stream id handed to it (0 if none). Under the apps' lock,
+        // an app that registers meanwhile is sent either here or by its own
+        // registration, never by neither.
+        let _apps = lock(&self.apps);
+        *lock(&self.uplink) = Some(stream.try_clone()?);
+        Ok(())
+    }
+
+    /// A `PING` every keepalive interval until the session stops.
+    fn heartbeats(&self, stream: &TcpStream, stopped: &mpsc::Receiver<()>) {
+        // TODO 3 (slides/08-agent.md, "Heartbeats"): as long as
+        // `stopped.recv_timeout(self.keepalive)` returns
+        // `Err(RecvTimeoutError::Timeout)` (nobody stopped the session),
+        // send `Message::Ping` with `self.to_service`; if that fails, shut
+        // `stream` down (the read loop then ends) and return.
+        let _ = (stream, stopped.recv(), RecvTimeoutError::Timeout);
+    }
+
+    /// Send to the service if connected; false if the write failed.
+    fn to_service(&self, message: &Message) -> bool {
+        match lock(&self.uplink).as_mut() {
+            Some(stream) => write_frame(stream, &message.encode()).is_ok(),
+            None => true,
+        }
+    }
+
+    fn read_loop(&self, stream: &TcpStream, deadline: Option<Duration>) -> String {
+        loop {
+            let body = match read_frame(&mut &*stream) {
+                Ok(body) => body,
+                Err(FrameError::Silent) => {
+                    let waited = deadline.unwrap_or_default().as_secs_f64();
+                    return format!(
+                        "no answer for {waited:.1} s (two heartbeats): the connection is dead"
+                    );
+                }
+                Err(FrameError::Closed) => return "the service closed the connection".into(),
+                Err(error) => return error.to_string(),
+            };
+            match Message::parse(&body) {
+                Ok(Message::Push { app, id, text }) => self.deliver(&app, id, &text),
+                Ok(Message::Pong) => {}
+                Ok(Message::Err { reason }) => return format!("the service said: {reason}"),
+                Ok(other) => return format!("unexpected {:?}", other.encode()),
+                Err(reason) => return format!("a frame that makes no sense: {reason}"),
+            }
+        }
+    }
+
+    /// Hand a notification to its app, once, and acknowledge its position.
+    fn deliver(&self, app: &str, id: u64, text: &str) {
+        let mut apps = lock(&self.apps);
+        let Some((_, app_stream)) = apps.get_mut(app) else {
+            // Not running (it stopped a moment ago): the service sends it
+            // again when the app registers.
+            return;
+        };
+        let mut shown = lock(&self.shown);
+        let last = shown.entry(app.to_string()).or_insert(0);
+        // TODO 6 (slides/08-agent.md, "Acknowledge by position"): after a
+        // reconnect the service sends again what it has not seen
+        // acknowledged. Hand the notification over only if `id` is above
+        // `*last` (otherwise this app has it already), then set `*last` to
+        // `id`; either way, send the service `Message::Ack` with `*last`.
+        let push = Message::Push {
+            app: app.to_string(),
+            id,
+            text: text.to_string(),
+        };
+        if write_frame(app_stream, &push.encode()).is_err() {
+            apps.remove(app);
+            self.to_service(&Message::Unregister {
+                app: app.to_string(),
+            });
+            return;
+        }
+        let _ = last;
+    }
+}
+
+fn accept_apps(listener: &TcpListener, agent: &Arc<Agent>) {
+    let mut numbers = 0u64;
+    for stream in listener.incoming().flatten() {
+        numbers += 1;
+        let (agent, number) = (Arc::clone(agent), numbers);
+        thread::spawn(move || serve_app(&stream, &agent, number));
+    }
+}
+
+/// One app, from its `REGISTER` to its end.
+fn serve_app(stream: &TcpStream, agent: &Agent, number: u64) {
+    let _ = stream.set_read_timeout(Some(HANDSHAKE));
+    let _ = stream.set_write_timeout(Some(WRITE_WAIT));
+    let app = match read_frame(&mut &*stream).map(|body| Message::parse(&body)) {
+        Ok(Ok(Message::Register { app, .. })) => app,
+        Ok(Ok(_)) => return refuse(stream, "an app starts with REGISTER NAME 0"),
+        Ok(Err(reason)) => return refuse(stream, &reason),
+        Err(error) => return refuse(stream, &error.to_string()),
+    };
+    {
+        let mut apps = lock(&agent.apps);
+        if apps.contains_key(&app) {
+            return refuse(
+                stream,
+                &format!("an app called {app} is registered already"),
+            );
+        }
+        if apps.len() >= MAX_APPS {
+            return refuse(stream, &format!("{MAX_APPS} apps are registered already"));
+        }
+        let Ok(clone) = stream.try_clone() else {
+            return;
+        };
+        if write_frame(&mut &*stream, &Message::Ok { id: 0 }.encode()).is_err() {
+            return;
+        }
+        apps.insert(app.clone(), (number, clone));
+        let last = lock(&agent.shown).get(&app).copied().unwrap_or(0);
+        agent.to_service(&Message::Register {
+            app: app.clone(),
+            last,
+        });
+    }
+    say(format!("app {app} registered"));
+    // An app says nothing more; its end (a close or a reset) unregisters it.
+    let _ = stream.set_read_timeout(None);
+    while read_frame(&mut &*stream).is_ok() {}
+    let mut apps = lock(&agent.apps);
+    if apps
+        .get(&app)
+        .is_some_and(|(registered, _)| *registered == number)
+    {
+        apps.remove(&app);
+        agent.to_service(&Message::Unregister { app: app.clone() });
+        say(format!("app {app} left"));
+    }
+}
+
+fn refuse(stream: &TcpStream, reason: &str) {
+    let _ = write_frame(
+        &mut &*stream,
+        &Message::Err {
+            reason: reason.to_string(),
+        }
+        .encode(),
+    );
+    let _ = stream.shutdown(Shutdown::Both);
+}

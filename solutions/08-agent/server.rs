@@ -1,0 +1,254 @@
+//! The push service: devices connect to it and stay connected; application
+//! servers connect to hand it notifications. A connection's first frame
+//! says which it is: `HELLO` (an agent) or `SEND` (a sender).
+
+use std::io::{self, ErrorKind, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::disk::Disk;
+use crate::frame::{read_frame, write_frame, FrameError};
+use crate::protocol::Message;
+use crate::store::Service;
+
+/// Connections served at once; each costs a descriptor and two threads.
+const MAX_CONNECTIONS: usize = 1000;
+/// How long a new connection has to say who it is, and a sender to send
+/// its next notification.
+const FIRST_FRAME: Duration = Duration::from_secs(10);
+/// How long a write may wait for an agent without heartbeats to read.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+
+/// Bind `addr`, say where we listen, and serve every connection at once.
+pub fn run(addr: &str, data: Option<&Path>) -> Result<()> {
+    let disk = match data {
+        Some(folder) => {
+            Some(Disk::open(folder).with_context(|| format!("cannot use {}", folder.display()))?)
+        }
+        None => None,
+    };
+    let service = Service::open(disk).context("cannot read the saved notifications")?;
+    let listener = bind_listener(addr)?;
+    println!("listening on {}", listener.local_addr()?);
+    io::stdout().flush()?;
+    accept_loop(&listener, Arc::new(service));
+    Ok(())
+}
+
+fn bind_listener(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|error| match error.kind() {
+        ErrorKind::AddrInUse => anyhow!("address {addr} is already in use"),
+        ErrorKind::AddrNotAvailable => anyhow!("address {addr} is not an address of this machine"),
+        _ => anyhow!("cannot listen on {addr}: {error}"),
+    })
+}
+
+fn accept_loop(listener: &TcpListener, service: Arc<Service>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    for connection in listener.incoming() {
+        let Ok(stream) = connection else {
+            continue;
+        };
+        if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            let _ = reply(
+                &stream,
+                Message::Err {
+                    reason: "the service is full; try again later".into(),
+                },
+            );
+            continue;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
+        let (service, still_open) = (Arc::clone(&service), Arc::clone(&open));
+        let spawned = thread::Builder::new().spawn(move || {
+            if let Err(error) = serve(&stream, &service) {
+                let peer = stream.peer_addr().map(|peer| peer.to_string());
+                println!("{}: {error}", peer.unwrap_or_default());
+            }
+            let _ = stream.shutdown(Shutdown::Both);
+            still_open.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn reply(mut stream: &TcpStream, message: Message) -> io::Result<()> {
+    write_frame(&mut stream, &message.encode())
+}
+
+/// Serve one connection to its end; its trouble is its own.
+fn serve(stream: &TcpStream, service: &Service) -> Result<(), String> {
+    stream
+        .set_read_timeout(Some(FIRST_FRAME))
+        .and_then(|()| stream.set_write_timeout(Some(WRITE_WAIT)))
+        .map_err(|error| error.to_string())?;
+    let first = read_frame(&mut &*stream).map_err(|error| refuse(stream, &error.to_string()))?;
+    match Message::parse(&first) {
+        Ok(Message::Hello { device, keepalive }) => {
+            serve_agent(stream, service, &device, keepalive)
+        }
+        Ok(send @ Message::Send { .. }) => serve_sender(stream, service, send),
+        Ok(_) => Err(refuse(stream, "a connection starts with HELLO or SEND")),
+        Err(reason) => Err(refuse(stream, &reason)),
+    }
+}
+
+/// Tell the peer why it is cut off, and give the reason for the log.
+fn refuse(stream: &TcpStream, reason: &str) -> String {
+    let _ = reply(
+        stream,
+        Message::Err {
+            reason: reason.to_string(),
+        },
+    );
+    reason.to_string()
+}
+
+/// A sender: each `SEND` is answered `OK <id>` once the notification is
+/// safe, or `ERR` and why.
+fn serve_sender(stream: &TcpStream, service: &Service, first: Message) -> Result<(), String> {
+    let mut message = first;
+    loop {
+        let Message::Send {
+            device,
+            app,
+            ttl,
+            collapse,
+            text,
+        } = message
+        else {
+            return Err(refuse(stream, "a sender sends only SEND"));
+        };
+        let answer = match service.accept(&device, &app, ttl, collapse, text) {
+            Ok(id) => Message::Ok { id },
+            Err(reason) => Message::Err { reason },
+        };
+        reply(stream, answer).map_err(|error| error.to_string())?;
+        message = match read_frame(&mut &*stream) {
+            Ok(body) => Message::parse(&body).map_err(|reason| refuse(stream, &reason))?,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(error) => return Err(refuse(stream, &error.to_string())),
+        };
+    }
+}
+
+/// An agent: notifications go out as they come, while this thread reads
+/// heartbeats, registrations and acknowledgements.
+fn serve_agent(
+    stream: &TcpStream,
+    service: &Service,
+    device: &str,
+    keepalive: Duration,
+) -> Result<(), String> {
+    let deadline = two_heartbeats(keepalive);
+    stream
+        .set_read_timeout(deadline)
+        .and_then(|()| stream.set_write_timeout(Some(deadline.unwrap_or(WRITE_WAIT))))
+        .map_err(|error| error.to_string())?;
+    let writer = Mutex::new(stream.try_clone().map_err(|error| error.to_string())?);
+    let connection = service.connect(device);
+    println!("{device}: connected (connection {connection})");
+    send(&writer, Message::Welcome).map_err(|error| error.to_string())?;
+    let ended = thread::scope(|scope| {
+        scope.spawn(|| {
+            push_loop(service, device, connection, &writer);
+            // Unblocks the read below when a newer connection replaced this
+            // one, or a write failed.
+            let _ = stream.shutdown(Shutdown::Both);
+        });
+        let ended = read_loop(stream, service, device, connection, &writer, deadline);
+        service.disconnect(device, connection);
+        let _ = stream.shutdown(Shutdown::Both);
+        ended
+    });
+    println!(
+        "{device}: connection {connection} closed: {}",
+        ended.err().unwrap_or_else(|| "the agent left".into())
+    );
+    Ok(())
+}
+
+/// How long an agent's connection may stay silent, or a write wait: two
+/// heartbeats. Without heartbeats, no limit on silence.
+fn two_heartbeats(keepalive: Duration) -> Option<Duration> {
+    // Two heartbeats missed and the connection is dead, whatever TCP says:
+    // a NAT that forgot it drops every segment without a word.
+    (!keepalive.is_zero()).then(|| keepalive * 2)
+}
+
+fn send(writer: &Mutex<TcpStream>, message: Message) -> io::Result<()> {
+    let mut stream = writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    write_frame(&mut *stream, &message.encode())
+}
+
+/// Send every notification for a registered app, as it comes, until the
+/// connection is no longer the device's or a write fails.
+fn push_loop(service: &Service, device: &str, connection: u64, writer: &Mutex<TcpStream>) {
+    while let Some(batch) = service.next_to_send(device, connection) {
+        for (app, note) in batch {
+            let push = Message::Push {
+                app,
+                id: note.id,
+                text: note.text,
+            };
+            if send(writer, push).is_err() {
+                // Not read for two heartbeats (or WRITE_WAIT): only this
+                // connection goes. What was not acknowledged still waits.
+                return;
+            }
+        }
+    }
+}
+
+fn read_loop(
+    stream: &TcpStream,
+    service: &Service,
+    device: &str,
+    connection: u64,
+    writer: &Mutex<TcpStream>,
+    deadline: Option<Duration>,
+) -> Result<(), String> {
+    // Through the writer's lock: an ERR must not land in the middle of a
+    // PUSH that the writer thread is sending.
+    let refuse = |reason: &str| {
+        let reason = reason.to_string();
+        let _ = send(
+            writer,
+            Message::Err {
+                reason: reason.clone(),
+            },
+        );
+        reason
+    };
+    loop {
+        let body = match read_frame(&mut &*stream) {
+            Ok(body) => body,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(FrameError::Silent) => {
+                let waited = deadline.unwrap_or_default().as_secs_f64();
+                return Err(format!(
+                    "no heartbeat for {waited:.1} s (two missed): the connection is dead"
+                ));
+            }
+            Err(error) => return Err(refuse(&error.to_string())),
+        };
+        match Message::parse(&body) {
+            Ok(Message::Ping) => send(writer, Message::Pong).map_err(|error| error.to_string())?,
+            Ok(Message::Register { app, last }) => service.register(device, connection, &app, last),
+            Ok(Message::Unregister { app }) => service.unregister(device, connection, &app),
+            Ok(Message::Ack { app, id }) => service.ack(device, &app, id),
+            Ok(_) => return Err(refuse("an agent sends PING, REGISTER, UNREGISTER or ACK")),
+            Err(reason) => return Err(refuse(&reason)),
+        }
+    }
+}

@@ -1,0 +1,825 @@
+//! `course bench`: the reference solutions side by side with the servers a
+//! student would pick instead, on this machine, in one run.
+//!
+//!     cargo run --release -- bench
+//!
+//! Each case runs the solution and its peer in turn (solution, peer,
+//! solution, peer...), so that a machine that gets busier halfway hurts
+//! both alike, and prints the median of the rounds. The peers: a 15-line
+//! Python echo server for lesson 01, nginx with two workers serving the
+//! same file for lesson 02, measured with wrk and with the course's own load
+//! tool. A peer that is not installed is skipped, and the table says so.
+//! Lesson 05's cases have no peer here: they print what the room achieved.
+//! Everything runs on loopback; the load shares the cores with the server.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::commands::grade::cargo_build;
+use crate::harness::process::Running;
+use crate::harness::resources::resident_bytes;
+use crate::net::load::{self, LoadArgs, Protocol};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// How many times each contender runs each case; the table shows medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=15))]
+    pub rounds: u32,
+    /// How long each timed run lasts, in seconds.
+    #[arg(long, default_value_t = 3)]
+    pub seconds: u64,
+    /// Run only the cases of these lessons (01, 02, 05), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Take the solution programs from this folder rather than building them
+    /// (to compare another build of them: a copy of an older target/release).
+    #[arg(long, value_name = "DIR")]
+    pub solutions: Option<PathBuf>,
+}
+
+/// The file both web servers serve: 176 bytes, a small page.
+const PAGE: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>bench</title>\
+    </head>\n<body><p>One small page, of 176 bytes, the same for every server in this bench.</p>\
+    </body></html>\n";
+
+/// A 15-line echo server in Python, as a student might write one; it keeps
+/// the course's contract (`listening on ...`), so it starts like a lesson.
+const PYTHON_ECHO: &str = r#"import socket, sys
+
+server = socket.create_server(("127.0.0.1", 0))
+print("listening on %s:%d" % server.getsockname(), flush=True)
+while True:
+    conn, _ = server.accept()
+    with conn:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            conn.sendall(data)
+"#;
+
+/// One line of the table: a case, what the solution measured, what its peer
+/// measured, and the goal.
+struct Row {
+    case: String,
+    solution: String,
+    peer: String,
+    ratio: Option<f64>,
+    goal: &'static str,
+}
+
+pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
+    if args.seconds == 0 {
+        bail!("--seconds must be at least 1");
+    }
+    let wants = |lesson: &str| args.only.is_empty() || args.only.iter().any(|o| o == lesson);
+    let programs = match &args.solutions {
+        Some(folder) => Programs::in_folder(folder),
+        None => Programs::build(project)?,
+    };
+    let scratch = Scratch::new()?;
+    let mut rows = Vec::new();
+    if wants("01") {
+        rows.extend(echo_cases(&programs, &scratch, args)?);
+    }
+    if wants("02") {
+        rows.extend(http_cases(&programs, &scratch, args)?);
+    }
+    if wants("05") {
+        rows.extend(chat_cases(&programs, args)?);
+    }
+    print_table(&rows, args.rounds);
+    Ok(())
+}
+
+/// The solutions' programs.
+struct Programs {
+    echo: PathBuf,
+    http: PathBuf,
+    chat: PathBuf,
+}
+
+impl Programs {
+    const NAMES: [&'static str; 3] = ["01-echo-solution", "02-http-solution", "05-chat-solution"];
+
+    fn in_folder(folder: &Path) -> Programs {
+        let [echo, http, chat] = Self::NAMES.map(|name| folder.join(name));
+        Programs { echo, http, chat }
+    }
+
+    /// Build the solutions optimized, as a benchmark must.
+    fn build(project: &Path) -> Result<Programs> {
+        let mut args = vec!["build".to_string(), "--release".to_string()];
+        for name in Self::NAMES {
+            args.extend(["--bin".to_string(), name.to_string()]);
+        }
+        let built = cargo_build(project, &args, "bin")?;
+        let [echo, http, chat] = Self::NAMES.map(|name| built.get(name).cloned());
+        match (echo, http, chat) {
+            (Some(echo), Some(http), Some(chat)) => Ok(Programs { echo, http, chat }),
+            _ => bail!("cargo built the solutions but did not say where"),
+        }
+    }
+}
+
+/// A folder for the bench's files, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let folder = std::env::temp_dir().join(format!("course-bench-{}", std::process::id()));
+        fs::create_dir_all(folder.join("site"))?;
+        fs::write(folder.join("site/index.html"), PAGE)?;
+        fs::write(folder.join("echo.py"), PYTHON_ECHO)?;
+        Ok(Scratch(folder))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Start a program that keeps the course's contract, and read its address.
+fn start(program: &Path, args: &[&str]) -> Result<(Running, SocketAddr)> {
+    let program = vec![program.display().to_string()];
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    let mut running = Running::start(&program, &args).map_err(|error| anyhow!(error))?;
+    let addr = running
+        .wait_for_address(Instant::now() + Duration::from_secs(10))
+        .map_err(|error| anyhow!("{} did not start: {error:?}", running.command_line))?;
+    Ok((running, addr))
+}
+
+/// Whether `tool` can be started: asked for its version (or its usage, by
+/// a tool that knows no `--version`), it starts and soon exits.
+fn installed(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// The middle value: with an even count, the lower of the two middle ones.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values
+        .get((values.len().max(1) - 1) / 2)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+// ---- Lesson 01: echo -------------------------------------------------------
+
+/// Bytes sent through the echo server on one connection.
+const ECHO_BYTES: u64 = 256 << 20;
+
+fn echo_cases(programs: &Programs, scratch: &Scratch, args: &BenchArgs) -> Result<Vec<Row>> {
+    let python = installed("python3");
+    let script = scratch.0.join("echo.py");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        let (_server, addr) = start(&programs.echo, &["server", "--bind", "127.0.0.1:0"])?;
+        ours.push(echo_throughput(addr)?);
+        if python {
+            let (_server, addr) = start(Path::new("python3"), &[&script.display().to_string()])?;
+            theirs.push(echo_throughput(addr)?);
+        }
+    }
+    let ours = median(ours);
+    let (peer, ratio) = if python {
+        let theirs = median(theirs);
+        (format!("python3: {theirs:.0} MB/s"), Some(ours / theirs))
+    } else {
+        ("python3 not installed".to_string(), None)
+    };
+    Ok(vec![Row {
+        case: "01 echo, 256 MiB on one connection".to_string(),
+        solution: format!("{ours:.0} MB/s"),
+        peer,
+        ratio,
+        goal: ">= 1.2",
+    }])
+}
+
+/// Megabytes per second through the echo server at `addr`: one thread
+/// writes, this one reads back every byte.
+fn echo_throughput(addr: SocketAddr) -> Result<f64> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut writer = stream.try_clone()?;
+    let started = Instant::now();
+    let sending = thread::spawn(move || -> std::io::Result<()> {
+        // Large writes and reads on this side, so that the server under
+        // test, not the client, is what limits the rate.
+        let chunk = vec![b'x'; 1 << 20];
+        let mut left = ECHO_BYTES;
+        while left > 0 {
+            let now = left.min(chunk.len() as u64) as usize;
+            writer.write_all(&chunk[..now])?;
+            left -= now as u64;
+        }
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut received = 0u64;
+    let mut reader = &stream;
+    while received < ECHO_BYTES {
+        let count = reader.read(&mut buffer)?;
+        if count == 0 {
+            break;
+        }
+        received += count as u64;
+    }
+    let took = started.elapsed();
+    sending
+        .join()
+        .map_err(|_| anyhow!("the sending thread panicked"))??;
+    if received != ECHO_BYTES {
+        bail!("the echo server at {addr} sent back {received} of {ECHO_BYTES} bytes");
+    }
+    Ok(ECHO_BYTES as f64 / took.as_secs_f64() / 1e6)
+}
+
+// ---- Lesson 02: http -------------------------------------------------------
+
+/// What one HTTP load run measured.
+#[derive(Clone, Copy)]
+struct HttpRun {
+    /// Answers with a 2xx status, per second.
+    ok_per_second: f64,
+    p99_ms: f64,
+    /// Connections that failed (connect, read, write, timeout).
+    errors: f64,
+    /// Answers that were not 2xx or 3xx (a 503 from a connection cap).
+    refused: f64,
+}
+
+/// The medians of several runs, each number on its own.
+fn median_run(runs: &[HttpRun]) -> HttpRun {
+    let of = |field: fn(&HttpRun) -> f64| median(runs.iter().map(field).collect());
+    HttpRun {
+        ok_per_second: of(|run| run.ok_per_second),
+        p99_ms: of(|run| run.p99_ms),
+        errors: of(|run| run.errors),
+        refused: of(|run| run.refused),
+    }
+}
+
+impl HttpRun {
+    fn shown(&self) -> String {
+        let mut text = format!(
+            "{:.1}k/s, p99 {:.1} ms",
+            self.ok_per_second / 1e3,
+            self.p99_ms
+        );
+        if self.errors > 0.0 {
+            text.push_str(&format!(", {:.0} errors", self.errors));
+        }
+        if self.refused > 0.0 {
+            text.push_str(&format!(", {:.0} non-2xx", self.refused));
+        }
+        text
+    }
+}
+
+/// The load generators of lesson 02's cases.
+#[derive(Clone, Copy)]
+enum HttpLoad {
+    Wrk { connections: u32 },
+    Course { clients: u32 },
+}
+
+fn http_cases(programs: &Programs, scratch: &Scratch, args: &BenchArgs) -> Result<Vec<Row>> {
+    let site = scratch.0.join("site");
+    let nginx = installed("nginx");
+    let wrk = installed("wrk");
+    let mut loads = Vec::new();
+    if wrk {
+        loads.extend([50, 200, 1000].map(|connections| HttpLoad::Wrk { connections }));
+    }
+    loads.push(HttpLoad::Course { clients: 50 });
+    let mut rows = Vec::new();
+    for load in loads {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            let (_server, addr) = start(
+                &programs.http,
+                &[
+                    "server",
+                    "--bind",
+                    "127.0.0.1:0",
+                    "--root",
+                    &site.display().to_string(),
+                ],
+            )?;
+            ours.push(http_load(load, addr, args.seconds)?);
+            if nginx {
+                let (_server, addr) = start_nginx(&scratch.0)?;
+                theirs.push(http_load(load, addr, args.seconds)?);
+            }
+        }
+        let ours = median_run(&ours);
+        let (peer, ratio) = if nginx {
+            let theirs = median_run(&theirs);
+            (
+                format!("nginx: {}", theirs.shown()),
+                Some(ours.ok_per_second / theirs.ok_per_second),
+            )
+        } else {
+            ("nginx not installed".to_string(), None)
+        };
+        let (case, goal) = match load {
+            HttpLoad::Wrk { connections: 50 } => ("02 http, wrk -t2 -c50".to_string(), ">= 1.0"),
+            HttpLoad::Wrk { connections: 200 } => ("02 http, wrk -t2 -c200".to_string(), ">= 0.8"),
+            HttpLoad::Wrk { connections } => (
+                format!("02 http, wrk -t2 -c{connections}"),
+                ">= 0.6, 0 errors",
+            ),
+            HttpLoad::Course { clients } => {
+                (format!("02 http, course load, {clients} clients"), "")
+            }
+        };
+        rows.push(Row {
+            case,
+            solution: ours.shown(),
+            peer,
+            ratio,
+            goal,
+        });
+    }
+    if !wrk {
+        rows.push(Row {
+            case: "02 http, wrk".to_string(),
+            solution: "wrk not installed: skipped".to_string(),
+            peer: String::new(),
+            ratio: None,
+            goal: "",
+        });
+    }
+    Ok(rows)
+}
+
+fn http_load(load: HttpLoad, addr: SocketAddr, seconds: u64) -> Result<HttpRun> {
+    match load {
+        HttpLoad::Wrk { connections } => run_wrk(addr, connections, seconds),
+        HttpLoad::Course { clients } => {
+            let measured = load::measure(&LoadArgs {
+                addr: addr.to_string(),
+                protocol: Protocol::Http,
+                clients,
+                requests: 0,
+                duration: Some(seconds as f64),
+                timeout: 10.0,
+                think: 0,
+            })?;
+            Ok(HttpRun {
+                ok_per_second: measured.per_second,
+                p99_ms: measured.p99.as_secs_f64() * 1e3,
+                errors: measured.errors as f64,
+                refused: 0.0,
+            })
+        }
+    }
+}
+
+/// `wrk -t2 -cN -dS --latency http://ADDR/`, read from its report.
+fn run_wrk(addr: SocketAddr, connections: u32, seconds: u64) -> Result<HttpRun> {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            &format!("http://{addr}/"),
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run wrk")?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    parse_wrk(&report).ok_or_else(|| anyhow!("cannot read wrk's report:\n{report}"))
+}
+
+/// The numbers in wrk's report: requests, how long, the 99th percentile,
+/// socket errors and answers that were not 2xx or 3xx.
+fn parse_wrk(report: &str) -> Option<HttpRun> {
+    let mut requests = None;
+    let mut seconds = None;
+    let mut p99_ms = None;
+    let (mut errors, mut refused) = (0.0, 0.0);
+    for line in report.lines().map(str::trim) {
+        if let Some(value) = line.strip_prefix("99%") {
+            p99_ms = wrk_time_ms(value.trim());
+        } else if let Some((count, rest)) = line.split_once(" requests in ") {
+            requests = count.trim().parse::<f64>().ok();
+            seconds = wrk_time_ms(rest.split(',').next()?.trim()).map(|ms| ms / 1e3);
+        } else if let Some(counts) = line.strip_prefix("Socket errors:") {
+            errors = counts
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<f64>().ok())
+                .sum();
+        } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            refused = count.trim().parse().ok()?;
+        }
+    }
+    let (requests, seconds) = (requests?, seconds?);
+    Some(HttpRun {
+        ok_per_second: (requests - refused) / seconds,
+        p99_ms: p99_ms?,
+        errors,
+        refused,
+    })
+}
+
+/// `1.25ms`, `310.00us`, `2.01s`, `1.00m` as milliseconds.
+fn wrk_time_ms(text: &str) -> Option<f64> {
+    let unit_at = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(unit_at);
+    let number: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => number / 1e3,
+        "ms" => number,
+        "s" => number * 1e3,
+        "m" => number * 60e3,
+        _ => return None,
+    })
+}
+
+/// nginx with two workers, serving `folder/site` on a free loopback port,
+/// its files in `folder`; ready once it accepts a connection.
+fn start_nginx(folder: &Path) -> Result<(Running, SocketAddr)> {
+    let addr = free_port()?;
+    let dir = folder.display();
+    let config = format!(
+        "worker_processes 2;\n\
+         daemon off;\n\
+         pid {dir}/nginx.pid;\n\
+         error_log {dir}/nginx-error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   sendfile on;\n\
+         \x20   tcp_nopush on;\n\
+         \x20   client_body_temp_path {dir}/body;\n\
+         \x20   proxy_temp_path {dir}/proxy;\n\
+         \x20   fastcgi_temp_path {dir}/fastcgi;\n\
+         \x20   uwsgi_temp_path {dir}/uwsgi;\n\
+         \x20   scgi_temp_path {dir}/scgi;\n\
+         \x20   server {{ listen {addr}; root {dir}/site; }}\n\
+         }}\n"
+    );
+    let config_file = folder.join("nginx.conf");
+    fs::write(&config_file, config)?;
+    let program = vec!["nginx".to_string()];
+    let args = [
+        "-e",
+        &format!("{dir}/nginx-error.log"),
+        "-p",
+        &dir.to_string(),
+        "-c",
+        &config_file.display().to_string(),
+    ]
+    .map(String::from);
+    let mut running = Running::start(&program, &args).map_err(|error| anyhow!(error))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if running.exit_status().is_some() || Instant::now() >= deadline {
+            let log = fs::read_to_string(folder.join("nginx-error.log")).unwrap_or_default();
+            bail!("nginx did not start on {addr}:\n{log}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok((running, addr))
+}
+
+/// A loopback address with a port free a moment ago, for a server that
+/// cannot pick its own port and say which.
+fn free_port() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+// ---- Lesson 05: chat -------------------------------------------------------
+
+/// Members of the room in both chat cases.
+const ROOM: usize = 200;
+/// In the room case, lines said, one every LINE_EVERY, by members in turn.
+const ROOM_LINES: usize = 100;
+const LINE_EVERY: Duration = Duration::from_millis(10);
+/// In the flood, lines per second of FLOOD_BYTES (newline included).
+const FLOOD_RATE: u64 = 1000;
+const FLOOD_BYTES: usize = 1024;
+
+fn chat_cases(programs: &Programs, args: &BenchArgs) -> Result<Vec<Row>> {
+    let (mut room_p99, mut room_p50) = (Vec::new(), Vec::new());
+    let mut floods = Vec::new();
+    for _ in 0..args.rounds {
+        let (p50, p99) = chat_room(&programs.chat)?;
+        room_p50.push(p50);
+        room_p99.push(p99);
+        floods.push(chat_flood(&programs.chat, args.seconds)?);
+    }
+    let field = |get: fn(&Flood) -> f64| median(floods.iter().map(get).collect());
+    Ok(vec![
+        Row {
+            case: format!("05 chat, {ROOM} members, {ROOM_LINES} lines at 10 ms"),
+            solution: format!(
+                "p50 {:.1} ms, p99 {:.1} ms",
+                median(room_p50),
+                median(room_p99)
+            ),
+            peer: "(none run)".to_string(),
+            ratio: None,
+            goal: "p99 <= 8.5 ms",
+        },
+        Row {
+            case: format!("05 chat, flood: {FLOOD_RATE}/s x 1 KiB, one deaf"),
+            solution: format!(
+                "{:.0} lines/s, delivery p50 {:.1} ms p99 {:.1} ms, +{:.1} MiB, CPU {:.0}%",
+                field(|flood| flood.rate),
+                field(|flood| flood.p50_ms),
+                field(|flood| flood.p99_ms),
+                field(|flood| flood.memory_mib),
+                field(|flood| flood.cpu_percent)
+            ),
+            peer: "(none run)".to_string(),
+            ratio: None,
+            goal: "1000 lines/s",
+        },
+    ])
+}
+
+/// Join the room at `addr` as `name`; ready once the room list came.
+fn join(addr: SocketAddr, name: &str) -> Result<BufReader<TcpStream>> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    reader.get_mut().write_all(format!("{name}\n").as_bytes())?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("the chat server closed {name}'s connection while joining");
+        }
+        if line.starts_with("* in the room:") {
+            return Ok(reader);
+        }
+        if line.starts_with('!') {
+            bail!("the chat server refused {name}: {}", line.trim_end());
+        }
+    }
+}
+
+/// Lines of the form `[NAME] SEQ MICROS ...`, read until `wanted` of them
+/// came (or the connection ends); each one's delivery time, from MICROS
+/// (when it was sent, counted from `epoch`) to now.
+fn read_timed_lines(
+    reader: &mut BufReader<TcpStream>,
+    wanted: usize,
+    epoch: Instant,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(wanted);
+    let mut line = Vec::new();
+    while times.len() < wanted {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if line.first() != Some(&b'[') {
+            continue;
+        }
+        let now = epoch.elapsed();
+        let sent = String::from_utf8_lossy(&line)
+            .split(' ')
+            .nth(2)
+            .and_then(|micros| micros.trim().parse::<u64>().ok());
+        if let Some(sent) = sent {
+            times.push(now.saturating_sub(Duration::from_micros(sent)));
+        }
+    }
+    times
+}
+
+fn percentile_ms(times: &mut [Duration], fraction: f64) -> f64 {
+    times.sort_unstable();
+    let index = ((times.len().max(1) - 1) as f64 * fraction).round() as usize;
+    times
+        .get(index)
+        .map_or(f64::NAN, |time| time.as_secs_f64() * 1e3)
+}
+
+/// 200 members; ROOM_LINES lines, one every LINE_EVERY, each by the next
+/// member in turn, each heard by the 199 others. Delivery p50 and p99, ms.
+fn chat_room(program: &Path) -> Result<(f64, f64)> {
+    let (_server, addr) = start(program, &["server", "--bind", "127.0.0.1:0"])?;
+    let mut members = Vec::with_capacity(ROOM);
+    for index in 0..ROOM {
+        members.push(join(addr, &format!("m{index:03}"))?);
+    }
+    // Let the last joins' notices reach everyone before the clock starts.
+    thread::sleep(Duration::from_millis(300));
+    let epoch = Instant::now();
+    let times = Mutex::new(Vec::new());
+    thread::scope(|scope| -> Result<()> {
+        let mut writers = Vec::with_capacity(ROOM);
+        for (index, member) in members.iter_mut().enumerate() {
+            writers.push(member.get_ref().try_clone()?);
+            let said = (0..ROOM_LINES).filter(|line| line % ROOM == index).count();
+            let times = &times;
+            scope.spawn(move || {
+                let got = read_timed_lines(member, ROOM_LINES - said, epoch);
+                times.lock().unwrap().extend(got);
+            });
+        }
+        for line in 0..ROOM_LINES {
+            let at = LINE_EVERY * line as u32;
+            thread::sleep(at.saturating_sub(epoch.elapsed()));
+            let text = format!("{line} {}\n", epoch.elapsed().as_micros());
+            writers[line % ROOM].write_all(text.as_bytes())?;
+        }
+        Ok(())
+    })?;
+    let mut times = times.into_inner().unwrap();
+    let expected = ROOM_LINES * (ROOM - 1);
+    if times.len() < expected {
+        bail!("the room delivered {} of {expected} lines", times.len());
+    }
+    Ok((
+        percentile_ms(&mut times, 0.5),
+        percentile_ms(&mut times, 0.99),
+    ))
+}
+
+/// What the flood measured.
+struct Flood {
+    /// Lines per second the sender managed to send.
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// How much the server's memory grew, at most, during the flood.
+    memory_mib: f64,
+    /// The server's CPU time over the flood, per second of it (100% = a core).
+    cpu_percent: f64,
+}
+
+/// One sender says FLOOD_RATE lines a second of FLOOD_BYTES for `seconds`;
+/// 198 members read them all, one member never reads a byte.
+fn chat_flood(program: &Path, seconds: u64) -> Result<Flood> {
+    let (server, addr) = start(program, &["server", "--bind", "127.0.0.1:0"])?;
+    let pid = server.pid();
+    let mut sender = join(addr, "flood")?.into_inner();
+    let deaf = join(addr, "deaf")?;
+    let mut readers = Vec::with_capacity(ROOM - 2);
+    for index in 0..ROOM - 2 {
+        readers.push(join(addr, &format!("r{index:03}"))?);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let lines = (FLOOD_RATE * seconds) as usize;
+    let memory_before = resident_bytes(pid).unwrap_or(0);
+    let cpu_before = cpu_time(pid);
+    let memory_most = Mutex::new(memory_before);
+    let done = AtomicBool::new(false);
+    let epoch = Instant::now();
+    let times = Mutex::new(Vec::new());
+    let sending_took = thread::scope(|scope| -> Result<Duration> {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let now = resident_bytes(pid).unwrap_or(0);
+                let mut most = memory_most.lock().unwrap();
+                *most = (*most).max(now);
+                drop(most);
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let reading: Vec<_> = readers
+            .iter_mut()
+            .map(|reader| {
+                let times = &times;
+                scope.spawn(move || {
+                    let got = read_timed_lines(reader, lines, epoch);
+                    times.lock().unwrap().extend(got);
+                })
+            })
+            .collect();
+        let sent = send_flood(&mut sender, lines, epoch);
+        for reader in reading {
+            let _ = reader.join();
+        }
+        done.store(true, Ordering::Relaxed);
+        sent
+    });
+    let sending_took = sending_took?;
+    let cpu = cpu_time(pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    let took = epoch.elapsed();
+    drop(deaf);
+    let mut times = times.into_inner().unwrap();
+    let expected = lines * (ROOM - 2);
+    if times.len() < expected {
+        bail!("the flood delivered {} of {expected} lines", times.len());
+    }
+    let grown = memory_most
+        .into_inner()
+        .unwrap()
+        .saturating_sub(memory_before);
+    Ok(Flood {
+        rate: lines as f64 / sending_took.as_secs_f64(),
+        p50_ms: percentile_ms(&mut times, 0.5),
+        p99_ms: percentile_ms(&mut times, 0.99),
+        memory_mib: grown as f64 / f64::from(1 << 20),
+        cpu_percent: cpu.map_or(f64::NAN, |cpu| cpu / took.as_secs_f64() * 100.0),
+    })
+}
+
+/// Say `lines` lines of FLOOD_BYTES, FLOOD_RATE a second (or as fast as the
+/// server takes them, when it falls behind); how long that took.
+fn send_flood(sender: &mut TcpStream, lines: usize, epoch: Instant) -> Result<Duration> {
+    let interval = Duration::from_secs(1) / FLOOD_RATE as u32;
+    let mut text = Vec::with_capacity(FLOOD_BYTES);
+    for line in 0..lines {
+        let at = interval * line as u32;
+        thread::sleep(at.saturating_sub(epoch.elapsed()));
+        text.clear();
+        write!(text, "{line} {} ", epoch.elapsed().as_micros())?;
+        // `[flood] ` is added by the server; the rest pads to FLOOD_BYTES.
+        text.resize(FLOOD_BYTES - "[flood] ".len() - 1, b'.');
+        text.push(b'\n');
+        sender.write_all(&text)?;
+    }
+    Ok(epoch.elapsed())
+}
+
+/// Seconds of CPU the process `pid` has used, user and system, on Linux.
+fn cpu_time(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name, in parentheses, may hold spaces: count fields after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in clock ticks of 1/100 s on every common system.
+    Some(ticks / 100.0)
+}
+
+// ---- The table -------------------------------------------------------------
+
+fn print_table(rows: &[Row], rounds: u32) {
+    println!();
+    println!("Medians of {rounds} alternating runs; ratio = solution / peer (higher is better).");
+    println!();
+    println!("| case | solution | peer | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        let ratio = row
+            .ratio
+            .map_or(String::new(), |ratio| format!("{ratio:.2}"));
+        println!(
+            "| {} | {} | {} | {ratio} | {} |",
+            row.case, row.solution, row.peer, row.goal
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_wrk_report() {
+        let report = "Running 3s test @ http://127.0.0.1:8080/\n  2 threads and 50 \
+            connections\n  Latency Distribution\n     50%  500.00us\n     99%    1.40ms\n  \
+            180000 requests in 3.00s, 40.00MB read\n  Socket errors: connect 0, read 229, \
+            write 1, timeout 0\n  Non-2xx or 3xx responses: 30000\nRequests/sec:  60000.00\n";
+        let run = parse_wrk(report).unwrap();
+        assert_eq!(run.ok_per_second, 50_000.0);
+        assert_eq!(run.p99_ms, 1.4);
+        assert_eq!(run.errors, 230.0);
+        assert_eq!(run.refused, 30_000.0);
+    }
+
+    #[test]
+    fn the_page_is_176_bytes() {
+        assert_eq!(PAGE.len(), 176);
+    }
+
+    #[test]
+    fn a_median_is_a_middle_value() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.0);
+    }
+}
