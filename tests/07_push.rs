@@ -460,7 +460,9 @@ fn kept_token(ctx: &mut Ctx, token_file: &str) -> Check<()> {
             .hint(format!(
                 "Once the service answers `OK <token>`, the device writes the token, and a \
                  newline, in --token-file: started again, it proves it is the same device \
-                 with it. Where: {DEVICE_FILE}, fn run."
+                 with it. That happens after TODO 1 in {DEVICE_FILE}, fn run: is the \
+                 device stuck there, accepting pushes itself rather than on a thread \
+                 (`thread::spawn`) of their own?"
             )));
         }
         std::thread::sleep(Duration::from_millis(10));
