@@ -505,8 +505,8 @@ fn wait_shown(ctx: &mut Ctx, device: ProcessId, line: &str, within: Duration) ->
         "The device takes pushes on the socket it listens on: a thread accepts them \
          (`accept_pushes`, TODO 1 in {DEVICE_FILE}, fn run). For each `PUSH` with its \
          token it prints `#<id> from <sender>: <text>` on a line of its own, the moment it \
-         comes (TODO 3, fn take_pushes). The service's stderr, above, says whether it \
-         reached the device."
+         comes (TODO 3, fn take_pushes). Where the service is your program, its stderr, \
+         above, says whether it reached the device."
     )))
 }
 
