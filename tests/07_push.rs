@@ -196,7 +196,16 @@ impl FakeDevice {
     fn receive(&self, ctx: &Ctx, count: usize, within: Duration) -> Check<Vec<Frame>> {
         let mut frames = Vec::new();
         while frames.len() < count {
-            let mut conn = self.accept(ctx, within)?;
+            let mut conn = self.accept(ctx, within).map_err(|mut failure| {
+                if !frames.is_empty() {
+                    failure.what = format!(
+                        "{} frames of the {count} expected came, then {}",
+                        frames.len(),
+                        failure.what
+                    );
+                }
+                failure
+            })?;
             while let Some(frame) = self.read_frame(&mut conn)? {
                 let ack = match &frame {
                     Frame::Push { id, .. } => format!("ACK {id}\n"),
@@ -327,7 +336,8 @@ fn wait_status(
                 ))
                 .bytes(wanted.as_bytes(), &line));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Often enough to time an answer, seldom enough to keep the wire short.
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -359,19 +369,33 @@ fn expect_pushes(frames: &[Frame], wanted: &[(u64, &str)], what: &str) -> Check<
     if got == wanted {
         return Ok(());
     }
+    // A long list is shown from a little before where it first differs.
+    let first_difference = wanted.iter().zip(&got).take_while(|(a, b)| a == b).count();
+    let skip = first_difference.saturating_sub(2);
     let show = |list: &[(u64, String)]| {
-        list.iter()
+        let shown: Vec<String> = list
+            .iter()
+            .skip(skip)
+            .take(8)
             .map(|(id, text)| format!("#{id} {text:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect();
+        let before = if skip > 0 { "..., " } else { "" };
+        let after = if list.len() > skip + 8 { ", ..." } else { "" };
+        format!(
+            "{before}{}{after} ({} in all)",
+            shown.join(", "),
+            list.len()
+        )
     };
-    Err(
-        Failure::new(format!("{what}: the pushes were not the ones expected")).detail(format!(
-            "expected: {}\nreceived: {}",
-            show(&wanted),
-            show(&got)
-        )),
-    )
+    Err(Failure::new(format!(
+        "{what}: the pushes were not the ones expected, from push {} of the list on",
+        first_difference + 1
+    ))
+    .detail(format!(
+        "expected: {}\nreceived: {}",
+        show(&wanted),
+        show(&got)
+    )))
 }
 
 // ---------------------------------------------------------------------------
@@ -436,7 +460,9 @@ fn kept_token(ctx: &mut Ctx, token_file: &str) -> Check<()> {
             .hint(format!(
                 "Once the service answers `OK <token>`, the device writes the token, and a \
                  newline, in --token-file: started again, it proves it is the same device \
-                 with it. Where: {DEVICE_FILE}, fn run."
+                 with it. That happens after TODO 1 in {DEVICE_FILE}, fn run: is the \
+                 device stuck there, accepting pushes itself rather than on a thread \
+                 (`thread::spawn`) of their own?"
             )));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -476,9 +502,11 @@ fn wait_shown(ctx: &mut Ctx, device: ProcessId, line: &str, within: Duration) ->
     ))
     .detail(output_block("the device's stdout", &stdout))
     .hint(format!(
-        "The device prints each notification as `#<id> from <sender>: <text>` on a line \
-         of its own, and flushes, the moment it comes. Where: TODO 3 in {DEVICE_FILE}, \
-         fn take_pushes."
+        "The device takes pushes on the socket it listens on: a thread accepts them \
+         (`accept_pushes`, TODO 1 in {DEVICE_FILE}, fn run). For each `PUSH` with its \
+         token it prints `#<id> from <sender>: <text>` on a line of its own, the moment it \
+         comes (TODO 3, fn take_pushes). Where the service is your program, its stderr, \
+         above, says whether it reached the device."
     )))
 }
 
@@ -679,7 +707,7 @@ fn authentic(ctx: &mut Ctx) -> Check<()> {
          other is answered `ERR <reason>` and the connection closed, the text never shown. \
          Where: TODO 3 in {DEVICE_FILE}, fn take_pushes."
     );
-    let forgeries: [(&str, String); 3] = [
+    let forgeries: [(&str, String); 5] = [
         ("no token", "PUSH 7 app 6\nforged".to_string()),
         (
             "a wrong token",
@@ -690,6 +718,15 @@ fn authentic(ctx: &mut Ctx) -> Check<()> {
             wrong[31] = if wrong[31] == b'0' { b'1' } else { b'0' };
             format!("PUSH {} 7 app 6\nforged", String::from_utf8_lossy(&wrong))
         }),
+        // What `starts_with` or `contains` instead of equality lets in.
+        (
+            "its token less its last digit",
+            format!("PUSH {} 7 app 6\nforged", &token[..31]),
+        ),
+        (
+            "its token and one digit more",
+            format!("PUSH {token}0 7 app 6\nforged"),
+        ),
     ];
     for (what, frame) in &forgeries {
         ctx.step(format!("a forger pushes with {what}"));
@@ -819,10 +856,12 @@ fn store_and_forward(ctx: &mut Ctx) -> Check<()> {
         seconds(ctx, 2.0),
     )
     .map_err(|failure| {
-        failure.more_hint(format!(
-            "Started again, the device registers with the token it kept (--token-file): \
-                 the service knows it is bob, takes its new callback, and delivers what \
-                 waited. Where: TODO 1 in {DEVICE_FILE}, fn register."
+        failure.hint(format!(
+            "Started again, the device registers with the token it kept (--token-file), \
+             `REGISTER bob <its new callback> <token>`: the service knows it is bob, takes \
+             its new callback, and delivers what waited. Without the token the service \
+             refuses the name (the device's stderr, above, says so). Where: TODO 1 in \
+             {DEVICE_FILE}, fn register."
         ))
     })?;
     Ok(())
@@ -830,7 +869,8 @@ fn store_and_forward(ctx: &mut Ctx) -> Check<()> {
 
 fn bounded_queue(ctx: &mut Ctx) -> Check<()> {
     const SENT: usize = 107;
-    let service = ctx.start_server(&[])?;
+    let data = ctx.temp_dir()?.to_string_lossy().into_owned();
+    let service = ctx.start_server(&["--data", &data])?;
     let mut ada = register_fake(ctx, service.addr, "ada")?;
     ada.go_away(ctx);
     let mut sender = ctx.connect(service.addr)?;
@@ -841,9 +881,10 @@ fn bounded_queue(ctx: &mut Ctx) -> Check<()> {
         sent.push((send_note(&mut sender, "ada", "-", "-", &text)?, text));
     }
     let bound_hint = format!(
-        "At most 100 notifications wait per device: past that the oldest is dropped, and the \
-         device is told how many it lost, with `LOST <token> <count>` before the pushes. \
-         Where: TODO 4 in {SERVICE_FILE}, fn accept."
+        "At most 100 notifications wait per device: past that the oldest is dropped (its id \
+         into `dropped`, so its file goes too), and the device is told how many it lost, \
+         with `LOST <token> <count>` before the pushes. Where: TODO 4 in {SERVICE_FILE}, \
+         fn accept."
     );
     wait_status(
         &mut sender,
@@ -854,7 +895,9 @@ fn bounded_queue(ctx: &mut Ctx) -> Check<()> {
     )
     .map_err(|failure| failure.hint(bound_hint.clone()))?;
     ada.come_back(ctx, service.addr)?;
-    let frames = ada.receive(ctx, 101, seconds(ctx, 2.0))?;
+    let frames = ada
+        .receive(ctx, 101, seconds(ctx, 2.0))
+        .map_err(|failure| failure.hint(bound_hint.clone()))?;
     if frames[0] != Frame::Lost((SENT - 100) as u64) {
         return Err(Failure::new(format!(
             "the first frame was {:?}; expected LOST {}",
@@ -867,7 +910,94 @@ fn bounded_queue(ctx: &mut Ctx) -> Check<()> {
         .iter()
         .map(|(id, text)| (*id, text.as_str()))
         .collect();
-    expect_pushes(&frames, &wanted, "the 100 newest, in order").map_err(|f| f.hint(bound_hint))
+    expect_pushes(&frames, &wanted, "the 100 newest, in order")
+        .map_err(|f| f.hint(bound_hint.clone()))?;
+    nothing_waits(ctx, &mut sender, "ada")?;
+
+    ctx.step("the service, killed and restarted on its --data folder: the dropped stay dropped");
+    ctx.kill(service.id);
+    let service = ctx.start_server(&["--data", &data])?;
+    let mut sender = ctx.connect(service.addr)?;
+    nothing_waits(ctx, &mut sender, "ada").map_err(|failure| failure.hint(bound_hint))?;
+    flooded(ctx)
+}
+
+/// A sender floods one device with SENDs, reading no reply until it is done:
+/// the device's queue stays at 100, and another device is served meanwhile.
+fn flooded(ctx: &mut Ctx) -> Check<()> {
+    const FLOOD: usize = 3000;
+    let service = ctx.start_server(&[])?;
+    let ok = register_fake(ctx, service.addr, "ok")?;
+    let mut carol = register_fake(ctx, service.addr, "carol")?;
+    carol.go_away(ctx);
+    ctx.step(format!(
+        "a sender floods carol with {FLOOD} SENDs on one connection, reading no reply \
+         until all are written (not shown on the wire below)"
+    ));
+    let addr = service.addr;
+    let flooder = std::thread::spawn(move || flood(addr, "carol", FLOOD));
+    let mut sender = ctx.connect(service.addr)?;
+    let id = send_note(&mut sender, "ok", "-", "-", "still served")?;
+    let frames = ok.receive(ctx, 1, seconds(ctx, 2.0)).map_err(|failure| {
+        failure.more_hint(
+            "A sender that floods holds its own connection's thread only: the others are \
+             served meanwhile.",
+        )
+    })?;
+    expect_pushes(&frames, &[(id, "still served")], "ok, during the flood")?;
+    let answered = flooder
+        .join()
+        .map_err(|_| Failure::new("the flooding thread panicked"))?
+        .map_err(|what| Failure::new(format!("the flooding sender: {what}")))?;
+    ctx.step(format!(
+        "the flood done: {answered} SENDs answered `OK <id>`"
+    ));
+    wait_status(
+        &mut sender,
+        "carol",
+        "unreachable",
+        100,
+        Instant::now() + seconds(ctx, 2.0),
+    )
+    .map_err(|failure| {
+        failure.hint(format!(
+            "However many come, at most 100 wait for one device. Where: TODO 4 in \
+             {SERVICE_FILE}, fn accept."
+        ))
+    })?;
+    drop(carol);
+    Ok(())
+}
+
+/// Write `count` SENDs for `to` without reading, then read every reply;
+/// return how many were `OK <id>`.
+fn flood(service: SocketAddr, to: &str, count: usize) -> Result<usize, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(service).map_err(|error| error.to_string())?;
+    let patience = Some(Duration::from_secs(20));
+    stream
+        .set_write_timeout(patience)
+        .and_then(|()| stream.set_read_timeout(patience))
+        .map_err(|error| error.to_string())?;
+    let body = "x".repeat(100);
+    let one = format!("SEND {DEMO_KEY} {to} - - {}\n{body}", body.len());
+    for _ in 0..count {
+        (&stream)
+            .write_all(one.as_bytes())
+            .map_err(|error| format!("writing its SENDs: {error}"))?;
+    }
+    let mut replies = BufReader::new(&stream);
+    let mut answered = 0;
+    for _ in 0..count {
+        let mut line = String::new();
+        match replies.read_line(&mut line) {
+            Ok(0) => return Err(format!("the service closed after {answered} replies")),
+            Ok(_) if line.starts_with("OK ") => answered += 1,
+            Ok(_) => return Err(format!("a SEND was answered {line:?}")),
+            Err(error) => return Err(format!("after {answered} replies: {error}")),
+        }
+    }
+    Ok(answered)
 }
 
 fn ttl_and_collapse(ctx: &mut Ctx) -> Check<()> {
@@ -928,10 +1058,12 @@ fn lost_ack(ctx: &mut Ctx) -> Check<()> {
     ada.read_frame(&mut conn)?;
     conn.abort();
     let frames = ada.receive(ctx, 1, seconds(ctx, 4.0)).map_err(|failure| {
-        failure.more_hint(
-            "Without its ACK, a notification is not delivered: the service keeps it and \
-             tries again (lessons/07-push/service.rs, fn attempt_ended).",
-        )
+        failure.hint(format!(
+            "The test closed the connection without `ACK <id>`, as if the ACK were lost: \
+             the notification is not delivered, and the service must keep it and connect \
+             again. Forget it (`service.delivered`) only once its ACK came, and return the \
+             error of a missing ACK. Where: TODO 2 in {DELIVERY_FILE}, fn deliver."
+        ))
     })?;
     expect_pushes(&frames, &[(id, "say it twice")], "sent again")?;
     nothing_waits(ctx, &mut sender, "ada")?;
@@ -940,17 +1072,19 @@ fn lost_ack(ctx: &mut Ctx) -> Check<()> {
     let fake = FakeService::new()?;
     let device = start_device(ctx, fake.addr, "bob")?;
     let token = fake.take_registration(ctx, "bob", device.addr)?;
+    let ack_hint = format!(
+        "A push seen before is acknowledged again (the service did not get the first ACK) \
+         but not shown again. Where: TODO 3 in {DEVICE_FILE}, fn take_pushes."
+    );
     for (id, text) in [(5, "once"), (5, "once"), (6, "after")] {
         let frame = format!("PUSH {token} {id} app {}\n{text}", text.len());
-        let answer = push_to_device(ctx, device.addr, frame.as_bytes())?;
+        let answer = push_to_device(ctx, device.addr, frame.as_bytes())
+            .map_err(|failure| failure.hint(ack_hint.clone()))?;
         let wanted = format!("ACK {id}\n");
         if answer != wanted.as_bytes() {
             return Err(Failure::new(format!("push #{id} was not acknowledged"))
                 .bytes(wanted.as_bytes(), &answer)
-                .hint(format!(
-                    "A push seen before is acknowledged again (the service did not get the \
-                     first ACK) but not shown again. Where: TODO 3 in {DEVICE_FILE}."
-                )));
+                .hint(ack_hint));
         }
     }
     wait_shown(ctx, device.id, "#6 from app: after", seconds(ctx, 1.0))?;
@@ -980,6 +1114,10 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
         let text = ctx.rng().sentence(3);
         sent.push((send_note(&mut sender, "ada", "-", "-", &text)?, text));
     }
+    ctx.step("two more with collapse key `mail`: only the newer may come back");
+    send_note(&mut sender, "ada", "-", "mail", "1 new mail")?;
+    let text = "2 new mails".to_string();
+    sent.push((send_note(&mut sender, "ada", "-", "mail", &text)?, text));
     ctx.step("a second server on the same folder must refuse it");
     let second = ctx.run(&["server", "--bind", "127.0.0.1:0", "--data", &data], b"")?;
     ctx.expect_one_line_error(
@@ -987,18 +1125,19 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
         "in use by another server",
         "started on a folder in use",
     )?;
-    ctx.step("3 notifications accepted; the service is killed at once");
+    ctx.step("the notifications accepted; the service is killed at once");
     ctx.kill(service.id);
     let service = ctx.start_server(&["--data", &data])?;
     let durable_hint = format!(
         "With --data, a notification is on disk (written, synced, renamed) before `OK <id>`, \
-         and so is the device's token; a restarted service reads them back. Where: \
-         lessons/07-push/disk.rs and {SERVICE_FILE}, fn open."
+         and so is the device's token; a restarted service reads them back. One that was \
+         replaced (a collapse key) or dropped (the bound) leaves the disk too: its id goes \
+         into `dropped`. Where: TODO 4 in {SERVICE_FILE}, fn accept; lessons/07-push/disk.rs."
     );
     ada.come_back(ctx, service.addr)
         .map_err(|f| f.more_hint(durable_hint.clone()))?;
     let frames = ada
-        .receive(ctx, 3, seconds(ctx, 2.0))
+        .receive(ctx, sent.len(), seconds(ctx, 2.0))
         .map_err(|f| f.more_hint(durable_hint.clone()))?;
     let wanted: Vec<(u64, &str)> = sent.iter().map(|(id, text)| (*id, text.as_str())).collect();
     expect_pushes(&frames, &wanted, "after the restart").map_err(|f| f.hint(durable_hint))?;

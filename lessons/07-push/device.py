@@ -12,6 +12,7 @@ it once, refusing any push without its token. Lines typed as
 
 import argparse
 import hmac
+import os
 import socket
 import sys
 import threading
@@ -114,7 +115,9 @@ def accept_pushes(listener, token, shown):
 def main():
     parser = argparse.ArgumentParser(description="A push device, in Python")
     parser.add_argument("--name", required=True)
-    parser.add_argument("--connect", default="127.0.0.1:7007")
+    # The lesson's port, 7007, moves with COURSE_PORT_BASE as the Rust device's does.
+    port = int(os.environ.get("COURSE_PORT_BASE", "7000")) + 7
+    parser.add_argument("--connect", default=f"127.0.0.1:{port}")
     parser.add_argument("--bind", default="127.0.0.1:0")
     args = parser.parse_args()
 

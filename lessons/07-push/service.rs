@@ -243,8 +243,9 @@ impl Service {
         // TODO 4 (slides/07-push.md, "Store and forward"): a waiting
         // notification with the same collapse key as `note` goes (its id
         // into `dropped`, so its file goes too). After `note` joins the
-        // queue, at most MAX_PENDING may wait: drop the oldest, count them
-        // in `lost`, and add that to `device.saved.lost`.
+        // queue, at most MAX_PENDING may wait: drop the oldest (their ids
+        // into `dropped` too), count them in `lost`, and add that to
+        // `device.saved.lost`.
         device.pending.push_back(note);
         let mut lost = 0;
         device.wake.notify_all();

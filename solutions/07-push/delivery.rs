@@ -83,15 +83,29 @@ fn send_and_wait_ack(
         .get_mut()
         .set_deadline(Some(Instant::now() + ANSWER_TIME))?;
     stream.write_all(frame)?;
-    let answer = match read_line(reader)? {
-        Line::Complete(line) => line,
-        Line::TooLong | Line::Closed => b"(nothing)".to_vec(),
+    let failed = |kind, message: String| Err(io::Error::new(kind, message));
+    let answer = match read_line(reader) {
+        Ok(Line::Complete(line)) => line,
+        Ok(Line::TooLong) => b"(a line too long)".to_vec(),
+        Ok(Line::Closed) => {
+            let message = format!("the device closed the connection without `ACK {what}`");
+            return failed(ErrorKind::UnexpectedEof, message);
+        }
+        // A read past its timeout fails with WouldBlock on Linux, TimedOut
+        // elsewhere: either way the device did not answer in time.
+        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            let message = format!("no `ACK {what}` within {} s", ANSWER_TIME.as_secs());
+            return failed(ErrorKind::TimedOut, message);
+        }
+        Err(error) => return Err(error),
     };
     if answer == format!("ACK {what}").as_bytes() {
         Ok(())
     } else {
         let said = String::from_utf8_lossy(&answer);
-        let message = format!("the device answered {said:?}, not `ACK {what}`");
-        Err(io::Error::new(ErrorKind::InvalidData, message))
+        failed(
+            ErrorKind::InvalidData,
+            format!("the device answered {said:?}, not `ACK {what}`"),
+        )
     }
 }
