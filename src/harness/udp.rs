@@ -18,6 +18,9 @@ const SHOWN: usize = 48;
 /// The largest datagram a test receives whole.
 const MAX_DATAGRAM: usize = 65_507;
 
+/// Reads a lesson's datagram in words for the journal; `None` when it cannot.
+pub type Describe = fn(&[u8]) -> Option<String>;
+
 /// A UDP socket of the test's, on `127.0.0.1`, that journals every datagram.
 pub struct Udp {
     socket: UdpSocket,
@@ -26,7 +29,7 @@ pub struct Udp {
     /// A name for the socket in the journal: `player 1`.
     label: String,
     /// The lesson's datagrams in words, shown after their bytes.
-    describe: Option<fn(&[u8]) -> Option<String>>,
+    describe: Option<Describe>,
 }
 
 impl Udp {
@@ -45,7 +48,7 @@ impl Udp {
 
     /// Show each datagram in the journal in words as well, as `describe`
     /// reads it (`None`: bytes alone, for a datagram it cannot read).
-    pub fn described_by(mut self, describe: fn(&[u8]) -> Option<String>) -> Udp {
+    pub fn described_by(mut self, describe: Describe) -> Udp {
         self.describe = Some(describe);
         self
     }
