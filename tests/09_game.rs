@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use course::harness::bind::start_server_at_chosen_address;
 use course::harness::game::{
-    datagram, inputs_datagram, join_datagram, leave_datagram, parse, FromServer, Snapshot, CELL,
-    DOWN, HEIGHT, JOIN, LEFT, RIGHT, SNAPSHOT, UP, WELCOME, WIDTH,
+    datagram, describe, inputs_datagram, join_datagram, leave_datagram, parse, FromServer,
+    Snapshot, CELL, DOWN, HEIGHT, JOIN, LEFT, RIGHT, SNAPSHOT, UP, WELCOME, WIDTH,
 };
+use course::harness::journal::Journal;
 use course::harness::udp::Udp;
 use course::net::lossy::{self, Impairment};
 use course::{Check, Ctx, Failure, Programs, Stage};
@@ -95,6 +96,11 @@ const STAGES: [Stage; 10] = [
 const SERVER_FILE: &str = "lessons/09-game/server.rs";
 const CLIENT_FILE: &str = "lessons/09-game/interpolation.rs";
 
+/// A UDP socket of the test's whose journal shows each datagram in words.
+fn socket(journal: &Journal, label: &str) -> Check<Udp> {
+    Ok(Udp::bind(journal, label)?.described_by(describe))
+}
+
 /// A player the test plays, with its own UDP socket.
 struct Player {
     udp: Udp,
@@ -124,8 +130,10 @@ impl Player {
                         patience.as_millis()
                     ))
                     .hint(format!(
-                        "Every tick, the server sends each player a SNAPSHOT (in {SERVER_FILE}, \
-                         the tick). Is it sending to the address each player joined from?"
+                        "Every tick, the server sends each player a SNAPSHOT (in {SERVER_FILE}). \
+                         Does it tick while no datagram arrives (TODO 2: `recv_from` waits only \
+                         until the next tick is due, with `set_read_timeout`)? Does each \
+                         SNAPSHOT go to the address the player joined from?"
                     )))
                 }
                 Some((bytes, from)) => match parse(&bytes) {
@@ -166,7 +174,7 @@ impl Player {
 
 /// Join `server` as `name`: JOIN, sent again every 200 ms, until WELCOME.
 fn join(ctx: &mut Ctx, server: SocketAddr, name: &str) -> Check<Player> {
-    let udp = Udp::bind(ctx.journal(), name)?;
+    let udp = socket(ctx.journal(), name)?;
     join_with(ctx, udp, server, name, true)
 }
 
@@ -239,16 +247,27 @@ fn join_stage(ctx: &mut Ctx) -> Check<()> {
     }
     ctx.step("ada sends JOIN again from the same address (as if her WELCOME was lost)");
     let again = join_with(ctx, ada.udp, server.addr, "ada", true)?;
-    if (again.id, again.token) != (ada.id, ada.token) {
-        return Err(Failure::new(format!(
-            "a second JOIN from ada's address was given id {} (the first: {}), or another token",
+    let wrong = if again.id != ada.id {
+        Some(format!(
+            "ada's second JOIN, from the same address, seated her again, as id {} (her first \
+             id: {})",
             again.id, ada.id
         ))
-        .hint(
-            "UDP loses datagrams: a player whose WELCOME was lost sends JOIN again. The \
-             server must recognise the address and send the same WELCOME, not seat a second \
-             player.",
-        ));
+    } else if again.token != ada.token {
+        Some(format!(
+            "ada's second JOIN, from the same address, got her id {} again but a new token",
+            ada.id
+        ))
+    } else {
+        None
+    };
+    if let Some(wrong) = wrong {
+        return Err(Failure::new(wrong).hint(format!(
+            "UDP loses datagrams: a player whose WELCOME was lost sends JOIN again. In TODO 1 \
+             ({SERVER_FILE}), first look for a player who joined from the JOIN's address, \
+             and send them the same WELCOME (same id, same token) instead of seating a \
+             second player."
+        )));
     }
     ctx.expect_running(server.id)
 }
@@ -339,15 +358,37 @@ fn inputs(ctx: &mut Ctx) -> Check<()> {
     }
     // right, right, down, up, left: one step right in all.
     let expected = (x0 + CELL, y0);
-    let settled = ada.snapshot_until(Duration::from_secs(2), |snapshot| snapshot.applied == 6)?;
+    let mut last = None;
+    let id = ada.id;
+    let settled = ada.snapshot_until(Duration::from_secs(2), |snapshot| {
+        last = Some((snapshot.applied, snapshot.position(id)));
+        snapshot.applied == 6
+    })?;
     let Some(settled) = settled else {
-        return Err(Failure::new(
-            "after inputs numbered up to 6, no snapshot within 2 s said `applied` 6",
-        )
-        .hint(format!(
-            "TODO 3 in {SERVER_FILE}: apply each input whose number is above the newest \
-             applied, in order of number, and send that newest number in every snapshot."
-        )));
+        let (applied, position) = last.unwrap_or_default();
+        let why = match applied {
+            0 => format!(
+                "None of her inputs was applied. Does the server read datagrams between \
+                 ticks (TODO 2), and apply inputs (TODO 3 in {SERVER_FILE})?"
+            ),
+            1..=5 => format!(
+                "`applied` is {applied}, below 6: an input numbered below the newest applied \
+                 (input 5, late) was applied anyway. Apply only numbers above the newest \
+                 applied (TODO 3 in {SERVER_FILE})."
+            ),
+            _ => format!(
+                "TODO 3 in {SERVER_FILE}: keep the newest input number applied, and send \
+                 it as `applied` in every snapshot."
+            ),
+        };
+        return Err(Failure::new(format!(
+            "after inputs numbered up to 6, no snapshot within 2 s said `applied` 6; the \
+             last said `applied` {applied}, ada at {}",
+            position.map_or("no place (absent)".to_string(), |place| format!(
+                "{place:?}"
+            ))
+        ))
+        .hint(why));
     };
     let position = settled.position(ada.id).unwrap_or_default();
     if position != expected {
@@ -414,7 +455,7 @@ fn bad_datagrams(ctx: &mut Ctx) -> Check<()> {
         ("INPUTS whose count says 200 inputs", long_count),
         ("a 1500-byte INPUTS (over 1200)", oversized),
     ];
-    let stranger = Udp::bind(ctx.journal(), "stranger")?;
+    let stranger = socket(ctx.journal(), "stranger")?;
     for (what, bytes) in &bad {
         ctx.step(format!("a stranger sends {what}"));
         stranger.send_to(bytes, server.addr)?;
@@ -463,7 +504,7 @@ fn spoofing(ctx: &mut Ctx) -> Check<()> {
         .snapshot(Duration::from_secs(2))?
         .position(ada.id)
         .unwrap_or_default();
-    let mallory = Udp::bind(ctx.journal(), "mallory")?;
+    let mallory = socket(ctx.journal(), "mallory")?;
     ctx.step("mallory, from another address, sends inputs and a LEAVE with ada's id and token");
     mallory.send_to(
         &inputs_datagram(1, ada.id, ada.token, &[(1, RIGHT), (2, RIGHT)]),
@@ -478,7 +519,16 @@ fn spoofing(ctx: &mut Ctx) -> Check<()> {
     )?;
     ctx.step("ada's own inputs: 1 left");
     ada.send_inputs(&[(1, LEFT)])?;
-    let settled = ada.snapshot_until(Duration::from_secs(2), |snapshot| snapshot.applied >= 1)?;
+    let settled = ada
+        .snapshot_until(Duration::from_secs(2), |snapshot| snapshot.applied >= 1)
+        .map_err(|_| {
+            Failure::new("after mallory's datagrams, ada gets no more snapshots: she was removed")
+                .hint(format!(
+                    "Mallory's LEAVE carried ada's id and token, but came from another \
+                     address. TODO 4 in {SERVER_FILE}: a datagram speaks for player N only if \
+                     it comes from the address N joined from, with N's token."
+                ))
+        })?;
     let Some(settled) = settled else {
         return Err(Failure::new(
             "ada's own input was never applied (no snapshot said `applied` 1)",
@@ -539,7 +589,11 @@ fn timeout(ctx: &mut Ctx) -> Check<()> {
             "bob was removed {} ms after he fell silent; players leave after 3 s of silence",
             after.as_millis()
         ))
-        .hint("A player who is quiet for a moment (a lost datagram or two) must stay."));
+        .hint(format!(
+            "A player who is quiet for a moment (a lost datagram or two) must stay. TODO 5 \
+             in {SERVER_FILE}: compare the time since each player was last heard from (an \
+             `Instant`) with `self.silence`, 3 s; not a count of ticks or datagrams."
+        )));
     }
     if gone.position(cid.id).is_some() {
         return Err(
@@ -583,7 +637,7 @@ fn sixty_four(ctx: &mut Ctx) -> Check<()> {
         player.send_inputs(&[])?;
     }
     ctx.step("a 65th player sends JOIN");
-    let late = Udp::bind(ctx.journal(), "p64")?;
+    let late = socket(ctx.journal(), "p64")?;
     late.send_to(&join_datagram("p64"), server.addr)?;
     let deadline = Instant::now() + ctx.patience().reply;
     let mut told_full = false;
@@ -635,7 +689,7 @@ fn sixty_four(ctx: &mut Ctx) -> Check<()> {
 
 /// Join without a journal line per datagram: 64 joins would fill it.
 fn join_quietly(ctx: &mut Ctx, server: SocketAddr, name: &str) -> Check<Player> {
-    let udp = Udp::bind(&course::harness::journal::Journal::new(), name)?;
+    let udp = socket(&Journal::new(), name)?;
     join_with(ctx, udp, server, name, false)
 }
 
@@ -777,7 +831,7 @@ fn parse_frame(line: &str, seen: Instant) -> Option<Frame> {
 }
 
 fn the_client(ctx: &mut Ctx) -> Check<()> {
-    let game = Udp::bind(ctx.journal(), "the test's server")?;
+    let game = socket(ctx.journal(), "the test's server")?;
     let addr = game.local_addr().to_string();
     let client = ctx.start(&["client", "--connect", &addr, "--name", "ada", "--headless"])?;
     let Some((bytes, client_addr)) = game.receive_before(Instant::now() + ctx.patience().start)?
@@ -797,9 +851,13 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     game.send_to(&datagram(0, WELCOME, &welcome), client_addr)?;
 
     // Player 1 (the client's own) walks right half a cell per tick; player 2
-    // stands still. Ticks 11 to 13 are never sent: a 300 ms gap.
+    // stands still. Ticks 11 to 13 are never sent: a 300 ms gap. Tick 19
+    // comes late, just after tick 20: datagrams overtake each other.
     let x_at = |tick: f64| 10.0 + 0.5 * tick;
-    ctx.step("the test sends a snapshot every 100 ms, ticks 1 to 24, skipping 11-13; player 1 walks right 0.5 a tick");
+    ctx.step(
+        "the test sends a snapshot every 100 ms, ticks 1 to 24, skipping 11-13, and tick 19 \
+         just after tick 20; player 1 walks right 0.5 a tick",
+    );
     let began = Instant::now();
     let mut frames = Vec::new();
     let mut read = 0usize;
@@ -810,19 +868,23 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
             collect_frames(ctx, client, &mut read, &mut frames);
             let _ = game.receive_before(due.min(Instant::now() + Duration::from_millis(5)))?;
         }
-        if (11..=13).contains(&tick) {
-            continue;
+        let sent: &[u32] = match tick {
+            11..=13 | 19 => &[],
+            20 => &[20, 19],
+            _ => &[tick],
+        };
+        for &tick in sent {
+            let mut body = tick.to_be_bytes().to_vec();
+            body.extend_from_slice(&0u32.to_be_bytes());
+            body.push(2);
+            for (id, x, y) in [(1u8, x_at(f64::from(tick)), 5.0), (2, 30.0, 8.0)] {
+                body.push(id);
+                body.extend_from_slice(&((x * 100.0).round() as u16).to_be_bytes());
+                body.extend_from_slice(&((y * 100.0_f64).round() as u16).to_be_bytes());
+            }
+            sequence += 1;
+            game.send_to(&datagram(sequence, SNAPSHOT, &body), client_addr)?;
         }
-        let mut body = tick.to_be_bytes().to_vec();
-        body.extend_from_slice(&0u32.to_be_bytes());
-        body.push(2);
-        for (id, x, y) in [(1u8, x_at(f64::from(tick)), 5.0), (2, 30.0, 8.0)] {
-            body.push(id);
-            body.extend_from_slice(&((x * 100.0).round() as u16).to_be_bytes());
-            body.extend_from_slice(&((y * 100.0_f64).round() as u16).to_be_bytes());
-        }
-        sequence += 1;
-        game.send_to(&datagram(sequence, SNAPSHOT, &body), client_addr)?;
     }
     let end = Instant::now() + Duration::from_millis(150);
     while Instant::now() < end {
@@ -885,8 +947,10 @@ fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> 
                 pair[0].1, pair[1].1, pair[0].0.at_ms, pair[1].0.at_ms
             ))
             .hint(format!(
-                "Player 1 only ever walks right. Draw a time that only moves forward, and \
-                 take snapshots in order of their tick, not of arrival ({CLIENT_FILE})."
+                "Player 1 only ever walks right. TODO 6 in {CLIENT_FILE}: draw a time that \
+                 only moves forward (never below `drawn_at`), take the snapshots before and \
+                 after it in order of their tick, not of arrival, and go `share` of the way \
+                 from the one before: 0 at its time, 1 at the next one's."
             )));
         }
     }
@@ -903,7 +967,10 @@ fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> 
             frame.at_ms,
             x_at(10.0)
         ))
-        .hint("Over a gap in the snapshots, hold the last position (or go on a little, at most one tick): never guess further."));
+        .hint(format!(
+            "Over a gap in the snapshots, hold the last position (or go on a little, at most \
+             one tick): never guess further (TODO 6 in {CLIENT_FILE})."
+        )));
     }
     // Between snapshots, and about 100 ms in the past, in the steady part
     // (ticks 3 to 10, and 16 to 24).
@@ -931,9 +998,9 @@ fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> 
              snapshot positions; the rest drew a snapshot's position as it is"
         ))
         .hint(format!(
-            "Interpolate ({CLIENT_FILE}): draw the moment `delay` before the newest, find \
-             the snapshots before and after it, and place each player the same share of the \
-             way between them."
+            "Interpolate (TODO 6 in {CLIENT_FILE}): draw the moment `delay` before now (now \
+             plus `lead`, minus `delay`), find the snapshots before and after it, and place \
+             each player the same share of the way between them."
         )));
     }
     if !(50.0..=250.0).contains(&median) {
@@ -943,7 +1010,7 @@ fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> 
         ))
         .hint(format!(
             "Draw at the server time of the newest snapshot, plus the time since it came, \
-             minus the delay ({CLIENT_FILE})."
+             minus the delay (TODO 6 in {CLIENT_FILE}: now, plus `lead`, minus `delay`)."
         )));
     }
     Ok(())

@@ -139,3 +139,75 @@ pub fn parse(bytes: &[u8]) -> Result<FromServer, String> {
         )),
     }
 }
+
+/// A datagram of lesson 09 in words, for the journal: `INPUTS id 0 token
+/// 0x… [1:right 2:down]`, `WELCOME id 2 token 0x… 20 Hz`. `None` for one
+/// that is not well formed (the journal shows its bytes alone).
+pub fn describe(bytes: &[u8]) -> Option<String> {
+    let number = |at: usize, len: usize| -> Option<u64> {
+        let part = bytes.get(at..at + len)?;
+        Some(part.iter().fold(0u64, |n, byte| n << 8 | u64::from(*byte)))
+    };
+    if number(0, 4)? != u64::from(PROTOCOL_ID) {
+        return None;
+    }
+    let sequence = number(4, 2)?;
+    let said = match number(12, 1)? as u8 {
+        JOIN => {
+            let len = number(13, 1)? as usize;
+            let name = bytes.get(14..14 + len)?;
+            format!("JOIN {:?}", String::from_utf8_lossy(name))
+        }
+        WELCOME => format!(
+            "WELCOME id {} token {:#018x} {} Hz",
+            number(13, 1)?,
+            number(14, 8)?,
+            number(22, 1)?
+        ),
+        FULL => "FULL".to_string(),
+        INPUTS => {
+            let count = number(22, 1)? as usize;
+            let inputs = (0..count.min(6))
+                .map(|index| {
+                    let at = 23 + 5 * index;
+                    Some(format!(
+                        "{}:{}",
+                        number(at, 4)?,
+                        buttons(number(at + 4, 1)? as u8)
+                    ))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let more = if count > 6 { " …" } else { "" };
+            format!(
+                "INPUTS id {} token {:#018x} [{}{more}]",
+                number(13, 1)?,
+                number(14, 8)?,
+                inputs.join(" ")
+            )
+        }
+        SNAPSHOT => format!(
+            "SNAPSHOT tick {} applied {} players {}",
+            number(13, 4)?,
+            number(17, 4)?,
+            number(21, 1)?
+        ),
+        LEAVE => format!("LEAVE id {} token {:#018x}", number(13, 1)?, number(14, 8)?),
+        _ => return None,
+    };
+    Some(format!("seq {sequence} {said}"))
+}
+
+/// The buttons held, as words: `right+down`, or `none`.
+fn buttons(held: u8) -> String {
+    let names = [(UP, "up"), (DOWN, "down"), (LEFT, "left"), (RIGHT, "right")];
+    let words: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| held & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if words.is_empty() {
+        "none".to_string()
+    } else {
+        words.join("+")
+    }
+}

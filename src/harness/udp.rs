@@ -18,6 +18,9 @@ const SHOWN: usize = 48;
 /// The largest datagram a test receives whole.
 const MAX_DATAGRAM: usize = 65_507;
 
+/// Reads a lesson's datagram in words for the journal; `None` when it cannot.
+pub type Describe = fn(&[u8]) -> Option<String>;
+
 /// A UDP socket of the test's, on `127.0.0.1`, that journals every datagram.
 pub struct Udp {
     socket: UdpSocket,
@@ -25,6 +28,8 @@ pub struct Udp {
     id: usize,
     /// A name for the socket in the journal: `player 1`.
     label: String,
+    /// The lesson's datagrams in words, shown after their bytes.
+    describe: Option<Describe>,
 }
 
 impl Udp {
@@ -37,7 +42,15 @@ impl Udp {
             journal: journal.clone(),
             id: journal.new_connection(),
             label: label.to_string(),
+            describe: None,
         })
+    }
+
+    /// Show each datagram in the journal in words as well, as `describe`
+    /// reads it (`None`: bytes alone, for a datagram it cannot read).
+    pub fn described_by(mut self, describe: Describe) -> Udp {
+        self.describe = Some(describe);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -96,10 +109,15 @@ impl Udp {
     fn note(&self, arrow: char, datagram: &[u8], peer: SocketAddr) {
         let shown = &datagram[..datagram.len().min(SHOWN)];
         let more = if datagram.len() > SHOWN { "…" } else { "" };
+        let words = self
+            .describe
+            .and_then(|describe| describe(datagram))
+            .map(|words| format!(" = {words}"))
+            .unwrap_or_default();
         self.journal.wire(
             self.id,
             Wire::Note(format!(
-                "{} {arrow} {peer}: {} bytes {}{more}",
+                "{} {arrow} {peer}: {} bytes {}{more}{words}",
                 self.label,
                 datagram.len(),
                 escape::escape(shown)
