@@ -1165,6 +1165,26 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     for text in &news_texts {
         send(ctx, server.addr, "ada/news", text, &[])?;
     }
+    ctx.step("a second server on the same folder must refuse it");
+    let owner = format!(
+        "in use by another server (pid {})",
+        ctx.process(server.id).pid()
+    );
+    let lock_hint = "Two servers on one folder would hand out the same stream ids and delete \
+                     each other's files. The given lessons/08-agent/disk.rs, fn claim, locks \
+                     DIR/server.lock before `listening on`: keep the `Disk`, and so its lock, \
+                     for as long as the server runs.";
+    let second = ctx
+        .run(&["server", "--bind", "127.0.0.1:0", "--data", &data], b"")
+        .map_err(|mut failure| {
+            failure.what = "a second server on the same --data folder went on running; it \
+                            should have exited with `error: DIR is in use by another server \
+                            (pid N)`"
+                .to_string();
+            failure.hint(lock_hint)
+        })?;
+    ctx.expect_one_line_error(&second, &owner, "started on a folder in use")
+        .map_err(|failure| failure.more_hint(lock_hint))?;
     ctx.kill(server.id);
     let bind = server.addr.to_string();
     let restarted = ctx.start_server_with(&["server", "--bind", &bind, "--data", &data])?;
