@@ -1306,6 +1306,7 @@ fn hostile(ctx: &mut Ctx) -> Check<()> {
     let mut app = ctx.connect(device.local)?;
     app.send(&frame("REGISTER ../../x 0"))?;
     expect_refused(&mut app, "an app whose name is not one")?;
+    crowd_at_the_agent(ctx, &device)?;
 
     never_reads(ctx, server.addr)?;
 
@@ -1315,6 +1316,52 @@ fn hostile(ctx: &mut Ctx) -> Check<()> {
     wait_shown(ctx, mail, "mail", &text, seconds(ctx, 2.0))?;
     ctx.expect_running(device.agent)?;
     ctx.expect_running(server.id)
+}
+
+/// The agent's port for apps holds a bounded number of connections: past
+/// it, `ERR` and closed, not a thread each; once they go, apps register.
+fn crowd_at_the_agent(ctx: &mut Ctx, device: &Device) -> Check<()> {
+    const CROWD: usize = 200;
+    ctx.step(format!(
+        "{CROWD} connections to the agent's port for apps say nothing; one more comes"
+    ));
+    let patience = ctx.patience().start;
+    let mut crowd = Vec::new();
+    for _ in 0..CROWD {
+        match TcpStream::connect_timeout(&device.local, patience) {
+            Ok(stream) => crowd.push(stream),
+            Err(_) => break,
+        }
+    }
+    let mut one_more = ctx.connect(device.local)?;
+    expect_refused(&mut one_more, "one connection past the agent's limit").map_err(|failure| {
+        failure.hint(format!(
+            "The agent's port for apps is on the phone, but any program there can open it: \
+             past MAX_APP_CONNECTIONS, given in {AGENT_FILE}, fn accept_apps, a connection \
+             is answered ERR and closed, so {CROWD} silent ones cost no more than the limit."
+        ))
+    })?;
+    drop(crowd);
+    ctx.step("the crowd leaves; an app named late registers");
+    let deadline = Instant::now() + seconds(ctx, 3.0);
+    loop {
+        let mut late = ctx.connect(device.local)?;
+        late.send(&frame("REGISTER late 0"))?;
+        let answer = read_frame(&mut late)?;
+        if answer == "OK 0" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(late
+                .fail(format!(
+                    "the crowd left, yet the agent still refuses an app: {answer:?}"
+                ))
+                .hint(format!(
+                    "Each connection's end frees its place ({AGENT_FILE}, fn accept_apps)."
+                )));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// An agent that says it sends a heartbeat every second, sends them, and
