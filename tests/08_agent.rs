@@ -509,10 +509,11 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     send(ctx, server.addr, "bob/mail", &kept, &[])?;
     wait_shown(ctx, bob_mail, "mail", &kept, within).map_err(|failure| {
         failure.hint(format!(
-            "The NAT forgot bob's connection although its agent was told --keepalive 0.5. \
+            "The NAT forgot bob's connection although its agent was told --keepalive {:.2}. \
              Where: TODO 3 in {AGENT_FILE}, fn heartbeats: send `PING` every keepalive \
              interval; each one is traffic that keeps the NAT's mapping alive, and the \
-             service answers `PONG`."
+             service answers `PONG`.",
+            every.as_secs_f64()
         ))
     })?;
     // ada's mapping is gone: her notification went into it and nowhere.
@@ -549,16 +550,45 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
             "did not last"
         }
     ));
-    if !bob_kept_one {
+    if !bob_kept_one || std::env::var_os("QA_FAIL").is_some() {
         return Err(Failure::new(format!(
             "bob's agent made {} connections through the NAT; with heartbeats below the \
              NAT's timeout, its first connection should have lasted",
             mappings.len()
         ))
+        .detail(output_block(
+            "bob's agent's stdout",
+            &ctx.process(bob.agent).stdout().text(),
+        ))
         .hint(format!(
             "Where: TODO 3 in {AGENT_FILE}, fn heartbeats: send `PING` every keepalive \
              interval. Without them the connection goes quiet, the NAT forgets it, and the \
              agent must reconnect: a new mapping, and a radio wake-up, each time."
+        )));
+    }
+    // A heartbeat sent once, or every two intervals, may still slip under
+    // this NAT's timeout; the longest silence on the connection tells.
+    let longest = mappings[0].longest_quiet_until(Instant::now());
+    ctx.step(format!(
+        "the longest silence on bob's connection: {:.1} s",
+        longest.as_secs_f64()
+    ));
+    if longest > every.mul_f64(1.5) {
+        return Err(Failure::new(format!(
+            "bob's connection carried no byte for {:.1} s at a stretch; with --keepalive \
+             {:.2}, a PING (and its PONG) should cross it every {:.1} s",
+            longest.as_secs_f64(),
+            every.as_secs_f64(),
+            every.as_secs_f64()
+        ))
+        .detail(output_block(
+            "bob's agent's stdout",
+            &ctx.process(bob.agent).stdout().text(),
+        ))
+        .hint(format!(
+            "Where: TODO 3 in {AGENT_FILE}, fn heartbeats: a loop, one `PING` each time \
+             `recv_timeout(self.keepalive)` times out, not one PING, and not one every two \
+             intervals. A NAT with a shorter timeout than the gap forgets the connection."
         )));
     }
     ctx.expect_running(server.id)
@@ -1165,6 +1195,26 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     for text in &news_texts {
         send(ctx, server.addr, "ada/news", text, &[])?;
     }
+    ctx.step("a second server on the same folder must refuse it");
+    let owner = format!(
+        "in use by another server (pid {})",
+        ctx.process(server.id).pid()
+    );
+    let lock_hint = "Two servers on one folder would hand out the same stream ids and delete \
+                     each other's files. The given lessons/08-agent/disk.rs, fn claim, locks \
+                     DIR/server.lock before `listening on`: keep the `Disk`, and so its lock, \
+                     for as long as the server runs.";
+    let second = ctx
+        .run(&["server", "--bind", "127.0.0.1:0", "--data", &data], b"")
+        .map_err(|mut failure| {
+            failure.what = "a second server on the same --data folder went on running; it \
+                            should have exited with `error: DIR is in use by another server \
+                            (pid N)`"
+                .to_string();
+            failure.hint(lock_hint)
+        })?;
+    ctx.expect_one_line_error(&second, &owner, "started on a folder in use")
+        .map_err(|failure| failure.more_hint(lock_hint))?;
     ctx.kill(server.id);
     let bind = server.addr.to_string();
     let restarted = ctx.start_server_with(&["server", "--bind", &bind, "--data", &data])?;
@@ -1256,6 +1306,7 @@ fn hostile(ctx: &mut Ctx) -> Check<()> {
     let mut app = ctx.connect(device.local)?;
     app.send(&frame("REGISTER ../../x 0"))?;
     expect_refused(&mut app, "an app whose name is not one")?;
+    crowd_at_the_agent(ctx, &device)?;
 
     never_reads(ctx, server.addr)?;
 
@@ -1265,6 +1316,52 @@ fn hostile(ctx: &mut Ctx) -> Check<()> {
     wait_shown(ctx, mail, "mail", &text, seconds(ctx, 2.0))?;
     ctx.expect_running(device.agent)?;
     ctx.expect_running(server.id)
+}
+
+/// The agent's port for apps holds a bounded number of connections: past
+/// it, `ERR` and closed, not a thread each; once they go, apps register.
+fn crowd_at_the_agent(ctx: &mut Ctx, device: &Device) -> Check<()> {
+    const CROWD: usize = 200;
+    ctx.step(format!(
+        "{CROWD} connections to the agent's port for apps say nothing; one more comes"
+    ));
+    let patience = ctx.patience().start;
+    let mut crowd = Vec::new();
+    for _ in 0..CROWD {
+        match TcpStream::connect_timeout(&device.local, patience) {
+            Ok(stream) => crowd.push(stream),
+            Err(_) => break,
+        }
+    }
+    let mut one_more = ctx.connect(device.local)?;
+    expect_refused(&mut one_more, "one connection past the agent's limit").map_err(|failure| {
+        failure.hint(format!(
+            "The agent's port for apps is on the phone, but any program there can open it: \
+             past MAX_APP_CONNECTIONS, given in {AGENT_FILE}, fn accept_apps, a connection \
+             is answered ERR and closed, so {CROWD} silent ones cost no more than the limit."
+        ))
+    })?;
+    drop(crowd);
+    ctx.step("the crowd leaves; an app named late registers");
+    let deadline = Instant::now() + seconds(ctx, 3.0);
+    loop {
+        let mut late = ctx.connect(device.local)?;
+        late.send(&frame("REGISTER late 0"))?;
+        let answer = read_frame(&mut late)?;
+        if answer == "OK 0" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(late
+                .fail(format!(
+                    "the crowd left, yet the agent still refuses an app: {answer:?}"
+                ))
+                .hint(format!(
+                    "Each connection's end frees its place ({AGENT_FILE}, fn accept_apps)."
+                )));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// An agent that says it sends a heartbeat every second, sends them, and

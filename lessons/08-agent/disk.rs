@@ -5,25 +5,35 @@
 //! only ever leave a whole notification or none. `DIR/next.id` holds the
 //! first stream id not yet reserved: ids never go back, even after a
 //! restart, or an agent would take a new notification for one it has shown.
+//! `DIR/server.lock` says which server owns the folder (see `claim`).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
 
 use crate::protocol;
 use crate::store::Note;
 
 const NEXT_ID_FILE: &str = "next.id";
+const LOCK_FILE: &str = "server.lock";
 
 pub struct Disk {
     folder: PathBuf,
+    /// Open, and locked, for as long as the server runs (see `claim`).
+    _lock: File,
 }
 
 impl Disk {
-    pub fn open(folder: &Path) -> io::Result<Disk> {
-        fs::create_dir_all(folder)?;
+    /// Open `folder` for this server alone, or say in one line why not.
+    pub fn open(folder: &Path) -> Result<Disk> {
+        fs::create_dir_all(folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
+        let lock = claim(folder)?;
         Ok(Disk {
             folder: folder.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -96,6 +106,43 @@ impl Disk {
         found.sort_by_key(|(_, _, note)| note.id);
         Ok(found)
     }
+}
+
+/// Lock `folder` for this server, with the pid in the lock file for people
+/// to read. Two servers on one folder would hand out the same stream ids
+/// and delete each other's files. The system drops the lock when the
+/// process ends, however it ends: a SIGKILL leaves no stale lock behind.
+fn claim(folder: &Path) -> Result<File> {
+    let path = folder.join(LOCK_FILE);
+    // Not truncated on open: until we hold the lock, the pid in it is the
+    // owner's.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let owner = match text.lines().next().map(str::parse::<u32>) {
+                Some(Ok(pid)) => format!("pid {pid}"),
+                _ => "pid unknown".to_string(),
+            };
+            bail!("{} is in use by another server ({owner})", folder.display());
+        }
+        Err(TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    let pid = format!("{}\n", std::process::id());
+    file.write_all(pid.as_bytes())
+        .and_then(|()| file.set_len(pid.len() as u64))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
 }
 
 /// The folders in `folder` whose names are names of this protocol.

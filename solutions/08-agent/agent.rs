@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -20,6 +21,9 @@ use crate::protocol::Message;
 
 /// Apps registered at once: each holds a socket and a thread.
 const MAX_APPS: usize = 64;
+/// Connections on the apps' port at once, registered or not yet: a program
+/// that opens thousands gets the rest refused, not a thread each.
+const MAX_APP_CONNECTIONS: usize = 2 * MAX_APPS;
 /// How long to wait for a connection, the service's WELCOME, or an app's
 /// first frame.
 const HANDSHAKE: Duration = Duration::from_secs(5);
@@ -243,11 +247,27 @@ impl Agent {
 }
 
 fn accept_apps(listener: &TcpListener, agent: &Arc<Agent>) {
+    let open = Arc::new(AtomicUsize::new(0));
     let mut numbers = 0u64;
     for stream in listener.incoming().flatten() {
+        if open.load(Ordering::SeqCst) >= MAX_APP_CONNECTIONS {
+            refuse(
+                &stream,
+                "too many connections to the agent; try again later",
+            );
+            continue;
+        }
+        open.fetch_add(1, Ordering::SeqCst);
         numbers += 1;
-        let (agent, number) = (Arc::clone(agent), numbers);
-        thread::spawn(move || serve_app(&stream, &agent, number));
+        let (agent, number, still_open) = (Arc::clone(agent), numbers, Arc::clone(&open));
+        let spawned = thread::Builder::new().spawn(move || {
+            serve_app(&stream, &agent, number);
+            still_open.fetch_sub(1, Ordering::SeqCst);
+        });
+        // Out of threads: this connection is dropped, the next ones tried.
+        if spawned.is_err() {
+            open.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 

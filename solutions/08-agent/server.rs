@@ -28,9 +28,9 @@ const WRITE_WAIT: Duration = Duration::from_secs(10);
 /// Bind `addr`, say where we listen, and serve every connection at once.
 pub fn run(addr: &str, data: Option<&Path>) -> Result<()> {
     let disk = match data {
-        Some(folder) => {
-            Some(Disk::open(folder).with_context(|| format!("cannot use {}", folder.display()))?)
-        }
+        // Claimed before `listening on`: a second server on the folder
+        // exits with one line, `DIR is in use by another server (pid N)`.
+        Some(folder) => Some(Disk::open(folder)?),
         None => None,
     };
     let service = Service::open(disk).context("cannot read the saved notifications")?;

@@ -84,6 +84,18 @@ pub struct MappingInfo {
     pub device_closed: Option<Instant>,
     /// When the far side (the `--to` server) closed its socket.
     pub server_closed: Option<Instant>,
+    /// When the last byte was carried, either way.
+    pub last_byte: Instant,
+    /// The longest silence (both ways) between two bytes carried.
+    pub longest_quiet: Duration,
+}
+
+impl MappingInfo {
+    /// The longest silence so far, counting the one going on now.
+    pub fn longest_quiet_until(&self, now: Instant) -> Duration {
+        self.longest_quiet
+            .max(now.saturating_duration_since(self.last_byte))
+    }
 }
 
 struct Mapping {
@@ -95,8 +107,6 @@ struct Mapping {
 
 struct MappingState {
     info: MappingInfo,
-    /// The last byte carried either way.
-    last: Instant,
 }
 
 struct Shared {
@@ -241,8 +251,9 @@ fn open_mapping(device: TcpStream, shared: &Arc<Shared>) {
                     forgotten: None,
                     device_closed: None,
                     server_closed: None,
+                    last_byte: now,
+                    longest_quiet: Duration::ZERO,
                 },
-                last: now,
             }),
         });
         mappings.push(Arc::clone(&mapping));
@@ -310,8 +321,8 @@ fn carry(mut from: TcpStream, mapping: &Mapping, shared: &Shared, direction: Dir
 fn still_mapped(mapping: &Mapping, shared: &Shared) -> bool {
     let now = Instant::now();
     let mut state = lock(&mapping.state);
-    if state.info.forgotten.is_none() && now.duration_since(state.last) > shared.idle {
-        state.info.forgotten = Some(state.last + shared.idle);
+    if state.info.forgotten.is_none() && now.duration_since(state.info.last_byte) > shared.idle {
+        state.info.forgotten = Some(state.info.last_byte + shared.idle);
         if shared.log {
             println!(
                 "mapping {}: forgotten after {:.1} s idle",
@@ -324,7 +335,8 @@ fn still_mapped(mapping: &Mapping, shared: &Shared) -> bool {
     if state.info.forgotten.is_some() {
         return false;
     }
-    state.last = now;
+    state.info.longest_quiet = state.info.longest_quiet.max(now - state.info.last_byte);
+    state.info.last_byte = now;
     true
 }
 
