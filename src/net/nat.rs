@@ -344,22 +344,6 @@ fn still_mapped(mapping: &Mapping, shared: &Shared) -> bool {
 mod tests {
     use super::*;
 
-    /// A server that echoes every byte back, on a free port.
-    fn echo_server() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                thread::spawn(move || {
-                    let mut reader = stream.try_clone().unwrap();
-                    let _ = io::copy(&mut reader, &mut &stream);
-                    let _ = stream.shutdown(Shutdown::Write);
-                });
-            }
-        });
-        addr
-    }
-
     fn connect(nat: &Nat) -> TcpStream {
         let stream = TcpStream::connect(nat.addr()).unwrap();
         stream
@@ -377,7 +361,13 @@ mod tests {
 
     #[test]
     fn carries_bytes_both_ways_and_counts_connections() {
-        let nat = Nat::start("127.0.0.1:0", echo_server(), Duration::from_secs(5), false).unwrap();
+        let nat = Nat::start(
+            "127.0.0.1:0",
+            crate::net::testing::echo_server(),
+            Duration::from_secs(5),
+            false,
+        )
+        .unwrap();
         let mut first = connect(&nat);
         let mut second = connect(&nat);
         assert_eq!(echo(&mut first, b"hello").unwrap(), b"hello");
@@ -388,7 +378,13 @@ mod tests {
 
     #[test]
     fn a_close_passes_while_the_mapping_lives() {
-        let nat = Nat::start("127.0.0.1:0", echo_server(), Duration::from_secs(5), false).unwrap();
+        let nat = Nat::start(
+            "127.0.0.1:0",
+            crate::net::testing::echo_server(),
+            Duration::from_secs(5),
+            false,
+        )
+        .unwrap();
         let mut stream = connect(&nat);
         assert_eq!(echo(&mut stream, b"x").unwrap(), b"x");
         stream.shutdown(Shutdown::Write).unwrap();
@@ -400,7 +396,13 @@ mod tests {
     #[test]
     fn forgets_an_idle_mapping_silently() {
         let idle = Duration::from_millis(200);
-        let nat = Nat::start("127.0.0.1:0", echo_server(), idle, false).unwrap();
+        let nat = Nat::start(
+            "127.0.0.1:0",
+            crate::net::testing::echo_server(),
+            idle,
+            false,
+        )
+        .unwrap();
         let mut stream = connect(&nat);
         assert_eq!(echo(&mut stream, b"before").unwrap(), b"before");
         let quiet_since = Instant::now();
@@ -419,7 +421,13 @@ mod tests {
 
     #[test]
     fn forget_all_drops_every_mapping_at_once_and_new_ones_work() {
-        let nat = Nat::start("127.0.0.1:0", echo_server(), Duration::from_secs(5), false).unwrap();
+        let nat = Nat::start(
+            "127.0.0.1:0",
+            crate::net::testing::echo_server(),
+            Duration::from_secs(5),
+            false,
+        )
+        .unwrap();
         let mut old = [connect(&nat), connect(&nat)];
         for stream in &mut old {
             assert_eq!(echo(stream, b"a").unwrap(), b"a");

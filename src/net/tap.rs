@@ -402,26 +402,9 @@ mod tests {
         }
     }
 
-    /// An echo server on a thread: what lesson 01 builds.
-    fn echo_server() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                thread::spawn(move || {
-                    let mut reader = stream.try_clone().unwrap();
-                    let mut writer = stream;
-                    let _ = io::copy(&mut reader, &mut writer);
-                    let _ = writer.shutdown(Shutdown::Write);
-                });
-            }
-        });
-        addr
-    }
-
     #[test]
     fn prints_both_directions_of_each_connection_labelled() {
-        let server = echo_server();
+        let server = crate::net::testing::echo_server();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let tap = listener.local_addr().unwrap();
         let captured = Captured::default();
