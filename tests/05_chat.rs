@@ -102,11 +102,6 @@ const PROMPT: &str = "* what is your name?";
 /// The longest line a stage reads from the server, newline included.
 const READ_LIMIT: usize = 16 * 1024;
 
-/// How much slower than normal this run may be (`COURSE_PATIENCE`).
-fn scale(ctx: &Ctx) -> f64 {
-    ctx.patience().reply.as_secs_f64() / 2.0
-}
-
 /// Read exactly `line` and its newline.
 fn expect_line(conn: &mut Conn, line: &str) -> Check<()> {
     conn.expect(format!("{line}\n").as_bytes())
@@ -624,8 +619,8 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
     // 99 lines in 100 within 200 ms, and none later than a second: on a busy
     // machine, one line may wait for the scheduler; a room that waits for
     // slow makes many lines late, or stops.
-    let limit = Duration::from_secs_f64(0.2 * scale(ctx));
-    let ceiling = Duration::from_secs_f64(scale(ctx));
+    let limit = Duration::from_secs_f64(0.2 * ctx.patience().scale());
+    let ceiling = Duration::from_secs_f64(ctx.patience().scale());
     let most_memory: u64 = 24 << 20;
     let wait_hint = format!(
         "A write to a member who does not read blocks once the buffers between you fill \
@@ -752,7 +747,7 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
          others said",
         LINES_EACH * GROUPS
     ));
-    let deadline = Instant::now() + Duration::from_secs_f64(30.0 * scale(ctx));
+    let deadline = Instant::now() + Duration::from_secs_f64(30.0 * ctx.patience().scale());
     let epoch = Instant::now();
     let results: Vec<(Check<Vec<Duration>>, Instant)> = thread::scope(|scope| {
         let running: Vec<_> = members
@@ -786,7 +781,7 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
     let (times, summary) = Times(times).summary();
     measured(ctx, summary.clone());
     let p99 = times.at(0.99);
-    let limit = Duration::from_secs_f64(scale(ctx));
+    let limit = Duration::from_secs_f64(ctx.patience().scale());
     if p99 > limit {
         return Err(Failure::new(format!(
             "99% of lines should reach each member within {:.1} s; the 99th percentile \
@@ -926,7 +921,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
             .more_hint(print_hint));
     }
     let shown = format!("[amy] hello {name}\n");
-    let half_a_second = Instant::now() + Duration::from_secs_f64(0.5 * scale(ctx));
+    let half_a_second = Instant::now() + Duration::from_secs_f64(0.5 * ctx.patience().scale());
     if !ctx
         .process(client)
         .wait_for_stdout(shown.as_bytes(), half_a_second)
@@ -951,7 +946,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     // must wait for its close. One that ends at once would print `* bye`
     // only when the race went its way, so the test holds `* bye` back a
     // moment, and an early exit shows on every run.
-    let a_moment = Instant::now() + Duration::from_secs_f64(0.25 * scale(ctx));
+    let a_moment = Instant::now() + Duration::from_secs_f64(0.25 * ctx.patience().scale());
     if let Some(status) = ctx.process(client).wait_exit(a_moment) {
         return Err(Failure::new(format!(
             "the client exited ({status}) right after sending /quit, before the server \
@@ -1010,7 +1005,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     let mut server = FakeServer::accept(ctx, &listener)?;
     server.say(&format!("{PROMPT}\n"))?;
     let asked = format!("{PROMPT}\n");
-    let a_second = Instant::now() + Duration::from_secs_f64(scale(ctx));
+    let a_second = Instant::now() + Duration::from_secs_f64(ctx.patience().scale());
     if !ctx
         .process(client)
         .wait_for_stdout(asked.as_bytes(), a_second)

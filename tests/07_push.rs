@@ -122,15 +122,6 @@ pub const DEMO_KEY: &str = "demo-key";
 /// The longest line a stage reads.
 const LINE_LIMIT: usize = 1024;
 
-/// How much slower than normal this run may be (`COURSE_PATIENCE`).
-pub fn scale(ctx: &Ctx) -> f64 {
-    ctx.patience().reply.as_secs_f64() / 2.0
-}
-
-fn seconds(ctx: &Ctx, seconds: f64) -> Duration {
-    Duration::from_secs_f64(seconds * scale(ctx))
-}
-
 // ---------------------------------------------------------------------------
 // The test as a device: its own listener, registered with the service.
 
@@ -349,7 +340,7 @@ fn nothing_waits(ctx: &Ctx, conn: &mut Conn, name: &str) -> Check<Duration> {
         name,
         "reachable",
         0,
-        Instant::now() + seconds(ctx, 2.0),
+        Instant::now() + ctx.patience().seconds(2.0),
     )
 }
 
@@ -447,7 +438,7 @@ fn kept_token(ctx: &mut Ctx, token_file: &str) -> Check<()> {
     ctx.step(format!(
         "waited for the device to keep its token in {token_file}"
     ));
-    let deadline = Instant::now() + seconds(ctx, 2.0);
+    let deadline = Instant::now() + ctx.patience().seconds(2.0);
     loop {
         let kept = std::fs::read_to_string(token_file).unwrap_or_default();
         if kept.ends_with('\n') && kept.trim().len() == 32 {
@@ -609,7 +600,7 @@ fn delivers(ctx: &mut Ctx) -> Check<()> {
     let text = ctx.rng().sentence(4);
     ctx.step("a sender sends tester a notification");
     let id = send_note(&mut sender, "tester", "-", "-", &text)?;
-    let frames = tester.receive(ctx, 1, seconds(ctx, 2.0))?;
+    let frames = tester.receive(ctx, 1, ctx.patience().seconds(2.0))?;
     let wanted = Frame::Push {
         id,
         from: "app".into(),
@@ -648,7 +639,7 @@ fn delivers(ctx: &mut Ctx) -> Check<()> {
         ctx,
         device.id,
         &format!("#{id} from app: {text}"),
-        seconds(ctx, 2.0),
+        ctx.patience().seconds(2.0),
     )?;
     nothing_waits(ctx, &mut sender, "ada").map_err(|failure| {
         failure.hint(format!(
@@ -670,7 +661,7 @@ fn at_once(ctx: &mut Ctx) -> Check<()> {
         let started = Instant::now();
         let id = send_note(&mut sender, "ada", "-", "-", &text)?;
         let line = format!("#{id} from app: {text}");
-        wait_shown(ctx, device.id, &line, seconds(ctx, 2.0))?;
+        wait_shown(ctx, device.id, &line, ctx.patience().seconds(2.0))?;
         times.push(started.elapsed());
     }
     times.sort();
@@ -680,7 +671,7 @@ fn at_once(ctx: &mut Ctx) -> Check<()> {
         median.as_secs_f64() * 1e3,
         times[PUSHES - 1].as_secs_f64() * 1e3
     ));
-    let allowed = seconds(ctx, 0.1);
+    let allowed = ctx.patience().seconds(0.1);
     if median > allowed {
         return Err(Failure::new(format!(
             "a push took {:.0} ms (the median of {PUSHES}) from SEND to the device's screen; \
@@ -752,7 +743,12 @@ fn authentic(ctx: &mut Ctx) -> Check<()> {
                 .hint(forged_hint),
         );
     }
-    wait_shown(ctx, device.id, "#8 from app: real", seconds(ctx, 1.0))?;
+    wait_shown(
+        ctx,
+        device.id,
+        "#8 from app: real",
+        ctx.patience().seconds(1.0),
+    )?;
     if count_in_stdout(ctx, device.id, "forged") > 0 {
         let stdout = ctx.process(device.id).stdout().text();
         return Err(Failure::new("the device showed a forged push")
@@ -820,12 +816,12 @@ fn store_and_forward(ctx: &mut Ctx) -> Check<()> {
         "ada",
         "unreachable",
         5,
-        Instant::now() + seconds(ctx, 2.0),
+        Instant::now() + ctx.patience().seconds(2.0),
     )
     .map_err(|failure| failure.hint(store_hint.clone()))?;
     ada.come_back(ctx, service.addr)?;
     let frames = ada
-        .receive(ctx, 5, seconds(ctx, 2.0))
+        .receive(ctx, 5, ctx.patience().seconds(2.0))
         .map_err(|f| f.more_hint(store_hint.clone()))?;
     let wanted: Vec<(u64, &str)> = sent.iter().map(|(id, text)| (*id, text.as_str())).collect();
     expect_pushes(&frames, &wanted, "after ada came back").map_err(|f| f.hint(store_hint))?;
@@ -846,14 +842,14 @@ fn store_and_forward(ctx: &mut Ctx) -> Check<()> {
         "bob",
         "unreachable",
         1,
-        Instant::now() + seconds(ctx, 2.0),
+        Instant::now() + ctx.patience().seconds(2.0),
     )?;
     let bob = start_device_keeping(ctx, service.addr, "bob", &token_file)?;
     wait_shown(
         ctx,
         bob.id,
         &format!("#{id} from app: while you were out"),
-        seconds(ctx, 2.0),
+        ctx.patience().seconds(2.0),
     )
     .map_err(|failure| {
         failure.hint(format!(
@@ -891,12 +887,12 @@ fn bounded_queue(ctx: &mut Ctx) -> Check<()> {
         "ada",
         "unreachable",
         100,
-        Instant::now() + seconds(ctx, 2.0),
+        Instant::now() + ctx.patience().seconds(2.0),
     )
     .map_err(|failure| failure.hint(bound_hint.clone()))?;
     ada.come_back(ctx, service.addr)?;
     let frames = ada
-        .receive(ctx, 101, seconds(ctx, 2.0))
+        .receive(ctx, 101, ctx.patience().seconds(2.0))
         .map_err(|failure| failure.hint(bound_hint.clone()))?;
     if frames[0] != Frame::Lost((SENT - 100) as u64) {
         return Err(Failure::new(format!(
@@ -938,12 +934,14 @@ fn flooded(ctx: &mut Ctx) -> Check<()> {
     let flooder = std::thread::spawn(move || flood(addr, "carol", FLOOD));
     let mut sender = ctx.connect(service.addr)?;
     let id = send_note(&mut sender, "ok", "-", "-", "still served")?;
-    let frames = ok.receive(ctx, 1, seconds(ctx, 2.0)).map_err(|failure| {
-        failure.more_hint(
-            "A sender that floods holds its own connection's thread only: the others are \
+    let frames = ok
+        .receive(ctx, 1, ctx.patience().seconds(2.0))
+        .map_err(|failure| {
+            failure.more_hint(
+                "A sender that floods holds its own connection's thread only: the others are \
              served meanwhile.",
-        )
-    })?;
+            )
+        })?;
     expect_pushes(&frames, &[(id, "still served")], "ok, during the flood")?;
     let answered = flooder
         .join()
@@ -957,7 +955,7 @@ fn flooded(ctx: &mut Ctx) -> Check<()> {
         "carol",
         "unreachable",
         100,
-        Instant::now() + seconds(ctx, 2.0),
+        Instant::now() + ctx.patience().seconds(2.0),
     )
     .map_err(|failure| {
         failure.hint(format!(
@@ -1006,7 +1004,7 @@ fn ttl_and_collapse(ctx: &mut Ctx) -> Check<()> {
     let mut sender = ctx.connect(service.addr)?;
     ctx.step("ada is here: a notification with TTL 0 (now or never) is delivered now");
     let now = send_note(&mut sender, "ada", "0", "-", "right now")?;
-    let frames = ada.receive(ctx, 1, seconds(ctx, 2.0))?;
+    let frames = ada.receive(ctx, 1, ctx.patience().seconds(2.0))?;
     expect_pushes(
         &frames,
         &[(now, "right now")],
@@ -1019,7 +1017,7 @@ fn ttl_and_collapse(ctx: &mut Ctx) -> Check<()> {
         "ada",
         "unreachable",
         1,
-        Instant::now() + seconds(ctx, 2.0),
+        Instant::now() + ctx.patience().seconds(2.0),
     )?;
     ctx.step("while ada is away: TTL 0, TTL 1, and two with collapse key `mail`");
     send_note(&mut sender, "ada", "0", "-", "now or never")?;
@@ -1030,7 +1028,7 @@ fn ttl_and_collapse(ctx: &mut Ctx) -> Check<()> {
     // The behaviour under test is the passing of time: a TTL of 1 s.
     std::thread::sleep(Duration::from_millis(1300).saturating_sub(short.elapsed()));
     ada.come_back(ctx, service.addr)?;
-    let frames = ada.receive(ctx, 2, seconds(ctx, 2.0))?;
+    let frames = ada.receive(ctx, 2, ctx.patience().seconds(2.0))?;
     expect_pushes(
         &frames,
         &[(kept, "no TTL"), (mail, "2 new mails")],
@@ -1054,17 +1052,19 @@ fn lost_ack(ctx: &mut Ctx) -> Check<()> {
     let mut sender = ctx.connect(service.addr)?;
     let id = send_note(&mut sender, "ada", "-", "-", "say it twice")?;
     ctx.step("ada reads the push and closes without ACK, as if the ACK were lost");
-    let mut conn = ada.accept(ctx, seconds(ctx, 2.0))?;
+    let mut conn = ada.accept(ctx, ctx.patience().seconds(2.0))?;
     ada.read_frame(&mut conn)?;
     conn.abort();
-    let frames = ada.receive(ctx, 1, seconds(ctx, 4.0)).map_err(|failure| {
-        failure.hint(format!(
-            "The test closed the connection without `ACK <id>`, as if the ACK were lost: \
+    let frames = ada
+        .receive(ctx, 1, ctx.patience().seconds(4.0))
+        .map_err(|failure| {
+            failure.hint(format!(
+                "The test closed the connection without `ACK <id>`, as if the ACK were lost: \
              the notification is not delivered, and the service must keep it and connect \
              again. Forget it (`service.delivered`) only once its ACK came, and return the \
              error of a missing ACK. Where: TODO 2 in {DELIVERY_FILE}, fn deliver."
-        ))
-    })?;
+            ))
+        })?;
     expect_pushes(&frames, &[(id, "say it twice")], "sent again")?;
     nothing_waits(ctx, &mut sender, "ada")?;
 
@@ -1087,7 +1087,12 @@ fn lost_ack(ctx: &mut Ctx) -> Check<()> {
                 .hint(ack_hint));
         }
     }
-    wait_shown(ctx, device.id, "#6 from app: after", seconds(ctx, 1.0))?;
+    wait_shown(
+        ctx,
+        device.id,
+        "#6 from app: after",
+        ctx.patience().seconds(1.0),
+    )?;
     let shown = count_in_stdout(ctx, device.id, "#5 from app: once");
     if shown != 1 {
         let stdout = ctx.process(device.id).stdout().text();
@@ -1137,7 +1142,7 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     ada.come_back(ctx, service.addr)
         .map_err(|f| f.more_hint(durable_hint.clone()))?;
     let frames = ada
-        .receive(ctx, sent.len(), seconds(ctx, 2.0))
+        .receive(ctx, sent.len(), ctx.patience().seconds(2.0))
         .map_err(|f| f.more_hint(durable_hint.clone()))?;
     let wanted: Vec<(u64, &str)> = sent.iter().map(|(id, text)| (*id, text.as_str())).collect();
     expect_pushes(&frames, &wanted, "after the restart").map_err(|f| f.hint(durable_hint))?;
@@ -1163,7 +1168,7 @@ fn the_device(ctx: &mut Ctx) -> Check<()> {
         ctx,
         ada.id,
         &format!("#{id} from app: while you type"),
-        seconds(ctx, 1.0),
+        ctx.patience().seconds(1.0),
     )
     .map_err(|failure| {
         failure.more_hint(format!(
@@ -1178,7 +1183,7 @@ fn the_device(ctx: &mut Ctx) -> Check<()> {
          and the service pushes it to NAME like any notification, from the device's name. \
          Where: {DEVICE_FILE}, fn read_keyboard and fn tell."
     );
-    let wait = seconds(ctx, 2.0);
+    let wait = ctx.patience().seconds(2.0);
     let shown = ctx
         .process(ada.id)
         .wait_for_stdout(b"sent #", Instant::now() + wait);
@@ -1232,14 +1237,16 @@ fn unreachable(ctx: &mut Ctx) -> Check<()> {
     send_note(&mut sender, "hole", "-", "-", "into the void")?;
     ctx.step("right after, a notification for ok, a device that answers");
     let id = send_note(&mut sender, "ok", "-", "-", "served")?;
-    let frames = ok.receive(ctx, 1, seconds(ctx, 0.5)).map_err(|failure| {
-        failure.more_hint(format!(
-            "A device that never answers must hold up no one else: deliver on a thread per \
+    let frames = ok
+        .receive(ctx, 1, ctx.patience().seconds(0.5))
+        .map_err(|failure| {
+            failure.more_hint(format!(
+                "A device that never answers must hold up no one else: deliver on a thread per \
              device, each step with a deadline. Where: {DELIVERY_FILE}."
-        ))
-    })?;
+            ))
+        })?;
     expect_pushes(&frames, &[(id, "served")], "ok")?;
-    let limit = Duration::from_secs(1) + seconds(ctx, 0.5);
+    let limit = Duration::from_secs(1) + ctx.patience().seconds(0.5);
     wait_status(&mut sender, "hole", "unreachable", 1, started + limit).map_err(|failure| {
         failure.hint(format!(
             "A device that does not acknowledge within 1 s is unreachable; its notification \
@@ -1290,7 +1297,7 @@ fn python_device(ctx: &mut Ctx) -> Check<()> {
         ctx,
         id,
         &format!("#{note} from app: {text}"),
-        seconds(ctx, 2.0),
+        ctx.patience().seconds(2.0),
     )?;
     nothing_waits(ctx, &mut sender, "py")?;
     ctx.step("a forger pushes to the Python device without its token");
@@ -1612,7 +1619,7 @@ fn behind_nat(ctx: &mut Ctx) -> Check<()> {
             "SEND was answered {reply:?}, not `OK <id>`"
         )));
     };
-    let limit = Duration::from_secs(1) + seconds(ctx, 0.5);
+    let limit = Duration::from_secs(1) + ctx.patience().seconds(0.5);
     let took = nat_status(&service_ns, service, "ada", "OK unreachable 1\n", limit)?;
     ctx.step(format!(
         "ada marked unreachable {:.2} s after the SEND; notification #{id} stored",

@@ -117,15 +117,6 @@ const SERVER_FILE: &str = "lessons/08-agent/server.rs";
 /// The longest frame the protocol allows.
 const MAX_FRAME: usize = 4096;
 
-/// How much slower than normal this run may be (`COURSE_PATIENCE`).
-fn scale(ctx: &Ctx) -> f64 {
-    ctx.patience().reply.as_secs_f64() / 2.0
-}
-
-fn seconds(ctx: &Ctx, secs: f64) -> Duration {
-    Duration::from_secs_f64(secs * scale(ctx))
-}
-
 /// Whether to print what the stages measure (`COURSE_TIMES=1`).
 fn measured(text: impl AsRef<str>) {
     if std::env::var_os("COURSE_TIMES").is_some_and(|value| value == "1") {
@@ -392,7 +383,7 @@ fn right_app(ctx: &mut Ctx) -> Check<()> {
     let device = start_agent(ctx, "ada", server.addr, "30")?;
     let mail = start_app(ctx, "mail", &device)?;
     let chat = start_app(ctx, "chat", &device)?;
-    let within = seconds(ctx, 3.0);
+    let within = ctx.patience().seconds(3.0);
     let hint = format!(
         "Where: TODO 2 in {STORE_FILE}, fn next_to_send: for each app registered on the \
          connection, every waiting notification after the last one sent to it. The agent \
@@ -438,7 +429,7 @@ fn one_connection(ctx: &mut Ctx) -> Check<()> {
     for name in names {
         apps.push(start_app(ctx, name, &device)?);
     }
-    let within = seconds(ctx, 3.0);
+    let within = ctx.patience().seconds(3.0);
     for (name, app) in names.iter().zip(&apps) {
         let text = random_text(ctx);
         send(ctx, server.addr, &format!("ada/{name}"), &text, &[])?;
@@ -466,11 +457,11 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     // A busy machine may hold back a PONG for a second: heartbeats every 2 s
     // (dead after 4 s of silence) leave room for that, and stay well below
     // the NAT's 5 s.
-    let idle = seconds(ctx, 5.0);
+    let idle = ctx.patience().seconds(5.0);
     // A NAT for each device: what one agent does never shows in the other's.
     let nat = start_nat(ctx, server.addr, idle)?;
     let bob_nat = start_nat(ctx, server.addr, idle)?;
-    let within = seconds(ctx, 2.0);
+    let within = ctx.patience().seconds(2.0);
 
     ctx.step("device ada: an agent with no heartbeats (--keepalive 0)");
     let ada = start_agent(ctx, "ada", nat.addr(), "0")?;
@@ -479,7 +470,7 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     send(ctx, server.addr, "ada/mail", &first, &[])?;
     wait_shown(ctx, ada_mail, "mail", &first, within)?;
 
-    let every = seconds(ctx, 2.0);
+    let every = ctx.patience().seconds(2.0);
     ctx.step(format!(
         "device bob: an agent with a heartbeat every {:.1} s, well below the NAT's timeout",
         every.as_secs_f64()
@@ -495,7 +486,7 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     send(ctx, server.addr, "bob/mail", &text, &[])?;
     wait_shown(ctx, bob_mail, "mail", &text, within)?;
 
-    let quiet = idle + seconds(ctx, 1.0);
+    let quiet = idle + ctx.patience().seconds(1.0);
     ctx.step(format!(
         "no notification for {:.1} s, longer than the NAT's {:.1} s",
         quiet.as_secs_f64(),
@@ -602,7 +593,7 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
         start_nat(ctx, server.addr, Duration::from_secs(600))?,
         start_nat(ctx, server.addr, Duration::from_secs(600))?,
     ];
-    let keepalive = seconds(ctx, 1.5);
+    let keepalive = ctx.patience().seconds(1.5);
     let every = format!("{:.2}", keepalive.as_secs_f64());
     let mut agents = Vec::new();
     for (name, nat) in ["ada", "bob"].into_iter().zip(&nats) {
@@ -610,7 +601,7 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
         let app = start_app(ctx, "mail", &device)?;
         let text = random_text(ctx);
         send(ctx, server.addr, &format!("{name}/mail"), &text, &[])?;
-        wait_shown(ctx, app, "mail", &text, seconds(ctx, 2.0))?;
+        wait_shown(ctx, app, "mail", &text, ctx.patience().seconds(2.0))?;
         agents.push(device.agent);
     }
 
@@ -622,8 +613,8 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
     // bob's phone is gone for good: only the service's own deadline can
     // free its connection (ada's is replaced when her agent comes back).
     ctx.kill(agents[1]);
-    let limit = keepalive * 2 + seconds(ctx, 1.0);
-    let deadline = dropped + limit + seconds(ctx, 2.0);
+    let limit = keepalive * 2 + ctx.patience().seconds(1.0);
+    let deadline = dropped + limit + ctx.patience().seconds(2.0);
     let (mut agent_closed, mut service_closed) = (None, None);
     while Instant::now() < deadline && (agent_closed.is_none() || service_closed.is_none()) {
         agent_closed = nats[0].mappings()[0]
@@ -682,7 +673,7 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
         }
     }
     ctx.step("the agent connects again through the NAT");
-    let reconnect_by = Instant::now() + seconds(ctx, 5.0);
+    let reconnect_by = Instant::now() + ctx.patience().seconds(5.0);
     while nats[0].connections() < 2 && Instant::now() < reconnect_by {
         thread::sleep(Duration::from_millis(20));
     }
@@ -751,7 +742,7 @@ fn positions_after_a_reconnect(ctx: &mut Ctx) -> Check<()> {
     ctx.step("the service sends 42 again (it never saw the ACK), then 43");
     uplink.send(&frame(&format!("PUSH mail 42 {}", texts[1])))?;
     uplink.send(&frame(&format!("PUSH mail 43 {}", texts[2])))?;
-    wait_shown(ctx, app, "mail", &texts[2], seconds(ctx, 2.0))?;
+    wait_shown(ctx, app, "mail", &texts[2], ctx.patience().seconds(2.0))?;
     expect_shown_exactly(ctx, app, "mail", &texts).map_err(|failure| {
         failure.hint(format!(
             "Where: TODO 6 in {AGENT_FILE}, fn deliver: a notification whose stream id is not \
@@ -766,7 +757,7 @@ fn positions_after_a_reconnect(ctx: &mut Ctx) -> Check<()> {
 fn outage_through_the_nat(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
     let nat = start_nat(ctx, server.addr, Duration::from_secs(600))?;
-    let keepalive = format!("{:.2}", scale(ctx));
+    let keepalive = format!("{:.2}", ctx.patience().scale());
     let device = start_agent(ctx, "bob", nat.addr(), &keepalive)?;
     let names = ["mail", "chat"];
     let mut apps = Vec::new();
@@ -777,7 +768,7 @@ fn outage_through_the_nat(ctx: &mut Ctx) -> Check<()> {
     for (index, name) in names.iter().enumerate() {
         let text = random_text(ctx);
         send(ctx, server.addr, &format!("bob/{name}"), &text, &[])?;
-        wait_shown(ctx, apps[index], name, &text, seconds(ctx, 2.0))?;
+        wait_shown(ctx, apps[index], name, &text, ctx.patience().seconds(2.0))?;
         sent[index].push(text);
     }
     ctx.step("the NAT forgets every mapping; three notifications per app are sent meanwhile");
@@ -790,7 +781,7 @@ fn outage_through_the_nat(ctx: &mut Ctx) -> Check<()> {
             sent[index].push(text);
         }
     }
-    let within = seconds(ctx, 8.0);
+    let within = ctx.patience().seconds(8.0);
     for (index, name) in names.iter().enumerate() {
         let last = sent[index].last().expect("sent").clone();
         wait_shown(ctx, apps[index], name, &last, within).map_err(|failure| {
@@ -809,7 +800,7 @@ fn outage_through_the_nat(ctx: &mut Ctx) -> Check<()> {
     for (index, name) in names.iter().enumerate() {
         let text = random_text(ctx);
         send(ctx, server.addr, &format!("bob/{name}"), &text, &[])?;
-        wait_shown(ctx, apps[index], name, &text, seconds(ctx, 2.0))?;
+        wait_shown(ctx, apps[index], name, &text, ctx.patience().seconds(2.0))?;
         sent[index].push(text);
     }
     for (index, name) in names.iter().enumerate() {
@@ -889,7 +880,7 @@ fn app_not_running(ctx: &mut Ctx) -> Check<()> {
     }
     ctx.step("the app news starts, after the TTL of one of its notifications has passed");
     let news = start_app(ctx, "news", &device)?;
-    wait_shown(ctx, news, "news", &latest, seconds(ctx, 3.0)).map_err(|failure| {
+    wait_shown(ctx, news, "news", &latest, ctx.patience().seconds(3.0)).map_err(|failure| {
         failure.hint(format!(
             "Notifications for an app that is not registered wait at the service, and go out \
              when the agent says `REGISTER news 0` ({STORE_FILE}, fn register and fn \
@@ -898,7 +889,7 @@ fn app_not_running(ctx: &mut Ctx) -> Check<()> {
     })?;
     let marker = random_text(ctx);
     send(ctx, server.addr, "ada/news", &marker, &[])?;
-    wait_shown(ctx, news, "news", &marker, seconds(ctx, 2.0))?;
+    wait_shown(ctx, news, "news", &marker, ctx.patience().seconds(2.0))?;
     expect_shown_exactly(ctx, news, "news", &[kept, latest, marker]).map_err(|failure| {
         failure.hint(format!(
             "Expected: the one kept, not the one whose --ttl 1 had passed, and of the two with \
@@ -1060,7 +1051,7 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
     ctx.step("a first notification to every device: all are connected");
     let first: Vec<String> = (0..FLEET).map(|_| random_text(ctx)).collect();
     send_to_fleet(ctx, addr, &first)?;
-    let deadline = Instant::now() + seconds(ctx, 20.0);
+    let deadline = Instant::now() + ctx.patience().seconds(20.0);
     for (app, text) in apps.iter_mut().zip(&first) {
         app.expect_push(text, deadline).map_err(Failure::new)?;
     }
@@ -1150,7 +1141,7 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
              moment and wait the same times come back in waves that knock it over again.",
         ));
     }
-    let responsive = seconds(ctx, 3.0);
+    let responsive = ctx.patience().seconds(3.0);
     if slowest_send > responsive {
         return Err(Failure::new(format!(
             "during the storm a SEND waited {:.1} s for its answer",
@@ -1161,7 +1152,7 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
     ctx.step("one more notification each: a duplicate would come before it");
     let third: Vec<String> = (0..FLEET).map(|_| random_text(ctx)).collect();
     send_to_fleet(ctx, addr, &third)?;
-    let deadline = Instant::now() + seconds(ctx, 10.0);
+    let deadline = Instant::now() + ctx.patience().seconds(10.0);
     for (app, text) in apps.iter_mut().zip(&third) {
         app.expect_push(text, deadline).map_err(Failure::new)?;
     }
@@ -1173,7 +1164,7 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
     for id in &agents {
         ctx.process(*id).request_stop();
     }
-    let deadline = Instant::now() + seconds(ctx, 20.0);
+    let deadline = Instant::now() + ctx.patience().seconds(20.0);
     for id in &agents {
         ctx.process(*id).wait_exit(deadline);
     }
@@ -1184,12 +1175,18 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     let folder = ctx.temp_dir()?;
     let data = folder.to_string_lossy().into_owned();
     let server = ctx.start_server(&["--data", &data])?;
-    let keepalive = format!("{:.2}", scale(ctx));
+    let keepalive = format!("{:.2}", ctx.patience().scale());
     let device = start_agent(ctx, "ada", server.addr, &keepalive)?;
     let mail = start_app(ctx, "mail", &device)?;
     let mut mail_texts = vec![random_text(ctx)];
     send(ctx, server.addr, "ada/mail", &mail_texts[0], &[])?;
-    wait_shown(ctx, mail, "mail", &mail_texts[0], seconds(ctx, 2.0))?;
+    wait_shown(
+        ctx,
+        mail,
+        "mail",
+        &mail_texts[0],
+        ctx.patience().seconds(2.0),
+    )?;
     ctx.step("two notifications for news, which is not running");
     let mut news_texts = vec![random_text(ctx), random_text(ctx)];
     for text in &news_texts {
@@ -1222,7 +1219,7 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     let text = random_text(ctx);
     send(ctx, server.addr, "ada/mail", &text, &[])?;
     mail_texts.push(text.clone());
-    wait_shown(ctx, mail, "mail", &text, seconds(ctx, 8.0)).map_err(|failure| {
+    wait_shown(ctx, mail, "mail", &text, ctx.patience().seconds(8.0)).map_err(|failure| {
         failure.hint(
             "The agent reconnects after the service comes back; the new notification has a \
              stream id above every earlier one (ids never go back, even across a restart), so \
@@ -1230,7 +1227,14 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
         )
     })?;
     let news = start_app(ctx, "news", &device)?;
-    wait_shown(ctx, news, "news", &news_texts[1], seconds(ctx, 3.0)).map_err(|failure| {
+    wait_shown(
+        ctx,
+        news,
+        "news",
+        &news_texts[1],
+        ctx.patience().seconds(3.0),
+    )
+    .map_err(|failure| {
         failure.hint(format!(
             "`OK` told the sender the notification was safe. Where: TODO 9 in {STORE_FILE}, fn \
              accept: save it on disk (disk.rs writes, fsyncs and renames) before answering, \
@@ -1243,7 +1247,7 @@ fn durable(ctx: &mut Ctx) -> Check<()> {
     ] {
         let marker = random_text(ctx);
         send(ctx, server.addr, &format!("ada/{name}"), &marker, &[])?;
-        wait_shown(ctx, app, name, &marker, seconds(ctx, 2.0))?;
+        wait_shown(ctx, app, name, &marker, ctx.patience().seconds(2.0))?;
         texts.push(marker);
         expect_shown_exactly(ctx, app, name, texts)?;
     }
@@ -1313,7 +1317,7 @@ fn hostile(ctx: &mut Ctx) -> Check<()> {
     ctx.step("ada's mail app still gets its notifications");
     let text = random_text(ctx);
     send(ctx, server.addr, "ada/mail", &text, &[])?;
-    wait_shown(ctx, mail, "mail", &text, seconds(ctx, 2.0))?;
+    wait_shown(ctx, mail, "mail", &text, ctx.patience().seconds(2.0))?;
     ctx.expect_running(device.agent)?;
     ctx.expect_running(server.id)
 }
@@ -1343,7 +1347,7 @@ fn crowd_at_the_agent(ctx: &mut Ctx, device: &Device) -> Check<()> {
     })?;
     drop(crowd);
     ctx.step("the crowd leaves; an app named late registers");
-    let deadline = Instant::now() + seconds(ctx, 3.0);
+    let deadline = Instant::now() + ctx.patience().seconds(3.0);
     loop {
         let mut late = ctx.connect(device.local)?;
         late.send(&frame("REGISTER late 0"))?;
@@ -1379,7 +1383,7 @@ fn never_reads(ctx: &mut Ctx, service: SocketAddr) -> Check<()> {
         .map_err(|error| Failure::new(format!("the test could not connect: {error}")))?;
     let _ = mallory.set_write_timeout(Some(Duration::from_millis(200)));
     let started = Instant::now();
-    let give_up = started + seconds(ctx, 20.0);
+    let give_up = started + ctx.patience().seconds(20.0);
     let mut hello = frame("HELLO mallory 1000");
     hello.extend(frame("REGISTER app 0"));
     let mut pending = hello;
@@ -1411,7 +1415,7 @@ fn never_reads(ctx: &mut Ctx, service: SocketAddr) -> Check<()> {
                 service,
                 &["SEND ada/other 3600 - still there".to_string()],
             )?;
-            if asked.elapsed() > seconds(ctx, 1.0) {
+            if asked.elapsed() > ctx.patience().seconds(1.0) {
                 return Err(Failure::new(format!(
                     "while one agent did not read, a SEND for another device waited {:.1} s",
                     asked.elapsed().as_secs_f64()
@@ -1778,7 +1782,7 @@ mod kernel_nat {
         let bind = format!("{SERVICE_IP}:0");
         let (server, service) = start_in(ctx, &lab.service, &["server", "--bind", &bind], true)?;
         let service = service.expect("an address");
-        let within = seconds(ctx, 2.0);
+        let within = ctx.patience().seconds(2.0);
         let ada = device_with_app(ctx, &lab, "ada", service, "0")?;
         let bob = device_with_app(ctx, &lab, "bob", service, "1")?;
         let mut bob_first = String::new();
@@ -1850,7 +1854,7 @@ mod kernel_nat {
             None,
         )?;
         let last = texts.last().expect("sent").clone();
-        wait_shown(ctx, bob, "mail", &last, seconds(ctx, 15.0)).map_err(|failure| {
+        wait_shown(ctx, bob, "mail", &last, ctx.patience().seconds(15.0)).map_err(|failure| {
             failure.hint(format!(
                 "After the router forgot its connection, bob's agent should notice within two \
                  heartbeats, connect again (a new mapping), and register its app with its \

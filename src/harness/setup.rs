@@ -44,6 +44,18 @@ impl Patience {
             exit: Duration::from_secs_f64(5.0 * scale),
         }
     }
+
+    /// How much longer than normal every wait may be: 1 unless
+    /// `COURSE_PATIENCE` says otherwise.
+    pub fn scale(&self) -> f64 {
+        self.reply.as_secs_f64() / 2.0
+    }
+
+    /// `seconds`, stretched by [`Patience::scale`]: for a wait a stage
+    /// chooses itself.
+    pub fn seconds(&self, seconds: f64) -> Duration {
+        Duration::from_secs_f64(seconds * self.scale())
+    }
 }
 
 /// The test name of stage `number`: `stage_02_echoes_a_line`.
