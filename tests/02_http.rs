@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use course::harness::bind::start_server_at_chosen_address;
+use course::harness::browser::{headless_chromium, CHROMIUM_INSTALL};
 use course::harness::ctx::{output_block, ProcessId};
 use course::harness::local;
 use course::harness::process::describe;
@@ -949,29 +950,12 @@ fn a_browser_loads_it(ctx: &mut Ctx) -> Check<()> {
         relay.addr
     ));
     let profile = ctx.temp_dir()?;
-    let profile_arg = format!("--user-data-dir={}", profile.display());
     let url = format!("http://{}/", relay.addr);
     let browser_deadline = ctx.patience().exit * 6;
-    let browser = ctx.start_tool(
-        "chromium",
-        &[
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            // Errors only when fatal: a machine without a desktop session
-            // makes it log many harmless ones.
-            "--log-level=3",
-            &profile_arg,
-            "--dump-dom",
-            &url,
-        ],
-        CHROMIUM_INSTALL,
-    )?;
+    let mut words = headless_chromium(&profile);
+    words.extend(["--dump-dom".to_string(), url]);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let browser = ctx.start_tool("chromium", &words, CHROMIUM_INSTALL)?;
     let finished = ctx
         .process(browser)
         .wait_exit(Instant::now() + browser_deadline);
@@ -1543,8 +1527,6 @@ fn make_named_pipe(ctx: &mut Ctx, _path: &Path) -> Check<bool> {
 // Helpers
 
 const CURL_INSTALL: &str = "sudo apt-get install curl";
-const CHROMIUM_INSTALL: &str = "sudo apt-get install chromium";
-
 /// Wait, a moment at most, until the program has said on stderr, in a whole
 /// line, more than that a client connected.
 fn wait_for_a_line_on_stderr(ctx: &mut Ctx, id: ProcessId) {

@@ -11,6 +11,7 @@
 //! course commands use it, never the other way round.
 
 pub mod bind;
+pub mod browser;
 pub mod conn;
 pub mod ctx;
 pub mod escape;
