@@ -1054,9 +1054,16 @@ fn ws_read(conn: &mut Conn) -> Check<ServerFrame> {
     let head = conn.read_exact(2)?;
     if head[1] & 0x80 != 0 {
         return Err(conn
-            .fail("a frame from the server is masked; only clients mask")
+            .fail(format!(
+                "a frame from the server has the mask bit set in its second byte ({:#04x}); \
+                 only clients mask",
+                head[1]
+            ))
             .hint(format!(
-                "Server frames are sent as they are. Where: {WEBSOCKET_FILE}, fn frame."
+                "Server frames are sent as they are. The top bit of the second byte is the \
+                 mask bit, not part of the length: a length over 125 written in that byte \
+                 sets it (126 and 2 bytes of length, or 127 and 8, are the longer forms). \
+                 Where: TODO 7 in {WEBSOCKET_FILE}, fn frame."
             )));
     }
     let (length, form) = match head[1] & 0x7f {
@@ -1192,7 +1199,7 @@ fn websocket(ctx: &mut Ctx) -> Check<()> {
         ("[bob] short".to_string(), 7),
         (format!("[bob] {long}"), 16),
     ] {
-        let frame = ws_read(&mut ws).map_err(|failure| failure.hint(frame_hint.clone()))?;
+        let frame = ws_read(&mut ws).map_err(|failure| failure.or_hint(frame_hint.clone()))?;
         if frame.opcode != 0x1
             || !frame.fin
             || frame.payload != line.as_bytes()
