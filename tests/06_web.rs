@@ -764,9 +764,9 @@ fn read_event(conn: &mut Conn) -> Check<Vec<String>> {
                 )));
         }
         lines.push(line);
-        if lines.len() > 64 {
+        if lines.len() > 8 {
             return Err(conn
-                .fail("64 lines of an event stream came without the blank line that ends an event")
+                .fail("8 lines of an event stream came without the blank line that ends an event")
                 .hint(format!(
                     "Each event and each comment ends with a blank line. Where: TODO 4 in \
                      {SSE_FILE}, fn follow."
