@@ -300,12 +300,17 @@ struct Member {
 /// `POST /join` with `name`: the key and the cursor.
 fn web_join(ctx: &Ctx, web: &Web, name: &str) -> Check<Member> {
     ctx.step(format!("{name} joins with POST /join"));
-    let response = fetch(ctx, web.http, "POST", "/join", name.as_bytes())?;
     let join_hint = format!(
         "`POST /join` with a name as its body answers 200 and `KEY SINCE`: a key to show \
          with each request, and the id to read from. Where: TODO 1 in {SERVER_FILE}, fn \
          read_body: the body is exactly Content-Length bytes after the head."
     );
+    let response = fetch(ctx, web.http, "POST", "/join", name.as_bytes()).map_err(|failure| {
+        failure.more_hint(format!(
+            "{join_hint} Read exactly that many: the client keeps the connection open for its \
+             next request, so `read_to_end` (or a read until the stream ends) waits for ever."
+        ))
+    })?;
     expect_status(&response, 200, &format!("joining as {name}"))
         .map_err(|failure| failure.hint(join_hint.clone()))?;
     let text = response.text();
@@ -529,6 +534,7 @@ fn short_polling(ctx: &mut Ctx) -> Check<()> {
             "a poll from a cursor out of the log gave {} lines, the first {first_line:?}",
             texts_polled.len()
         ))
+        .bytes(b"! you missed N lines", first_line.as_bytes())
         .hint(missed_hint));
     }
 
@@ -587,8 +593,14 @@ fn long_polling(ctx: &mut Ctx) -> Check<()> {
         let target = format!("/messages?key={}&since={cursor}&wait=10", ada.key);
         send_request(&mut conn, web.http, "GET", &target, b"")?;
         // Held: nothing comes for a moment.
-        conn.expect_quiet(Duration::from_millis(150))
-            .map_err(|failure| failure.hint(hold_hint.clone()))?;
+        if conn.expect_quiet(Duration::from_millis(150)).is_err() {
+            return Err(conn
+                .fail(
+                    "a poll with wait=10 and no new line was answered at once; it should be \
+                     held until a line comes",
+                )
+                .hint(hold_hint));
+        }
         let said = format!("line {round}");
         let sent_at = Instant::now();
         bob.send(format!("{said}\n").as_bytes())?;
@@ -719,7 +731,7 @@ fn open_events(
 
 /// One event or comment block, up to its blank line, without the blank line.
 fn read_event(conn: &mut Conn) -> Check<Vec<String>> {
-    let mut lines = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
     loop {
         let line = conn.read_line(READ_LIMIT)?;
         let line = String::from_utf8_lossy(&line)
@@ -731,14 +743,56 @@ fn read_event(conn: &mut Conn) -> Check<Vec<String>> {
             }
             return Ok(lines);
         }
+        // A second `id:` or `data:` before any blank line: two events ran
+        // together, and a browser would hand them to the page as one.
+        let field = |line: &str| line.split(':').next().unwrap_or_default().to_string();
+        if !line.starts_with(':') && lines.iter().any(|seen| field(seen) == field(&line)) {
+            return Err(conn
+                .fail(format!(
+                    "a second `{}:` line came before the blank line that ends an event",
+                    field(&line)
+                ))
+                .detail(output_block(
+                    "the lines since the last blank line",
+                    &format!("{}\n{line}", lines.join("\n")),
+                ))
+                .hint(format!(
+                    "An event ends with a blank line: `id: ID\\n`, `data: TEXT\\n`, then \
+                     `\\n`. Without it, EventSource keeps adding lines to one event and shows \
+                     nothing. The same for the `: keepalive` comment. Where: TODO 4 in {SSE_FILE}, \
+                     fn follow."
+                )));
+        }
         lines.push(line);
+        if lines.len() > 8 {
+            return Err(conn
+                .fail("8 lines of an event stream came without the blank line that ends an event")
+                .hint(format!(
+                    "Each event and each comment ends with a blank line. Where: TODO 4 in \
+                     {SSE_FILE}, fn follow."
+                )));
+        }
     }
 }
 
-/// Read events until one has `data:`; its id and data.
+/// Read events until one has `data:`; its id and data. Comments (the
+/// keepalives) are skipped, for at most a few reads' patience.
 fn read_data_event(conn: &mut Conn) -> Check<(Option<u64>, String)> {
+    let mut comments = 0;
     loop {
         let event = read_event(conn)?;
+        if event.iter().all(|line| line.starts_with(':')) {
+            comments += 1;
+            if comments > 8 {
+                return Err(conn
+                    .fail("only keepalive comments came, no event with `data:`")
+                    .hint(format!(
+                        "Each line of the room for this member is an event: `id: ID`, \
+                         `data: TEXT`, a blank line; and `out` is a BufWriter: nothing leaves \
+                         it until it is flushed. Where: TODO 4 in {SSE_FILE}, fn follow."
+                    )));
+            }
+        }
         let data = event.iter().find_map(|line| line.strip_prefix("data: "));
         let id = event
             .iter()
@@ -756,8 +810,9 @@ fn server_sent_events(ctx: &mut Ctx) -> Check<()> {
     let ada = web_join(ctx, &web, "ada")?;
     expect_line(&mut bob, "* ada joined")?;
     let event_hint = format!(
-        "Each line is an event: `id: ID`, `data: TEXT`, and a blank line. Where: TODO 4 in \
-         {SSE_FILE}, fn follow."
+        "Each line is an event: `id: ID`, `data: TEXT`, and a blank line, then a flush: \
+         `out` is a BufWriter, and keeps what it is given until it is flushed. Where: TODO 4 \
+         in {SSE_FILE}, fn follow."
     );
 
     ctx.step("ada opens GET /events from her cursor");
@@ -845,6 +900,33 @@ fn server_sent_events(ctx: &mut Ctx) -> Check<()> {
             &[format!("[bob] {line}")],
             "resuming after Last-Event-ID",
         )?;
+    }
+
+    ctx.step(
+        "bob says 1100 lines, more than the log keeps, 100 at a time; ada reads each 100 \
+         before bob says more",
+    );
+    let delivered_hint = format!(
+        "A stream that reads every line must stay in the room. The room cuts a stream that \
+         falls a whole log (1000 lines) behind, judged by what the stream reports it wrote: \
+         after each flush, `app.room.delivered(member, *cursor)`. Where: TODO 4 in \
+         {SSE_FILE}, fn follow."
+    );
+    for number in 0..1100 {
+        if number % 100 == 0 {
+            let hundred: String = (number..number + 100)
+                .map(|number| format!("many {number}\n"))
+                .collect();
+            bob.send(hundred.as_bytes())?;
+        }
+        let (_, data) =
+            read_data_event(&mut events).map_err(|failure| failure.hint(delivered_hint.clone()))?;
+        expect_texts(
+            &[data],
+            &[format!("[bob] many {number}")],
+            "a stream that reads every line",
+        )
+        .map_err(|failure| failure.hint(delivered_hint.clone()))?;
     }
     ctx.expect_running(web.server.id)
 }
@@ -972,9 +1054,16 @@ fn ws_read(conn: &mut Conn) -> Check<ServerFrame> {
     let head = conn.read_exact(2)?;
     if head[1] & 0x80 != 0 {
         return Err(conn
-            .fail("a frame from the server is masked; only clients mask")
+            .fail(format!(
+                "a frame from the server has the mask bit set in its second byte ({:#04x}); \
+                 only clients mask",
+                head[1]
+            ))
             .hint(format!(
-                "Server frames are sent as they are. Where: {WEBSOCKET_FILE}, fn frame."
+                "Server frames are sent as they are. The top bit of the second byte is the \
+                 mask bit, not part of the length: a length over 125 written in that byte \
+                 sets it (126 and 2 bytes of length, or 127 and 8, are the longer forms). \
+                 Where: TODO 7 in {WEBSOCKET_FILE}, fn frame."
             )));
     }
     let (length, form) = match head[1] & 0x7f {
@@ -1110,7 +1199,7 @@ fn websocket(ctx: &mut Ctx) -> Check<()> {
         ("[bob] short".to_string(), 7),
         (format!("[bob] {long}"), 16),
     ] {
-        let frame = ws_read(&mut ws).map_err(|failure| failure.hint(frame_hint.clone()))?;
+        let frame = ws_read(&mut ws).map_err(|failure| failure.or_hint(frame_hint.clone()))?;
         if frame.opcode != 0x1
             || !frame.fin
             || frame.payload != line.as_bytes()
@@ -1201,13 +1290,14 @@ fn hostile_frames(ctx: &mut Ctx) -> Check<()> {
         bytes.extend_from_slice(&mask);
         bytes
     };
-    let cases: [(&str, Vec<u8>, u16, &str); 6] = [
+    let cases: [(&str, Vec<u8>, u16, &str); 7] = [
         ("a 64-bit length of 2^63", huge_length, 1002, "The most significant bit of a 64-bit length must be 0; such a frame is a protocol error, and nothing it announces may be allocated."),
         ("a length of 100 000 bytes", too_big, 1009, "A message over 64 KiB is refused with 1009 before its payload is read."),
         ("an unmasked text frame", vec![0x81, 0x02, b'h', b'i'], 1002, "Every frame from a client must be masked; one that is not is a protocol error."),
         ("a ping of 126 bytes", client_frame(0x89, &[b'p'; 126], Some(16), mask), 1002, "A control frame (close, ping, pong) carries at most 125 bytes."),
         ("a text frame with a reserved bit set", client_frame(0xC1, b"rsv", None, mask), 1002, "RSV1 to RSV3 must be 0 unless an extension was agreed on."),
         ("a fragmented ping", client_frame(0x09, b"half", None, mask), 1002, "A control frame is never fragmented."),
+        ("a text frame that is not UTF-8", client_frame(0x81, b"caf\xe9", None, mask), 1007, "A text message must be UTF-8; one that is not is closed with 1007. This check is ready in the starter: fn take_message."),
     ];
     for (index, (what, bytes, code, why)) in cases.into_iter().enumerate() {
         let name = format!("m{index}");

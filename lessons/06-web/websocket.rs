@@ -358,7 +358,16 @@ fn follow_room(
         if batch.lines.is_empty() && batch.missed == 0 && !batch.gone {
             sent = socket.send(PING, b"");
         }
-        if sent.is_err() || batch.gone {
+        if let Err(error) = sent {
+            // A client that reads nothing, or vanished: cut the connection,
+            // so that the reader ends too and the member leaves, rather than
+            // stay in the room deaf. (NotConnected: the close was sent.)
+            if error.kind() != ErrorKind::NotConnected {
+                let _ = socket.stream.shutdown(Shutdown::Both);
+            }
+            return;
+        }
+        if batch.gone {
             return;
         }
         cursor = batch.cursor;
