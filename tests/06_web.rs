@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use course::harness::bind::start_server_at_chosen_address;
+use course::harness::browser::{headless_chromium, CHROMIUM_INSTALL};
 use course::harness::ctx::{output_block, ProcessId, Server};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -103,11 +104,6 @@ const CLIENT_FILE: &str = "lessons/06-web/client.rs";
 
 /// The longest line a stage reads, newline included.
 const READ_LIMIT: usize = 16 * 1024;
-
-/// How much slower than normal this run may be (`COURSE_PATIENCE`).
-fn scale(ctx: &Ctx) -> f64 {
-    ctx.patience().reply.as_secs_f64() / 2.0
-}
 
 /// Note a measurement in the report, and print it when `COURSE_TIMES` is set.
 fn measured(ctx: &Ctx, text: String) {
@@ -482,7 +478,7 @@ fn short_polling(ctx: &mut Ctx) -> Check<()> {
     let wanted: Vec<String> = said.iter().map(|line| format!("[bob] {line}")).collect();
     let mut got = Vec::new();
     let mut cursor = first.cursor;
-    let deadline = Instant::now() + Duration::from_secs_f64(5.0 * scale(ctx));
+    let deadline = Instant::now() + Duration::from_secs_f64(5.0 * ctx.patience().scale());
     // bob's lines may reach the room between two polls: poll until all came.
     while got.len() < wanted.len() && Instant::now() < deadline {
         let polled = poll(ctx, &web, &ada, cursor, None)?;
@@ -513,7 +509,7 @@ fn short_polling(ctx: &mut Ctx) -> Check<()> {
     ctx.step("bob says 1100 lines; ada polls from her first cursor, now out of the log");
     let many: String = (0..1100).map(|number| format!("many {number}\n")).collect();
     bob.send(many.as_bytes())?;
-    let deadline = Instant::now() + Duration::from_secs_f64(5.0 * scale(ctx));
+    let deadline = Instant::now() + Duration::from_secs_f64(5.0 * ctx.patience().scale());
     let mut polled = poll(ctx, &web, &ada, first.cursor, None)?;
     while !polled
         .lines
@@ -540,7 +536,7 @@ fn short_polling(ctx: &mut Ctx) -> Check<()> {
 
     ctx.step("ada stops polling (--idle 2): the room hears her leave");
     let stopped = Instant::now();
-    let patience = Duration::from_secs_f64(6.0 * scale(ctx));
+    let patience = Duration::from_secs_f64(6.0 * ctx.patience().scale());
     let left = loop {
         match bob.read_line(READ_LIMIT) {
             // Still within --idle and the server's round: wait on.
@@ -625,7 +621,7 @@ fn long_polling(ctx: &mut Ctx) -> Check<()> {
             delays[delays.len() - 1].as_secs_f64() * 1e3
         ),
     );
-    let limit = Duration::from_secs_f64(0.05 * scale(ctx));
+    let limit = Duration::from_secs_f64(0.05 * ctx.patience().scale());
     if median > limit {
         return Err(Failure::new(format!(
             "a held poll should answer within {:.0} ms of a new line; the median of 5 took {:.0} ms",
@@ -645,7 +641,7 @@ fn long_polling(ctx: &mut Ctx) -> Check<()> {
         &["[bob] between two polls".to_string()],
         "the poll after the gap",
     )?;
-    if started.elapsed() > Duration::from_secs_f64(scale(ctx)) {
+    if started.elapsed() > Duration::from_secs_f64(ctx.patience().scale()) {
         return Err(Failure::new("a line said between two polls was only given when the next poll's wait ran out")
             .hint("A poll first looks at what is already after its cursor; it waits only if there is nothing."));
     }
@@ -663,7 +659,9 @@ fn long_polling(ctx: &mut Ctx) -> Check<()> {
         ),
     );
     expect_texts(&texts(&polled), &[], "a poll that waited for nothing")?;
-    if took < Duration::from_millis(900) || took > Duration::from_secs_f64(1.0 + scale(ctx)) {
+    if took < Duration::from_millis(900)
+        || took > Duration::from_secs_f64(1.0 + ctx.patience().scale())
+    {
         return Err(Failure::new(format!(
             "a poll with wait=1 and nothing to say should be answered after 1 s; it took {:.2} s",
             took.as_secs_f64()
@@ -864,7 +862,7 @@ fn server_sent_events(ctx: &mut Ctx) -> Check<()> {
         ))
     })?;
     if !comment.iter().all(|line| line.starts_with(':'))
-        || started.elapsed() > Duration::from_secs_f64(2.0 * scale(ctx))
+        || started.elapsed() > Duration::from_secs_f64(2.0 * ctx.patience().scale())
     {
         return Err(events.fail(format!(
             "in silence the stream should send `: keepalive`; it sent {comment:?}"
@@ -1514,29 +1512,13 @@ fn a_real_browser(ctx: &mut Ctx) -> Check<()> {
         let name = format!("chromium-{via}");
         let said = format!("hello {via} {}", ctx.rng().word(6));
         let profile = ctx.temp_dir()?;
-        let profile_arg = format!("--user-data-dir={}", profile.display());
         let devtools = course::harness::local::unused_address()?;
-        let devtools_arg = format!("--remote-debugging-port={}", devtools.port());
         let url = format!("http://{}/?via={via}&name={name}", web.http);
         ctx.step(format!("headless Chromium opens {url}"));
-        let browser = ctx.start_tool(
-            "chromium",
-            &[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--log-level=3",
-                &profile_arg,
-                &devtools_arg,
-                &url,
-            ],
-            "sudo apt-get install chromium",
-        )?;
+        let mut words = headless_chromium(&profile);
+        words.extend([format!("--remote-debugging-port={}", devtools.port()), url]);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let browser = ctx.start_tool("chromium", &words, CHROMIUM_INSTALL)?;
         let patience = ctx.patience().exit;
         // A browser takes a few seconds to start: wait for its join longer
         // than for a reply.
@@ -1830,7 +1812,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
         let said = format!("hello {name}");
         bob.send(format!("{said}\n").as_bytes())?;
         let wanted = format!("[bob] {said}\n");
-        let deadline = Instant::now() + Duration::from_secs_f64(3.0 * scale(ctx));
+        let deadline = Instant::now() + Duration::from_secs_f64(3.0 * ctx.patience().scale());
         if !ctx
             .process(client)
             .wait_for_stdout(wanted.as_bytes(), deadline)
