@@ -38,6 +38,16 @@ fn main() {
         };
         course::run_stages("01", programs, &suite::STAGES);
     }
+    // A suite whose one stage never ends: the runner's own limit must stop
+    // the run (COURSE_PATIENCE makes that limit seconds, not minutes).
+    if std::env::var_os("COURSE_HARNESS_STUCK").is_some() {
+        let exe: &'static str = Box::leak(exe().into_boxed_str());
+        let programs = Programs {
+            lessons: exe,
+            solutions: Some(exe),
+        };
+        course::run_stages("01", programs, &[suite::STUCK]);
+    }
     let mut trials = vec![];
     for case in CASES {
         trials.push(Trial::test(
@@ -89,6 +99,10 @@ fn main() {
             }
             left_behind(&pids).map_err(Failed::from)
         }),
+        Trial::test(
+            "a_stuck_stage_stops_the_run",
+            suite::stuck_stage_stops_the_run,
+        ),
         Trial::test("course_board_lists_every_lesson", cli::board),
         Trial::test("course_grade_json_has_a_record_per_stage", cli::grade_json),
         Trial::test("course_grade_csv_has_a_row_per_lesson", cli::grade_csv),
@@ -568,6 +582,41 @@ mod suite {
     ];
 
     const MISSING: &str = "course-test-no-such-client";
+
+    /// A stage whose own loop never ends, as a bug in a stage's code would.
+    pub const STUCK: Stage = Stage {
+        slug: "never-ends",
+        title: "a stage stuck in a loop of its own",
+        slide: "connect",
+        check: |_ctx| loop {
+            std::thread::sleep(Duration::from_millis(50));
+        },
+    };
+
+    /// The run stops by itself, says which stage was stuck, and fails.
+    pub fn stuck_stage_stops_the_run() -> Result<(), Failed> {
+        let started = Instant::now();
+        let output = assert_cmd::Command::new(exe())
+            .env("COURSE_HARNESS_STUCK", "1")
+            // 300 s at a scale of 0.01: stuck for 3 s.
+            .env("COURSE_PATIENCE", "0.01")
+            .env_remove("COURSE_HARNESS_SUITE")
+            .timeout(Duration::from_secs(60))
+            .output()
+            .map_err(|error| Failed::from(error.to_string()))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.code() != Some(101)
+            || !stderr.contains("stage 1 (never-ends) is still running after 3 s")
+        {
+            return Err(format!(
+                "expected exit 101 and the stuck stage named; got {:?} after {:?}:\n{stderr}",
+                output.status.code(),
+                started.elapsed()
+            )
+            .into());
+        }
+        Ok(())
+    }
 
     fn needs_a_missing_client(ctx: &mut Ctx) -> Check<()> {
         ctx.require_tool(MISSING, "sudo apt-get install course-test-no-such-client")?;

@@ -502,12 +502,18 @@ fn live_groups() -> std::sync::MutexGuard<'static, Vec<u32>> {
 /// SIGHUP), it ends every program it started, then exits.
 pub fn end_all_on_interrupt() {
     let _ = ctrlc::set_handler(|| {
-        for &pid in live_groups().iter() {
-            signal_group(pid, Signal::Kill);
-        }
-        end_strays();
+        end_everything();
         std::process::exit(130);
     });
+}
+
+/// End every program the stages started, and whatever those started, now:
+/// for a run that must stop at once (Ctrl-C, a stage stuck past its limit).
+pub fn end_everything() {
+    for &pid in live_groups().iter() {
+        signal_group(pid, Signal::Kill);
+    }
+    end_strays();
 }
 
 /// Variables removed from every program's environment: each changes how a

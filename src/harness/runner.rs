@@ -13,7 +13,7 @@
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
@@ -204,6 +204,39 @@ fn clients_required() -> bool {
     flag("COURSE_REQUIRE_CLIENTS", "1")
 }
 
+/// The longest one stage may run: many times the slowest stage of the
+/// course on a busy machine. Every wait in a stage has its own deadline, so
+/// only a stage whose own loop never ends (a bug in the course's tests) gets
+/// here; the run then stops, rather than hang a class's grading or a CI job.
+const STAGE_LIMIT: Duration = Duration::from_secs(300);
+
+/// Stop the whole run, with every program it started, if stage `number` is
+/// still running after [`STAGE_LIMIT`] (stretched by `COURSE_PATIENCE`);
+/// dropping the returned sender says it finished in time.
+fn stage_limit(setup: &Setup, number: usize, slug: &'static str) -> mpsc::Sender<()> {
+    let limit = STAGE_LIMIT.mul_f64(setup.patience.scale());
+    let replay = format!(
+        "COURSE_SEED={} cargo test --test {} {}",
+        setup.seed,
+        setup.lesson.test_target(),
+        test_name(number, slug)
+    );
+    let (finished, watched) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = watched.recv_timeout(limit) {
+            eprintln!(
+                "error: stage {number} ({slug}) is still running after {} s, far past every \
+                 deadline it has: the course's test is stuck, not your program. The run \
+                 stops here; please report it, with: {replay}",
+                limit.as_secs()
+            );
+            crate::harness::process::end_everything();
+            std::process::exit(101);
+        }
+    });
+    finished
+}
+
 /// Run one stage and turn its failures, if any, into the report. Every
 /// program it started, and every process those left behind, has ended when
 /// it returns.
@@ -211,6 +244,7 @@ pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<Completed,
     let started = Instant::now();
     let mut ctx = Ctx::new(setup, number);
     let _watch = progress::watch(number, stage.slug, ctx.journal().clone());
+    let _limit = stage_limit(setup, number, stage.slug);
     let outcome =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (stage.check)(&mut ctx)));
     let mut failures = ctx.take_soft_failures();
