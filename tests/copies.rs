@@ -49,6 +49,48 @@ const CARRIED: &[Carried] = &[
     },
 ];
 
+/// Functions a later lesson carries inside a file of its own: lessons 07
+/// and 08 keep their data folders as lesson 03 does, in a `disk.rs` that
+/// holds other things too. Their code (comments aside, which speak of each
+/// lesson's own data) must stay the same.
+struct CarriedFunctions {
+    /// Where the functions come from.
+    origin: &'static str,
+    /// The files that carry them.
+    copies: &'static [&'static str],
+    functions: &'static [&'static str],
+}
+
+const CARRIED_FUNCTIONS: &[CarriedFunctions] = &[CarriedFunctions {
+    origin: "solutions/03-messages/disk.rs",
+    copies: &[
+        "solutions/07-push/disk.rs",
+        "lessons/07-push/disk.rs",
+        "solutions/08-agent/disk.rs",
+        "lessons/08-agent/disk.rs",
+    ],
+    functions: &["claim", "sync_folder"],
+}];
+
+/// The code lines of the function `name` in `lines`, from its `fn` line to
+/// the `}` that closes it at the start of a line, without comment lines.
+fn function_code(lines: &[String], name: &str) -> Option<Vec<String>> {
+    let opening = [format!("fn {name}("), format!("pub fn {name}(")];
+    let start = lines.iter().position(|line| {
+        opening
+            .iter()
+            .any(|opening| line.starts_with(opening.as_str()))
+    })?;
+    let end = start + lines[start..].iter().position(|line| line == "}")?;
+    Some(
+        lines[start..=end]
+            .iter()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .cloned()
+            .collect(),
+    )
+}
+
 fn read(path: &str) -> Vec<String> {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     match std::fs::read_to_string(&full) {
@@ -222,6 +264,39 @@ fn the_solutions_copies_are_identical() {
         problems.is_empty(),
         "lessons that carry the same code must carry the same lines (a fix made in one copy \
          must be made in every copy, starters included), and here they differ:\n\n{}",
+        problems.join("\n\n")
+    );
+}
+
+#[test]
+fn carried_functions_keep_the_same_code() {
+    let mut problems = Vec::new();
+    for carried in CARRIED_FUNCTIONS {
+        let origin = read(carried.origin);
+        for name in carried.functions {
+            let Some(original) = function_code(&origin, name) else {
+                problems.push(format!("{}: no fn {name}", carried.origin));
+                continue;
+            };
+            for copy_path in carried.copies {
+                let Some(copy) = function_code(&read(copy_path), name) else {
+                    problems.push(format!("{copy_path}: no fn {name}"));
+                    continue;
+                };
+                for hunk in differences(&original, &copy) {
+                    problems.push(format!(
+                        "fn {name}, {}",
+                        show(&hunk, carried.origin, &original, copy_path, &copy)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "a function carried from one lesson to another must keep its code (a fix made in \
+         one copy must be made in every copy); line numbers count the function's code \
+         lines:\n\n{}",
         problems.join("\n\n")
     );
 }
