@@ -25,6 +25,16 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// RFC 6202 calls safe, so that no proxy on the way gives up first.
 const LONG_WAIT_SECS: u64 = 25;
 
+/// The most of one answer the client keeps: the room's whole history, 1000
+/// lines of at most 4 KiB, fits. A server that sends more, or a line of an
+/// event stream longer than its own limit, is refused, not trusted to stop.
+const MAX_ANSWER: u64 = 8 * 1024 * 1024;
+const MAX_EVENT_LINE: u64 = 16 * 1024;
+
+/// How long an answer may take: the long poll's own wait, and a margin. A
+/// server that says nothing for longer has gone, even if its socket has not.
+const ANSWER_WITHIN: Duration = Duration::from_secs(LONG_WAIT_SECS + 10);
+
 pub fn run(addr: &str, via: Via, name: &str) -> Result<()> {
     let (key, since) = join(addr, name)?;
     let quitting = Arc::new(AtomicBool::new(false));
@@ -99,8 +109,16 @@ fn request(addr: &str, head: &str, body: &str) -> Result<(String, String)> {
         "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
+    stream.set_read_timeout(Some(ANSWER_WITHIN))?;
+    let mut answer = Vec::new();
+    stream.take(MAX_ANSWER + 1).read_to_end(&mut answer)?;
+    if answer.len() as u64 > MAX_ANSWER {
+        bail!(
+            "the server's answer is over {} MiB",
+            MAX_ANSWER / (1024 * 1024)
+        );
+    }
+    let answer = String::from_utf8_lossy(&answer);
     let (head, body) = answer
         .split_once("\r\n\r\n")
         .ok_or_else(|| anyhow!("the server's answer has no end of head"))?;
@@ -145,16 +163,33 @@ fn listen_to_events(addr: &str, key: &str, since: u64) -> Result<()> {
         stream,
         "GET /events?key={key}&since={since} HTTP/1.1\r\nHost: {addr}\r\n\r\n"
     )?;
-    let mut lines = BufReader::new(stream).lines();
-    let status = lines.next().transpose()?.unwrap_or_default();
+    let mut reader = BufReader::new(stream);
+    let status = read_event_line(&mut reader)?.unwrap_or_default();
     if !status.starts_with("HTTP/1.1 200") {
         bail!("the server answered the event stream with {status:?}");
     }
-    // TODO 8 (slides/06-web.md, "The client"): for each line that comes,
-    // until the stream ends, print the TEXT of each `data: TEXT` line; skip
-    // the others (`id:`, `retry:`, comments, blank lines). Then return Ok.
-    let _ = lines;
+    // TODO 8 (slides/06-web.md, "The client"): for each line that comes
+    // (`read_event_line`, until it gives None: the stream ended), print the
+    // TEXT of each `data: TEXT` line; skip the others (`id:`, `retry:`,
+    // comments, blank lines). Then return Ok.
+    let _ = reader;
     bail!("TODO 8 in lessons/06-web/client.rs: read the event stream")
+}
+
+/// The next line of the event stream, without its line ending; None when
+/// the stream has ended. A line longer than [`MAX_EVENT_LINE`] is an error:
+/// no event of this room is that long.
+fn read_event_line(reader: &mut impl BufRead) -> Result<Option<String>> {
+    let mut line = Vec::new();
+    let count = reader.take(MAX_EVENT_LINE).read_until(b'\n', &mut line)?;
+    if count == 0 {
+        return Ok(None);
+    }
+    if !line.ends_with(b"\n") && count as u64 == MAX_EVENT_LINE {
+        bail!("the event stream sent a line over {MAX_EVENT_LINE} bytes");
+    }
+    let line = String::from_utf8_lossy(&line);
+    Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()))
 }
 
 /// A WebSocket from the client's side: frames out are masked, and written
@@ -199,8 +234,11 @@ fn open_websocket(addr: &str, key: &str, since: u64) -> Result<ClientSocket> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
-        if stream.read(&mut byte)? == 0 || head.len() > 8192 {
+        if stream.read(&mut byte)? == 0 {
             bail!("the server closed the WebSocket handshake");
+        }
+        if head.len() > 8192 {
+            bail!("the server's WebSocket handshake is over 8 KiB");
         }
         head.push(byte[0]);
     }

@@ -17,6 +17,9 @@ use crate::interpolation::Drawn;
 use crate::packet::{DOWN, LEFT, RIGHT, UP};
 use crate::world::{HEIGHT, WIDTH};
 
+/// Keys read but not yet taken by the game.
+const KEYS_QUEUED: usize = 64;
+
 /// What the player did.
 #[derive(Debug, Clone, Copy)]
 pub enum Key {
@@ -27,7 +30,9 @@ pub enum Key {
 /// Read keys on a thread of their own (a read blocks until a key comes) and
 /// hand them over a channel. The channel ends when input ends.
 pub fn read_keys(headless: bool) -> Receiver<Key> {
-    let (keys, received) = mpsc::channel();
+    // Bounded: a pasted novel waits in the terminal, not in our memory; the
+    // game takes what is queued every frame.
+    let (keys, received) = mpsc::sync_channel(KEYS_QUEUED);
     thread::spawn(move || {
         let result = if headless {
             words_to_keys(&keys)
@@ -42,7 +47,7 @@ pub fn read_keys(headless: bool) -> Receiver<Key> {
 }
 
 /// Headless: each of `w a s d` in a line is one press; `q` quits.
-fn words_to_keys(keys: &mpsc::Sender<Key>) -> io::Result<()> {
+fn words_to_keys(keys: &mpsc::SyncSender<Key>) -> io::Result<()> {
     for line in io::stdin().lock().lines() {
         for byte in line?.bytes() {
             let key = match byte {
@@ -62,7 +67,7 @@ fn words_to_keys(keys: &mpsc::Sender<Key>) -> io::Result<()> {
 
 /// A terminal: WASD, the arrow keys (`ESC [ A` to `ESC [ D`), `q` or
 /// Ctrl-C to quit.
-fn bytes_to_keys(keys: &mpsc::Sender<Key>) -> io::Result<()> {
+fn bytes_to_keys(keys: &mpsc::SyncSender<Key>) -> io::Result<()> {
     let mut stdin = io::stdin().lock();
     let mut byte = [0u8; 1];
     let mut escape = 0;
