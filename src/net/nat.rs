@@ -352,6 +352,17 @@ mod tests {
         stream
     }
 
+    /// A NAT in front of an echo server.
+    fn nat_before_echo(idle: Duration) -> Nat {
+        Nat::start(
+            "127.0.0.1:0",
+            crate::net::testing::echo_server(),
+            idle,
+            false,
+        )
+        .unwrap()
+    }
+
     fn echo(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<Vec<u8>> {
         stream.write_all(bytes)?;
         let mut back = vec![0u8; bytes.len()];
@@ -361,13 +372,7 @@ mod tests {
 
     #[test]
     fn carries_bytes_both_ways_and_counts_connections() {
-        let nat = Nat::start(
-            "127.0.0.1:0",
-            crate::net::testing::echo_server(),
-            Duration::from_secs(5),
-            false,
-        )
-        .unwrap();
+        let nat = nat_before_echo(Duration::from_secs(5));
         let mut first = connect(&nat);
         let mut second = connect(&nat);
         assert_eq!(echo(&mut first, b"hello").unwrap(), b"hello");
@@ -378,13 +383,7 @@ mod tests {
 
     #[test]
     fn a_close_passes_while_the_mapping_lives() {
-        let nat = Nat::start(
-            "127.0.0.1:0",
-            crate::net::testing::echo_server(),
-            Duration::from_secs(5),
-            false,
-        )
-        .unwrap();
+        let nat = nat_before_echo(Duration::from_secs(5));
         let mut stream = connect(&nat);
         assert_eq!(echo(&mut stream, b"x").unwrap(), b"x");
         stream.shutdown(Shutdown::Write).unwrap();
@@ -396,13 +395,7 @@ mod tests {
     #[test]
     fn forgets_an_idle_mapping_silently() {
         let idle = Duration::from_millis(200);
-        let nat = Nat::start(
-            "127.0.0.1:0",
-            crate::net::testing::echo_server(),
-            idle,
-            false,
-        )
-        .unwrap();
+        let nat = nat_before_echo(idle);
         let mut stream = connect(&nat);
         assert_eq!(echo(&mut stream, b"before").unwrap(), b"before");
         let quiet_since = Instant::now();
@@ -421,13 +414,7 @@ mod tests {
 
     #[test]
     fn forget_all_drops_every_mapping_at_once_and_new_ones_work() {
-        let nat = Nat::start(
-            "127.0.0.1:0",
-            crate::net::testing::echo_server(),
-            Duration::from_secs(5),
-            false,
-        )
-        .unwrap();
+        let nat = nat_before_echo(Duration::from_secs(5));
         let mut old = [connect(&nat), connect(&nat)];
         for stream in &mut old {
             assert_eq!(echo(stream, b"a").unwrap(), b"a");
