@@ -151,7 +151,15 @@ fn read_frame(conn: &mut Conn) -> Check<String> {
 
 /// Read a frame and check it is `wanted`, byte for byte.
 fn expect_frame(conn: &mut Conn, wanted: &str, what: &str) -> Check<()> {
-    let body = read_frame(conn)?;
+    let body = read_frame(conn).map_err(|failure| {
+        let what = format!(
+            "{what}, `{wanted}` (a 4-byte length, then the text): {}",
+            failure.what
+        );
+        let mut failure = failure;
+        failure.what = what;
+        failure
+    })?;
     if body != wanted {
         return Err(conn
             .fail(format!("{what}: the frame is not the one expected"))
