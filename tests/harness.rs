@@ -182,6 +182,7 @@ const ECHO_A_LINE: Stage = Stage {
     title: "sends `hello\\n` back byte for byte",
     slide: "A read is not a message",
     check: echo_a_line,
+    runs_alone: false,
 };
 
 fn echo_a_line(ctx: &mut Ctx) -> Check<()> {
@@ -566,18 +567,21 @@ mod suite {
             title: "a stage that uses a client this machine lacks",
             slide: "connect",
             check: needs_a_missing_client,
+            runs_alone: false,
         },
         Stage {
             slug: "finds-three-problems",
             title: "three independent checks, each failing",
             slide: "A read is not a message",
             check: three_problems,
+            runs_alone: false,
         },
         Stage {
             slug: "comes-after",
             title: "sends `hello\\n` back again",
             slide: "A read is not a message",
             check: echo_a_line,
+            runs_alone: false,
         },
     ];
 
@@ -591,6 +595,7 @@ mod suite {
         check: |_ctx| loop {
             std::thread::sleep(Duration::from_millis(50));
         },
+        runs_alone: false,
     };
 
     /// The run stops by itself, says which stage was stuck, and fails.

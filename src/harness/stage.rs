@@ -22,6 +22,12 @@ pub struct Stage {
     pub slide: &'static str,
     /// The check. It fails by returning a [`Failure`].
     pub check: fn(&mut Ctx) -> Check<()>,
+    /// Whether the stage must run with no other stage beside it. A
+    /// lesson's stages run at the same time as each other, because most of
+    /// a stage is waiting on sockets; a stage that measures time (a tick
+    /// rate, a latency) or loads the machine (hundreds of connections or
+    /// processes) would be disturbed by the others, and disturb them.
+    pub runs_alone: bool,
 }
 
 /// One stage's result, as `course grade --json` prints it.
