@@ -12,6 +12,7 @@
 
 pub mod bind;
 pub mod browser;
+pub mod check;
 pub mod conn;
 pub mod ctx;
 pub mod escape;
@@ -26,6 +27,7 @@ pub mod progress;
 pub mod report;
 pub mod resources;
 pub mod runner;
+pub mod schedule;
 pub mod seed;
 pub mod setup;
 pub mod stage;

@@ -2,26 +2,31 @@
 //!
 //! Each stage becomes one test named `stage_NN_slug`, so `cargo test --test
 //! 01_echo listens` runs one stage and the list reads in the order a student
-//! builds them. Stages run one at a time, in order.
+//! builds them. Results are reported one at a time, in order; the stages
+//! themselves run at the same time as each other (see [`schedule`]), as
+//! most of a stage is waiting on sockets. A stage that `runs_alone` runs
+//! with no other beside it.
 //!
 //! When `COURSE_REPORT` names a file, each stage also appends one JSON line to
 //! it; that is how `course grade` and the board learn the results. The stages
-//! after the first failure are not run, unless `COURSE_ALL_STAGES=1` (or
+//! after the first failure are not reported, unless `COURSE_ALL_STAGES=1` (or
 //! `COURSE_FAIL_FAST=0`, its older spelling) asks for every stage. With
 //! `COURSE_PROGRESS=1`, each stage's result, and a line for a stage that
 //! runs long, go to stderr as they happen (see [`progress`]).
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
-use crate::harness::ctx::Ctx;
-use crate::harness::failure::{Failure, MissingTool};
+pub use crate::harness::check::Completed;
+use crate::harness::check::{check_stage, Checked};
+use crate::harness::failure::MissingTool;
 use crate::harness::lesson;
 use crate::harness::progress;
+use crate::harness::schedule::{self, Schedule};
 use crate::harness::seed;
 use crate::harness::setup::{test_name, Patience, Programs, Setup, NO_SOLUTIONS};
 use crate::harness::stage::{Stage, StageRecord, Status};
@@ -46,49 +51,84 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
     crate::harness::resources::raise_open_file_limit();
     crate::harness::process::end_all_on_interrupt();
     let mut arguments = Arguments::from_args();
-    // One stage at a time, in order: stages start servers and measure time,
-    // and a student reads the results top to bottom.
+    // Results one at a time, in order: a student reads them top to bottom,
+    // and a stage builds on the ones before. The stages themselves run at
+    // once, in the background (the schedule); a trial waits for its own.
     arguments.test_threads = Some(1);
     let all_stages = flag("COURSE_ALL_STAGES", "1") || flag("COURSE_FAIL_FAST", "0");
-    let trials = stages
+    // Only the stages libtest will run are started: the filter on the
+    // command line (`cargo test --test 01_echo listens`) picks them.
+    let chosen: Vec<usize> = stages
         .iter()
         .enumerate()
         .map(|(index, stage)| {
-            let stage = *stage;
-            let setup = setup.clone();
-            let number = index + 1;
-            Trial::ignorable_test(test_name(number, stage.slug), move || {
-                let first_failed = FIRST_FAILED.load(Ordering::SeqCst);
-                if !all_stages && first_failed != 0 {
-                    let reason = format!("not run: stage {first_failed} fails first");
-                    write_record(
-                        &setup,
-                        number,
-                        &stage,
-                        Status::NotRun,
-                        Duration::ZERO,
-                        &reason,
-                    );
-                    notes().push(Note::NotRun(number));
-                    return Ok(Completion::ignored_with(reason));
-                }
-                match run_one(&setup, number, &stage) {
-                    Ok(Completed::Passed) => Ok(Completion::Completed),
-                    Ok(Completed::Skipped(missing)) => {
-                        let reason = missing.reason();
-                        notes().push(Note::Skipped(number, stage.slug, missing));
-                        Ok(Completion::ignored_with(reason))
-                    }
-                    Err(failure) => {
-                        Err(Failed::from(shown_failure(&setup, number, &stage, failure)))
-                    }
-                }
-            })
+            (
+                index + 1,
+                Trial::test(test_name(index + 1, stage.slug), || Ok(())),
+            )
         })
+        .filter(|(_, named)| !arguments.list && !arguments.is_filtered_out(named))
+        .map(|(number, _)| number)
+        .collect();
+    let schedule = Schedule::start(&setup, stages, &chosen, schedule::at_once_from_env());
+    let trials = stages
+        .iter()
+        .enumerate()
+        .map(|(index, stage)| trial(&setup, index + 1, *stage, all_stages, schedule.clone()))
         .collect();
     let conclusion = libtest_mimic::run(&arguments, trials);
     print!("{}", summary(&notes()));
+    // Stages after a failure may still be running in the background, with
+    // their programs: their results are not wanted, and their programs end
+    // with the run.
+    schedule.stop();
+    crate::harness::process::end_everything();
     conclusion.exit()
+}
+
+/// The test for stage `number`: it waits for the stage's result from the
+/// schedule, records it, and shows it.
+fn trial(
+    setup: &Setup,
+    number: usize,
+    stage: Stage,
+    all_stages: bool,
+    schedule: Schedule,
+) -> Trial {
+    let setup = setup.clone();
+    Trial::ignorable_test(test_name(number, stage.slug), move || {
+        let first_failed = FIRST_FAILED.load(Ordering::SeqCst);
+        if !all_stages && first_failed != 0 {
+            let reason = format!("not run: stage {first_failed} fails first");
+            write_record(
+                &setup,
+                number,
+                &stage,
+                Status::NotRun,
+                Duration::ZERO,
+                &reason,
+            );
+            notes().push(Note::NotRun(number));
+            return Ok(Completion::ignored_with(reason));
+        }
+        let checked = schedule.wait_for(number);
+        match record(&setup, number, &stage, checked) {
+            Ok(Completed::Passed) => Ok(Completion::Completed),
+            Ok(Completed::Skipped(missing)) => {
+                let reason = missing.reason();
+                notes().push(Note::Skipped(number, stage.slug, missing));
+                Ok(Completion::ignored_with(reason))
+            }
+            Err(failure) => {
+                if !all_stages {
+                    // Later stages are not reported: none still waiting
+                    // to start needs to.
+                    schedule.stop();
+                }
+                Err(Failed::from(shown_failure(&setup, number, &stage, failure)))
+            }
+        }
+    })
 }
 
 /// Whether the environment variable `name` is set to `value`.
@@ -190,125 +230,54 @@ pub struct StageFailure {
     pub what: String,
 }
 
-/// How a stage that did not fail ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Completed {
-    Passed,
-    /// It could not be checked: a client it uses is not installed.
-    Skipped(MissingTool),
-}
-
-/// Whether a missing client fails its stage (`COURSE_REQUIRE_CLIENTS=1`, as
-/// CI sets) rather than skipping it.
-fn clients_required() -> bool {
-    flag("COURSE_REQUIRE_CLIENTS", "1")
-}
-
-/// The longest one stage may run: many times the slowest stage of the
-/// course on a busy machine. Every wait in a stage has its own deadline, so
-/// only a stage whose own loop never ends (a bug in the course's tests) gets
-/// here; the run then stops, rather than hang a class's grading or a CI job.
-const STAGE_LIMIT: Duration = Duration::from_secs(300);
-
-/// Stop the whole run, with every program it started, if stage `number` is
-/// still running after [`STAGE_LIMIT`] (stretched by `COURSE_PATIENCE`);
-/// dropping the returned sender says it finished in time.
-fn stage_limit(setup: &Setup, number: usize, slug: &'static str) -> mpsc::Sender<()> {
-    let limit = STAGE_LIMIT.mul_f64(setup.patience.scale());
-    let replay = format!(
-        "COURSE_SEED={} cargo test --test {} {}",
-        setup.seed,
-        setup.lesson.test_target(),
-        test_name(number, slug)
-    );
-    let (finished, watched) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = watched.recv_timeout(limit) {
-            eprintln!(
-                "error: stage {number} ({slug}) is still running after {} s, far past every \
-                 deadline it has: the course's test is stuck, not your program. The run \
-                 stops here; please report it, with: {replay}",
-                limit.as_secs()
-            );
-            crate::harness::process::end_everything();
-            std::process::exit(101);
-        }
-    });
-    finished
-}
-
-/// Run one stage and turn its failures, if any, into the report. Every
-/// program it started, and every process those left behind, has ended when
-/// it returns.
+/// Run one stage, record its result, and turn its failures, if any, into
+/// the report. Every program it started, and every process those left
+/// behind, has ended when it returns.
 pub fn run_one(setup: &Setup, number: usize, stage: &Stage) -> Result<Completed, StageFailure> {
-    let started = Instant::now();
-    let mut ctx = Ctx::new(setup, number);
-    let _watch = progress::watch(number, stage.slug, ctx.journal().clone());
-    let _limit = stage_limit(setup, number, stage.slug);
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (stage.check)(&mut ctx)));
-    let mut failures = ctx.take_soft_failures();
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(failure)) => failures.push(failure),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failures.push(
-                Failure::new(format!("the test itself failed: {message}")).hint(
-                    "This is a bug in the course's tests, not in your program. Please report \
-                     it with the replay command below.",
-                ),
-            )
+    record(setup, number, stage, check_stage(setup, number, stage))
+}
+
+/// Record a stage's result (the JSON line, the progress line), in the
+/// order of the stages, and turn its failures into the report.
+fn record(
+    setup: &Setup,
+    number: usize,
+    stage: &Stage,
+    checked: Checked,
+) -> Result<Completed, StageFailure> {
+    let took = checked.took;
+    match checked.outcome {
+        Ok(Completed::Skipped(missing)) => {
+            write_record(
+                setup,
+                number,
+                stage,
+                Status::Skipped,
+                took,
+                &missing.reason(),
+            );
+            progress::finished(number, stage.slug, "skip", took);
+            Ok(Completed::Skipped(missing))
         }
-    };
-    ctx.mark_output();
-    if !failures.is_empty() {
-        ctx.let_exits_show();
+        Ok(Completed::Passed) => {
+            write_record(setup, number, stage, Status::Passed, took, "");
+            progress::finished(number, stage.slug, "pass", took);
+            Ok(Completed::Passed)
+        }
+        Err((failures, report)) => {
+            write_record(setup, number, stage, Status::Failed, took, &report);
+            progress::finished(number, stage.slug, "FAIL", took);
+            let first = &failures[0];
+            let what = match failures.len() {
+                1 => first.what.clone(),
+                many => format!("{} (and {} more problems)", first.what, many - 1),
+            };
+            Err(StageFailure {
+                report,
+                what: crate::harness::escape::visible(&what),
+            })
+        }
     }
-    failures.extend(ctx.stop_all());
-    crate::harness::process::end_strays();
-    let took = started.elapsed();
-    let skipped = match failures.as_slice() {
-        [] => None,
-        all if !clients_required() => all
-            .iter()
-            .map(|failure| failure.missing_tool.clone())
-            .collect::<Option<Vec<_>>>()
-            .and_then(|missing| missing.into_iter().next()),
-        _ => None,
-    };
-    if let Some(missing) = skipped {
-        write_record(
-            setup,
-            number,
-            stage,
-            Status::Skipped,
-            took,
-            &missing.reason(),
-        );
-        progress::finished(number, stage.slug, "skip", took);
-        return Ok(Completed::Skipped(missing));
-    }
-    let Some(first) = failures.first() else {
-        write_record(setup, number, stage, Status::Passed, took, "");
-        progress::finished(number, stage.slug, "pass", took);
-        return Ok(Completed::Passed);
-    };
-    let report = ctx.report(stage.slug, stage.title, stage.slide, &failures);
-    write_record(setup, number, stage, Status::Failed, took, &report);
-    progress::finished(number, stage.slug, "FAIL", took);
-    let what = match failures.len() {
-        1 => first.what.clone(),
-        many => format!("{} (and {} more problems)", first.what, many - 1),
-    };
-    Err(StageFailure {
-        report,
-        what: crate::harness::escape::visible(&what),
-    })
 }
 
 /// What libtest prints for a failed stage. The first failure of a run gets
