@@ -149,3 +149,125 @@ fn harness_failed(number: usize) -> Checked {
         outcome: Err((vec![failure], report)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::harness::check::Completed;
+    use crate::harness::ctx::Ctx;
+    use crate::harness::failure::Check;
+    use crate::harness::setup::Patience;
+
+    fn setup(total: usize) -> Setup {
+        Setup {
+            lesson: crate::harness::lesson::find("01").expect("lesson 01 is listed"),
+            program: vec!["true".to_string()],
+            target: "solutions".to_string(),
+            seed: 1,
+            patience: Patience::from_env(),
+            total,
+        }
+    }
+
+    fn stage(slug: &'static str, check: fn(&mut Ctx) -> Check<()>, runs_alone: bool) -> Stage {
+        Stage {
+            slug,
+            title: slug,
+            slide: "connect",
+            check,
+            runs_alone,
+        }
+    }
+
+    /// Wait, 5 s at most, until `count` reaches `wanted`: stages that meet
+    /// here pass only when they run at the same time.
+    fn meet(count: &AtomicUsize, wanted: usize) -> Check<()> {
+        count.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count.load(Ordering::SeqCst) < wanted {
+            if Instant::now() >= deadline {
+                return Err(Failure::new("the other stages did not run beside this one"));
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    fn passed(checked: &Checked) -> bool {
+        matches!(checked.outcome, Ok(Completed::Passed))
+    }
+
+    static MET: AtomicUsize = AtomicUsize::new(0);
+    fn meets_three(_ctx: &mut Ctx) -> Check<()> {
+        meet(&MET, 3)
+    }
+
+    #[test]
+    fn stages_run_at_the_same_time_and_come_in_order() {
+        let stages = [
+            stage("one", meets_three, false),
+            stage("two", meets_three, false),
+            stage("three", meets_three, false),
+        ];
+        let schedule = Schedule::start(&setup(3), &stages, &[1, 2, 3], AT_ONCE);
+        for number in 1..=3 {
+            let checked = schedule.wait_for(number);
+            assert_eq!(checked.number, number);
+            assert!(passed(&checked), "stage {number} did not meet the others");
+        }
+    }
+
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static TOGETHER_MET: AtomicUsize = AtomicUsize::new(0);
+    fn together(_ctx: &mut Ctx) -> Check<()> {
+        RUNNING.fetch_add(1, Ordering::SeqCst);
+        let met = meet(&TOGETHER_MET, 2);
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        met
+    }
+    fn alone(_ctx: &mut Ctx) -> Check<()> {
+        let running = RUNNING.fetch_add(1, Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(50));
+        let after = RUNNING.fetch_sub(1, Ordering::SeqCst);
+        if running != 0 || after != 1 {
+            return Err(Failure::new("another stage ran beside the lone one"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_stage_that_runs_alone_has_no_company() {
+        let stages = [
+            stage("first", together, false),
+            stage("lone", alone, true),
+            stage("third", together, false),
+        ];
+        let schedule = Schedule::start(&setup(3), &stages, &[1, 2, 3], AT_ONCE);
+        for number in 1..=3 {
+            let checked = schedule.wait_for(number);
+            assert!(passed(&checked), "stage {number} failed");
+        }
+    }
+
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    fn counts_its_start(_ctx: &mut Ctx) -> Check<()> {
+        STARTED.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    #[test]
+    fn only_the_chosen_stages_run_and_one_at_a_time_keeps_order() {
+        let stages = [
+            stage("a", counts_its_start, false),
+            stage("b", counts_its_start, false),
+            stage("c", counts_its_start, false),
+        ];
+        let schedule = Schedule::start(&setup(3), &stages, &[1, 3], 1);
+        assert!(passed(&schedule.wait_for(1)));
+        assert!(passed(&schedule.wait_for(3)));
+        assert_eq!(STARTED.load(Ordering::SeqCst), 2, "stage 2 was not chosen");
+    }
+}
