@@ -8,8 +8,11 @@
 //! both alike, and prints the median of the rounds. The peers: a 15-line
 //! Python echo server for lesson 01, nginx with two workers serving the
 //! same file for lesson 02, measured with wrk and with the course's own load
-//! tool. A peer that is not installed is skipped, and the table says so.
-//! Lesson 05's cases have no peer here: they print what the room achieved.
+//! tool, and for lesson 05 a chat server built the way tokio's chat example
+//! is (`bench/tokio-chat`: a task and an unbounded channel per member,
+//! speaking the course's protocol), which the bench builds with cargo. A
+//! peer that is not installed, or cannot be built, is skipped, and the
+//! table says so.
 //! Everything runs on loopback; the load shares the cores with the server.
 
 use std::fs;
@@ -95,7 +98,8 @@ pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
         rows.extend(http_cases(&programs, &scratch, args)?);
     }
     if wants("05") {
-        rows.extend(chat_cases(&programs, args)?);
+        let peer = tokio_chat(project);
+        rows.extend(chat_cases(&programs.chat, &peer, args)?);
     }
     print_table(&rows, args.rounds);
     Ok(())
@@ -524,41 +528,129 @@ const LINE_EVERY: Duration = Duration::from_millis(10);
 const FLOOD_RATE: u64 = 1000;
 const FLOOD_BYTES: usize = 1024;
 
-fn chat_cases(programs: &Programs, args: &BenchArgs) -> Result<Vec<Row>> {
-    let (mut room_p99, mut room_p50) = (Vec::new(), Vec::new());
-    let mut floods = Vec::new();
-    for _ in 0..args.rounds {
-        let (p50, p99) = chat_room(&programs.chat)?;
-        room_p50.push(p50);
-        room_p99.push(p99);
-        floods.push(chat_flood(&programs.chat, args.seconds)?);
+/// A chat server to measure: its program and the words that make it listen
+/// on a free loopback port.
+struct ChatServer {
+    program: PathBuf,
+    args: &'static [&'static str],
+}
+
+impl ChatServer {
+    fn start(&self) -> Result<(Running, SocketAddr)> {
+        start(&self.program, self.args)
     }
-    let field = |get: fn(&Flood) -> f64| median(floods.iter().map(get).collect());
+}
+
+/// The peer of lesson 05, built from `bench/tokio-chat` (the first build
+/// fetches tokio and takes a minute); why not, when it cannot be built.
+fn tokio_chat(project: &Path) -> std::result::Result<ChatServer, String> {
+    let manifest = project.join("bench/tokio-chat/Cargo.toml");
+    let args = ["build", "--release", "--manifest-path"]
+        .map(String::from)
+        .into_iter()
+        .chain([manifest.display().to_string()])
+        .collect::<Vec<_>>();
+    let built = cargo_build(project, &args, "bin").map_err(|error| format!("{error:#}"))?;
+    let program = built
+        .get("tokio-chat-peer")
+        .cloned()
+        .ok_or("cargo built bench/tokio-chat but did not say where")?;
+    Ok(ChatServer {
+        program,
+        args: &["127.0.0.1:0"],
+    })
+}
+
+/// One round of both chat cases against one server.
+struct ChatRound {
+    room_p50: f64,
+    room_p99: f64,
+    flood: Flood,
+}
+
+fn chat_round(server: &ChatServer, seconds: u64) -> Result<ChatRound> {
+    let (room_p50, room_p99) = chat_room(server)?;
+    let flood = chat_flood(server, seconds)?;
+    Ok(ChatRound {
+        room_p50,
+        room_p99,
+        flood,
+    })
+}
+
+fn chat_cases(
+    solution: &Path,
+    peer: &std::result::Result<ChatServer, String>,
+    args: &BenchArgs,
+) -> Result<Vec<Row>> {
+    let solution = ChatServer {
+        program: solution.to_path_buf(),
+        args: &["server", "--bind", "127.0.0.1:0"],
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        ours.push(chat_round(&solution, args.seconds)?);
+        if let Ok(peer) = peer {
+            theirs.push(chat_round(peer, args.seconds)?);
+        }
+    }
+    let median_of =
+        |rounds: &[ChatRound], get: fn(&ChatRound) -> f64| median(rounds.iter().map(get).collect());
+    let room = |rounds: &[ChatRound]| {
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms",
+            median_of(rounds, |round| round.room_p50),
+            median_of(rounds, |round| round.room_p99)
+        )
+    };
+    let flood = |rounds: &[ChatRound]| {
+        format!(
+            "{:.0} lines/s, delivery p50 {:.1} ms p99 {:.1} ms, +{:.1} MiB, CPU {:.0}%",
+            median_of(rounds, |round| round.flood.rate),
+            median_of(rounds, |round| round.flood.p50_ms),
+            median_of(rounds, |round| round.flood.p99_ms),
+            median_of(rounds, |round| round.flood.memory_mib),
+            median_of(rounds, |round| round.flood.cpu_percent)
+        )
+    };
+    let (room_peer, flood_peer, room_ratio, flood_ratio) = match peer {
+        Ok(_) => (
+            format!("tokio: {}", room(&theirs)),
+            format!("tokio: {}", flood(&theirs)),
+            // Lower is better for a delay and for CPU: the ratio is the
+            // peer's over ours, so that above 1 still means ours does better.
+            Some(
+                median_of(&theirs, |round| round.room_p99)
+                    / median_of(&ours, |round| round.room_p99),
+            ),
+            Some(
+                median_of(&theirs, |round| round.flood.cpu_percent)
+                    / median_of(&ours, |round| round.flood.cpu_percent),
+            ),
+        ),
+        Err(why) => {
+            let skipped = format!("tokio peer not built: {}", why.lines().next().unwrap_or(""));
+            (skipped.clone(), skipped, None, None)
+        }
+    };
     Ok(vec![
         Row {
-            case: format!("05 chat, {ROOM} members, {ROOM_LINES} lines at 10 ms"),
-            solution: format!(
-                "p50 {:.1} ms, p99 {:.1} ms",
-                median(room_p50),
-                median(room_p99)
+            case: format!(
+                "05 chat, {ROOM} members, {ROOM_LINES} lines at 10 ms (ratio: their p99 / ours)"
             ),
-            peer: "(none run)".to_string(),
-            ratio: None,
-            goal: "p99 <= 8.5 ms",
+            solution: room(&ours),
+            peer: room_peer,
+            ratio: room_ratio,
+            goal: "p99 <= tokio's (ratio >= 1.0)",
         },
         Row {
-            case: format!("05 chat, flood: {FLOOD_RATE}/s x 1 KiB, one deaf"),
-            solution: format!(
-                "{:.0} lines/s, delivery p50 {:.1} ms p99 {:.1} ms, +{:.1} MiB, CPU {:.0}%",
-                field(|flood| flood.rate),
-                field(|flood| flood.p50_ms),
-                field(|flood| flood.p99_ms),
-                field(|flood| flood.memory_mib),
-                field(|flood| flood.cpu_percent)
+            case: format!(
+                "05 chat, flood: {FLOOD_RATE}/s x 1 KiB, one deaf (ratio: their CPU / ours)"
             ),
-            peer: "(none run)".to_string(),
-            ratio: None,
-            goal: "1000 lines/s",
+            solution: flood(&ours),
+            peer: flood_peer,
+            ratio: flood_ratio,
+            goal: "1000 lines/s, CPU <= 1.5x tokio's (ratio >= 0.67), memory bounded",
         },
     ])
 }
@@ -626,8 +718,8 @@ fn percentile_ms(times: &mut [Duration], fraction: f64) -> f64 {
 
 /// 200 members; ROOM_LINES lines, one every LINE_EVERY, each by the next
 /// member in turn, each heard by the 199 others. Delivery p50 and p99, ms.
-fn chat_room(program: &Path) -> Result<(f64, f64)> {
-    let (_server, addr) = start(program, &["server", "--bind", "127.0.0.1:0"])?;
+fn chat_room(server: &ChatServer) -> Result<(f64, f64)> {
+    let (_server, addr) = server.start()?;
     let mut members = Vec::with_capacity(ROOM);
     for index in 0..ROOM {
         members.push(join(addr, &format!("m{index:03}"))?);
@@ -680,8 +772,8 @@ struct Flood {
 
 /// One sender says FLOOD_RATE lines a second of FLOOD_BYTES for `seconds`;
 /// 198 members read them all, one member never reads a byte.
-fn chat_flood(program: &Path, seconds: u64) -> Result<Flood> {
-    let (server, addr) = start(program, &["server", "--bind", "127.0.0.1:0"])?;
+fn chat_flood(chat: &ChatServer, seconds: u64) -> Result<Flood> {
+    let (server, addr) = chat.start()?;
     let pid = server.pid();
     let mut sender = join(addr, "flood")?.into_inner();
     let deaf = join(addr, "deaf")?;
