@@ -217,7 +217,7 @@ fn a_handout_holds_the_exercises_and_no_answer() {
         exercises >= 10,
         "only {exercises} exercises in the handout's slides"
     );
-    let echo = std::fs::read_to_string(dir.0.join("slides/01-echo.md")).unwrap();
+    let echo = std::fs::read_to_string(dir.0.join("slides").join("01-echo.md")).unwrap();
     assert!(
         !echo.contains(".shutdown(Shutdown::Write)"),
         "lesson 01's slides still show the half-close"
