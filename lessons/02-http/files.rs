@@ -42,8 +42,8 @@ fn inside_root(root: &Path, file: PathBuf) -> Option<(PathBuf, Metadata)> {
     // symbolic link inside the root may lead anywhere on the disk, and this
     // stand-in follows it. `canonicalize` the file (it follows every link)
     // and answer None unless the result `starts_with(root)`; then answer the
-    // result, with its `metadata()`. (The solution does the same with fewer
-    // system calls: the slide "Path traversal, faster".)
+    // result, with its `metadata()`. (The same, in fewer system calls: the
+    // slide "Path traversal, faster".)
     let metadata = file.metadata().ok()?;
     Some((file, metadata))
 }
