@@ -1509,6 +1509,11 @@ fn never_reads(ctx: &mut Ctx, service: SocketAddr) -> Check<()> {
                 service,
                 &["SEND ada/other 3600 - still there".to_string()],
             )?;
+            measured(format!(
+                "while one agent did not read, a SEND for another device was answered in \
+                 {:.0} ms",
+                asked.elapsed().as_secs_f64() * 1e3
+            ));
             if asked.elapsed() > ctx.patience().seconds(1.0) {
                 return Err(Failure::new(format!(
                     "while one agent did not read, a SEND for another device waited {:.1} s",
@@ -1864,10 +1869,10 @@ mod kernel_nat {
         name: &str,
         service: SocketAddr,
         keepalive: &str,
-    ) -> Check<ProcessId> {
+    ) -> Check<(ProcessId, ProcessId)> {
         let service = service.to_string();
         let args = agent_args(name, &service, keepalive);
-        let (_, local) = start_in(ctx, namespace, &args, true)?;
+        let (agent, local) = start_in(ctx, namespace, &args, true)?;
         let local = local.expect("an address").to_string();
         let (app, _) = start_in(
             ctx,
@@ -1884,7 +1889,7 @@ mod kernel_nat {
                 "{name}'s app did not register with its agent"
             )));
         }
-        Ok(app)
+        Ok((agent, app))
     }
 
     pub fn check(ctx: &mut Ctx) -> Check<()> {
@@ -1908,9 +1913,9 @@ mod kernel_nat {
         // a busy machine for less than 0.3 s still comes within the
         // agent's deadline of two heartbeats.
         let every = format!("{:.2}", ctx.patience().seconds(0.3).as_secs_f64());
-        let ada = device_with_app(ctx, &lab.device, "ada", service, "0")?;
-        let bob = device_with_app(ctx, &lab.device, "bob", service, &every)?;
-        let carol = device_with_app(ctx, &lab.carol, "carol", service, &every)?;
+        let (_, ada) = device_with_app(ctx, &lab.device, "ada", service, "0")?;
+        let (bob_agent, bob) = device_with_app(ctx, &lab.device, "bob", service, &every)?;
+        let (_, carol) = device_with_app(ctx, &lab.carol, "carol", service, &every)?;
         let mut firsts = Vec::new();
         for (device, app) in [("ada", ada), ("bob", bob), ("carol", carol)] {
             let text = random_text(ctx);
@@ -2000,6 +2005,21 @@ mod kernel_nat {
         carol_texts.push(marker);
         expect_shown_exactly(ctx, carol, "mail", &carol_texts)?;
         expect_shown_exactly(ctx, bob, "mail", &[firsts[1].clone(), kept])?;
+        // An agent that reconnects whenever its deadline passes also gets
+        // bob's notification through, with a new mapping each time.
+        let bob_stdout = ctx.process(bob_agent).stdout().text();
+        let connected = bob_stdout.matches("connected to ").count();
+        if connected != 1 {
+            return Err(Failure::new(format!(
+                "bob's agent connected {connected} times; with heartbeats below the router's \
+                 timeout, its first connection should have lasted"
+            ))
+            .detail(output_block("bob's agent's stdout", &bob_stdout))
+            .hint(format!(
+                "Where: TODO 3 in {AGENT_FILE}, fn heartbeats: send `PING` every keepalive \
+                 interval, for as long as the session lasts."
+            )));
+        }
 
         // Through a live mapping a notification takes milliseconds; ada's
         // has had half a second, most of it spent on carol.
