@@ -475,10 +475,10 @@ fn one_connection(ctx: &mut Ctx) -> Check<()> {
 fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
     // Short times, so the stage is quick: a NAT that forgets a connection
-    // after 1 s of silence (a home router waits minutes), heartbeats every
-    // 0.3 s. A PONG held back for up to 0.3 s on a busy machine still
+    // after 1.2 s of silence (a home router waits minutes), heartbeats every
+    // 0.5 s. A PONG held back for up to 0.5 s on a busy machine still
     // comes before the agent's deadline of two heartbeats.
-    let idle = ctx.patience().seconds(1.0);
+    let idle = ctx.patience().seconds(1.2);
     // A NAT for each device: what one agent does never shows in the other's.
     let nat = start_nat(ctx, server.addr, idle)?;
     let bob_nat = start_nat(ctx, server.addr, idle)?;
@@ -491,7 +491,7 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     send(ctx, server.addr, "ada/mail", &first, &[])?;
     wait_shown(ctx, ada_mail, "mail", &first, within)?;
 
-    let every = ctx.patience().seconds(0.3);
+    let every = ctx.patience().seconds(0.5);
     ctx.step(format!(
         "device bob: an agent with a heartbeat every {:.1} s, well below the NAT's timeout",
         every.as_secs_f64()
@@ -548,24 +548,23 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
              that is the case this stage shows losing a notification.",
         ));
     }
-    // bob's agent: one mapping, never forgotten, and no other. An agent
-    // that reconnects whenever its deadline passes also gets the
-    // notification through, with a new connection each time.
+    // bob's agent: no mapping forgotten. On a busy machine a PONG may come
+    // later than two heartbeats and the agent connect again, which is right;
+    // an agent that stops sending heartbeats shows below, on every
+    // connection it makes.
     let mappings = bob_nat.mappings();
-    let bob_kept_one = mappings.len() == 1 && mappings[0].forgotten.is_none();
+    let forgotten = mappings
+        .iter()
+        .filter(|mapping| mapping.forgotten.is_some())
+        .count();
     ctx.step(format!(
-        "{} connection(s) of bob's crossed the NAT; the first {}",
-        mappings.len(),
-        if bob_kept_one {
-            "lives"
-        } else {
-            "did not last"
-        }
+        "{} connection(s) of bob's crossed the NAT; {forgotten} forgotten",
+        mappings.len()
     ));
-    if !bob_kept_one || std::env::var_os("QA_FAIL").is_some() {
+    if forgotten > 0 || std::env::var_os("QA_FAIL").is_some() {
         return Err(Failure::new(format!(
-            "bob's agent made {} connections through the NAT; with heartbeats below the \
-             NAT's timeout, its first connection should have lasted",
+            "the NAT forgot {forgotten} of bob's {} connection(s); with heartbeats below \
+             the NAT's timeout, none should go quiet for that long",
             mappings.len()
         ))
         .detail(output_block(
@@ -579,21 +578,37 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
         )));
     }
     // A heartbeat sent once, or every two intervals, may still slip under
-    // this NAT's timeout; the longest silence on the connection tells.
-    let longest = mappings[0].longest_quiet_until(Instant::now());
+    // this NAT's timeout, the agent reconnecting whenever its deadline
+    // passes; the longest the agent went without sending a byte on a
+    // connection, while it was open, tells: one interval and a moment when
+    // it is right, two or more when not, however long the PONGs take.
+    let now = Instant::now();
+    let longest = mappings
+        .iter()
+        .map(|mapping| {
+            let closed = [mapping.device_closed, mapping.server_closed]
+                .into_iter()
+                .flatten()
+                .min();
+            mapping.longest_device_quiet_until(closed.unwrap_or(now))
+        })
+        .max()
+        .unwrap_or_default();
     measured(format!(
-        "heartbeats every {:.2} s: the longest silence on bob's connection {:.3} s",
+        "heartbeats every {:.2} s: {} connection(s); the longest bob's agent sent nothing \
+         {:.3} s",
         every.as_secs_f64(),
+        mappings.len(),
         longest.as_secs_f64()
     ));
     ctx.step(format!(
-        "the longest silence on bob's connection: {:.1} s",
+        "the longest bob's agent sent nothing: {:.2} s",
         longest.as_secs_f64()
     ));
-    if longest > every.mul_f64(1.5) {
+    if longest > every.mul_f64(1.8) {
         return Err(Failure::new(format!(
-            "bob's connection carried no byte for {:.1} s at a stretch; with --keepalive \
-             {:.2}, a PING (and its PONG) should cross it every {:.1} s",
+            "bob's agent sent no byte for {:.2} s at a stretch; with --keepalive {:.2}, a \
+             PING should cross its connection every {:.2} s",
             longest.as_secs_f64(),
             every.as_secs_f64(),
             every.as_secs_f64()
@@ -647,10 +662,10 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
         start_nat(ctx, server.addr, Duration::from_secs(600))?,
         start_nat(ctx, server.addr, Duration::from_secs(600))?,
     ];
-    // Heartbeats every 0.5 s: a dead connection should be closed within
-    // 1 s; a deadline of four heartbeats or none at all takes longer than
-    // the 1.5 s allowed.
-    let keepalive = ctx.patience().seconds(0.5);
+    // Heartbeats every 0.6 s: a dead connection should be closed within
+    // 1.2 s; a deadline of four heartbeats (at least 1.8 s after the NAT
+    // dropped it) or none at all takes longer than the 1.8 s allowed.
+    let keepalive = ctx.patience().seconds(0.6);
     let every = format!("{:.2}", keepalive.as_secs_f64());
     let mut agents = Vec::new();
     for (name, nat) in ["ada", "bob"].into_iter().zip(&nats) {
@@ -670,7 +685,7 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
     // bob's phone is gone for good: only the service's own deadline can
     // free its connection (ada's is replaced when her agent comes back).
     ctx.kill(agents[1]);
-    let limit = keepalive * 2 + ctx.patience().seconds(0.5);
+    let limit = keepalive * 3;
     let deadline = dropped + limit + ctx.patience().seconds(1.0);
     let (mut agent_closed, mut service_closed) = (None, None);
     while Instant::now() < deadline && (agent_closed.is_none() || service_closed.is_none()) {
@@ -1869,10 +1884,10 @@ mod kernel_nat {
         name: &str,
         service: SocketAddr,
         keepalive: &str,
-    ) -> Check<(ProcessId, ProcessId)> {
+    ) -> Check<ProcessId> {
         let service = service.to_string();
         let args = agent_args(name, &service, keepalive);
-        let (agent, local) = start_in(ctx, namespace, &args, true)?;
+        let (_, local) = start_in(ctx, namespace, &args, true)?;
         let local = local.expect("an address").to_string();
         let (app, _) = start_in(
             ctx,
@@ -1889,7 +1904,7 @@ mod kernel_nat {
                 "{name}'s app did not register with its agent"
             )));
         }
-        Ok((agent, app))
+        Ok(app)
     }
 
     pub fn check(ctx: &mut Ctx) -> Check<()> {
@@ -1913,9 +1928,9 @@ mod kernel_nat {
         // a busy machine for less than 0.3 s still comes within the
         // agent's deadline of two heartbeats.
         let every = format!("{:.2}", ctx.patience().seconds(0.3).as_secs_f64());
-        let (_, ada) = device_with_app(ctx, &lab.device, "ada", service, "0")?;
-        let (bob_agent, bob) = device_with_app(ctx, &lab.device, "bob", service, &every)?;
-        let (_, carol) = device_with_app(ctx, &lab.carol, "carol", service, &every)?;
+        let ada = device_with_app(ctx, &lab.device, "ada", service, "0")?;
+        let bob = device_with_app(ctx, &lab.device, "bob", service, &every)?;
+        let carol = device_with_app(ctx, &lab.carol, "carol", service, &every)?;
         let mut firsts = Vec::new();
         for (device, app) in [("ada", ada), ("bob", bob), ("carol", carol)] {
             let text = random_text(ctx);
@@ -2005,21 +2020,6 @@ mod kernel_nat {
         carol_texts.push(marker);
         expect_shown_exactly(ctx, carol, "mail", &carol_texts)?;
         expect_shown_exactly(ctx, bob, "mail", &[firsts[1].clone(), kept])?;
-        // An agent that reconnects whenever its deadline passes also gets
-        // bob's notification through, with a new mapping each time.
-        let bob_stdout = ctx.process(bob_agent).stdout().text();
-        let connected = bob_stdout.matches("connected to ").count();
-        if connected != 1 {
-            return Err(Failure::new(format!(
-                "bob's agent connected {connected} times; with heartbeats below the router's \
-                 timeout, its first connection should have lasted"
-            ))
-            .detail(output_block("bob's agent's stdout", &bob_stdout))
-            .hint(format!(
-                "Where: TODO 3 in {AGENT_FILE}, fn heartbeats: send `PING` every keepalive \
-                 interval, for as long as the session lasts."
-            )));
-        }
 
         // Through a live mapping a notification takes milliseconds; ada's
         // has had half a second, most of it spent on carol.
