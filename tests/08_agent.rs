@@ -9,7 +9,7 @@
 //! agents with `agent --device NAME --connect ADDR --local 127.0.0.1:0`
 //! (each prints `listening on` for its apps), your apps with `app --name
 //! NAME --agent ADDR` and your sender with `send --connect ADDR --to
-//! DEVICE/APP TEXT`. Stages 3 to 6 put the test's own NAT (`course nat`,
+//! DEVICE/APP TEXT`. Stages 3 to 6 and 8 put the test's own NAT (`course nat`,
 //! src/net/nat.rs) between agent and service; stage 1 and part of stage 6
 //! play the service themselves.
 
