@@ -55,7 +55,7 @@ pub fn run(
     service: &str,
     local: &str,
     keepalive: Duration,
-    jitter: bool,
+    backoff: Backoff,
 ) -> Result<()> {
     let listener = TcpListener::bind(local).map_err(|error| match error.kind() {
         ErrorKind::AddrInUse => anyhow!("address {local} is already in use"),
@@ -73,7 +73,7 @@ pub fn run(
     });
     let for_apps = Arc::clone(&agent);
     thread::spawn(move || accept_apps(&listener, &for_apps));
-    stay_connected(&agent, Backoff::new(jitter))
+    stay_connected(&agent, backoff)
 }
 
 /// Connect, and connect again whenever the connection ends, for ever.

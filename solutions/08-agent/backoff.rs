@@ -11,19 +11,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The longest wait after the first failure.
 const FIRST: Duration = Duration::from_millis(500);
-/// The longest wait ever: past this, doubling only makes a device slow to
-/// come back once the service is there again.
-const CAP: Duration = Duration::from_secs(8);
 
 pub struct Backoff {
     failures: u32,
+    /// The longest wait ever (8 s unless `--backoff-cap` says otherwise):
+    /// past it, doubling only makes a device slow to come back once the
+    /// service is there again.
+    cap: Duration,
     jitter: bool,
     random: u64,
 }
 
 impl Backoff {
     /// `jitter: false` only to measure what a fleet without it does.
-    pub fn new(jitter: bool) -> Backoff {
+    pub fn new(cap: Duration, jitter: bool) -> Backoff {
         // Seeded by the clock and the process: two agents started in the
         // same nanosecond still draw differently.
         let nanos = SystemTime::now()
@@ -31,6 +32,7 @@ impl Backoff {
             .map_or(0, |since| since.as_nanos() as u64);
         Backoff {
             failures: 0,
+            cap,
             jitter,
             random: (nanos ^ u64::from(std::process::id()).rotate_left(32)) | 1,
         }
@@ -43,7 +45,9 @@ impl Backoff {
 
     /// How long to wait before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = FIRST.saturating_mul(1 << self.failures.min(16)).min(CAP);
+        let ceiling = FIRST
+            .saturating_mul(1 << self.failures.min(16))
+            .min(self.cap);
         self.failures = self.failures.saturating_add(1);
         if !self.jitter {
             return ceiling;

@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use backoff::Backoff;
+
 #[derive(Parser)]
 #[command(about = "Lesson 08: a push service, the device's agent, its apps, and a sender")]
 struct Cli {
@@ -59,6 +61,10 @@ enum Role {
         /// Seconds between heartbeats; 0 sends none.
         #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
         keepalive: f64,
+        /// The longest wait, in seconds, between two attempts to reach the
+        /// service.
+        #[arg(long, value_name = "SECS", default_value_t = 8.0, value_parser = seconds)]
+        backoff_cap: f64,
         /// Reconnect without jitter, to measure what a fleet does without it.
         #[arg(long)]
         no_jitter: bool,
@@ -118,12 +124,14 @@ fn main() -> ExitCode {
             connect,
             local,
             keepalive,
+            backoff_cap,
             no_jitter,
         } => protocol::name(&device)
             .map_err(anyhow::Error::msg)
             .and_then(|device| {
                 let keepalive = Duration::from_secs_f64(keepalive);
-                agent::run(&device, &connect, &local, keepalive, !no_jitter)
+                let backoff = Backoff::new(Duration::from_secs_f64(backoff_cap), !no_jitter);
+                agent::run(&device, &connect, &local, keepalive, backoff)
             }),
         Role::App { name, agent } => app::run(&name, &agent),
         Role::Send {

@@ -86,15 +86,19 @@ pub struct MappingInfo {
     pub server_closed: Option<Instant>,
     /// When the last byte was carried, either way.
     pub last_byte: Instant,
-    /// The longest silence (both ways) between two bytes carried.
-    pub longest_quiet: Duration,
+    /// When the last byte from the device was carried.
+    pub last_from_device: Instant,
+    /// The longest the device went without sending a byte: with heartbeats,
+    /// about one interval, whatever the far side's answers take.
+    pub longest_device_quiet: Duration,
 }
 
 impl MappingInfo {
-    /// The longest silence so far, counting the one going on now.
-    pub fn longest_quiet_until(&self, now: Instant) -> Duration {
-        self.longest_quiet
-            .max(now.saturating_duration_since(self.last_byte))
+    /// The longest the device went without a byte, counting the silence
+    /// going on now.
+    pub fn longest_device_quiet_until(&self, now: Instant) -> Duration {
+        self.longest_device_quiet
+            .max(now.saturating_duration_since(self.last_from_device))
     }
 }
 
@@ -252,7 +256,8 @@ fn open_mapping(device: TcpStream, shared: &Arc<Shared>) {
                     device_closed: None,
                     server_closed: None,
                     last_byte: now,
-                    longest_quiet: Duration::ZERO,
+                    last_from_device: now,
+                    longest_device_quiet: Duration::ZERO,
                 },
             }),
         });
@@ -298,7 +303,7 @@ fn carry(mut from: TcpStream, mapping: &Mapping, shared: &Shared, direction: Dir
             Ok(0) | Err(_) => break,
             Ok(count) => count,
         };
-        if !still_mapped(mapping, shared) {
+        if !still_mapped(mapping, shared, direction) {
             continue;
         }
         if to.write_all(&buffer[..count]).is_err() {
@@ -318,7 +323,7 @@ fn carry(mut from: TcpStream, mapping: &Mapping, shared: &Shared, direction: Dir
 }
 
 /// Whether the mapping still exists; a byte now keeps it alive.
-fn still_mapped(mapping: &Mapping, shared: &Shared) -> bool {
+fn still_mapped(mapping: &Mapping, shared: &Shared, direction: Direction) -> bool {
     let now = Instant::now();
     let mut state = lock(&mapping.state);
     if state.info.forgotten.is_none() && now.duration_since(state.info.last_byte) > shared.idle {
@@ -335,7 +340,11 @@ fn still_mapped(mapping: &Mapping, shared: &Shared) -> bool {
     if state.info.forgotten.is_some() {
         return false;
     }
-    state.info.longest_quiet = state.info.longest_quiet.max(now - state.info.last_byte);
+    if direction == Direction::Up {
+        let quiet = now - state.info.last_from_device;
+        state.info.longest_device_quiet = state.info.longest_device_quiet.max(quiet);
+        state.info.last_from_device = now;
+    }
     state.info.last_byte = now;
     true
 }
