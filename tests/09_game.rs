@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use course::harness::bind::start_server_at_chosen_address;
+use course::harness::ctx::ProcessId;
 use course::harness::game::{
     datagram, describe, inputs_datagram, join_datagram, leave_datagram, parse, FromServer,
     Snapshot, CELL, DOWN, HEIGHT, JOIN, LEFT, RIGHT, SNAPSHOT, UP, WELCOME, WIDTH,
@@ -358,33 +359,21 @@ fn tick_rate(ctx: &mut Ctx) -> Check<()> {
             arrivals: Vec::new(),
         });
     }
-    // What came while the second server started is not part of the count.
-    for server in &servers {
-        while server
-            .player
-            .udp
-            .receive_before(Instant::now() + Duration::from_millis(1))?
-            .is_some()
-        {}
-    }
     ctx.step(
         "for 1 s, ada20 sends INPUTS every 20 ms and ada100 every 100 ms; each notes when \
          her snapshots come (expected 20 and 100 a second)",
     );
-    let end = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < end {
-        for server in servers.iter_mut() {
-            if Instant::now() >= server.next_send {
-                server.player.send_inputs(&[])?;
-                server.next_send += server.every;
-            }
-            let until = (Instant::now() + Duration::from_millis(2)).min(end);
-            while let Some((bytes, _)) = server.player.udp.receive_before(until)? {
-                if matches!(parse(&bytes), Ok(FromServer::Snapshot(_))) {
-                    server.arrivals.push(Instant::now());
-                }
-            }
+    // A second in which the test itself could not run for a while (a busy
+    // machine) says little of the server: that second is timed again.
+    for attempt in 1..=3 {
+        let held_back = time_snapshots(&mut servers, Duration::from_secs(1))?;
+        if held_back < Duration::from_millis(100) || attempt == 3 {
+            break;
         }
+        ctx.step(format!(
+            "the machine held the test back for {} ms: timing another second",
+            held_back.as_millis()
+        ));
     }
     for server in &servers {
         let hz = server.hz;
@@ -412,6 +401,42 @@ fn tick_rate(ctx: &mut Ctx) -> Check<()> {
         }
     }
     Ok(())
+}
+
+/// For `window`, each player sends INPUTS at her pace and notes when her
+/// snapshots come (those already waiting are not counted). Returns the
+/// longest the test itself went without a turn.
+fn time_snapshots(servers: &mut [Ticking], window: Duration) -> Check<Duration> {
+    for server in servers.iter_mut() {
+        server.arrivals.clear();
+        while server
+            .player
+            .udp
+            .receive_before(Instant::now() + Duration::from_millis(1))?
+            .is_some()
+        {}
+        server.next_send = Instant::now();
+    }
+    let end = Instant::now() + window;
+    let mut held_back = Duration::ZERO;
+    let mut last_turn = Instant::now();
+    while Instant::now() < end {
+        for server in servers.iter_mut() {
+            if Instant::now() >= server.next_send {
+                server.player.send_inputs(&[])?;
+                server.next_send += server.every;
+            }
+            let until = (Instant::now() + Duration::from_millis(2)).min(end);
+            while let Some((bytes, _)) = server.player.udp.receive_before(until)? {
+                if matches!(parse(&bytes), Ok(FromServer::Snapshot(_))) {
+                    server.arrivals.push(Instant::now());
+                }
+            }
+        }
+        held_back = held_back.max(last_turn.elapsed());
+        last_turn = Instant::now();
+    }
+    Ok(held_back)
 }
 
 /// Snapshots a second, from when they came: the median, over every two
@@ -1003,7 +1028,34 @@ const TICK_MS: u64 = 100;
 /// busy machine holds the test's snapshots back a little.
 const DELAY_MS: u64 = 150;
 
+/// Where player 1 walks in the client stage: right half a cell per tick.
+fn x_at(tick: f64) -> f64 {
+    10.0 + 0.5 * tick
+}
+
 fn the_client(ctx: &mut Ctx) -> Check<()> {
+    // A run in which a busy machine kept the test from sending a snapshot
+    // on time says little of the client: it is played again, with a new
+    // client.
+    for attempt in 1..=3 {
+        let (frames, began, late, client) = play_to_the_client(ctx)?;
+        if late < Duration::from_millis(50) || attempt == 3 {
+            return check_frames(&frames, began);
+        }
+        ctx.kill(client);
+        ctx.step(format!(
+            "the machine held the test back: a snapshot went out {} ms late; playing again \
+             with a new client",
+            late.as_millis()
+        ));
+    }
+    unreachable!("the third attempt returns")
+}
+
+/// Start a client and play the stage's snapshots to it. Returns its frames,
+/// when the play began, how late the latest snapshot went out, and the
+/// client.
+fn play_to_the_client(ctx: &mut Ctx) -> Check<(Vec<Frame>, Instant, Duration, ProcessId)> {
     let game = socket(ctx.journal(), "the test's server")?;
     let addr = game.local_addr().to_string();
     let delay = DELAY_MS.to_string();
@@ -1036,7 +1088,6 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     // Player 1 (the client's own) walks right half a cell per tick; player 2
     // stands still. Ticks 6 to 8 are never sent: a 300 ms gap. Tick 11
     // comes late, just after tick 12: datagrams overtake each other.
-    let x_at = |tick: f64| 10.0 + 0.5 * tick;
     ctx.step(
         "the test sends a snapshot every 100 ms, ticks 1 to 13, skipping 6-8, and tick 11 \
          just after tick 12; player 1 walks right 0.5 a tick",
@@ -1045,12 +1096,14 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     let mut frames = Vec::new();
     let mut read = 0usize;
     let mut sequence = 1u16;
+    let mut late = Duration::ZERO;
     for tick in 1..=13u32 {
         let due = began + Duration::from_millis(TICK_MS * u64::from(tick));
         while Instant::now() < due {
             collect_frames(ctx, client, &mut read, &mut frames);
             let _ = game.receive_before(due.min(Instant::now() + Duration::from_millis(5)))?;
         }
+        late = late.max(due.elapsed());
         let sent: &[u32] = match tick {
             6..=8 | 11 => &[],
             12 => &[12, 11],
@@ -1075,16 +1128,11 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
         let _ = game.receive_before(Instant::now() + Duration::from_millis(5))?;
     }
     ctx.process(client).mark_output();
-    check_frames(&frames, began, x_at)
+    Ok((frames, began, late, client))
 }
 
 /// Take the client's new whole lines, and note when the test saw them.
-fn collect_frames(
-    ctx: &mut Ctx,
-    client: course::harness::ctx::ProcessId,
-    read: &mut usize,
-    frames: &mut Vec<Frame>,
-) {
+fn collect_frames(ctx: &mut Ctx, client: ProcessId, read: &mut usize, frames: &mut Vec<Frame>) {
     let seen = Instant::now();
     let stdout = ctx.process(client).stdout();
     let new = stdout.since(*read);
@@ -1099,7 +1147,7 @@ fn collect_frames(
     *read = stdout.total - (new.len() - end - 1);
 }
 
-fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> Check<()> {
+fn check_frames(frames: &[Frame], began: Instant) -> Check<()> {
     let shown = |frame: &Frame| {
         frame
             .players
