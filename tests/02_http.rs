@@ -609,8 +609,9 @@ fn stays_inside_its_root(ctx: &mut Ctx) -> Check<()> {
 
     let traversal_hint = format!(
         "TODO 5 in {FILES_FILE}. Decode the target first, then build the path one \
-         segment at a time, refusing `..`. Finally `canonicalize` the file and check that \
-         it still `starts_with` the root: only that sees where a symbolic link leads."
+         segment at a time, refusing `..`. Finally, in fn inside_root, `canonicalize` the \
+         file and check that it still `starts_with` the root: only that sees where a \
+         symbolic link leads."
     );
     for target in &targets {
         let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
@@ -1465,7 +1466,7 @@ fn regular_files_only(ctx: &mut Ctx) -> Check<()> {
             "`/{pipe}` is a named pipe (a FIFO), not a file: opening it waits until a \
              program opens it to write, maybe for ever, and the thread waits with it. Only \
              a regular file may be opened and sent; anything else gets 404 (or 403) without \
-             being opened: fn open_file in {SERVER_FILE} checks `metadata().is_file()`."
+             being opened: fn open_file in {SERVER_FILE} checks `metadata.is_file()`."
         ))
     };
 

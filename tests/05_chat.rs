@@ -84,7 +84,7 @@ const STAGES: [Stage; 10] = [
         title: "200 members: every line reaches the 199 others, in order, in time",
         slide: "A full room",
         check: full_room,
-        runs_alone: false,
+        runs_alone: true,
     },
     Stage {
         slug: "the-client",
@@ -127,14 +127,19 @@ fn room_list(names: &[&str]) -> String {
 /// Connect and give `name` once the prompt has come.
 fn connect_named(ctx: &Ctx, addr: SocketAddr, name: &str) -> Check<Conn> {
     let mut conn = ctx.connect(addr)?;
-    expect_line(&mut conn, PROMPT).map_err(|failure| {
+    give_name(&mut conn, name)?;
+    Ok(conn)
+}
+
+/// Give `name` once the prompt has come.
+fn give_name(conn: &mut Conn, name: &str) -> Check<()> {
+    expect_line(conn, PROMPT).map_err(|failure| {
         failure.more_hint(format!(
             "Every connection starts with the server asking `{PROMPT}` on a line of its own \
              (see lessons/05-chat/README.md, the protocol)."
         ))
     })?;
-    conn.send(format!("{name}\n").as_bytes())?;
-    Ok(conn)
+    conn.send(format!("{name}\n").as_bytes())
 }
 
 /// Join as `name`; `everyone` is the room afterwards, `name` included.
@@ -328,18 +333,18 @@ fn names(ctx: &mut Ctx) -> Check<()> {
     name_deadline(ctx)
 }
 
-/// A newcomer that sends its name one byte at a time, a byte every 250 ms,
+/// A newcomer that sends its name one byte at a time, a byte every 50 ms,
 /// must be told and closed when the name's deadline passes, as one that
 /// sends nothing would be.
 fn name_deadline(ctx: &mut Ctx) -> Check<()> {
-    const SECONDS: u64 = 1;
-    const EVERY: Duration = Duration::from_millis(250);
+    const SECONDS: &str = "0.4";
+    const EVERY: Duration = Duration::from_millis(50);
     ctx.step(format!(
         "a second server with --name-timeout {SECONDS}; a newcomer sends `a` every {} ms \
          and never a newline",
         EVERY.as_millis()
     ));
-    let server = ctx.start_server(&["--name-timeout", &SECONDS.to_string()])?;
+    let server = ctx.start_server(&["--name-timeout", SECONDS])?;
     let mut conn = ctx.connect(server.addr)?;
     expect_line(&mut conn, PROMPT)?;
     let mut trickle = conn.try_clone()?;
@@ -735,7 +740,7 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
 /// Members in the full room.
 const FULL_ROOM: usize = 200;
 /// Lines each of them says.
-const LINES_EACH: usize = 5;
+const LINES_EACH: usize = 2;
 /// In each round a fifth of the room speaks, and everyone listens.
 const GROUPS: usize = 5;
 
@@ -743,13 +748,16 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
     let addr = server.addr;
     let names: Vec<String> = (0..FULL_ROOM).map(|index| format!("m{index:03}")).collect();
-    ctx.step(format!("{FULL_ROOM} members join, one after another"));
-    let mut members = Vec::with_capacity(FULL_ROOM);
-    for index in 0..FULL_ROOM {
-        let mut conn = connect_named(ctx, addr, &names[index])?;
+    ctx.step(format!(
+        "{FULL_ROOM} members connect, then give their names and join, one after another"
+    ));
+    let mut members = (0..FULL_ROOM)
+        .map(|_| ctx.connect(addr))
+        .collect::<Check<Vec<Conn>>>()?;
+    for (index, conn) in members.iter_mut().enumerate() {
+        give_name(conn, &names[index])?;
         let everyone: Vec<&str> = names[..=index].iter().map(String::as_str).collect();
-        expect_line(&mut conn, &room_list(&everyone))?;
-        members.push(conn);
+        expect_line(conn, &room_list(&everyone))?;
     }
 
     ctx.step(format!(

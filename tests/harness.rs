@@ -116,7 +116,12 @@ fn main() {
             cli::unknown_lesson,
         ),
     ]);
-    libtest_mimic::run(&Arguments::from_args(), trials).exit()
+    // Almost every check waits: for a deadline to pass, a program to exit,
+    // a suite to finish. Each has its own programs, ports and files, so all
+    // of them run at once, unless `--test-threads` says otherwise.
+    let mut arguments = Arguments::from_args();
+    arguments.test_threads = arguments.test_threads.or(Some(trials.len()));
+    libtest_mimic::run(&arguments, trials).exit()
 }
 
 /// A misbehaviour, and how long its report may take.
@@ -194,16 +199,18 @@ fn echo_a_line(ctx: &mut Ctx) -> Check<()> {
 
 /// Grade the fake `kind` with the one stage; the pids it started.
 fn run_fake(kind: &str, patience: &Patience) -> (Result<(), StageFailure>, Vec<u32>) {
-    run_fake_with(kind, patience, &ECHO_A_LINE)
+    run_fake_with(kind, kind, patience, &ECHO_A_LINE)
 }
 
-/// Grade the fake `kind` with `stage`; the pids it started.
+/// Grade the fake `kind` with `stage`; the pids it started, kept in the
+/// pid file of `test` (tests run at once: each has its own file).
 fn run_fake_with(
+    test: &str,
     kind: &str,
     patience: &Patience,
     stage: &Stage,
 ) -> (Result<(), StageFailure>, Vec<u32>) {
-    let pids = pid_file(kind);
+    let pids = pid_file(test);
     let setup = Setup {
         lesson: &LESSONS[0],
         program: vec![
@@ -456,7 +463,7 @@ mod fake {
             "echo" => serve(&bind, str::to_string),
             // Right, but slower than a grader watching would like.
             "answers_late" => serve(&bind, |line| {
-                std::thread::sleep(Duration::from_secs(6));
+                std::thread::sleep(Duration::from_millis(1500));
                 line.to_string()
             }),
             // A server that starts a program of its own, as a wrapper script
@@ -603,15 +610,15 @@ mod suite {
         let started = Instant::now();
         let output = assert_cmd::Command::new(exe())
             .env("COURSE_HARNESS_STUCK", "1")
-            // 300 s at a scale of 0.01: stuck for 3 s.
-            .env("COURSE_PATIENCE", "0.01")
+            // 300 s at a scale of 0.004: stuck for 1.2 s.
+            .env("COURSE_PATIENCE", "0.004")
             .env_remove("COURSE_HARNESS_SUITE")
             .timeout(Duration::from_secs(60))
             .output()
             .map_err(|error| Failed::from(error.to_string()))?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.code() != Some(101)
-            || !stderr.contains("stage 1 (never-ends) is still running after 3 s")
+            || !stderr.contains("stage 1 (never-ends) is still running after 1 s")
         {
             return Err(format!(
                 "expected exit 101 and the stuck stage named; got {:?} after {:?}:\n{stderr}",
@@ -649,13 +656,14 @@ mod suite {
     }
 
     pub fn several_checks_fail() -> Result<(), Failed> {
-        let (result, pids) = run_fake_with("echo", &quick(), &STAGES[2]);
+        let test = "several_checks_fail";
+        let (result, pids) = run_fake_with(test, "echo", &quick(), &STAGES[2]);
         let Err(failure) = result else {
             return Err("three failing checks passed".into());
         };
         left_behind(&pids)?;
         let report =
-            normalize(&failure.report).replace(&pid_file("echo").display().to_string(), "PIDS");
+            normalize(&failure.report).replace(&pid_file(test).display().to_string(), "PIDS");
         compare_golden("several_checks_fail", &report).map_err(Failed::from)
     }
 
@@ -663,9 +671,10 @@ mod suite {
     /// would; it must fail, as libtest does (101). Its stdout, stderr and
     /// records.
     fn run_failing_suite(
+        test: &str,
         env: &[(&str, &str)],
     ) -> Result<(String, String, Vec<StageRecord>), Failed> {
-        let (code, stdout, stderr, records) = run_suite("echo", &[], env);
+        let (code, stdout, stderr, records) = run_suite(test, "echo", &[], env);
         if code != Some(101) {
             return Err(format!("exit {code:?}, expected 101:\n{stdout}").into());
         }
@@ -673,17 +682,18 @@ mod suite {
     }
 
     /// Run the suite's stages picked by `filter` against the fake `kind`:
-    /// its exit code, stdout, stderr and records.
+    /// its exit code, stdout, stderr and records. `test` names the files of
+    /// this run (tests run at once: each has its own).
     fn run_suite(
+        test: &str,
         kind: &str,
         filter: &[&str],
         env: &[(&str, &str)],
     ) -> (Option<i32>, String, String, Vec<StageRecord>) {
-        let pids = pid_file(&format!("suite-{}", env.len()));
+        let pids = pid_file(&format!("suite-{test}"));
         let report = std::env::temp_dir().join(format!(
-            "course-suite-report-{}-{}.jsonl",
-            std::process::id(),
-            env.len()
+            "course-suite-report-{}-{test}.jsonl",
+            std::process::id()
         ));
         let _ = std::fs::remove_file(&report);
         let mut command = std::process::Command::new(exe());
@@ -717,12 +727,15 @@ mod suite {
         )
     }
 
-    /// A stage that runs past 5 s says so while it runs, with its last step.
+    /// A stage that runs past its notice time (5 s; 0.7 s here) says so
+    /// while it runs, with its last step. The fake answers 1.5 s after the
+    /// line, well within the 4 s a reply may take at a patience of 2.
     pub fn says_a_long_stage_is_running() -> Result<(), Failed> {
         let (code, stdout, stderr, _) = run_suite(
+            "long",
             "answers_late",
             &["--exact", "stage_04_comes_after"],
-            &[("COURSE_PATIENCE", "5")],
+            &[("COURSE_PATIENCE", "2"), ("COURSE_NOTICE_AFTER", "0.7")],
         );
         if code != Some(0) {
             return Err(format!("exit {code:?}, expected 0:\n{stdout}").into());
@@ -730,7 +743,7 @@ mod suite {
         expect_in(
             &stderr,
             &[
-                "progress:       stage 4 (comes-after) still running after 5 s; its last step: connection #1: ",
+                "progress:       stage 4 (comes-after) still running after 0.7 s; its last step: connection #1: ",
                 "progress: pass  stage 4  comes-after",
             ],
         )
@@ -772,7 +785,7 @@ mod suite {
     /// run stops at the first failure and lists the rest as not run, and
     /// the exit code says it failed.
     pub fn skips_a_missing_client() -> Result<(), Failed> {
-        let (stdout, stderr, records) = run_failing_suite(&[])?;
+        let (stdout, stderr, records) = run_failing_suite("skips", &[])?;
         expect_in(
             &stdout,
             &[
@@ -808,8 +821,10 @@ mod suite {
     /// its stage; with `COURSE_ALL_STAGES=1` every stage runs, and one that
     /// passes after a failure is not counted.
     pub fn requires_clients() -> Result<(), Failed> {
-        let (stdout, _, records) =
-            run_failing_suite(&[("COURSE_REQUIRE_CLIENTS", "1"), ("COURSE_ALL_STAGES", "1")])?;
+        let (stdout, _, records) = run_failing_suite(
+            "requires",
+            &[("COURSE_REQUIRE_CLIENTS", "1"), ("COURSE_ALL_STAGES", "1")],
+        )?;
         expect_in(
             &stdout,
             &[
@@ -847,8 +862,11 @@ mod cli {
 
     /// Exits 0, shows a line with a stage count for every lesson, and says
     /// what to do next (or that everything passes, in a solved checkout).
+    /// Its deadlines are a quarter as long: the starters fail their first
+    /// stage sooner, and the board looks the same.
     pub fn board() -> Result<(), Failed> {
         let mut board = course()
+            .env("COURSE_PATIENCE", "0.25")
             .assert()
             .success()
             .stdout(contains("Next: lesson").or(contains("Every stage")));
@@ -932,8 +950,9 @@ mod cli {
     }
 
     /// A program in any language: here, one that accepts and never answers.
-    /// Every wait is halved to keep `cargo test` quick; at full patience the
-    /// same grading takes under 20 s (`course grade 01 --cmd ...` shows it).
+    /// Every wait is a tenth as long, to keep `cargo test` quick; a silent
+    /// server fails every stage at any patience, only later (at full
+    /// patience, `course grade 01 --cmd ...` takes about 5 s).
     pub fn grade_cmd_silent() -> Result<(), Failed> {
         let pids = pid_file("cli");
         let started = Instant::now();
@@ -944,7 +963,7 @@ mod cli {
                 exe(),
                 pids.display()
             ))
-            .env("COURSE_PATIENCE", "0.5")
+            .env("COURSE_PATIENCE", "0.1")
             .assert()
             .code(1);
         let took = started.elapsed();
@@ -982,7 +1001,7 @@ mod cli {
                 exe(),
                 pids.display()
             ))
-            .env("COURSE_PATIENCE", "0.5")
+            .env("COURSE_PATIENCE", "0.1")
             .assert()
             .code(1);
         let pids = read_pids(&pids);

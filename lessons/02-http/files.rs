@@ -1,10 +1,12 @@
 //! From a request's target to a file inside the root, and the type of a file.
 
+use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
 
-/// The file that `target` names inside `root`, or `None` when it names
-/// nothing this server may send. `root` must be canonical (see server.rs).
-pub fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
+/// The file that `target` names inside `root`, and what it is (its
+/// metadata), or `None` when it names nothing this server may send. `root`
+/// must be canonical (see server.rs).
+pub fn resolve(root: &Path, target: &str) -> Option<(PathBuf, Metadata)> {
     // The query (`?page=2`) is for programs; a file server ignores it.
     let path = target.split('?').next().unwrap_or_default();
     // Decode first, check after: checked before decoding, `%2e%2e` would
@@ -17,13 +19,33 @@ pub fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
     // path that starts with `/` would replace the root altogether.) Build
     // the path one `/`-separated segment at a time: skip empty segments
     // and `.`, refuse `..` and names holding a backslash or a NUL (return
-    // None). Then, as the last guard, `canonicalize` the file and check
-    // that the result `starts_with(root)`.
+    // None). Then write the last guard, fn inside_root below.
     let mut file = root.join(path.trim_start_matches('/'));
-    if file.is_dir() {
+    // A folder stands for its index.html. The root is a folder (server.rs
+    // checked), so `/` needs no look at the disk to know it.
+    if file == root {
         file.push("index.html");
     }
-    Some(file)
+    let (mut file, mut metadata) = inside_root(root, file)?;
+    if metadata.is_dir() {
+        file.push("index.html");
+        (file, metadata) = inside_root(root, file)?;
+    }
+    Some((file, metadata))
+}
+
+/// The last guard: where `file` really leads, and what it is there, when
+/// that is inside `root`. A symbolic link inside the root may point
+/// anywhere on the disk.
+fn inside_root(root: &Path, file: PathBuf) -> Option<(PathBuf, Metadata)> {
+    // TODO 5, the last guard (slides/02-http.md, "Path traversal"): a
+    // symbolic link inside the root may lead anywhere on the disk, and this
+    // stand-in follows it. `canonicalize` the file (it follows every link)
+    // and answer None unless the result `starts_with(root)`; then answer the
+    // result, with its `metadata()`. (The same, in fewer system calls: the
+    // slide "Path traversal, faster".)
+    let metadata = file.metadata().ok()?;
+    Some((file, metadata))
 }
 
 /// `%2e` → `.`: a URL carries some bytes as `%` and two hex digits.

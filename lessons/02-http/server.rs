@@ -275,11 +275,11 @@ fn answer(request: &Request, root: &Path) -> Reply {
 /// look the same from outside: "not found" says nothing about what else is
 /// on the disk.
 fn open_file(root: &Path, target: &str) -> Option<Reply> {
-    let path = files::resolve(root, target)?;
+    let (path, metadata) = files::resolve(root, target)?;
     // Regular files only, checked before opening: opening a named pipe
     // waits for a writer, maybe for ever, and holds the thread; a device
     // may never end (`/dev/zero`), or act on being opened.
-    if !path.metadata().ok()?.is_file() {
+    if !metadata.is_file() {
         return None;
     }
     let file = open_without_waiting(&path).ok()?;
@@ -296,14 +296,17 @@ fn open_file(root: &Path, target: &str) -> Option<Reply> {
     ))
 }
 
-/// Open `path` to read, without waiting for a writer should it be a pipe.
+/// Open `path` to read, without waiting for a writer should it be a pipe,
+/// and without following a symbolic link.
 #[cfg(unix)]
 fn open_without_waiting(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    // O_NONBLOCK changes nothing for a regular file.
+    // O_NONBLOCK changes nothing for a regular file. files.rs found no link
+    // at this name; should one have been put there since, O_NOFOLLOW makes
+    // the open fail rather than follow it out of the root.
     File::options()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
         .open(path)
 }
 

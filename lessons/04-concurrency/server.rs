@@ -36,6 +36,8 @@ pub struct Options<'a> {
     pub workers: usize,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// On a stop, how long a request in progress may take to finish.
+    pub grace: Duration,
     pub data: Option<&'a Path>,
 }
 
@@ -55,7 +57,7 @@ pub fn run(options: &Options) -> Result<()> {
     let mailbox = Mailbox::open(options.data)?;
     let shared = Arc::new(Shared {
         mailbox: Mutex::new(mailbox),
-        stopped_at: StoppedAt::new(),
+        stopped_at: StoppedAt::new(options.grace),
         idle_timeout: options.idle_timeout,
     });
     let listener = bind_listener(options.bind)?;

@@ -6,29 +6,49 @@ use std::net::TcpStream;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// How long a request in progress when the server stops may take to finish,
-/// its reply included.
-const GRACE: Duration = Duration::from_secs(2);
 /// How often a connection waiting on its client looks whether the server is
 /// stopping. Each look wakes a thread: with 10 000 idle connections, looking
 /// every 100 ms kept 60% of a core busy, once a second 11%; and an idle
-/// connection still closes within a second of a stop.
+/// connection still closes within a second of a stop (sooner if the grace
+/// is shorter).
 const STOP_CHECK: Duration = Duration::from_secs(1);
 /// How long a try at the deadline may wait: a socket timeout of zero would
 /// mean no timeout at all.
 const LAST_TRY: Duration = Duration::from_millis(1);
 
 /// When the server was asked to stop, set once by SIGTERM or Ctrl-C, and
-/// seen by every connection. One instant for all: however many connections
-/// wait, the last is done by the end of the same grace.
-pub type StoppedAt = OnceLock<Instant>;
+/// seen by every connection; and the grace: how long a request in progress
+/// then may take to finish, its reply included. One instant for all: however
+/// many connections wait, the last is done by the end of the same grace.
+pub struct StoppedAt {
+    at: OnceLock<Instant>,
+    grace: Duration,
+}
+
+impl StoppedAt {
+    pub fn new(grace: Duration) -> StoppedAt {
+        StoppedAt {
+            at: OnceLock::new(),
+            grace,
+        }
+    }
+
+    /// Note the stop; a second one changes nothing (and says `Err`).
+    pub fn set(&self, now: Instant) -> Result<(), Instant> {
+        self.at.set(now)
+    }
+
+    pub fn get(&self) -> Option<&Instant> {
+        self.at.get()
+    }
+}
 
 /// `deadline`, or the end of the grace if the server is stopping and that
 /// comes first.
 fn within_grace(stopped_at: &StoppedAt, deadline: Instant) -> Instant {
     stopped_at
         .get()
-        .map_or(deadline, |&stop| deadline.min(stop + GRACE))
+        .map_or(deadline, |&stop| deadline.min(stop + stopped_at.grace))
 }
 
 /// The reading side of a connection: a read fails with `TimedOut` once the
@@ -149,18 +169,20 @@ impl Write for TimedWriter<'_> {
 }
 
 /// Try `attempt` (a read or a write, given how long it may block) until it
-/// does something or the deadline passes. It blocks at most `STOP_CHECK` at a
-/// time, so that a stop is seen soon, and then ends at the grace.
+/// does something or the deadline passes. It blocks at most `STOP_CHECK` (or
+/// the grace, if shorter) at a time, so that a stop is seen soon, and then
+/// ends at the grace.
 fn wait_for(
     stopped_at: &StoppedAt,
     deadline: Instant,
     mut attempt: impl FnMut(Duration) -> io::Result<usize>,
 ) -> io::Result<usize> {
+    let longest_wait = STOP_CHECK.min(stopped_at.grace).max(LAST_TRY);
     loop {
         let left = within_grace(stopped_at, deadline).saturating_duration_since(Instant::now());
         // Even past the deadline, one short try: what is ready is taken, and
         // a last `ERR` line may still go out.
-        match attempt(left.clamp(LAST_TRY, STOP_CHECK)) {
+        match attempt(left.clamp(LAST_TRY, longest_wait)) {
             Err(error) if is_timeout(&error) && left.is_zero() => {
                 return Err(ErrorKind::TimedOut.into())
             }

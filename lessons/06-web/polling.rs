@@ -28,9 +28,10 @@ pub fn messages(room: &Room, member: &Membership, request: &Request) -> Reply {
     let wait = match query(request, "wait") {
         None => None,
         Some("") => Some(DEFAULT_WAIT),
-        Some(secs) => match secs.parse::<u64>() {
-            Ok(secs) => Some(Duration::from_secs(secs).min(MOST_WAIT)),
-            Err(_) => return Reply::text(Status(400), "! wait is a number of seconds"),
+        // Fractions too (`wait=0.5`); `try_from` refuses a negative one.
+        Some(secs) => match secs.parse().map(Duration::try_from_secs_f64) {
+            Ok(Ok(wait)) => Some(wait.min(MOST_WAIT)),
+            _ => return Reply::text(Status(400), "! wait is a number of seconds"),
         },
     };
     // While the poll is held, the member is here, though it says nothing.

@@ -26,11 +26,16 @@ const REQUEST_TIME: Duration = Duration::from_secs(10);
 /// Without `--api-key`, the key that senders may use.
 const DEMO_KEY: &str = "demo-key";
 
-pub fn run(addr: &str, data: Option<&Path>, mut keys: Vec<String>) -> Result<()> {
+pub fn run(
+    addr: &str,
+    data: Option<&Path>,
+    mut keys: Vec<String>,
+    answer_time: Duration,
+) -> Result<()> {
     if keys.is_empty() {
         keys.push(DEMO_KEY.to_string());
     }
-    let service = Service::open(data, keys)?;
+    let service = Service::open(data, keys, answer_time)?;
     let listener = TcpListener::bind(addr).map_err(|error| match error.kind() {
         ErrorKind::AddrInUse => anyhow!("address {addr} is already in use"),
         ErrorKind::AddrNotAvailable => anyhow!("address {addr} is not an address of this machine"),

@@ -1,10 +1,12 @@
 //! From a request's target to a file inside the root, and the type of a file.
 
+use std::fs::{self, Metadata};
 use std::path::{Path, PathBuf};
 
-/// The file that `target` names inside `root`, or `None` when it names
-/// nothing this server may send. `root` must be canonical (see server.rs).
-pub fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
+/// The file that `target` names inside `root`, and what it is (its
+/// metadata), or `None` when it names nothing this server may send. `root`
+/// must be canonical (see server.rs).
+pub fn resolve(root: &Path, target: &str) -> Option<(PathBuf, Metadata)> {
     // The query (`?page=2`) is for programs; a file server ignores it.
     let path = target.split('?').next().unwrap_or_default();
     // Decode first, check after: checked before decoding, `%2e%2e` would
@@ -25,13 +27,47 @@ pub fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
             name => file.push(name),
         }
     }
-    if file.is_dir() {
+    // A folder stands for its index.html. The root is a folder (server.rs
+    // checked), so `/` needs no look at the disk to know it.
+    if file == root {
         file.push("index.html");
     }
-    // The last guard: where the path really leads, symbolic links followed.
-    // A link inside the root may point anywhere on the disk.
-    let real = file.canonicalize().ok()?;
-    real.starts_with(root).then_some(real)
+    let (mut file, mut metadata) = inside_root(root, file)?;
+    if metadata.is_dir() {
+        file.push("index.html");
+        (file, metadata) = inside_root(root, file)?;
+    }
+    Some((file, metadata))
+}
+
+/// The last guard: where `file` really leads, and what it is there, when
+/// that is inside `root`. A symbolic link inside the root may point
+/// anywhere on the disk.
+fn inside_root(root: &Path, file: PathBuf) -> Option<(PathBuf, Metadata)> {
+    // `canonicalize` would answer, but it asks the system about every name
+    // of the whole path from `/` to see whether it is a link: a system call
+    // each, on every request. Yet the root is canonical already, and the
+    // names below it hold no `..`: the path leads where it says unless one
+    // of those names is a link. So: one `symlink_metadata` (lstat: what a
+    // name is, a link not followed) for each name below the root, and
+    // `canonicalize` only when one is a link. The last one says what the
+    // file is, too.
+    let mut walked = root.to_path_buf();
+    let mut metadata = None;
+    for name in file.strip_prefix(root).ok()? {
+        walked.push(name);
+        let here = fs::symlink_metadata(&walked).ok()?;
+        if here.is_symlink() {
+            let real = file.canonicalize().ok()?;
+            if !real.starts_with(root) {
+                return None;
+            }
+            let metadata = real.metadata().ok()?;
+            return Some((real, metadata));
+        }
+        metadata = Some(here);
+    }
+    Some((file, metadata?))
 }
 
 /// `%2e` → `.`: a URL carries some bytes as `%` and two hex digits.

@@ -88,6 +88,10 @@ impl Reply {
     }
 }
 
+/// A file this small (or smaller) is read into memory and sent with the
+/// head. With the head, it fits the 8 KiB buffer of server.rs's writer.
+const SMALL_FILE: u64 = 4 * 1024;
+
 /// Send `reply`: its head, then exactly `content_length` bytes of body.
 pub fn send(out: &mut impl Write, reply: Reply) -> io::Result<()> {
     write_head(out, &reply)?;
@@ -96,7 +100,20 @@ pub fn send(out: &mut impl Write, reply: Reply) -> io::Result<()> {
         Body::File(file) => {
             // Exactly the length the head announced: were the file to grow
             // meanwhile, extra bytes would be read as the next response.
-            let sent = io::copy(&mut file.take(reply.content_length), out)?;
+            let mut body = file.take(reply.content_length);
+            let sent = if reply.content_length <= SMALL_FILE {
+                // Read whole, it joins the head in the writer's buffer, and
+                // the response leaves in one write: one system call, one
+                // packet. `io::copy` sends what is buffered first.
+                let mut bytes = Vec::with_capacity(reply.content_length as usize);
+                body.read_to_end(&mut bytes)?;
+                out.write_all(&bytes)?;
+                bytes.len() as u64
+            } else {
+                // A large file goes through in pieces: memory stays bounded
+                // whatever the size of the file.
+                io::copy(&mut body, out)?
+            };
             if sent < reply.content_length {
                 // Fewer bytes than announced: the client would wait for the
                 // rest forever. Failing here closes the connection instead.

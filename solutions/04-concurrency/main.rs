@@ -2,7 +2,7 @@
 //! full of clients at once: a small thread per connection waits for whole
 //! requests, and a bounded pool of workers answers them.
 //!
-//!     cargo run --bin 04-concurrency-solution -- server [--workers N] [--max-connections N] [--idle-timeout SECS]
+//!     cargo run --bin 04-concurrency-solution -- server [--workers N] [--max-connections N] [--idle-timeout SECS] [--grace SECS]
 //!     cargo run --bin 04-concurrency-solution -- client --user alice
 //!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 100
 //!
@@ -45,9 +45,14 @@ enum Role {
         /// wait. Each is an open file: keep it below `ulimit -n`.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
         max_connections: u16,
-        /// Close a connection whose next request takes longer than this.
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-        idle_timeout: u64,
+        /// Close a connection whose next request takes longer than this
+        /// many seconds (fractions too: the tests use 0.5).
+        #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
+        idle_timeout: f64,
+        /// On SIGTERM, how many seconds a request in progress may take to
+        /// finish, its reply included.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = seconds)]
+        grace: f64,
         /// Keep messages in this folder, so that a restart loses none.
         #[arg(long)]
         data: Option<PathBuf>,
@@ -75,6 +80,16 @@ fn default_address() -> String {
     format!("127.0.0.1:{}", base.saturating_add(4))
 }
 
+/// A number of seconds above 0 and at most a day.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86400.0 => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds above 0, at most 86400"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.role {
@@ -83,12 +98,14 @@ fn main() -> ExitCode {
             workers,
             max_connections,
             idle_timeout,
+            grace,
             data,
         } => server::run(&server::Options {
             bind: &bind,
             workers: workers.map_or_else(default_workers, usize::from),
             max_connections: usize::from(max_connections),
-            idle_timeout: Duration::from_secs(idle_timeout),
+            idle_timeout: Duration::from_secs_f64(idle_timeout),
+            grace: Duration::from_secs_f64(grace),
             data: data.as_deref(),
         }),
         Role::Client { connect, user } => client::run(&connect, &user),

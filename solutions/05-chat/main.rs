@@ -35,10 +35,10 @@ enum Role {
         /// The address to listen on; port 0 asks the system for a free port.
         #[arg(long, default_value_t = default_address())]
         bind: String,
-        /// Seconds a newcomer has to send its whole name line.
-        #[arg(long, value_name = "SECS", default_value_t = 30,
-              value_parser = clap::value_parser!(u64).range(1..))]
-        name_timeout: u64,
+        /// Seconds a newcomer has to send its whole name line (fractions
+        /// too: the tests use 0.4).
+        #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
+        name_timeout: f64,
     },
     /// Join a chat room: send what you type, show what the others say.
     Client {
@@ -64,11 +64,21 @@ fn default_address() -> String {
     format!("127.0.0.1:{}", base.saturating_add(5))
 }
 
+/// A number of seconds above 0 and at most a day.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86400.0 => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds above 0, at most 86400"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.role {
         Role::Server { bind, name_timeout } => {
-            server::run(&bind, Duration::from_secs(name_timeout))
+            server::run(&bind, Duration::from_secs_f64(name_timeout))
         }
         Role::Client { connect, name } => client::run(&connect, name.as_deref()),
     };

@@ -40,7 +40,7 @@ pub fn serve(stream: TcpStream, room: &Room, name_wait: Duration) -> io::Result<
         // Out of time (`WouldBlock` from a timeout on Unix, `TimedOut` on
         // Windows and from the deadline itself).
         Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            Err(format!("no name came within {} s", name_wait.as_secs()))
+            Err(format!("no name came within {} s", name_wait.as_secs_f64()))
         }
         Err(error) => return Err(error),
     };

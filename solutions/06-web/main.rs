@@ -48,14 +48,13 @@ enum Role {
         #[arg(long)]
         chat_bind: Option<String>,
         /// Seconds of silence before an event stream or a WebSocket gets a
-        /// keepalive (a comment, a ping).
-        #[arg(long, value_name = "SECS", default_value_t = 15,
-              value_parser = clap::value_parser!(u64).range(1..))]
-        keepalive: u64,
-        /// Seconds a web member may go unheard before it leaves the room.
-        #[arg(long, value_name = "SECS", default_value_t = 30,
-              value_parser = clap::value_parser!(u64).range(1..))]
-        idle: u64,
+        /// keepalive (a comment, a ping); fractions too.
+        #[arg(long, value_name = "SECS", default_value_t = 15.0, value_parser = seconds)]
+        keepalive: f64,
+        /// Seconds a web member may go unheard before it leaves the room;
+        /// fractions too.
+        #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
+        idle: f64,
         /// Seconds an nc newcomer has to send its whole name line.
         #[arg(long, value_name = "SECS", default_value_t = 30,
               value_parser = clap::value_parser!(u64).range(1..))]
@@ -103,6 +102,16 @@ fn default_address(offset: u16) -> String {
     format!("127.0.0.1:{}", base.saturating_add(offset))
 }
 
+/// A number of seconds above 0 and at most a day.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86400.0 => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds above 0, at most 86400"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.role {
@@ -116,8 +125,8 @@ fn main() -> ExitCode {
         } => server::run(server::Options {
             bind: bind.unwrap_or_else(|| default_address(6)),
             chat_bind: chat_bind.unwrap_or_else(|| default_address(16)),
-            keepalive: Duration::from_secs(keepalive),
-            idle: Duration::from_secs(idle),
+            keepalive: Duration::from_secs_f64(keepalive),
+            idle: Duration::from_secs_f64(idle),
             name_wait: Duration::from_secs(name_timeout),
             max_connections: max_connections as usize,
         }),

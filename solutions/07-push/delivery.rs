@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 use crate::service::{Notification, Service, Work};
 use crate::wire::{read_line, DeadlineReader, Line};
 
-/// A device that has not answered within this long, connection and
-/// acknowledgement together, is unreachable: its notifications wait.
-pub const ANSWER_TIME: Duration = Duration::from_secs(1);
-
 /// Deliver `name`'s notifications as they come, for as long as the service
 /// runs.
 pub fn deliver_for_ever(service: &Service, name: &str) {
@@ -31,24 +27,28 @@ pub fn deliver_for_ever(service: &Service, name: &str) {
 /// One connection to the device: the lost count if any, then every waiting
 /// notification, each forgotten once the device has acknowledged it.
 fn deliver(service: &Service, name: &str, work: &Work) -> io::Result<()> {
-    let stream = TcpStream::connect_timeout(&work.callback, ANSWER_TIME)?;
+    // A device that has not answered within this long (`--answer-time`, 1 s
+    // by default), at any step, is unreachable: its notifications wait.
+    let answer_time = service.answer_time;
+    let stream = TcpStream::connect_timeout(&work.callback, answer_time)?;
     // Each frame is small and should leave at once.
     stream.set_nodelay(true)?;
     // A device that takes no byte for this long is not reading.
-    stream.set_write_timeout(Some(ANSWER_TIME))?;
+    stream.set_write_timeout(Some(answer_time))?;
     let mut reader = BufReader::new(DeadlineReader::new(&stream));
     reader
         .get_mut()
-        .set_deadline(Some(Instant::now() + ANSWER_TIME))?;
+        .set_deadline(Some(Instant::now() + answer_time))?;
     if work.lost > 0 {
         let frame = format!("LOST {} {}\n", work.token, work.lost);
-        send_and_wait_ack(&stream, &mut reader, frame.as_bytes(), "LOST")?;
+        send_and_wait_ack(&stream, &mut reader, answer_time, frame.as_bytes(), "LOST")?;
         service.lost_told(name, work.lost);
     }
     for note in &work.notes {
         send_and_wait_ack(
             &stream,
             &mut reader,
+            answer_time,
             &push_frame(&work.token, note),
             &note.id.to_string(),
         )?;
@@ -72,16 +72,17 @@ fn push_frame(token: &str, note: &Notification) -> Vec<u8> {
     frame
 }
 
-/// Send one frame and read `ACK <what>` within [`ANSWER_TIME`].
+/// Send one frame and read `ACK <what>` within `answer_time`.
 fn send_and_wait_ack(
     mut stream: &TcpStream,
     reader: &mut BufReader<DeadlineReader>,
+    answer_time: Duration,
     frame: &[u8],
     what: &str,
 ) -> io::Result<()> {
     reader
         .get_mut()
-        .set_deadline(Some(Instant::now() + ANSWER_TIME))?;
+        .set_deadline(Some(Instant::now() + answer_time))?;
     stream.write_all(frame)?;
     let failed = |kind, message: String| Err(io::Error::new(kind, message));
     let answer = match read_line(reader) {
@@ -94,7 +95,7 @@ fn send_and_wait_ack(
         // A read past its timeout fails with WouldBlock on Linux, TimedOut
         // elsewhere: either way the device did not answer in time.
         Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            let message = format!("no `ACK {what}` within {} s", ANSWER_TIME.as_secs());
+            let message = format!("no `ACK {what}` within {} s", answer_time.as_secs_f64());
             return failed(ErrorKind::TimedOut, message);
         }
         Err(error) => return Err(error),

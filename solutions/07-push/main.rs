@@ -21,6 +21,7 @@ mod wire;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +58,10 @@ enum Role {
         /// any, the one key `demo-key` is accepted.
         #[arg(long = "api-key", value_name = "KEY")]
         api_keys: Vec<String>,
+        /// Seconds a device has to accept the connection and acknowledge
+        /// each frame; past it, it is unreachable (fractions too).
+        #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = seconds)]
+        answer_time: f64,
     },
     /// The phone: listen on a socket of its own, register it, show every
     /// notification once, and send `to NAME: text` lines typed by its user.
@@ -101,6 +106,16 @@ enum Role {
     },
 }
 
+/// A number of seconds above 0 and at most a day.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 86400.0 => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds above 0, at most 86400"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.role {
@@ -108,7 +123,11 @@ fn main() -> ExitCode {
             bind,
             data,
             api_keys,
-        } => server::run(&bind, data.as_deref(), api_keys),
+            answer_time,
+        } => {
+            let answer_time = Duration::from_secs_f64(answer_time);
+            server::run(&bind, data.as_deref(), api_keys, answer_time)
+        }
         Role::Device {
             name,
             bind,

@@ -84,12 +84,18 @@ pub struct Service {
     state: Mutex<State>,
     keys: Vec<String>,
     disk: Option<Disk>,
+    /// How long a device has to answer each step of a delivery.
+    pub answer_time: Duration,
 }
 
 impl Service {
     /// An empty service, or, with a folder, the one saved there; each saved
     /// device's delivery thread starts at once.
-    pub fn open(data: Option<&Path>, keys: Vec<String>) -> Result<Arc<Service>> {
+    pub fn open(
+        data: Option<&Path>,
+        keys: Vec<String>,
+        answer_time: Duration,
+    ) -> Result<Arc<Service>> {
         let mut state = State {
             devices: HashMap::new(),
             next_id: 1,
@@ -119,6 +125,7 @@ impl Service {
             state: Mutex::new(state),
             keys,
             disk,
+            answer_time,
         });
         for name in names {
             service.start_delivery(name);

@@ -20,8 +20,9 @@ use crate::commands::slides;
 use crate::harness::lesson::LESSONS;
 
 /// Top-level folders a student's copy leaves out: version control, build
-/// output, the answers, and the maintainers' CI (it grades `solutions/`).
-const LEFT_OUT: [&str; 4] = [".git", "target", "solutions", ".ci"];
+/// output, the answers, and the maintainers' CI and bench peers (both
+/// measure `solutions/`).
+const LEFT_OUT: [&str; 5] = [".git", "target", "solutions", ".ci", "bench"];
 
 /// The tallest a slide may be estimated (`slides::estimated_height`) with a
 /// TODO quoted in it: the screen's 720 px (the estimate errs high).

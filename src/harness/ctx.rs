@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::process::ExitStatus;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::harness::conn::Conn;
 use crate::harness::failure::{Check, Failure};
@@ -143,10 +143,11 @@ impl Ctx {
 
     fn launch(&mut self, program: &[String], args: &[&str]) -> Check<ProcessId> {
         let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-        let running = Running::start(program, &args).map_err(|error| {
+        let mut running = Running::start(program, &args).map_err(|error| {
             self.step("tried to start the program");
             Failure::new(error)
         })?;
+        running.set_grace(self.grace());
         self.step(format!(
             "started `{}`",
             shown_command(&running.command_line)
@@ -327,7 +328,7 @@ impl Ctx {
         self.step("asked it to stop (SIGTERM)");
         match self.processes[id.0].stop() {
             Ending::Exited(status) => Ok(status),
-            Ending::Killed => Err(ignored_sigterm()),
+            Ending::Killed => Err(ignored_sigterm(self.grace())),
         }
     }
 
@@ -391,12 +392,19 @@ impl Ctx {
     /// End every program still running; a failure if one ignored SIGTERM.
     pub(crate) fn stop_all(&mut self) -> Option<Failure> {
         let mut failure = None;
+        let grace = self.grace();
         for running in &mut self.processes {
             if running.exit_status().is_none() && running.stop() == Ending::Killed {
-                failure = Some(ignored_sigterm());
+                failure = Some(ignored_sigterm(grace));
             }
         }
         failure
+    }
+
+    /// How long a program has after SIGTERM: [`process::GRACE`], stretched
+    /// by the patience as every other wait.
+    fn grace(&self) -> Duration {
+        self.setup.patience.seconds(process::GRACE.as_secs_f64())
     }
 
     /// `COURSE_CMD="…" ` when the program under test is a command given with
@@ -549,10 +557,11 @@ fn installed(program: &str) -> bool {
     })
 }
 
-fn ignored_sigterm() -> Failure {
+fn ignored_sigterm(grace: Duration) -> Failure {
     Failure::new(format!(
         "the program did not exit within {}s of SIGTERM, and was killed",
-        process::GRACE.as_secs()
+        // Whole seconds print as `2`, not `2.0`.
+        grace.as_secs_f64()
     ))
     .hint(
         "A server must stop when asked. Leave SIGTERM's default action alone, or, if you \

@@ -15,7 +15,9 @@ use crate::harness::failure::Failure;
 
 /// Bytes kept of the start of an output stream, and of its end.
 const KEPT_BYTES: usize = 4096;
-/// How long a program has, after SIGTERM, to exit on its own.
+/// How long a program has, after SIGTERM, to exit on its own; a stage
+/// stretches it by `COURSE_PATIENCE`, as every other wait
+/// ([`Running::set_grace`]).
 pub const GRACE: Duration = Duration::from_secs(2);
 /// How often a wait looks at the child; a wait ends as soon as its event
 /// happens, this only bounds how late it notices an exit.
@@ -158,6 +160,8 @@ pub struct Running {
     ended_by_test: bool,
     /// How much it had written on stderr when the stage's check ended.
     stderr_mark: Option<usize>,
+    /// How long [`Running::stop`] waits after SIGTERM.
+    grace: Duration,
 }
 
 impl Running {
@@ -203,6 +207,7 @@ impl Running {
             status: None,
             ended_by_test: false,
             stderr_mark: None,
+            grace: GRACE,
         })
     }
 
@@ -379,8 +384,13 @@ impl Running {
         self.exit_status().is_none() && signal_group(self.child.id(), Signal::Term)
     }
 
+    /// Give the program `grace` to exit after SIGTERM, instead of [`GRACE`].
+    pub fn set_grace(&mut self, grace: Duration) {
+        self.grace = grace;
+    }
+
     /// Ask the program to stop (SIGTERM, where there are signals) and wait
-    /// [`GRACE`]; kill it if it is still running then.
+    /// its grace ([`GRACE`] unless set); kill it if it is still running then.
     pub fn stop(&mut self) -> Ending {
         if let Some(status) = self.exit_status() {
             self.end_leftovers();
@@ -388,7 +398,7 @@ impl Running {
         }
         self.ended_by_test = true;
         if signal_group(self.child.id(), Signal::Term) {
-            if let Some(status) = self.wait_exit(Instant::now() + GRACE) {
+            if let Some(status) = self.wait_exit(Instant::now() + self.grace) {
                 self.end_leftovers();
                 return Ending::Exited(status);
             }

@@ -70,7 +70,13 @@ pub fn run_stages(lesson_number: &str, programs: Programs, stages: &[Stage]) -> 
         .filter(|(_, named)| !arguments.list && !arguments.is_filtered_out(named))
         .map(|(number, _)| number)
         .collect();
-    let schedule = Schedule::start(&setup, stages, &chosen, schedule::at_once_from_env());
+    let schedule = Schedule::start(
+        &setup,
+        stages,
+        &chosen,
+        schedule::at_once_from_env(),
+        !all_stages,
+    );
     let trials = stages
         .iter()
         .enumerate()
@@ -119,14 +125,7 @@ fn trial(
                 notes().push(Note::Skipped(number, stage.slug, missing));
                 Ok(Completion::ignored_with(reason))
             }
-            Err(failure) => {
-                if !all_stages {
-                    // Later stages are not reported: none still waiting
-                    // to start needs to.
-                    schedule.stop();
-                }
-                Err(Failed::from(shown_failure(&setup, number, &stage, failure)))
-            }
+            Err(failure) => Err(Failed::from(shown_failure(&setup, number, &stage, failure))),
         }
     })
 }

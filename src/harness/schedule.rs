@@ -3,11 +3,20 @@
 //! Most of a stage is waiting: for a program to start, for bytes on a
 //! socket, for a deadline to show that nothing more comes. Run one after
 //! another, a lesson's waits add up; run at the same time, the lesson takes
-//! about as long as its slowest stage. So the stages a run has chosen start
-//! at once, at most [`AT_ONCE`] together, in the order of their numbers,
-//! and a stage that `runs_alone` (it measures time, or loads the machine
-//! with hundreds of connections or processes) runs after them, with no
-//! other stage beside it.
+//! about as long as its slowest stage. So:
+//!
+//! 1. The first stage chosen runs by itself. Where it fails (an untouched
+//!    starter, a program that does not start), a run that stops at the
+//!    first failure starts nothing else: the answer comes as fast as
+//!    before, and a board of nine starters does not start every stage.
+//! 2. Then the others start at once, at most [`AT_ONCE`] together, in the
+//!    order of their numbers.
+//! 3. Last, each stage that `runs_alone` (it measures time, or loads the
+//!    machine with hundreds of connections or processes), with no other
+//!    stage beside it.
+//!
+//! In a run that stops at the first failure, no stage starts once one has
+//! failed.
 //!
 //! Each stage has its own programs, ports and folders, so running them
 //! together changes nothing they see but the load of the machine. The
@@ -51,28 +60,45 @@ struct Shared {
     ready: Condvar,
     /// No stage starts any more: the run has stopped at a failure.
     stopped: AtomicBool,
+    /// Whether a failure stops the run (not under `COURSE_ALL_STAGES=1`).
+    stop_at_failure: bool,
+    /// Every stage that was to run has run (or was not started).
+    finished: AtomicBool,
 }
 
 impl Schedule {
     /// Start the `chosen` stages (their numbers, in order) in the background.
-    pub fn start(setup: &Setup, stages: &[Stage], chosen: &[usize], at_once: usize) -> Schedule {
+    pub fn start(
+        setup: &Setup,
+        stages: &[Stage],
+        chosen: &[usize],
+        at_once: usize,
+        stop_at_failure: bool,
+    ) -> Schedule {
         let shared = Arc::new(Shared {
             results: Mutex::new((0..stages.len()).map(|_| None).collect()),
             ready: Condvar::new(),
             stopped: AtomicBool::new(false),
+            stop_at_failure,
+            finished: AtomicBool::new(false),
         });
         let schedule = Schedule { shared };
+        let (first, rest) = chosen
+            .split_first()
+            .map_or((None, &[][..]), |(first, rest)| (Some(*first), rest));
         let (alone, together): (Vec<usize>, Vec<usize>) = if at_once == 1 {
-            (chosen.to_vec(), Vec::new())
+            (rest.to_vec(), Vec::new())
         } else {
-            chosen
-                .iter()
+            rest.iter()
                 .partition(|&&number| stages[number - 1].runs_alone)
         };
         let setup = setup.clone();
         let stages = stages.to_vec();
         let background = schedule.clone();
         thread::spawn(move || {
+            if let Some(first) = first {
+                background.run(&setup, &stages, first);
+            }
             let queue = Mutex::new(VecDeque::from(together));
             thread::scope(|scope| {
                 for _ in 0..at_once {
@@ -86,6 +112,9 @@ impl Schedule {
             for number in alone {
                 background.run(&setup, &stages, number);
             }
+            background.shared.finished.store(true, Ordering::SeqCst);
+            let _results = lock(&background.shared.results);
+            background.shared.ready.notify_all();
         });
         schedule
     }
@@ -98,20 +127,36 @@ impl Schedule {
         let stage = &stages[number - 1];
         let checked = std::panic::catch_unwind(|| check_stage(setup, number, stage))
             .unwrap_or_else(|_| harness_failed(number));
+        if self.shared.stop_at_failure && checked.outcome.is_err() {
+            self.stop();
+        }
         let mut results = lock(&self.shared.results);
         results[number - 1] = Some(checked);
         self.shared.ready.notify_all();
     }
 
     /// Stage `number`'s result, once it has run. A stage the run chose
-    /// always runs, unless [`Schedule::stop`] was called: then only the
-    /// stages before the failure are waited for.
+    /// always runs, unless the run has stopped at a failure: the runner
+    /// then waits for no stage after the failed one.
     pub fn wait_for(&self, number: usize) -> Checked {
         let mut results = lock(&self.shared.results);
         loop {
             if let Some(checked) = results[number - 1].take() {
                 return checked;
             }
+            results = self
+                .shared
+                .ready
+                .wait(results)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// Wait until no stage runs or will start: for the schedule's tests.
+    #[cfg(test)]
+    fn wait_until_finished(&self) {
+        let mut results = lock(&self.shared.results);
+        while !self.shared.finished.load(Ordering::SeqCst) {
             results = self
                 .shared
                 .ready
@@ -200,20 +245,25 @@ mod tests {
         matches!(checked.outcome, Ok(Completed::Passed))
     }
 
+    fn passes(_ctx: &mut Ctx) -> Check<()> {
+        Ok(())
+    }
+
     static MET: AtomicUsize = AtomicUsize::new(0);
     fn meets_three(_ctx: &mut Ctx) -> Check<()> {
         meet(&MET, 3)
     }
 
     #[test]
-    fn stages_run_at_the_same_time_and_come_in_order() {
+    fn stages_after_the_first_run_at_the_same_time_and_come_in_order() {
         let stages = [
-            stage("one", meets_three, false),
+            stage("first", passes, false),
             stage("two", meets_three, false),
             stage("three", meets_three, false),
+            stage("four", meets_three, false),
         ];
-        let schedule = Schedule::start(&setup(3), &stages, &[1, 2, 3], AT_ONCE);
-        for number in 1..=3 {
+        let schedule = Schedule::start(&setup(4), &stages, &[1, 2, 3, 4], AT_ONCE, false);
+        for number in 1..=4 {
             let checked = schedule.wait_for(number);
             assert_eq!(checked.number, number);
             assert!(passed(&checked), "stage {number} did not meet the others");
@@ -241,12 +291,13 @@ mod tests {
     #[test]
     fn a_stage_that_runs_alone_has_no_company() {
         let stages = [
-            stage("first", together, false),
+            stage("first", alone, false),
             stage("lone", alone, true),
             stage("third", together, false),
+            stage("fourth", together, false),
         ];
-        let schedule = Schedule::start(&setup(3), &stages, &[1, 2, 3], AT_ONCE);
-        for number in 1..=3 {
+        let schedule = Schedule::start(&setup(4), &stages, &[1, 2, 3, 4], AT_ONCE, false);
+        for number in 1..=4 {
             let checked = schedule.wait_for(number);
             assert!(passed(&checked), "stage {number} failed");
         }
@@ -265,9 +316,31 @@ mod tests {
             stage("b", counts_its_start, false),
             stage("c", counts_its_start, false),
         ];
-        let schedule = Schedule::start(&setup(3), &stages, &[1, 3], 1);
+        let schedule = Schedule::start(&setup(3), &stages, &[1, 3], 1, false);
         assert!(passed(&schedule.wait_for(1)));
         assert!(passed(&schedule.wait_for(3)));
         assert_eq!(STARTED.load(Ordering::SeqCst), 2, "stage 2 was not chosen");
+    }
+
+    fn fails(_ctx: &mut Ctx) -> Check<()> {
+        Err(Failure::new("a planted failure"))
+    }
+    static STARTED_AFTER_FAILURE: AtomicUsize = AtomicUsize::new(0);
+    fn counts_a_start_after_failure(_ctx: &mut Ctx) -> Check<()> {
+        STARTED_AFTER_FAILURE.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failing_first_stage_starts_nothing_else_when_the_run_stops_at_failures() {
+        let stages = [
+            stage("fails", fails, false),
+            stage("b", counts_a_start_after_failure, false),
+            stage("c", counts_a_start_after_failure, true),
+        ];
+        let schedule = Schedule::start(&setup(3), &stages, &[1, 2, 3], AT_ONCE, true);
+        assert!(schedule.wait_for(1).outcome.is_err());
+        schedule.wait_until_finished();
+        assert_eq!(STARTED_AFTER_FAILURE.load(Ordering::SeqCst), 0);
     }
 }

@@ -429,11 +429,13 @@ mod tests {
     use super::*;
 
     /// Send `count` numbered datagrams through a relay to a sink, and return
-    /// the numbers that arrived, in arrival order. The client waits for each
-    /// tenth datagram to reach the relay, and the sink reads until the relay
-    /// has dealt with every datagram: a burst of hundreds would overflow the
-    /// system's socket buffers, and a quiet moment on a busy machine is not
-    /// the end; neither is a loss of the relay's.
+    /// the numbers that arrived, in arrival order. At each tenth datagram the
+    /// client waits for the relay to have it and for the sink to have read
+    /// all the relay sent, and the sink reads until the relay has dealt with
+    /// every datagram: a burst of hundreds would overflow the system's
+    /// socket buffers (a sink starved of CPU on a busy machine too), and a
+    /// quiet moment on a busy machine is not the end; neither is a loss of
+    /// the relay's.
     fn through(bad: Impairment, seed: u64, count: u32) -> Vec<u32> {
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
         sink.set_read_timeout(Some(Duration::from_millis(50)))
@@ -446,15 +448,17 @@ mod tests {
         )
         .unwrap();
         let done = Arc::new(AtomicBool::new(false));
+        let read = Arc::new(AtomicU64::new(0));
         let reader = {
-            let done = Arc::clone(&done);
+            let (done, read) = (Arc::clone(&done), Arc::clone(&read));
             thread::spawn(move || {
                 let mut arrived = Vec::new();
                 let mut buffer = [0u8; 8];
                 loop {
                     match sink.recv(&mut buffer) {
                         Ok(len) => {
-                            arrived.push(u32::from_be_bytes(buffer[..len].try_into().unwrap()))
+                            arrived.push(u32::from_be_bytes(buffer[..len].try_into().unwrap()));
+                            read.fetch_add(1, Ordering::SeqCst);
                         }
                         Err(_) if done.load(Ordering::SeqCst) => return arrived,
                         Err(_) => {}
@@ -468,9 +472,11 @@ mod tests {
         for number in 0..count {
             client.send_to(&number.to_be_bytes(), relay.addr()).unwrap();
             if number % 10 == 9 || number + 1 == count {
-                while up.received.load(Ordering::SeqCst) <= u64::from(number)
-                    && Instant::now() < deadline
-                {
+                let behind = || {
+                    up.received.load(Ordering::SeqCst) <= u64::from(number)
+                        || read.load(Ordering::SeqCst) < up.delivered.load(Ordering::SeqCst)
+                };
+                while behind() && Instant::now() < deadline {
                     thread::yield_now();
                 }
             }
@@ -494,9 +500,12 @@ mod tests {
             duplicate: 5.0,
             ..Impairment::default()
         };
-        let mut first = through(bad, 42, 500);
-        let mut second = through(bad, 42, 500);
-        let mut other = through(bad, 43, 500);
+        // Three relays of their own, at once.
+        let [mut first, mut second, mut other] = thread::scope(|scope| {
+            [42, 42, 43]
+                .map(|seed| scope.spawn(move || through(bad, seed, 500)))
+                .map(|run| run.join().unwrap())
+        });
         for run in [&mut first, &mut second, &mut other] {
             run.sort();
         }

@@ -398,9 +398,11 @@ mod tests {
         let nat = nat_before_echo(idle);
         let mut stream = connect(&nat);
         assert_eq!(echo(&mut stream, b"before").unwrap(), b"before");
+        // The NAT saw its last byte before the echo came back: once `idle`
+        // has passed here, it has passed there.
         let quiet_since = Instant::now();
-        while quiet_since.elapsed() <= idle * 2 {
-            thread::sleep(idle);
+        while quiet_since.elapsed() <= idle {
+            thread::sleep(idle.saturating_sub(quiet_since.elapsed()) + Duration::from_millis(1));
         }
         // No answer, and no end either: the read times out.
         let error = echo(&mut stream, b"after").unwrap_err();
@@ -420,8 +422,21 @@ mod tests {
             assert_eq!(echo(stream, b"a").unwrap(), b"a");
         }
         assert_eq!(nat.forget_all(), 2);
+        // Nothing comes back on either: both wait out the same half second.
         for stream in &mut old {
-            assert!(echo(stream, b"b").is_err());
+            let _ = stream.write_all(b"b");
+        }
+        let quiet_until = Instant::now() + Duration::from_millis(500);
+        for stream in &mut old {
+            let left = quiet_until.saturating_duration_since(Instant::now());
+            stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut back = [0u8; 1];
+            assert!(
+                stream.read_exact(&mut back).is_err(),
+                "a forgotten mapping carried bytes"
+            );
         }
         let mut new = connect(&nat);
         assert_eq!(echo(&mut new, b"c").unwrap(), b"c");

@@ -326,38 +326,32 @@ mod tests {
 
     #[test]
     fn the_idle_proxy_closes_a_silent_connection_and_keeps_a_busy_one() {
-        let server = one_connection_server(|mut stream| {
-            // Echo, so that the busy client sees its bytes come back.
-            let mut buffer = [0u8; 64];
-            while let Ok(read) = stream.read(&mut buffer) {
-                if read == 0 || stream.write_all(&buffer[..read]).is_err() {
-                    break;
-                }
-            }
-        });
         let idle = Duration::from_millis(600);
-        let proxy = start(server, Mode::Idle, idle).unwrap();
-        let mut client = connect(proxy.addr);
+        let proxy = start(crate::net::testing::echo_server(), Mode::Idle, idle).unwrap();
+        // Both at once: the silent connection is closed while the busy one
+        // goes on.
+        let mut busy = connect(proxy.addr);
+        let mut silent = connect(proxy.addr);
         let started = Instant::now();
-        for _ in 0..5 {
-            // Busy: a byte every 200 ms, well under the idle time.
-            thread::sleep(Duration::from_millis(200));
-            client.write_all(b"x").unwrap();
+        let closed = thread::spawn(move || {
             let mut byte = [0u8; 1];
-            client.read_exact(&mut byte).unwrap();
-        }
-        assert!(
-            started.elapsed() > idle,
-            "the busy connection outlived the idle time"
-        );
-        let silent_from = Instant::now();
+            let read = silent.read(&mut byte);
+            (matches!(read, Ok(0)) || read.is_err(), started.elapsed())
+        });
+        // Busy: a byte every 200 ms, well under the idle time, past the idle
+        // time and past the silent one's end.
         let mut byte = [0u8; 1];
-        let read = client.read(&mut byte);
-        assert!(
-            matches!(read, Ok(0)) || read.is_err(),
-            "a silent connection is closed"
-        );
-        let closed_after = silent_from.elapsed();
+        while !closed.is_finished() || started.elapsed() <= idle {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the silent connection is still open"
+            );
+            thread::sleep(Duration::from_millis(200));
+            busy.write_all(b"x").unwrap();
+            busy.read_exact(&mut byte).unwrap();
+        }
+        let (was_closed, closed_after) = closed.join().unwrap();
+        assert!(was_closed, "a silent connection is closed");
         assert!(closed_after >= idle / 2 && closed_after < Duration::from_secs(3));
     }
 }
