@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use course::harness::bind::start_server_at_chosen_address;
+use course::harness::ctx::ProcessId;
 use course::harness::game::{
     datagram, describe, inputs_datagram, join_datagram, leave_datagram, parse, FromServer,
     Snapshot, CELL, DOWN, HEIGHT, JOIN, LEFT, RIGHT, SNAPSHOT, UP, WELCOME, WIDTH,
@@ -40,7 +41,7 @@ const STAGES: [Stage; 10] = [
     },
     Stage {
         slug: "tick-rate",
-        title: "snapshots come at --tick-hz, within 10%, over 3 seconds",
+        title: "snapshots come at --tick-hz, within 10%, timed over 1 second",
         slide: "The tick",
         check: tick_rate,
         runs_alone: false,
@@ -68,7 +69,7 @@ const STAGES: [Stage; 10] = [
     },
     Stage {
         slug: "timeout",
-        title: "a player silent for 3 s leaves the snapshots; LEAVE leaves at once",
+        title: "a player silent for --timeout-ms leaves the snapshots; LEAVE leaves at once",
         slide: "Leaving without a goodbye",
         check: timeout,
         runs_alone: false,
@@ -89,7 +90,7 @@ const STAGES: [Stage; 10] = [
     },
     Stage {
         slug: "the-client",
-        title: "the client draws 100 ms in the past, between snapshots, holds over a gap, never goes back",
+        title: "the client draws --delay ms in the past, between snapshots, holds over a gap, never goes back",
         slide: "Drawing the past",
         check: the_client,
         runs_alone: false,
@@ -118,11 +119,19 @@ struct Player {
     id: u8,
     token: u64,
     sequence: u16,
+    /// When the player last sent a datagram, and the longest pause between
+    /// two.
+    last_sent: Option<Instant>,
+    longest_pause: Duration,
 }
 
 impl Player {
     /// Send the player's inputs (and with them, a sign of life).
     fn send_inputs(&mut self, inputs: &[(u32, u8)]) -> Check<()> {
+        if let Some(last) = self.last_sent {
+            self.longest_pause = self.longest_pause.max(last.elapsed());
+        }
+        self.last_sent = Some(Instant::now());
         self.sequence = self.sequence.wrapping_add(1);
         let bytes = inputs_datagram(self.sequence, self.id, self.token, inputs);
         self.udp.send_to(&bytes, self.server)
@@ -182,7 +191,7 @@ impl Player {
     }
 }
 
-/// Join `server` as `name`: JOIN, sent again every 200 ms, until WELCOME.
+/// Join `server` as `name`: JOIN, sent again every 100 ms, until WELCOME.
 fn join(ctx: &mut Ctx, server: SocketAddr, name: &str) -> Check<Player> {
     let udp = socket(ctx.journal(), name)?;
     join_with(ctx, udp, server, name, true)
@@ -196,49 +205,93 @@ fn join_with(
     name: &str,
     announce: bool,
 ) -> Check<Player> {
+    let mut players = join_all(ctx, vec![(name, udp)], server, announce)?;
+    Ok(players.remove(0))
+}
+
+/// Join `server` as each `(name, socket)`, all at once: JOIN, sent again
+/// every 100 ms (a round trip through the test's lossy relay takes at most
+/// 70), until each has its WELCOME. At once, because through a lossy
+/// network the waits of one join after another would add up.
+fn join_all(
+    ctx: &mut Ctx,
+    joining: Vec<(&str, Udp)>,
+    server: SocketAddr,
+    announce: bool,
+) -> Check<Vec<Player>> {
+    let mut joining: Vec<(&str, Option<Udp>)> = joining
+        .into_iter()
+        .map(|(name, udp)| (name, Some(udp)))
+        .collect();
+    let mut players: Vec<Option<Player>> = joining.iter().map(|_| None).collect();
     let deadline = Instant::now() + ctx.patience().reply;
-    while Instant::now() < deadline {
-        udp.send_to(&join_datagram(name), server)?;
-        let retry = Instant::now() + Duration::from_millis(200);
-        while let Some((bytes, from)) = udp.receive_before(retry.min(deadline))? {
-            match parse(&bytes) {
-                Ok(FromServer::Welcome { id, token, .. }) => {
-                    udp.journal_received(&bytes, from);
-                    if announce {
-                        ctx.step(format!("{name} joined: WELCOME, id {id}"));
+    let mut retry = Instant::now();
+    while let Some(index) = players.iter().position(Option::is_none) {
+        if Instant::now() >= deadline {
+            let name = joining[index].0;
+            return Err(Failure::new(format!(
+                "{name} sent JOIN and got no WELCOME within {} ms",
+                ctx.patience().reply.as_millis()
+            ))
+            .hint(format!(
+                "Start at TODO 1 in {SERVER_FILE}: answer a JOIN with a WELCOME, sent back to \
+                 the address the JOIN came from (`recv_from` tells you)."
+            )));
+        }
+        let resend = Instant::now() >= retry;
+        if resend {
+            retry = Instant::now() + Duration::from_millis(100);
+        }
+        for (index, (name, udp)) in joining.iter_mut().enumerate() {
+            let Some(socket) = udp.as_ref() else {
+                continue;
+            };
+            if resend {
+                socket.send_to(&join_datagram(name), server)?;
+            }
+            let mut welcome = None;
+            let until = (Instant::now() + Duration::from_millis(1)).min(deadline);
+            while let Some((bytes, from)) = socket.receive_before(until)? {
+                match parse(&bytes) {
+                    Ok(FromServer::Welcome { id, token, .. }) => {
+                        socket.journal_received(&bytes, from);
+                        welcome = Some((id, token));
+                        break;
                     }
-                    return Ok(Player {
-                        udp,
-                        server,
-                        id,
-                        token,
-                        sequence: 0,
-                    });
+                    // A snapshot may overtake a WELCOME that was sent again.
+                    Ok(FromServer::Snapshot(_)) => {}
+                    Ok(FromServer::Full) => {
+                        socket.journal_received(&bytes, from);
+                        return Err(Failure::new(format!("{name} was told FULL")));
+                    }
+                    Err(why) => {
+                        socket.journal_received(&bytes, from);
+                        return Err(Failure::new(format!(
+                            "the answer to {name}'s JOIN is not a WELCOME: {why}"
+                        ))
+                        .hint("The layout is in lessons/09-game/README.md, byte by byte."));
+                    }
                 }
-                // A snapshot may overtake a WELCOME that was sent again.
-                Ok(FromServer::Snapshot(_)) => {}
-                Ok(FromServer::Full) => {
-                    udp.journal_received(&bytes, from);
-                    return Err(Failure::new(format!("{name} was told FULL")));
+            }
+            if let Some((id, token)) = welcome {
+                let udp = udp.take().expect("a socket that was waiting");
+                if announce {
+                    ctx.step(format!("{name} joined: WELCOME, id {id}"));
                 }
-                Err(why) => {
-                    udp.journal_received(&bytes, from);
-                    return Err(Failure::new(format!(
-                        "the answer to {name}'s JOIN is not a WELCOME: {why}"
-                    ))
-                    .hint("The layout is in lessons/09-game/README.md, byte by byte."));
-                }
+                players[index] = Some(Player {
+                    udp,
+                    server,
+                    id,
+                    token,
+                    sequence: 0,
+                    // The JOIN was a sign of life too.
+                    last_sent: Some(Instant::now()),
+                    longest_pause: Duration::ZERO,
+                });
             }
         }
     }
-    Err(Failure::new(format!(
-        "{name} sent JOIN and got no WELCOME within {} ms",
-        ctx.patience().reply.as_millis()
-    ))
-    .hint(format!(
-        "Start at TODO 1 in {SERVER_FILE}: answer a JOIN with a WELCOME, sent back to the \
-         address the JOIN came from (`recv_from` tells you)."
-    )))
+    Ok(players.into_iter().flatten().collect())
 }
 
 fn join_stage(ctx: &mut Ctx) -> Check<()> {
@@ -282,54 +335,151 @@ fn join_stage(ctx: &mut Ctx) -> Check<()> {
     ctx.expect_running(server.id)
 }
 
+/// One server of the tick-rate stage, as its player sees it.
+struct Ticking {
+    player: Player,
+    hz: u32,
+    /// How often the player sends INPUTS.
+    every: Duration,
+    next_send: Instant,
+    /// When each snapshot came.
+    arrivals: Vec<Instant>,
+}
+
 fn tick_rate(ctx: &mut Ctx) -> Check<()> {
-    // Two servers at once, the default rate and another, counted side by side.
-    let rates = [(&[][..], 20u32), (&["--tick-hz", "30"][..], 30)];
-    let mut players = Vec::new();
-    for (extra, hz) in rates {
+    // Two servers at once. The default rate, whose player sends more often
+    // than it ticks (as many players together do): a tick that waits for a
+    // quiet moment, or comes with each datagram, shows at once. And the
+    // highest rate, whose player sends seldom: there a tick scheduled an
+    // interval after the last one's work (not at a fixed time) falls behind
+    // by every late wake-up, which at 100 a second is far more than 10%.
+    let rates = [
+        (&[][..], 20u32, Duration::from_millis(20)),
+        (&["--tick-hz", "100"][..], 100, Duration::from_millis(100)),
+    ];
+    let mut servers = Vec::new();
+    for (extra, hz, every) in rates {
         let server = ctx.start_server(extra)?;
-        let ada = join(ctx, server.addr, &format!("ada{hz}"))?;
-        ada.snapshot(Duration::from_secs(2))?;
-        players.push((ada, hz, 0u32));
+        let player = join(ctx, server.addr, &format!("ada{hz}"))?;
+        player.snapshot(Duration::from_secs(2))?;
+        servers.push(Ticking {
+            player,
+            hz,
+            every,
+            next_send: Instant::now(),
+            arrivals: Vec::new(),
+        });
     }
-    ctx.step("counting each server's snapshots for 3 s (expected 20 and 30 a second)");
-    let started = Instant::now();
-    let end = started + Duration::from_secs(3);
-    let mut next_heartbeat = started;
-    while Instant::now() < end {
-        let heartbeat = Instant::now() >= next_heartbeat;
-        for (player, _, count) in players.iter_mut() {
-            if heartbeat {
-                player.send_inputs(&[])?;
-            }
-            let until = (Instant::now() + Duration::from_millis(2)).min(end);
-            while let Some((bytes, _)) = player.udp.receive_before(until)? {
-                if matches!(parse(&bytes), Ok(FromServer::Snapshot(_))) {
-                    *count += 1;
-                }
-            }
+    ctx.step(
+        "for 1 s, ada20 sends INPUTS every 20 ms and ada100 every 100 ms; each notes when \
+         her snapshots come (expected 20 and 100 a second)",
+    );
+    // A busy machine can hold the test or a server back for a moment, and a
+    // server that catches up then sends the ticks it owes at once: a second
+    // that is off is timed again, three at most. A server that ticks at the
+    // wrong rate is off every second.
+    for attempt in 1..=3 {
+        time_snapshots(&mut servers, Duration::from_secs(1))?;
+        let result = check_rates(&servers);
+        if result.is_ok() || attempt == 3 {
+            return result;
         }
-        if heartbeat {
-            next_heartbeat += Duration::from_millis(100);
-        }
+        let measured: Vec<String> = servers
+            .iter()
+            .map(|server| {
+                format!(
+                    "{} a second from the server at {}",
+                    (rate_of(&server.arrivals) * 10.0).round() / 10.0,
+                    server.hz
+                )
+            })
+            .collect();
+        ctx.step(format!("{}: timing another second", measured.join(", ")));
     }
-    for (_, hz, count) in players {
-        let expected = 3 * hz;
-        let (low, high) = (expected * 9 / 10, expected * 11 / 10);
-        if !(low..=high).contains(&count) {
+    unreachable!("the third attempt returns")
+}
+
+/// Each server's second: the rate of its snapshots within 10% of its own,
+/// and at least half the snapshots of a second.
+fn check_rates(servers: &[Ticking]) -> Check<()> {
+    for server in servers {
+        let hz = server.hz;
+        let rate = rate_of(&server.arrivals);
+        let (low, high) = (f64::from(hz) * 0.9, f64::from(hz) * 1.1);
+        // At least half the second's snapshots, so that a few that happen
+        // to come at the right pace do not pass for a tick.
+        let enough = server.arrivals.len() >= hz as usize / 2;
+        if !enough || !(low..=high).contains(&rate) {
             return Err(Failure::new(format!(
-                "in 3 s the server at {hz} a second sent {count} snapshots; expected \
-                 {expected} ({low} to {high})"
+                "in 1 s the server at {hz} a second sent {} snapshots, {rate:.1} a second (the \
+                 median of the rates between any two of them); expected {hz} a second ({low:.0} \
+                 to {high:.0}), at least {} snapshots",
+                server.arrivals.len(),
+                hz / 2
             ))
             .hint(format!(
-                "The tick (TODO 2 in {SERVER_FILE}): one snapshot per player every 1/{hz} s. \
-                 Schedule each tick at a fixed time (the last one plus the interval), not \
-                 a fixed pause after the work, and wait for datagrams only until the next \
-                 tick is due (`set_read_timeout`)."
+                "The tick (TODO 2 in {SERVER_FILE}): one snapshot per player every 1/{hz} s, \
+                 whether datagrams come or not (ada{hz} sent INPUTS every {} ms). Schedule \
+                 each tick at a fixed time (the last one plus the interval), not a fixed \
+                 pause after the work, and wait for datagrams only until the next tick is \
+                 due (`set_read_timeout`).",
+                server.every.as_millis()
             )));
         }
     }
     Ok(())
+}
+
+/// For `window`, each player sends INPUTS at her pace and notes when her
+/// snapshots come (those already waiting are not counted).
+fn time_snapshots(servers: &mut [Ticking], window: Duration) -> Check<()> {
+    for server in servers.iter_mut() {
+        server.arrivals.clear();
+        while server
+            .player
+            .udp
+            .receive_before(Instant::now() + Duration::from_millis(1))?
+            .is_some()
+        {}
+        server.next_send = Instant::now();
+    }
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        for server in servers.iter_mut() {
+            if Instant::now() >= server.next_send {
+                server.player.send_inputs(&[])?;
+                server.next_send += server.every;
+            }
+            let until = (Instant::now() + Duration::from_millis(2)).min(end);
+            while let Some((bytes, _)) = server.player.udp.receive_before(until)? {
+                if matches!(parse(&bytes), Ok(FromServer::Snapshot(_))) {
+                    server.arrivals.push(Instant::now());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Snapshots a second, from when they came: the median, over every two
+/// snapshots, of the rate between them. A busy machine that holds a few
+/// snapshots back (and then delivers them at once) moves it little, where a
+/// count over the second, or the first and last alone, would be off by as
+/// much as they were late; a server that ticks too slow or too fast moves
+/// every pair.
+fn rate_of(arrivals: &[Instant]) -> f64 {
+    let mut intervals = Vec::new();
+    for (first, earlier) in arrivals.iter().enumerate() {
+        for (second, later) in arrivals.iter().enumerate().skip(first + 1) {
+            let seconds = later.duration_since(*earlier).as_secs_f64();
+            intervals.push(seconds / (second - first) as f64);
+        }
+    }
+    intervals.sort_by(f64::total_cmp);
+    match intervals.get(intervals.len() / 2) {
+        Some(&interval) if interval > 0.0 => 1.0 / interval,
+        _ => 0.0,
+    }
 }
 
 fn inputs(ctx: &mut Ctx) -> Check<()> {
@@ -569,48 +719,103 @@ fn spoofing(ctx: &mut Ctx) -> Check<()> {
     }
 }
 
+/// The silence after which the timeout stage's server lets a player go:
+/// shorter than the default 3 s, so that the stage is quick, and long enough
+/// that a busy machine never keeps the test itself silent that long.
+const TIMEOUT_MS: u64 = 1000;
+
 fn timeout(ctx: &mut Ctx) -> Check<()> {
-    let server = ctx.start_server(&[])?;
+    // A busy machine that keeps the test itself from sending for half the
+    // timeout could make the server rightly drop ada: then the stage is
+    // played again, with a new server.
+    for attempt in 1..=3 {
+        let mut held_back = Duration::ZERO;
+        let result = timeout_once(ctx, &mut held_back);
+        if result.is_ok() || held_back < Duration::from_millis(TIMEOUT_MS / 2) || attempt == 3 {
+            return result;
+        }
+        ctx.step(format!(
+            "the machine held the test back: ada sent nothing for {} ms; once more, with a \
+             new server",
+            held_back.as_millis()
+        ));
+    }
+    unreachable!("the third attempt returns")
+}
+
+/// The timeout stage once; `held_back`: the longest ada went without sending.
+fn timeout_once(ctx: &mut Ctx, held_back: &mut Duration) -> Check<()> {
+    let server = ctx.start_server(&["--timeout-ms", &TIMEOUT_MS.to_string()])?;
     let mut ada = join(ctx, server.addr, "ada")?;
+    // Bob's silence starts when the server hears his JOIN: after this.
+    let silent_since = Instant::now();
     let bob = join(ctx, server.addr, "bob")?;
+    // Cid joins after bob: if his LEAVE were ignored, his own silence would
+    // remove him no sooner than bob.
     let cid = join(ctx, server.addr, "cid")?;
-    ctx.step("cid sends LEAVE");
+    let patience = Duration::from_millis(2 * TIMEOUT_MS);
+    let ada_removed = |failure: Failure| {
+        failure.more_hint(format!(
+            "Ada sends INPUTS after every snapshot: was she removed? TODO 5 in {SERVER_FILE} \
+             removes only players silent for `self.silence`, {TIMEOUT_MS} ms here."
+        ))
+    };
+    // Snapshots from before bob and cid joined may still wait in ada's
+    // socket (on a busy machine a join can take a tick or two): skip them.
+    let everyone = [ada.id, bob.id, cid.id];
+    let together = ada.snapshot_until(patience, |snapshot| {
+        everyone.iter().all(|id| snapshot.position(*id).is_some())
+    });
+    *held_back = ada.longest_pause;
+    together
+        .map_err(ada_removed)?
+        .ok_or_else(|| Failure::new("ada never saw ada, bob and cid together in a snapshot"))?;
+    ctx.step("ada sees all three; cid sends LEAVE; bob falls silent; ada keeps sending");
     cid.udp
         .send_to(&leave_datagram(cid.id, cid.token), server.addr)?;
-    ctx.step("bob falls silent; ada keeps sending");
-    let silent_since = Instant::now();
-    let gone = ada.snapshot_until(Duration::from_secs(6), |snapshot| {
-        snapshot.position(bob.id).is_none()
-    })?;
+    let cid_gone = ada.snapshot_until(patience, |snapshot| snapshot.position(cid.id).is_none());
+    *held_back = ada.longest_pause;
+    let cid_gone = cid_gone.map_err(ada_removed)?;
+    match cid_gone {
+        Some(snapshot) if snapshot.position(bob.id).is_some() => {}
+        _ => {
+            return Err(Failure::new(
+                "cid sent LEAVE, and stayed in the snapshots as long as bob, who only fell \
+                 silent",
+            )
+            .hint(format!(
+                "A LEAVE from the player's own address, with their token, removes them at \
+                 once (in {SERVER_FILE}), not when their silence runs out."
+            )))
+        }
+    }
+    let gone = ada.snapshot_until(patience, |snapshot| snapshot.position(bob.id).is_none());
+    *held_back = ada.longest_pause;
+    let gone = gone.map_err(ada_removed)?;
     let Some(gone) = gone else {
-        return Err(
-            Failure::new("bob fell silent, and 6 s later he is still in the snapshots").hint(
-                format!(
-                    "TODO 5 in {SERVER_FILE}: note when each player was last heard from, and on \
-                 each tick remove those silent for 3 s. UDP has no connection to close: \
-                 silence is the only sign that a player has gone."
-                ),
-            ),
-        );
+        return Err(Failure::new(format!(
+            "bob fell silent, and {} ms later he is still in the snapshots (the server was \
+             started with --timeout-ms {TIMEOUT_MS})",
+            silent_since.elapsed().as_millis()
+        ))
+        .hint(format!(
+            "TODO 5 in {SERVER_FILE}: note when each player was last heard from, and on each \
+             tick remove those silent for `self.silence` (what --timeout-ms says). UDP has no \
+             connection to close: silence is the only sign that a player has gone."
+        )));
     };
     let after = silent_since.elapsed();
-    if after < Duration::from_millis(2500) {
+    if after < Duration::from_millis(TIMEOUT_MS * 9 / 10) {
         return Err(Failure::new(format!(
-            "bob was removed {} ms after he fell silent; players leave after 3 s of silence",
+            "bob was removed {} ms after he fell silent; with --timeout-ms {TIMEOUT_MS}, \
+             players leave after {TIMEOUT_MS} ms of silence",
             after.as_millis()
         ))
         .hint(format!(
             "A player who is quiet for a moment (a lost datagram or two) must stay. TODO 5 \
              in {SERVER_FILE}: compare the time since each player was last heard from (an \
-             `Instant`) with `self.silence`, 3 s; not a count of ticks or datagrams."
+             `Instant`) with `self.silence`; not a count of ticks or datagrams."
         )));
-    }
-    if gone.position(cid.id).is_some() {
-        return Err(
-            Failure::new("cid sent LEAVE, and is still in the snapshots").hint(
-                "A LEAVE from the player's own address, with their token, removes them at once.",
-            ),
-        );
     }
     if gone.position(ada.id).is_none() {
         return Err(Failure::new("ada, who kept sending, was removed too"));
@@ -671,13 +876,31 @@ fn sixty_four(ctx: &mut Ctx) -> Check<()> {
         return Err(Failure::new("a 65th player got no FULL")
             .hint("Answer a JOIN that finds no free seat with FULL, so the player knows."));
     }
-    ctx.step("every player keeps sending; each checks its next snapshots");
+    ctx.step(
+        "every player keeps sending; each checks its snapshots from the first that holds all 64",
+    );
     for round in 0..3 {
         for player in players.iter_mut() {
             player.send_inputs(&[])?;
         }
-        for player in &players {
-            let snapshot = player.snapshot(Duration::from_secs(2))?;
+        for player in players.iter_mut() {
+            // Snapshots from before the last join may still wait in the
+            // socket (on a busy machine 64 joins take a few ticks): the
+            // first round skips them, unless one is too big.
+            let snapshot = if round == 0 {
+                let id = player.id;
+                player
+                    .snapshot_until(Duration::from_secs(2), |snapshot| {
+                        snapshot.players.len() == 64 || snapshot.size > 1200
+                    })?
+                    .ok_or_else(|| {
+                        Failure::new(format!(
+                            "player {id} got no snapshot of all 64 players within 2 s"
+                        ))
+                    })?
+            } else {
+                player.snapshot(Duration::from_secs(2))?
+            };
             if snapshot.size > 1200 {
                 return Err(Failure::new(format!(
                     "a snapshot of {} players is {} bytes, over 1200",
@@ -685,7 +908,7 @@ fn sixty_four(ctx: &mut Ctx) -> Check<()> {
                     snapshot.size
                 )));
             }
-            if round > 0 && snapshot.players.len() != 64 {
+            if snapshot.players.len() != 64 {
                 return Err(Failure::new(format!(
                     "player {} got a snapshot of {} players; 64 are in the game",
                     player.id,
@@ -730,11 +953,11 @@ fn lossy_network(ctx: &mut Ctx) -> Check<()> {
         "a lossy relay at {} in front of the server: 20% loss, 20±15 ms, 5% duplicates",
         relay.addr()
     ));
-    let mut players = Vec::new();
+    let mut joining = Vec::new();
     for name in ["ada", "bob", "cid", "dee"] {
-        let player = join(ctx, relay.addr(), name)?;
-        players.push(player);
+        joining.push((name, socket(ctx.journal(), name)?));
     }
+    let mut players = join_all(ctx, joining, relay.addr(), true)?;
     // Each player's start, from the first snapshot that has it.
     let mut starts = Vec::new();
     for player in players.iter_mut() {
@@ -756,27 +979,28 @@ fn lossy_network(ctx: &mut Ctx) -> Check<()> {
                 .collect()
         })
         .collect();
-    ctx.step("each player presses 30 keys, one every 20 ms, resending what is unconfirmed");
+    ctx.step("each player presses 30 keys, one every 10 ms, resending what is unconfirmed");
     let mut confirmed = vec![0u32; players.len()];
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(8);
-    while Instant::now() < deadline {
-        let pressed = ((started.elapsed().as_millis() / 20) as usize + 1).min(30);
+    let deadline = started + Duration::from_secs(5);
+    while Instant::now() < deadline && confirmed.iter().any(|&count| count < 30) {
+        let pressed = ((started.elapsed().as_millis() / 10) as usize + 1).min(30);
         for (index, player) in players.iter_mut().enumerate() {
             let unconfirmed: Vec<(u32, u8)> = (confirmed[index] as usize..pressed)
                 .map(|n| (n as u32 + 1, plans[index][n]))
                 .collect();
             player.send_inputs(&unconfirmed)?;
-            while let Some((bytes, _)) = player.udp.receive_before(Instant::now())? {
+        }
+        // What each player hears says what the server has applied. Every
+        // socket is read each round, with a short wait when it is empty.
+        for (index, player) in players.iter().enumerate() {
+            let until = Instant::now() + Duration::from_millis(1);
+            while let Some((bytes, _)) = player.udp.receive_before(until)? {
                 if let Ok(FromServer::Snapshot(snapshot)) = parse(&bytes) {
                     confirmed[index] = confirmed[index].max(snapshot.applied.min(30));
                 }
             }
         }
-        if confirmed.iter().all(|&count| count == 30) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
     let expected: Vec<(u8, (i32, i32))> = players
         .iter()
@@ -786,20 +1010,20 @@ fn lossy_network(ctx: &mut Ctx) -> Check<()> {
         .collect();
     ctx.step(format!("where the inputs lead: {expected:?}"));
     // Every player must come to see every player where the inputs lead.
+    // (Within 2 s: the others, silent meanwhile, are still in the game.)
     for player in players.iter_mut() {
         let id = player.id;
-        let agrees = |snapshot: &Snapshot| {
+        let mut last = Vec::new();
+        let seen = player.snapshot_until(Duration::from_secs(2), |snapshot| {
+            last.clone_from(&snapshot.players);
             expected
                 .iter()
                 .all(|(other, place)| snapshot.position(*other) == Some(*place))
-        };
-        let seen = player.snapshot_until(Duration::from_secs(3), agrees)?;
+        })?;
         if seen.is_none() {
-            let last = player.snapshot(Duration::from_secs(2))?;
             return Err(Failure::new(format!(
-                "through the lossy relay, player {id} still sees {:?}; the inputs lead to \
-                 {expected:?}",
-                last.players
+                "through the lossy relay, player {id} still sees {last:?}; the inputs lead to \
+                 {expected:?}"
             ))
             .hint(
                 "With datagrams lost, repeated and reordered, the server must still apply \
@@ -840,10 +1064,55 @@ fn parse_frame(line: &str, seen: Instant) -> Option<Frame> {
     })
 }
 
+/// The test server's tick in the client stage: 10 a second, not the
+/// default 20, so that a client must take the rate its WELCOME gives.
+const TICK_MS: u64 = 100;
+/// How far in the past the client is told to draw: more than a tick, so
+/// that the snapshot after the moment drawn has come by then, even when a
+/// busy machine holds the test's snapshots back a little.
+const DELAY_MS: u64 = 150;
+
+/// Where player 1 walks in the client stage: right half a cell per tick.
+fn x_at(tick: f64) -> f64 {
+    10.0 + 0.5 * tick
+}
+
 fn the_client(ctx: &mut Ctx) -> Check<()> {
+    // A run in which a busy machine kept the test from sending a snapshot
+    // on time says little of the client: it is played again, with a new
+    // client.
+    for attempt in 1..=3 {
+        let (frames, began, late, client) = play_to_the_client(ctx)?;
+        if late < Duration::from_millis(50) || attempt == 3 {
+            return check_frames(&frames, began);
+        }
+        ctx.kill(client);
+        ctx.step(format!(
+            "the machine held the test back: a snapshot went out {} ms late; playing again \
+             with a new client",
+            late.as_millis()
+        ));
+    }
+    unreachable!("the third attempt returns")
+}
+
+/// Start a client and play the stage's snapshots to it. Returns its frames,
+/// when the play began, how late the latest snapshot went out, and the
+/// client.
+fn play_to_the_client(ctx: &mut Ctx) -> Check<(Vec<Frame>, Instant, Duration, ProcessId)> {
     let game = socket(ctx.journal(), "the test's server")?;
     let addr = game.local_addr().to_string();
-    let client = ctx.start(&["client", "--connect", &addr, "--name", "ada", "--headless"])?;
+    let delay = DELAY_MS.to_string();
+    let client = ctx.start(&[
+        "client",
+        "--connect",
+        &addr,
+        "--name",
+        "ada",
+        "--headless",
+        "--delay",
+        &delay,
+    ])?;
     let Some((bytes, client_addr)) = game.receive_before(Instant::now() + ctx.patience().start)?
     else {
         return Err(
@@ -861,26 +1130,27 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     game.send_to(&datagram(0, WELCOME, &welcome), client_addr)?;
 
     // Player 1 (the client's own) walks right half a cell per tick; player 2
-    // stands still. Ticks 11 to 13 are never sent: a 300 ms gap. Tick 19
-    // comes late, just after tick 20: datagrams overtake each other.
-    let x_at = |tick: f64| 10.0 + 0.5 * tick;
+    // stands still. Ticks 6 to 8 are never sent: a 300 ms gap. Tick 11
+    // comes late, just after tick 12: datagrams overtake each other.
     ctx.step(
-        "the test sends a snapshot every 100 ms, ticks 1 to 24, skipping 11-13, and tick 19 \
-         just after tick 20; player 1 walks right 0.5 a tick",
+        "the test sends a snapshot every 100 ms, ticks 1 to 13, skipping 6-8, and tick 11 \
+         just after tick 12; player 1 walks right 0.5 a tick",
     );
     let began = Instant::now();
     let mut frames = Vec::new();
     let mut read = 0usize;
     let mut sequence = 1u16;
-    for tick in 1..=24u32 {
-        let due = began + Duration::from_millis(100 * u64::from(tick));
+    let mut late = Duration::ZERO;
+    for tick in 1..=13u32 {
+        let due = began + Duration::from_millis(TICK_MS * u64::from(tick));
         while Instant::now() < due {
             collect_frames(ctx, client, &mut read, &mut frames);
             let _ = game.receive_before(due.min(Instant::now() + Duration::from_millis(5)))?;
         }
+        late = late.max(due.elapsed());
         let sent: &[u32] = match tick {
-            11..=13 | 19 => &[],
-            20 => &[20, 19],
+            6..=8 | 11 => &[],
+            12 => &[12, 11],
             _ => &[tick],
         };
         for &tick in sent {
@@ -902,16 +1172,11 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
         let _ = game.receive_before(Instant::now() + Duration::from_millis(5))?;
     }
     ctx.process(client).mark_output();
-    check_frames(&frames, began, x_at)
+    Ok((frames, began, late, client))
 }
 
 /// Take the client's new whole lines, and note when the test saw them.
-fn collect_frames(
-    ctx: &mut Ctx,
-    client: course::harness::ctx::ProcessId,
-    read: &mut usize,
-    frames: &mut Vec<Frame>,
-) {
+fn collect_frames(ctx: &mut Ctx, client: ProcessId, read: &mut usize, frames: &mut Vec<Frame>) {
     let seen = Instant::now();
     let stdout = ctx.process(client).stdout();
     let new = stdout.since(*read);
@@ -926,7 +1191,7 @@ fn collect_frames(
     *read = stdout.total - (new.len() - end - 1);
 }
 
-fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> Check<()> {
+fn check_frames(frames: &[Frame], began: Instant) -> Check<()> {
     let shown = |frame: &Frame| {
         frame
             .players
@@ -938,10 +1203,10 @@ fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> 
         .iter()
         .filter_map(|f| shown(f).map(|x| (f, x)))
         .collect();
-    if mine.len() < 40 {
+    if mine.len() < 25 {
         return Err(Failure::new(format!(
-            "in 2.5 s the client printed {} frames that show player 1 (`frame <ms> 1:<x>,<y> …`); \
-             expected at least 40",
+            "in 1.4 s the client printed {} frames that show player 1 (`frame <ms> 1:<x>,<y> …`); \
+             expected at least 25",
             mine.len()
         ))
         .hint(
@@ -964,29 +1229,31 @@ fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> 
             )));
         }
     }
-    // Over the gap, from tick 10's time to the arrival of tick 14, hold.
-    let held = x_at(10.0) + 0.5;
-    let gap = began + Duration::from_millis(1400);
+    // Over the gap, from tick 5's time to the arrival of tick 9, hold.
+    let held = x_at(5.0) + 0.5;
+    let gap = began + Duration::from_millis(9 * TICK_MS);
     if let Some((frame, x)) = mine
         .iter()
         .find(|(frame, x)| frame.seen < gap && *x > held + 0.01)
     {
         return Err(Failure::new(format!(
-            "before tick 14 arrived, player 1 was drawn at x {x:.2} (frame {} ms); the last \
+            "before tick 9 arrived, player 1 was drawn at x {x:.2} (frame {} ms); the last \
              snapshot said {:.2}",
             frame.at_ms,
-            x_at(10.0)
+            x_at(5.0)
         ))
         .hint(format!(
             "Over a gap in the snapshots, hold the last position (or go on a little, at most \
              one tick): never guess further (TODO 6 in {CLIENT_FILE})."
         )));
     }
-    // Between snapshots, and about 100 ms in the past, in the steady part
-    // (ticks 3 to 10, and 16 to 24).
+    // Between snapshots, and about the delay in the past, in the steady
+    // part: from 100 ms after the client can first draw between two
+    // snapshots to just before it draws tick 5's time (at 650 ms), and from
+    // 100 ms after tick 9 came to the last tick.
     let steady = |frame: &Frame| {
         let ms = frame.seen.duration_since(began).as_millis();
-        (400..1050).contains(&ms) || (1700..2400).contains(&ms)
+        (350..625).contains(&ms) || (1000..1300).contains(&ms)
     };
     let mut between = 0;
     let mut lags = Vec::new();
@@ -995,7 +1262,7 @@ fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> 
         checked += 1;
         let server_ms = frame.seen.duration_since(began).as_secs_f64() * 1000.0;
         let drawn_tick = (x - 10.0) / 0.5;
-        lags.push(server_ms - drawn_tick * 100.0);
+        lags.push(server_ms - drawn_tick * TICK_MS as f64);
         if (drawn_tick - drawn_tick.round()).abs() > 0.05 {
             between += 1;
         }
@@ -1013,10 +1280,11 @@ fn check_frames(frames: &[Frame], began: Instant, x_at: impl Fn(f64) -> f64) -> 
              each player the same share of the way between them."
         )));
     }
-    if !(50.0..=250.0).contains(&median) {
+    let (low, high) = (DELAY_MS as f64 - 50.0, DELAY_MS as f64 + 150.0);
+    if !(low..=high).contains(&median) {
         return Err(Failure::new(format!(
             "the client draws {median:.0} ms behind the newest snapshot (median); expected \
-             about 100 ms (50 to 250)"
+             about {DELAY_MS} ms ({low:.0} to {high:.0}), as --delay {DELAY_MS} says"
         ))
         .hint(format!(
             "Draw at the server time of the newest snapshot, plus the time since it came, \

@@ -54,10 +54,10 @@ enum Role {
         /// Snapshots a second.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100))]
         tick_hz: u8,
-        /// Seconds of silence after which a player has left.
-        #[arg(long, value_name = "SECS", default_value_t = 3,
+        /// Milliseconds of silence after which a player has left.
+        #[arg(long, value_name = "MS", default_value_t = 3000,
               value_parser = clap::value_parser!(u64).range(1..))]
-        timeout: u64,
+        timeout_ms: u64,
     },
     /// Play: send your keys, draw everyone.
     Client {
@@ -91,8 +91,8 @@ fn main() -> ExitCode {
         Role::Server {
             bind,
             tick_hz,
-            timeout,
-        } => server::run(&bind, tick_hz, Duration::from_secs(timeout)),
+            timeout_ms,
+        } => server::run(&bind, tick_hz, Duration::from_millis(timeout_ms)),
         Role::Client {
             connect,
             name,

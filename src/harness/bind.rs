@@ -6,7 +6,7 @@
 //! true address there: those stages cannot tell. Here the test picks a free
 //! port itself, and the server must print, and serve, exactly that address.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use crate::harness::ctx::{Ctx, Server};
 use crate::harness::failure::{Check, Failure};
@@ -39,8 +39,10 @@ pub fn start_server_at_chosen_address(ctx: &mut Ctx, extra: &[&str]) -> Check<Se
     }
 }
 
+/// Taken for TCP or for UDP: a UDP server's port can be held by another
+/// program's UDP socket, which a TCP bind does not see.
 fn taken(addr: SocketAddr) -> bool {
-    TcpListener::bind(addr).is_err()
+    TcpListener::bind(addr).is_err() || UdpSocket::bind(addr).is_err()
 }
 
 fn printed_another_address(ctx: &Ctx, chosen: SocketAddr, printed: SocketAddr) -> Failure {
