@@ -1538,18 +1538,36 @@ fn one_room(ctx: &mut Ctx) -> Check<()> {
 fn a_real_browser(ctx: &mut Ctx) -> Check<()> {
     let web = start(ctx, &[])?;
     let mut bob = nc_join(ctx, &web, "bob", &["bob"])?;
+    // Both browsers start at once, on a blank page: a browser takes a
+    // second or more to start, and the two starts need not add up. Each
+    // opens the chat only when its turn comes, so bob hears one at a time.
+    let mut browsers = Vec::new();
     for via in ["sse", "ws"] {
-        let name = format!("chromium-{via}");
-        let said = format!("hello {via} {}", ctx.rng().word(6));
         let profile = ctx.temp_dir()?;
         let devtools = course::harness::local::unused_address()?;
-        let url = format!("http://{}/?via={via}&name={name}", web.http);
-        ctx.step(format!("headless Chromium opens {url}"));
+        ctx.step(format!(
+            "headless Chromium starts on a blank page, its DevTools port {devtools}, for {via}"
+        ));
         let mut words = headless_chromium(&profile);
-        words.extend([format!("--remote-debugging-port={}", devtools.port()), url]);
+        words.extend([
+            format!("--remote-debugging-port={}", devtools.port()),
+            "about:blank".to_string(),
+        ]);
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let browser = ctx.start_tool("chromium", &words, CHROMIUM_INSTALL)?;
+        browsers.push((via, browser, devtools));
+    }
+    for (via, browser, devtools) in browsers {
+        let name = format!("chromium-{via}");
+        let said = format!("hello {via} {}", ctx.rng().word(6));
+        let url = format!("http://{}/?via={via}&name={name}", web.http);
         let patience = ctx.patience().exit;
+        let mut tools = DevTools::open(ctx, devtools, patience * 4)?;
+        ctx.step(format!("headless Chromium opens {url}"));
+        tools.eval(&format!(
+            "location.href = {}; 'opening'",
+            serde_json::to_string(&url).unwrap_or_default()
+        ))?;
         // A browser takes a few seconds to start: wait for its join longer
         // than for a reply.
         let started = Instant::now();
@@ -1559,10 +1577,14 @@ fn a_real_browser(ctx: &mut Ctx) -> Check<()> {
                 other => break other,
             }
         };
-        let joined = joined.map(|line| String::from_utf8_lossy(&line).trim_end().to_string());
-        if joined.as_deref().ok() != Some(format!("* {name} joined").as_str()) {
+        let wanted_join = format!("* {name} joined");
+        let came = match joined {
+            Ok(line) => String::from_utf8_lossy(&line).trim_end().to_string(),
+            Err(failure) => failure.what.clone(),
+        };
+        if came != wanted_join {
             return Err(Failure::new(format!(
-                "Chromium opened the page, but no `* {name} joined` came: {joined:?}"
+                "Chromium opened the page, but bob never heard `{wanted_join}`; instead: {came}"
             ))
             .hint(
                 "The page joins by itself when its address has `name=`: it sends POST /join, \
@@ -1572,7 +1594,6 @@ fn a_real_browser(ctx: &mut Ctx) -> Check<()> {
         ctx.step(format!("bob says {said:?} once the browser is in the room"));
         bob.send(format!("{said}\n").as_bytes())?;
         let wanted = format!("[bob] {said}");
-        let mut tools = DevTools::open(ctx, devtools, patience)?;
         let page = page_text(&mut tools, &wanted, patience)?;
         if !page.contains(&wanted) {
             return Err(Failure::new(format!(
