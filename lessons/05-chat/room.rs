@@ -23,10 +23,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// How many lines may wait for one member. A member this far behind has
-/// stopped reading (or reads far slower than the room talks), and waiting for
-/// it would cost memory without end: it is dropped. Lines are at most 4 KiB,
-/// so one member holds at most 4 MiB here.
+/// How many lines may wait for one member (a run of lines said together
+/// counts as one). A member this far behind has stopped reading (or reads far
+/// slower than the room talks), and waiting for it would cost memory without
+/// end: it is dropped. Lines, and runs, are about 4 KiB at most, so one
+/// member holds at most about 4 MiB here.
 pub const OUTBOX_LINES: usize = 1024;
 
 /// How long a write to a member may wait for the member's socket to take a
@@ -127,10 +128,12 @@ impl Room {
         })
     }
 
-    /// Relay `text` to every member but its sender.
-    pub fn say(&self, from: &Membership, text: &str) {
+    /// Relay `texts`, said in a row, to every member but their sender, as
+    /// one piece: one write per member for all of them.
+    pub fn say(&self, from: &Membership, texts: &[String]) {
         // TODO 2 (slides/05-chat.md, "A broadcast hub"): lock the members and
-        // deliver `[NAME] TEXT` to every member but the sender.
+        // deliver `[NAME] TEXT` and a newline for each text, all in one
+        // String, to every member but the sender.
     }
 
     /// Send `text` to the one member called `to`.
