@@ -262,8 +262,9 @@ fn send_without_waiting(stream: &TcpStream, bytes: &[u8]) -> usize {
             libc::MSG_DONTWAIT,
         )
     };
-    // -1 is an error: a full buffer, or a broken connection. Both leave the
-    // whole line to the writer, which meets a real error itself and ends.
+    // -1 is an error: a full buffer, or a broken connection (EPIPE, not a
+    // signal that would end the server: Rust programs ignore SIGPIPE). Both
+    // leave the whole line to the writer, which meets a real error itself.
     usize::try_from(sent).unwrap_or(0)
 }
 
