@@ -104,9 +104,9 @@ impl Room {
         stream.set_write_timeout(Some(WRITE_WAIT)).map_err(cannot)?;
         let (outbox, queued) = mpsc::sync_channel(OUTBOX_LINES);
         let backlog = Arc::new(AtomicUsize::new(0));
-        let (for_writer, sent) = (Arc::clone(stream), Arc::clone(&backlog));
+        let (for_writer, writer_backlog) = (Arc::clone(stream), Arc::clone(&backlog));
         let writer = thread::Builder::new()
-            .spawn(move || write_loop(&for_writer, queued, &sent))
+            .spawn(move || write_loop(&for_writer, queued, &writer_backlog))
             .map_err(cannot)?;
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let stream = Arc::clone(stream);
