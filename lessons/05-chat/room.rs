@@ -3,27 +3,31 @@
 //! ```text
 //!   session threads            the room               writer threads
 //!   (one per member)     (a lock around members)      (one per member)
-//!   ada  --say-->  try_send --> [outbox of bob ] --> write --> bob's socket
-//!                  try_send --> [outbox of cy  ] --> write --> cy's socket
+//!   ada  --say-->  write_now ---------------------------------> bob's socket
+//!                  write_now, full: try_send --> [outbox of cy] --> cy's socket
 //! ```
 //!
-//! Delivering a line only puts it in outboxes: it never writes to a socket,
-//! so it never waits for a member who does not read. Each outbox holds at
-//! most [`OUTBOX_LINES`] lines; a member whose outbox is full is dropped.
+//! Delivering a line never waits for a member who does not read. It writes
+//! the line to each socket at once if the socket takes it without waiting
+//! (the fast path, nearly always); what a socket does not take goes to the
+//! member's outbox, and the member's writer thread sends it. Each outbox
+//! holds at most [`OUTBOX_LINES`] lines; a member whose outbox is full is
+//! dropped.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// How many lines may wait for one member. A member this far behind has
-/// stopped reading (or reads far slower than the room talks), and waiting for
-/// it would cost memory without end: it is dropped. Lines are at most 4 KiB,
-/// so one member holds at most 4 MiB here.
+/// How many lines may wait for one member (a run of lines said together
+/// counts as one). A member this far behind has stopped reading (or reads far
+/// slower than the room talks), and waiting for it would cost memory without
+/// end: it is dropped. Lines, and runs, are about 4 KiB at most, so one
+/// member holds at most about 4 MiB here.
 pub const OUTBOX_LINES: usize = 1024;
 
 /// How long a write to a member may wait for the member's socket to take a
@@ -33,8 +37,10 @@ pub const OUTBOX_LINES: usize = 1024;
 const WRITE_WAIT: Duration = Duration::from_secs(10);
 
 /// A line on its way to members, newline included. One `Arc` for every
-/// outbox: a line said to 200 members is kept in memory once.
-type Outgoing = Arc<str>;
+/// outbox: a line said to 200 members is kept in memory once. Bytes, not
+/// `str`: what is left of a line a socket took in part may start in the
+/// middle of a character.
+type Outgoing = Arc<[u8]>;
 
 /// Members by name; a `BTreeMap` keeps them sorted for `/who`.
 type Members = BTreeMap<String, Member>;
@@ -48,7 +54,11 @@ struct Member {
     /// Which connection holds this name (a name may be taken again later).
     id: u64,
     outbox: SyncSender<Outgoing>,
-    /// Kept to cut the connection of a member who is dropped.
+    /// Lines put in the outbox that the writer has not finished sending.
+    /// While it is above 0, a new line must queue behind them: written at
+    /// once, it would overtake them, or mix its bytes into a line half sent.
+    backlog: Arc<AtomicUsize>,
+    /// Written to at once on the fast path; cut when the member is dropped.
     stream: Arc<TcpStream>,
 }
 
@@ -93,13 +103,20 @@ impl Room {
         let cannot = |error: io::Error| format!("the server cannot take you in: {error}");
         stream.set_write_timeout(Some(WRITE_WAIT)).map_err(cannot)?;
         let (outbox, queued) = mpsc::sync_channel(OUTBOX_LINES);
-        let for_writer = Arc::clone(stream);
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let (for_writer, writer_backlog) = (Arc::clone(stream), Arc::clone(&backlog));
         let writer = thread::Builder::new()
-            .spawn(move || write_loop(&for_writer, queued))
+            .spawn(move || write_loop(&for_writer, queued, &writer_backlog))
             .map_err(cannot)?;
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let stream = Arc::clone(stream);
-        members.insert(name.to_string(), Member { id, outbox, stream });
+        let member = Member {
+            id,
+            outbox,
+            backlog,
+            stream,
+        };
+        members.insert(name.to_string(), member);
         // TODO 1 (slides/05-chat.md, "Joining the room"): still under this
         // lock, deliver `* in the room: ` and every name (fn names) to the
         // newcomer alone, then `* NAME joined` to everyone else. `deliver`
@@ -111,10 +128,12 @@ impl Room {
         })
     }
 
-    /// Relay `text` to every member but its sender.
-    pub fn say(&self, from: &Membership, text: &str) {
+    /// Relay `texts`, said in a row, to every member but their sender, as
+    /// one piece: one write per member for all of them.
+    pub fn say(&self, from: &Membership, texts: &[String]) {
         // TODO 2 (slides/05-chat.md, "A broadcast hub"): lock the members and
-        // deliver `[NAME] TEXT` to every member but the sender.
+        // deliver `[NAME] TEXT` and a newline for each text, all in one
+        // String, to every member but the sender.
     }
 
     /// Send `text` to the one member called `to`.
@@ -178,25 +197,81 @@ fn names(members: &Members) -> String {
     members.keys().cloned().collect::<Vec<_>>().join(", ")
 }
 
-/// Put `line` in the outbox of every member that `wanted` names. Never
-/// waits: a member whose outbox is full is dropped, and that is announced.
+/// Send `line` to every member that `wanted` names: at once where the
+/// socket takes it, through the outbox where not. Never waits: a member
+/// whose outbox is full is dropped, and that is announced.
 fn deliver(members: &mut Members, line: String, wanted: impl Fn(&str) -> bool) {
-    let line: Outgoing = line.into();
+    let line: Outgoing = line.into_bytes().into();
     let mut too_slow: Vec<String> = Vec::new();
     for (name, member) in members.iter() {
         if !wanted(name) {
             continue;
         }
+        let Some(rest) = member.write_now(&line) else {
+            continue;
+        };
+        // Counted before it is queued, so the writer never counts it off
+        // before it was counted on.
+        member.backlog.fetch_add(1, Ordering::SeqCst);
         // TODO 8 (slides/05-chat.md, "The slow reader"): `send` waits while
         // this member's outbox is full, and the whole room waits with it,
         // lock held. Use `try_send`: on `TrySendError::Full`, push the name
         // to `too_slow` (the loop below drops them); on `Disconnected`, the
         // member's writer has stopped, and its session will leave.
-        let _ = member.outbox.send(Arc::clone(&line));
+        let _ = member.outbox.send(rest);
     }
     for name in too_slow {
         drop_member(members, &name);
     }
+}
+
+impl Member {
+    /// The fast path: write `line` to the socket now, if no line waits in
+    /// the outbox before it. `None` when it all went out; otherwise what is
+    /// left of it, for the outbox. The caller holds the room lock, so no
+    /// other line is being delivered to this member meanwhile.
+    fn write_now(&self, line: &Outgoing) -> Option<Outgoing> {
+        if self.backlog.load(Ordering::SeqCst) > 0 {
+            return Some(Arc::clone(line));
+        }
+        match send_without_waiting(&self.stream, line) {
+            sent if sent == line.len() => None,
+            0 => Some(Arc::clone(line)),
+            // The socket's buffer filled in the middle of the line: the
+            // writer sends the rest, and everything after it, in order.
+            sent => Some(line[sent..].into()),
+        }
+    }
+}
+
+/// Write what the socket takes of `bytes` without waiting; how much it took.
+/// One system call, like the writer's `write`, but with MSG_DONTWAIT: a
+/// full socket buffer answers at once (EAGAIN) rather than wait for the
+/// member to read. Only this call is non-blocking; the socket stays as it
+/// is for the session's reads and the writer's writes.
+#[cfg(unix)]
+fn send_without_waiting(stream: &TcpStream, bytes: &[u8]) -> usize {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `send` reads `bytes.len()` bytes from `bytes`, a live slice,
+    // and keeps no pointer to them after it returns.
+    let sent = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    // -1 is an error: a full buffer, or a broken connection (EPIPE, not a
+    // signal that would end the server: Rust programs ignore SIGPIPE). Both
+    // leave the whole line to the writer, which meets a real error itself.
+    usize::try_from(sent).unwrap_or(0)
+}
+
+/// Outside Unix, every line goes through the outbox and its writer.
+#[cfg(not(unix))]
+fn send_without_waiting(_stream: &TcpStream, _bytes: &[u8]) -> usize {
+    0
 }
 
 /// Drop a member that does not read: cut its connection, which also frees a
@@ -210,9 +285,10 @@ fn drop_member(members: &mut Members, name: &str) {
 }
 
 /// A member's writer: empty its outbox into its socket until the outbox
-/// closes (the member left) or a write fails.
-fn write_loop(stream: &TcpStream, queued: Receiver<Outgoing>) {
-    if send_queued(stream, queued).is_err() {
+/// closes (the member left) or a write fails. It sleeps in `recv` while the
+/// fast path keeps up, and works only when the socket fell behind.
+fn write_loop(stream: &TcpStream, queued: Receiver<Outgoing>, backlog: &AtomicUsize) {
+    if send_queued(stream, queued, backlog).is_err() {
         // Broken, or it took nothing for WRITE_WAIT: cut the connection, so
         // that the session's read ends too and the member leaves the room
         // rather than stay in it deaf.
@@ -220,16 +296,24 @@ fn write_loop(stream: &TcpStream, queued: Receiver<Outgoing>) {
     }
 }
 
-fn send_queued(stream: &TcpStream, queued: Receiver<Outgoing>) -> io::Result<()> {
+fn send_queued(
+    stream: &TcpStream,
+    queued: Receiver<Outgoing>,
+    backlog: &AtomicUsize,
+) -> io::Result<()> {
     // `&TcpStream` writes too: the writer shares the member's one socket.
     let mut socket = BufWriter::new(stream);
     while let Ok(line) = queued.recv() {
-        socket.write_all(line.as_bytes())?;
+        socket.write_all(&line)?;
+        let mut lines = 1;
         // Whatever else is waiting goes out in the same write.
         while let Ok(line) = queued.try_recv() {
-            socket.write_all(line.as_bytes())?;
+            socket.write_all(&line)?;
+            lines += 1;
         }
         socket.flush()?;
+        // Only now, every byte written, may the fast path write again.
+        backlog.fetch_sub(lines, Ordering::SeqCst);
     }
     Ok(())
 }

@@ -66,6 +66,10 @@ fn converse(
     room: &Room,
     member: &mut Membership,
 ) -> io::Result<()> {
+    // Lines said in a row that came in together go to the room together: one
+    // write per member rather than one per line, so a room that fell behind
+    // a fast talker catches up. Kept only while the next line is here already.
+    let mut said: Vec<String> = Vec::new();
     loop {
         // Not cleaned yet: a command's words are checked as they came
         // (see fn command), and only text that others will read is cleaned.
@@ -87,10 +91,28 @@ fn converse(
         } else {
             let text = clean(line.as_bytes());
             if !text.is_empty() {
-                room.say(member, &text);
+                said.push(text);
+            }
+            if !said.is_empty() && !more_said_waiting(reader, &said) {
+                room.say(member, &said);
+                said.clear();
             }
         }
     }
+}
+
+/// Whether the next line has come whole already, is said to the room (not a
+/// command, which must not pass lines said before it) and fits with `said`
+/// in one outbox entry of about LINE_LIMIT bytes, so that the outbox bound
+/// holds. If so, reading it cannot wait, fail, or find it too long.
+fn more_said_waiting(reader: &BufReader<DeadlineReader>, said: &[String]) -> bool {
+    let waiting = reader.buffer();
+    let Some(end) = waiting.iter().position(|&byte| byte == b'\n') else {
+        return false;
+    };
+    // Each line goes out as `[NAME] TEXT` and a newline.
+    let together: usize = said.iter().map(|text| text.len() + NAME_LIMIT + 4).sum();
+    waiting[0] != b'/' && together + end < LINE_LIMIT
 }
 
 enum Next {
