@@ -308,7 +308,57 @@ fn serves_files(ctx: &mut Ctx) -> Check<()> {
                 .hint("A target that names a folder is answered with the folder's index.html."));
         }
     }
+    served_as_it_is_now(ctx, server.addr, &root.join("index.html"), &home)
+}
+
+/// A server may keep pages in memory (lesson 02's cache.rs does), but must
+/// never answer with one that has changed. The page is made an hour old (a
+/// cache keeps only pages that have stopped changing), asked for twice (kept,
+/// then answered from memory), then rewritten in place with other bytes of
+/// the same length: same name, same size, same inode. Only its modification
+/// time tells.
+fn served_as_it_is_now(
+    ctx: &mut Ctx,
+    addr: std::net::SocketAddr,
+    page: &std::path::Path,
+    before: &[u8],
+) -> Check<()> {
+    let hour = Duration::from_secs(3600);
+    set_modified(page, hour)?;
+    ctx.step("index.html is made an hour old, and asked for twice");
+    for _ in 0..2 {
+        let (conn, response) = fetch(ctx, addr, &get("/", addr), Method::Get)?;
+        expect_status_line(&conn, &response, b"HTTP/1.1 200 OK\r\n")?;
+    }
+    let after = before.to_ascii_uppercase();
+    write_file(&page.to_path_buf(), &after)?;
+    set_modified(page, hour + Duration::from_secs(1))?;
+    ctx.step("index.html is rewritten in place, the same length in capitals, and asked for again");
+    let (conn, response) = fetch(ctx, addr, &get("/", addr), Method::Get)?;
+    if response.body != after {
+        return Err(conn
+            .fail("`GET /` answered with index.html as it was before it changed")
+            .bytes(&after, &response.body)
+            .hint(
+                "Pages kept in memory must be checked against the file on every request: \
+                 its length, its modification time, its inode (given code: cache.rs, fn get).",
+            ));
+    }
     Ok(())
+}
+
+/// Make `path`'s modification time `age` ago.
+fn set_modified(path: &std::path::Path, age: Duration) -> Check<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now() - age))
+        .map_err(|error| {
+            Failure::new(format!(
+                "the test could not set the time of {}: {error}",
+                path.display()
+            ))
+        })
 }
 
 fn random_page(ctx: &mut Ctx, title: &str) -> Vec<u8> {

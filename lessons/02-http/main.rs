@@ -17,6 +17,7 @@
 // solution has no such line.
 #![allow(unused_imports, unused_variables, unused_mut, dead_code)]
 
+mod cache;
 mod client;
 mod date;
 mod files;

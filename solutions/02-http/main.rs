@@ -8,6 +8,7 @@
 //! Or open http://127.0.0.1:7002/ in a browser. `server --bind 0.0.0.0:7002`
 //! lets other machines in; `--root DIR` serves another folder.
 
+mod cache;
 mod client;
 mod date;
 mod files;

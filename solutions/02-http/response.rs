@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::date::http_date;
@@ -35,7 +36,10 @@ impl std::fmt::Display for Status {
 
 /// What follows the head.
 pub enum Body {
+    /// A large file, sent from the disk in pieces.
     File(File),
+    /// A small file's bytes, from the cache (cache.rs).
+    Bytes(Arc<[u8]>),
     Text(String),
     /// The answer to HEAD: the head says how long the body would be.
     Omitted,
@@ -65,6 +69,18 @@ impl Reply {
         }
     }
 
+    /// A small file, whole, from memory.
+    pub fn bytes(bytes: Arc<[u8]>, content_type: &'static str) -> Reply {
+        Reply {
+            status: Status(200),
+            content_type,
+            content_length: bytes.len() as u64,
+            body: Body::Bytes(bytes),
+            allow: None,
+            close: false,
+        }
+    }
+
     /// A short page that says what went wrong, for people reading it in a
     /// browser; programs read the status code.
     pub fn error(status: Status) -> Reply {
@@ -88,32 +104,21 @@ impl Reply {
     }
 }
 
-/// A file this small (or smaller) is read into memory and sent with the
-/// head. With the head, it fits the 8 KiB buffer of server.rs's writer.
-const SMALL_FILE: u64 = 4 * 1024;
-
 /// Send `reply`: its head, then exactly `content_length` bytes of body.
 pub fn send(out: &mut impl Write, reply: Reply) -> io::Result<()> {
     write_head(out, &reply)?;
     match reply.body {
         Body::Text(text) => out.write_all(text.as_bytes())?,
+        // With the head in the writer's buffer, a small file leaves in one
+        // write: one system call, one packet.
+        Body::Bytes(bytes) => out.write_all(&bytes)?,
         Body::File(file) => {
             // Exactly the length the head announced: were the file to grow
             // meanwhile, extra bytes would be read as the next response.
             let mut body = file.take(reply.content_length);
-            let sent = if reply.content_length <= SMALL_FILE {
-                // Read whole, it joins the head in the writer's buffer, and
-                // the response leaves in one write: one system call, one
-                // packet. `io::copy` sends what is buffered first.
-                let mut bytes = Vec::with_capacity(reply.content_length as usize);
-                body.read_to_end(&mut bytes)?;
-                out.write_all(&bytes)?;
-                bytes.len() as u64
-            } else {
-                // A large file goes through in pieces: memory stays bounded
-                // whatever the size of the file.
-                io::copy(&mut body, out)?
-            };
+            // A large file goes through in pieces: memory stays bounded
+            // whatever the size of the file. (A small one came as Bytes.)
+            let sent = io::copy(&mut body, out)?;
             if sent < reply.content_length {
                 // Fewer bytes than announced: the client would wait for the
                 // rest forever. Failing here closes the connection instead.

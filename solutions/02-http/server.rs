@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::cache;
 use crate::files;
 use crate::request::{self, ReadError, Request};
 use crate::response::{self, Reply, Status};
@@ -284,6 +285,10 @@ fn open_file(root: &Path, target: &str) -> Option<Reply> {
     if !metadata.is_file() {
         return None;
     }
+    let content_type = files::content_type(&path);
+    if let Some(bytes) = cache::FILES.get(&path, &metadata) {
+        return Some(Reply::bytes(bytes, content_type));
+    }
     let file = open_without_waiting(&path).ok()?;
     // Checked again on what was opened: the name may have been given to a
     // pipe in between.
@@ -291,11 +296,18 @@ fn open_file(root: &Path, target: &str) -> Option<Reply> {
     if !metadata.is_file() {
         return None;
     }
-    Some(Reply::file(
-        file,
-        metadata.len(),
-        files::content_type(&path),
-    ))
+    if metadata.len() > cache::LARGEST_FILE {
+        return Some(Reply::file(file, metadata.len(), content_type));
+    }
+    // Small: read whole, and kept for the next request. Should the file
+    // change while it is read, what was read is sent, but not kept.
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(metadata.len()).read_to_end(&mut bytes).ok()?;
+    let bytes: Arc<[u8]> = bytes.into();
+    if bytes.len() as u64 == metadata.len() {
+        cache::FILES.put(&path, &metadata, Arc::clone(&bytes));
+    }
+    Some(Reply::bytes(bytes, content_type))
 }
 
 /// Open `path` to read, without waiting for a writer should it be a pipe,
