@@ -36,9 +36,16 @@ fn enabled() -> bool {
     std::env::var_os("COURSE_PROGRESS").is_some_and(|value| value == "1")
 }
 
-/// `mark` is `pass`, `FAIL` or `skip`.
+/// Whether each stage's time is wanted (`COURSE_TIMES=1`), as when the
+/// slowest stages of a suite are looked for: the lines [`finished`] prints.
+fn times_wanted() -> bool {
+    std::env::var_os("COURSE_TIMES").is_some_and(|value| value == "1")
+}
+
+/// `mark` is `pass`, `FAIL` or `skip`. Printed with `COURSE_PROGRESS=1`,
+/// and with `COURSE_TIMES=1` for each stage's time.
 pub fn finished(number: usize, slug: &str, mark: &str, took: Duration) {
-    if enabled() {
+    if enabled() || times_wanted() {
         eprintln!(
             "{PREFIX}{mark}  stage {number}  {slug} ({} ms)",
             took.as_millis()
