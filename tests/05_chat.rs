@@ -556,10 +556,10 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
         .map_err(|failure| failure.hint(too_long_hint.clone()))?;
     let after = resident_bytes(pid).ok_or_else(|| unmeasurable("memory"))?;
     let grown = after.saturating_sub(before);
-    measured(
-        ctx,
-        format!("after the 16 MiB line, memory grew by {}", mebibytes(grown)),
-    );
+    ctx.measured(format!(
+        "after the 16 MiB line, memory grew by {}",
+        mebibytes(grown)
+    ));
     if !answer.starts_with(b"! ") || grown > 8 << 20 {
         return Err(Failure::new(format!(
             "after a 16 MiB line the server's memory grew by {}; it answered {}",
@@ -585,14 +585,6 @@ fn hostile_input(ctx: &mut Ctx) -> Check<()> {
     bob.send(b"still here\n")?;
     expect_line(&mut ada, "[bob] still here")?;
     ctx.expect_running(server.id)
-}
-
-/// Note a measurement in the report, and print it when `COURSE_TIMES` is set.
-fn measured(ctx: &Ctx, text: String) {
-    if std::env::var_os("COURSE_TIMES").is_some() {
-        eprintln!("  {text}");
-    }
-    ctx.step(text);
 }
 
 /// The delivery times of many lines, for a report.
@@ -705,10 +697,10 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
         }
     }
     let (times, summary) = Times(times).summary();
-    measured(
-        ctx,
-        format!("{summary}; memory grew by at most {}", mebibytes(grown)),
-    );
+    ctx.measured(format!(
+        "{summary}; memory grew by at most {}",
+        mebibytes(grown)
+    ));
     let Some(at) = dropped_at else {
         return Err(Failure::new(format!(
             "ada sent {MOST_LINES} lines of 4000 bytes (32 MiB); slow read none of them, and \
@@ -797,7 +789,7 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
         return Err(failure);
     }
     let (times, summary) = Times(times).summary();
-    measured(ctx, summary.clone());
+    ctx.measured(summary.clone());
     let p99 = times.at(0.99);
     let limit = Duration::from_secs_f64(ctx.patience().scale());
     if p99 > limit {

@@ -117,14 +117,6 @@ const CLIENT_FILE: &str = "lessons/06-web/client.rs";
 /// The longest line a stage reads, newline included.
 const READ_LIMIT: usize = 16 * 1024;
 
-/// Note a measurement in the report, and print it when `COURSE_TIMES` is set.
-fn measured(ctx: &Ctx, text: String) {
-    if std::env::var_os("COURSE_TIMES").is_some() {
-        eprintln!("  {text}");
-    }
-    ctx.step(text);
-}
-
 // ---------------------------------------------------------------------------
 // The server, its two ports, and its members
 
@@ -643,14 +635,11 @@ fn long_polling(ctx: &mut Ctx) -> Check<()> {
     }
     delays.sort();
     let median = delays[delays.len() / 2];
-    measured(
-        ctx,
-        format!(
-            "a held poll answered a new line after {:.1} ms (median of 5; worst {:.1} ms)",
-            median.as_secs_f64() * 1e3,
-            delays[delays.len() - 1].as_secs_f64() * 1e3
-        ),
-    );
+    ctx.measured(format!(
+        "a held poll answered a new line after {:.1} ms (median of 5; worst {:.1} ms)",
+        median.as_secs_f64() * 1e3,
+        delays[delays.len() - 1].as_secs_f64() * 1e3
+    ));
     let limit = Duration::from_secs_f64(0.05 * ctx.patience().scale());
     if median > limit {
         return Err(Failure::new(format!(
@@ -681,13 +670,10 @@ fn long_polling(ctx: &mut Ctx) -> Check<()> {
     let started = Instant::now();
     let polled = poll(ctx, &web, &ada, cursor, Some(0.3))?;
     let took = started.elapsed();
-    measured(
-        ctx,
-        format!(
-            "the wait=0.3 poll was answered after {:.2} s",
-            took.as_secs_f64()
-        ),
-    );
+    ctx.measured(format!(
+        "the wait=0.3 poll was answered after {:.2} s",
+        took.as_secs_f64()
+    ));
     expect_texts(&texts(&polled), &[], "a poll that waited for nothing")?;
     if took < Duration::from_millis(270)
         || took > Duration::from_secs_f64(0.3 + 2.0 * ctx.patience().scale())
@@ -1775,15 +1761,12 @@ fn held_connections(ctx: &mut Ctx) -> Check<()> {
     expect_line(&mut bob, "* newcomer joined")?;
     web_send(ctx, &web, &newcomer, "I got in")?;
     expect_line(&mut bob, "[newcomer] I got in")?;
-    measured(
-        ctx,
-        format!(
-            "with {} held, the newcomer joined and spoke in {:.0} ms; the server runs {} threads",
-            POLLS + STREAMS,
-            started.elapsed().as_secs_f64() * 1e3,
-            threads.map_or("(unmeasured)".to_string(), |count| count.to_string())
-        ),
-    );
+    ctx.measured(format!(
+        "with {} held, the newcomer joined and spoke in {:.0} ms; the server runs {} threads",
+        POLLS + STREAMS,
+        started.elapsed().as_secs_f64() * 1e3,
+        threads.map_or("(unmeasured)".to_string(), |count| count.to_string())
+    ));
 
     drop(held);
     bound_is_kept(ctx)?;
@@ -1830,13 +1813,10 @@ fn held_connections(ctx: &mut Ctx) -> Check<()> {
     drop(deaf);
     if let (Some(before), Some(after)) = (before, after) {
         let grown = after.saturating_sub(before);
-        measured(
-            ctx,
-            format!(
-                "while {megabytes} MB passed, the server's memory grew by {}",
-                course::harness::resources::mebibytes(grown)
-            ),
-        );
+        ctx.measured(format!(
+            "while {megabytes} MB passed, the server's memory grew by {}",
+            course::harness::resources::mebibytes(grown)
+        ));
         if grown > 32 << 20 {
             return Err(Failure::new(format!(
                 "while bob said {megabytes} MB to a reader that never read, the server grew \

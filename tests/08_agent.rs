@@ -3,7 +3,7 @@
 //!     cargo test --test 08_agent                  your code in lessons/08-agent
 //!     cargo test --test 08_agent heartbeats       one stage
 //!     COURSE_TARGET=solutions cargo test --test 08_agent
-//!     COURSE_TIMES=1 cargo test --test 08_agent   also print what stages 4 to 8 measure
+//!     COURSE_TIMES=1 cargo test --test 08_agent   also print each stage's time and what it measures
 //!
 //! The stages start your service with `server --bind 127.0.0.1:0`, your
 //! agents with `agent --device NAME --connect ADDR --local 127.0.0.1:0`
@@ -128,13 +128,6 @@ const SERVER_FILE: &str = "lessons/08-agent/server.rs";
 
 /// The longest frame the protocol allows.
 const MAX_FRAME: usize = 4096;
-
-/// Whether to print what the stages measure (`COURSE_TIMES=1`).
-fn measured(text: impl AsRef<str>) {
-    if std::env::var_os("COURSE_TIMES").is_some_and(|value| value == "1") {
-        eprintln!("  measured: {}", text.as_ref());
-    }
-}
 
 /// A frame: the body's length in 4 bytes, big-endian, then the body.
 fn frame(body: &str) -> Vec<u8> {
@@ -534,7 +527,7 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     // NAT says so as soon as the notification reaches it; an agent that sent
     // heartbeats after all would have kept the mapping and shown it.
     let ada_lost = notification_lost(ctx, &nat, ada_mail, &lost, within);
-    measured(format!(
+    ctx.measured(format!(
         "NAT idle {:.1} s: keepalive 0 lost the notification: {ada_lost}; keepalive {:.1} s \
          kept it",
         idle.as_secs_f64(),
@@ -596,7 +589,7 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
         })
         .max()
         .unwrap_or_default();
-    measured(format!(
+    ctx.measured(format!(
         "heartbeats every {:.2} s: {} connection(s); the longest bob's agent sent nothing \
          {:.3} s",
         every.as_secs_f64(),
@@ -707,7 +700,7 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
     let shown_time = |time: Option<Duration>| {
         time.map_or("never".to_string(), |t| format!("{:.2} s", t.as_secs_f64()))
     };
-    measured(format!(
+    ctx.measured(format!(
         "keepalive {:.1} s: ada's agent closed after {}, the service bob's connection after {}",
         keepalive.as_secs_f64(),
         shown_time(agent_closed),
@@ -871,7 +864,7 @@ fn outage_through_the_nat(ctx: &mut Ctx) -> Check<()> {
             ))
         })?;
     }
-    measured(format!(
+    ctx.measured(format!(
         "outage to the last notification shown: {:.2} s",
         dropped.elapsed().as_secs_f64()
     ));
@@ -1234,11 +1227,10 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
         last.as_secs_f64(),
         slowest_send.as_secs_f64() * 1e3
     );
-    measured(format!(
+    ctx.measured(format!(
         "storm{}: {summary}",
         if no_jitter { " without jitter" } else { "" }
     ));
-    ctx.step(summary.clone());
     // With full jitter the fleet spreads over the last ceiling (1 s): 80%
     // of it over 0.3 s or more on every run. Without, it comes back in one
     // wave, within a few milliseconds.
@@ -1531,7 +1523,7 @@ fn never_reads(ctx: &mut Ctx, service: SocketAddr) -> Check<()> {
                 service,
                 &["SEND ada/other 3600 - still there".to_string()],
             )?;
-            measured(format!(
+            ctx.measured(format!(
                 "while one agent did not read, a SEND for another device was answered in \
                  {:.0} ms",
                 asked.elapsed().as_secs_f64() * 1e3
@@ -2016,7 +2008,7 @@ mod kernel_nat {
                      app with its position ({AGENT_FILE})."
             ))
         })?;
-        measured(format!(
+        ctx.measured(format!(
             "kernel NAT: the last notification of carol's outage was shown {:.1} s after the \
              cut began",
             quiet_since.elapsed().as_secs_f64()
@@ -2034,7 +2026,7 @@ mod kernel_nat {
         let ada_lost = !ctx
             .process(ada)
             .wait_for_stdout(format!("] {lost}\n").as_bytes(), ada_until);
-        measured(format!(
+        ctx.measured(format!(
             "kernel NAT, {TIMEOUT_SECS} s timeout: keepalive 0 lost it: {ada_lost}"
         ));
         if !ada_lost {

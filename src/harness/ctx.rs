@@ -129,6 +129,17 @@ impl Ctx {
         self.journal.step(text);
     }
 
+    /// Note what the stage measured (a delay, a rate) as a step of its
+    /// report, and print it on stderr too when `COURSE_TIMES=1` asks for
+    /// each stage's time and measurements.
+    pub fn measured(&self, text: impl Into<String>) {
+        let text = text.into();
+        if crate::harness::progress::times_wanted() {
+            eprintln!("  measured: {text}");
+        }
+        self.step(text);
+    }
+
     /// Start the program under test with `args` after its own words, its
     /// output captured. It is ended when the stage ends.
     pub fn start(&mut self, args: &[&str]) -> Check<ProcessId> {

@@ -38,7 +38,7 @@ fn enabled() -> bool {
 
 /// Whether each stage's time is wanted (`COURSE_TIMES=1`), as when the
 /// slowest stages of a suite are looked for: the lines [`finished`] prints.
-fn times_wanted() -> bool {
+pub fn times_wanted() -> bool {
     std::env::var_os("COURSE_TIMES").is_some_and(|value| value == "1")
 }
 
