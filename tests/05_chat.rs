@@ -77,7 +77,7 @@ const STAGES: [Stage; 10] = [
         title: "a member who never reads is dropped; the others never wait",
         slide: "The slow reader",
         check: slow_reader,
-        runs_alone: false,
+        runs_alone: true,
     },
     Stage {
         slug: "full-room",

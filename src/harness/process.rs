@@ -600,7 +600,10 @@ pub fn end_strays() {
             let mut strays: Vec<u32> = table
                 .iter()
                 .filter(|entry| entry.parent == me && entry.group != my_group)
-                .filter(|entry| !live.contains(&entry.pid))
+                // A program still in use may have an orphan of its own in
+                // its group: with stages running at once, another stage's
+                // sweep must leave it alone.
+                .filter(|entry| !live.contains(&entry.pid) && !live.contains(&entry.group))
                 .map(|entry| entry.pid)
                 .collect();
             // Their descendants too, all at once.

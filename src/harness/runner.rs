@@ -117,7 +117,22 @@ fn trial(
             notes().push(Note::NotRun(number));
             return Ok(Completion::ignored_with(reason));
         }
-        let checked = schedule.wait_for(number);
+        let Some(checked) = schedule.wait_for(number) else {
+            // Not run: a stage before it failed and stopped the run, which
+            // the trial of that stage has just reported.
+            let failed = FIRST_FAILED.load(Ordering::SeqCst);
+            let reason = format!("not run: stage {failed} fails first");
+            write_record(
+                &setup,
+                number,
+                &stage,
+                Status::NotRun,
+                Duration::ZERO,
+                &reason,
+            );
+            notes().push(Note::NotRun(number));
+            return Ok(Completion::ignored_with(reason));
+        };
         match record(&setup, number, &stage, checked) {
             Ok(Completed::Passed) => Ok(Completion::Completed),
             Ok(Completed::Skipped(missing)) => {

@@ -24,7 +24,7 @@
 //! for its stage's result ([`Schedule::wait_for`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -58,8 +58,11 @@ struct Shared {
     /// Each stage's result, by its number less one, until a trial takes it.
     results: Mutex<Vec<Option<Checked>>>,
     ready: Condvar,
-    /// No stage starts any more: the run has stopped at a failure.
-    stopped: AtomicBool,
+    /// The lowest number of a stage that failed, in a run that stops at a
+    /// failure: no stage after it starts any more. Stages before it still
+    /// run (one that runs alone may come before it and start after it), as
+    /// the runner reports every stage up to the first failure.
+    stop_after: AtomicUsize,
     /// Whether a failure stops the run (not under `COURSE_ALL_STAGES=1`).
     stop_at_failure: bool,
     /// Every stage that was to run has run (or was not started).
@@ -78,7 +81,7 @@ impl Schedule {
         let shared = Arc::new(Shared {
             results: Mutex::new((0..stages.len()).map(|_| None).collect()),
             ready: Condvar::new(),
-            stopped: AtomicBool::new(false),
+            stop_after: AtomicUsize::new(usize::MAX),
             stop_at_failure,
             finished: AtomicBool::new(false),
         });
@@ -119,30 +122,34 @@ impl Schedule {
         schedule
     }
 
-    /// Run stage `number` unless the run has stopped, and keep its result.
+    /// Run stage `number` unless an earlier stage has stopped the run, and
+    /// keep its result.
     fn run(&self, setup: &Setup, stages: &[Stage], number: usize) {
-        if self.shared.stopped.load(Ordering::SeqCst) {
+        if number > self.shared.stop_after.load(Ordering::SeqCst) {
             return;
         }
         let stage = &stages[number - 1];
         let checked = std::panic::catch_unwind(|| check_stage(setup, number, stage))
             .unwrap_or_else(|_| harness_failed(number));
         if self.shared.stop_at_failure && checked.outcome.is_err() {
-            self.stop();
+            self.shared.stop_after.fetch_min(number, Ordering::SeqCst);
         }
         let mut results = lock(&self.shared.results);
         results[number - 1] = Some(checked);
         self.shared.ready.notify_all();
     }
 
-    /// Stage `number`'s result, once it has run. A stage the run chose
-    /// always runs, unless the run has stopped at a failure: the runner
-    /// then waits for no stage after the failed one.
-    pub fn wait_for(&self, number: usize) -> Checked {
+    /// Stage `number`'s result, once it has run; `None` for a stage that
+    /// will not run, because an earlier one stopped the run (the runner
+    /// reports such a stage as not run, never as passed).
+    pub fn wait_for(&self, number: usize) -> Option<Checked> {
         let mut results = lock(&self.shared.results);
         loop {
             if let Some(checked) = results[number - 1].take() {
-                return checked;
+                return Some(checked);
+            }
+            if self.shared.finished.load(Ordering::SeqCst) {
+                return None;
             }
             results = self
                 .shared
@@ -165,10 +172,9 @@ impl Schedule {
         }
     }
 
-    /// Start no more stages. Those running go on until they end, or until
-    /// the run ends their programs.
+    /// Start no more stages: the run is over.
     pub fn stop(&self) {
-        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.stop_after.store(0, Ordering::SeqCst);
     }
 }
 
@@ -264,7 +270,7 @@ mod tests {
         ];
         let schedule = Schedule::start(&setup(4), &stages, &[1, 2, 3, 4], AT_ONCE, false);
         for number in 1..=4 {
-            let checked = schedule.wait_for(number);
+            let checked = schedule.wait_for(number).expect("every stage runs");
             assert_eq!(checked.number, number);
             assert!(passed(&checked), "stage {number} did not meet the others");
         }
@@ -298,7 +304,7 @@ mod tests {
         ];
         let schedule = Schedule::start(&setup(4), &stages, &[1, 2, 3, 4], AT_ONCE, false);
         for number in 1..=4 {
-            let checked = schedule.wait_for(number);
+            let checked = schedule.wait_for(number).expect("every stage runs");
             assert!(passed(&checked), "stage {number} failed");
         }
     }
@@ -317,8 +323,8 @@ mod tests {
             stage("c", counts_its_start, false),
         ];
         let schedule = Schedule::start(&setup(3), &stages, &[1, 3], 1, false);
-        assert!(passed(&schedule.wait_for(1)));
-        assert!(passed(&schedule.wait_for(3)));
+        assert!(schedule.wait_for(1).is_some_and(|checked| passed(&checked)));
+        assert!(schedule.wait_for(3).is_some_and(|checked| passed(&checked)));
         assert_eq!(STARTED.load(Ordering::SeqCst), 2, "stage 2 was not chosen");
     }
 
@@ -339,8 +345,40 @@ mod tests {
             stage("c", counts_a_start_after_failure, true),
         ];
         let schedule = Schedule::start(&setup(3), &stages, &[1, 2, 3], AT_ONCE, true);
-        assert!(schedule.wait_for(1).outcome.is_err());
+        assert!(schedule
+            .wait_for(1)
+            .is_some_and(|checked| checked.outcome.is_err()));
         schedule.wait_until_finished();
         assert_eq!(STARTED_AFTER_FAILURE.load(Ordering::SeqCst), 0);
+    }
+
+    static LONE_RAN: AtomicUsize = AtomicUsize::new(0);
+    fn lone_passes(_ctx: &mut Ctx) -> Check<()> {
+        LONE_RAN.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// A stage that runs alone starts after the others; when one of those,
+    /// numbered after it, fails, it must still run: the runner reports it
+    /// before the failure, and waits for it.
+    #[test]
+    fn a_lone_stage_before_a_failure_still_runs() {
+        let stages = [
+            stage("first", passes, false),
+            stage("lone", lone_passes, true),
+            stage("fails", fails, false),
+            stage("after", counts_a_start_after_failure, true),
+        ];
+        let schedule = Schedule::start(&setup(4), &stages, &[1, 2, 3, 4], AT_ONCE, true);
+        assert!(schedule.wait_for(1).is_some_and(|checked| passed(&checked)));
+        assert!(schedule.wait_for(2).is_some_and(|checked| passed(&checked)));
+        assert!(schedule
+            .wait_for(3)
+            .is_some_and(|checked| checked.outcome.is_err()));
+        assert!(
+            schedule.wait_for(4).is_none(),
+            "a stage after the failure ran"
+        );
+        assert_eq!(LONE_RAN.load(Ordering::SeqCst), 1);
     }
 }
