@@ -1403,6 +1403,10 @@ fn hostile(ctx: &mut Ctx) -> Check<()> {
             "SEND ada/m\u{1b}[2J 60 - hi",
             "a SEND to an app named with an escape code",
         ),
+        (
+            "SEND ../mail 60 - hi",
+            "a SEND to a device named `..` (with --data, the data folder's parent)",
+        ),
     ] {
         ctx.step(what);
         let mut conn = ctx.connect(server.addr)?;

@@ -162,13 +162,17 @@ impl Message {
 }
 
 /// A device name, an app name or a collapse key: 1 to 32 letters, digits,
-/// `.`, `_` or `-`. Names travel between spaces, and an app prints its name,
-/// so no space and no control character may hide in one.
+/// `.`, `_` or `-`, the first a letter or a digit. Names travel between
+/// spaces, and an app prints its name, so no space and no control character
+/// may hide in one. With `--data` a device's name is a folder's name: `..`
+/// would be the data folder's parent, and `.x` a hidden folder.
 pub fn name(word: &str) -> Result<String, String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if word.is_empty() || word.len() > MAX_NAME || !word.chars().all(allowed) {
+    let starts_well = word.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !starts_well || word.len() > MAX_NAME || !word.chars().all(allowed) {
         return Err(format!(
-            "{word:?} is not a name (1 to {MAX_NAME} of A-Z a-z 0-9 . _ -)"
+            "{word:?} is not a name (1 to {MAX_NAME} of A-Z a-z 0-9 . _ -, \
+             the first a letter or a digit)"
         ));
     }
     Ok(word.to_string())
