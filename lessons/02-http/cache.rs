@@ -7,7 +7,8 @@
 //! so an entry is used only while the file's metadata, which files.rs reads
 //! for every request anyway (its `lstat`), still says it is the same file:
 //! the same length, the same modification time, and on Unix the same inode
-//! (a file replaced by another under its name is a new inode).
+//! (a file replaced by another under its name is a new inode) with the
+//! same change time.
 //!
 //! nginx keeps open files the same way (`open_file_cache`, off by default);
 //! a CDN keeps whole responses. Both bound the memory it takes, as here:
@@ -47,7 +48,10 @@ struct Entry {
 struct Identity {
     length: u64,
     modified: Option<SystemTime>,
-    inode: u64,
+    /// On Unix: the inode, and when the inode last changed (ctime). A
+    /// program may set a file's modification time back (`cp -p`, `touch
+    /// -r`); no program can set its ctime, which every write moves.
+    inode: (u64, i64, i64),
 }
 
 impl Identity {
@@ -61,13 +65,14 @@ impl Identity {
 }
 
 #[cfg(unix)]
-fn inode(metadata: &Metadata) -> u64 {
-    std::os::unix::fs::MetadataExt::ino(metadata)
+fn inode(metadata: &Metadata) -> (u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.ino(), metadata.ctime(), metadata.ctime_nsec())
 }
 
 #[cfg(not(unix))]
-fn inode(_metadata: &Metadata) -> u64 {
-    0
+fn inode(_metadata: &Metadata) -> (u64, i64, i64) {
+    (0, 0, 0)
 }
 
 impl FileCache {

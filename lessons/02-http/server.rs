@@ -82,7 +82,11 @@ fn accept_loop(listener: &TcpListener, root: Arc<Path>) {
         let stream = match connection {
             Ok(stream) => stream,
             Err(error) => {
+                // Out of file descriptors, most often ("Too many open
+                // files"): trying again at once would fail again, in a loop
+                // that fills the log. A pause lets connections end first.
                 eprintln!("accept failed: {error}");
+                thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
@@ -96,8 +100,8 @@ fn accept_loop(listener: &TcpListener, root: Arc<Path>) {
         // first went idle. Lesson 04 weighs a thread per client against
         // the alternatives.
         let root = Arc::clone(&root);
-        let open = Arc::clone(&open);
-        thread::spawn(move || {
+        let counted = Arc::clone(&open);
+        let spawned = thread::Builder::new().spawn(move || {
             let peer = match stream.peer_addr() {
                 Ok(peer) => peer.to_string(),
                 Err(_) => "a client that already left".to_string(),
@@ -107,8 +111,15 @@ fn accept_loop(listener: &TcpListener, root: Arc<Path>) {
                 Ok(()) => eprintln!("{peer} left"),
                 Err(error) => eprintln!("{peer} left: {error:#}"),
             }
-            open.fetch_sub(1, Ordering::SeqCst);
+            counted.fetch_sub(1, Ordering::SeqCst);
         });
+        // No thread to be had (the system's limit on threads): `spawn`
+        // would panic and end the server for everyone. The connection,
+        // dropped with the closure, is closed; the others go on.
+        if let Err(error) = spawned {
+            eprintln!("cannot serve a connection: {error}");
+            open.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 

@@ -660,6 +660,8 @@ fn join(addr: SocketAddr, name: &str) -> Result<BufReader<TcpStream>> {
     let stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    // A room that waits on a member who never reads must not hang the bench.
+    stream.set_write_timeout(Some(Duration::from_secs(20)))?;
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     reader.get_mut().write_all(format!("{name}\n").as_bytes())?;
     let mut line = String::new();
