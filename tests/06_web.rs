@@ -1111,7 +1111,13 @@ fn ws_read(conn: &mut Conn) -> Check<ServerFrame> {
 
 /// Read frames, answering none, until a text frame; its text.
 fn ws_read_text(conn: &mut Conn) -> Check<String> {
-    loop {
+    let hint = format!(
+        "A line of the room goes out as one text frame: opcode 0x1, FIN set, not masked. \
+         Where: TODO 7 in {WEBSOCKET_FILE}, fn frame."
+    );
+    // Pings and pongs may come between lines, but not without end: every
+    // read has its deadline, and so has the loop, counted in frames.
+    for _ in 0..FRAMES_SKIPPED {
         let frame = ws_read(conn)?;
         match frame.opcode {
             0x1 if frame.fin => return Ok(String::from_utf8_lossy(&frame.payload).into_owned()),
@@ -1124,11 +1130,20 @@ fn ws_read_text(conn: &mut Conn) -> Check<String> {
                     .detail(format!(
                         "its payload: {:?}",
                         String::from_utf8_lossy(&frame.payload)
-                    )))
+                    ))
+                    .hint(hint))
             }
         }
     }
+    Err(conn
+        .fail(format!(
+            "{FRAMES_SKIPPED} pings or pongs came, and no text frame"
+        ))
+        .hint(hint))
 }
+
+/// How many frames a stage lets pass while it waits for the one it wants.
+const FRAMES_SKIPPED: usize = 64;
 
 /// Read until a close frame; its code.
 fn ws_expect_close(conn: &mut Conn, code: u16, why: &str) -> Check<()> {
@@ -1137,7 +1152,7 @@ fn ws_expect_close(conn: &mut Conn, code: u16, why: &str) -> Check<()> {
          code, {code}, as two bytes, then closes. Where: TODO 6 in {WEBSOCKET_FILE}, fn \
          read_frame."
     );
-    loop {
+    for _ in 0..FRAMES_SKIPPED {
         let frame = ws_read(conn).map_err(|failure| failure.hint(hint.clone()))?;
         if frame.opcode != 0x8 {
             continue;
@@ -1153,6 +1168,9 @@ fn ws_expect_close(conn: &mut Conn, code: u16, why: &str) -> Check<()> {
         }
         return Ok(());
     }
+    Err(conn
+        .fail(format!("{FRAMES_SKIPPED} frames came, and no close frame"))
+        .hint(hint))
 }
 
 // ---------------------------------------------------------------------------
@@ -1395,6 +1413,11 @@ impl Ear {
                         return Err(Failure::new(format!(
                             "{}'s polls heard nothing more",
                             member.name
+                        ))
+                        .hint(format!(
+                            "A line said in the room reaches every member, whichever way it \
+                             listens: a poll gets the lines after its cursor. Where: TODO 2 in \
+                             {POLLING_FILE}."
                         )));
                     }
                 }
