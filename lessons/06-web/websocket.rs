@@ -19,7 +19,7 @@ use crate::limits::spawn_small;
 use crate::request::Request;
 use crate::response::{self, Reply, Status};
 use crate::room::{missed_notice, Membership, Room};
-use crate::server::{query, After, App};
+use crate::server::{drain_briefly, query, After, App};
 
 /// The RFC's fixed string, appended to the client's key before hashing.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -380,6 +380,6 @@ fn follow_room(
 fn close_after(socket: &Socket, reader: &mut impl Read) {
     let _ = socket.stream.shutdown(Shutdown::Write);
     let _ = socket.stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = io::copy(&mut reader.take(MAX_MESSAGE), &mut io::sink());
+    drain_briefly(reader, MAX_MESSAGE);
     let _ = socket.stream.shutdown(Shutdown::Both);
 }

@@ -204,7 +204,24 @@ fn read_body(reader: &mut impl Read, request: &Request) -> io::Result<Result<Vec
 fn close_after_answer(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = io::copy(&mut stream.take(64 * 1024), &mut io::sink());
+    drain_briefly(&mut &*stream, 64 * 1024);
+}
+
+/// Read and throw away what the client still sends, `most` bytes at most,
+/// for about a second in all: the read timeout bounds each read, and the
+/// clock the whole, or a client sending a byte a second would hold the
+/// thread for as long as it liked.
+pub fn drain_briefly(reader: &mut impl Read, most: u64) {
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut buffer = [0; 4096];
+    let mut left = most;
+    while left > 0 && Instant::now() < until {
+        let room = buffer.len().min(left as usize);
+        match reader.read(&mut buffer[..room]) {
+            Ok(0) | Err(_) => return,
+            Ok(read) => left -= read as u64,
+        }
+    }
 }
 
 fn is_quiet_end(error: &io::Error) -> bool {
