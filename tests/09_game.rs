@@ -608,6 +608,15 @@ fn bad_datagrams(ctx: &mut Ctx) -> Check<()> {
             "a JOIN whose name length says 200",
             datagram(1, JOIN, &[200, b'a']),
         ),
+    ];
+    let stranger = socket(ctx.journal(), "stranger")?;
+    for (what, bytes) in &bad {
+        ctx.step(format!("a stranger sends {what}"));
+        stranger.send_to(bytes, server.addr)?;
+    }
+    // From ada's own address, with her id and token: only the checks of a
+    // datagram's shape can refuse these, not the check of who sent them.
+    let malformed: Vec<(&str, Vec<u8>)> = vec![
         (
             "INPUTS cut short",
             inputs_datagram(1, ada.id, ada.token, &[(1, RIGHT)])[..20].to_vec(),
@@ -615,10 +624,9 @@ fn bad_datagrams(ctx: &mut Ctx) -> Check<()> {
         ("INPUTS whose count says 200 inputs", long_count),
         ("a 1500-byte INPUTS (over 1200)", oversized),
     ];
-    let stranger = socket(ctx.journal(), "stranger")?;
-    for (what, bytes) in &bad {
-        ctx.step(format!("a stranger sends {what}"));
-        stranger.send_to(bytes, server.addr)?;
+    for (what, bytes) in &malformed {
+        ctx.step(format!("ada's own address sends {what}"));
+        ada.udp.send_to(bytes, server.addr)?;
     }
     // The oversized and cut inputs carried ada's id and token: they must not
     // have moved her.
