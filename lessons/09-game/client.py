@@ -45,7 +45,7 @@ class Link:
 
 
 def parse(datagram):
-    """(kind, body) of a datagram of ours, or None to drop it."""
+    """(sequence, kind, body) of a datagram of ours, or None to drop it."""
     if len(datagram) < HEADER.size or len(datagram) > 1200:
         return None
     protocol, sequence, _ack, _bits, kind = HEADER.unpack_from(datagram)
@@ -61,13 +61,19 @@ def main():
     parser.add_argument("--walk", action="store_true", help="press right once a second")
     args = parser.parse_args()
     host, port = args.connect.rsplit(":", 1)
-    server = (host, int(port))
+    # The address datagrams come from is numeric: resolve a name such as
+    # localhost once, or no answer would ever match it.
+    server = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_DGRAM)[0][4]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     link = Link()
 
-    # JOIN, again every 250 ms, until WELCOME: either may be lost.
+    # JOIN, again every 250 ms, until WELCOME: either may be lost. 5 s of
+    # silence, and no server is there.
     name = args.name.encode("ascii")
+    give_up = time.monotonic() + 5
     while True:
+        if time.monotonic() > give_up:
+            raise SystemExit(f"no answer from {args.connect} within 5 s: is the server running?")
         sock.sendto(link.header(JOIN) + bytes([len(name)]) + name, server)
         sock.settimeout(0.25)
         try:
