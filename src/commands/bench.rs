@@ -8,11 +8,14 @@
 //! both alike, and prints the median of the rounds. The peers: a 15-line
 //! Python echo server for lesson 01, nginx with two workers serving the
 //! same file for lesson 02, measured with wrk and with the course's own load
-//! tool, and for lesson 05 a chat server built the way tokio's chat example
-//! is (`bench/tokio-chat`: a task and an unbounded channel per member,
-//! speaking the course's protocol), which the bench builds with cargo. A
-//! peer that is not installed, or cannot be built, is skipped, and the
-//! table says so.
+//! tool, and at `wrk -c50` also a server in the design of the Rust Book's
+//! chapter 21 (`bench/book-server`); for lesson 04, lesson 03's sequential
+//! server, both with hundreds of idle connections held open (`idle.rs`);
+//! for lesson 05 a chat server built the way tokio's chat example is
+//! (`bench/tokio-chat`: a task and an unbounded channel per member,
+//! speaking the course's protocol). The bench builds the peers in `bench/`
+//! with cargo. A peer that is not installed, or cannot be built, is
+//! skipped, and the table says so.
 //! Everything runs on loopback; the load shares the cores with the server.
 
 use std::fs;
@@ -32,6 +35,8 @@ use crate::harness::process::Running;
 use crate::harness::resources::resident_bytes;
 use crate::net::load::{self, LoadArgs, Protocol};
 
+mod idle;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// How many times each contender runs each case; the table shows medians.
@@ -40,7 +45,7 @@ pub struct BenchArgs {
     /// How long each timed run lasts, in seconds.
     #[arg(long, default_value_t = 3)]
     pub seconds: u64,
-    /// Run only the cases of these lessons (01, 02, 05), comma-separated.
+    /// Run only the cases of these lessons (01, 02, 04, 05), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Take the solution programs from this folder rather than building them
@@ -95,7 +100,10 @@ pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
         rows.extend(echo_cases(&programs, &scratch, args)?);
     }
     if wants("02") {
-        rows.extend(http_cases(&programs, &scratch, args)?);
+        rows.extend(http_cases(project, &programs, &scratch, args)?);
+    }
+    if wants("04") {
+        rows.extend(idle::idle_cases(&programs, args)?);
     }
     if wants("05") {
         let peer = tokio_chat(project);
@@ -109,15 +117,35 @@ pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
 struct Programs {
     echo: PathBuf,
     http: PathBuf,
+    /// Lesson 03's, the sequential server: lesson 04's peer.
+    messages: PathBuf,
+    concurrency: PathBuf,
     chat: PathBuf,
 }
 
 impl Programs {
-    const NAMES: [&'static str; 3] = ["01-echo-solution", "02-http-solution", "05-chat-solution"];
+    const NAMES: [&'static str; 5] = [
+        "01-echo-solution",
+        "02-http-solution",
+        "03-messages-solution",
+        "04-concurrency-solution",
+        "05-chat-solution",
+    ];
 
     fn in_folder(folder: &Path) -> Programs {
-        let [echo, http, chat] = Self::NAMES.map(|name| folder.join(name));
-        Programs { echo, http, chat }
+        Self::from_paths(Self::NAMES.map(|name| Some(folder.join(name))))
+            .expect("every name has a path")
+    }
+
+    fn from_paths(paths: [Option<PathBuf>; 5]) -> Option<Programs> {
+        let [echo, http, messages, concurrency, chat] = paths;
+        Some(Programs {
+            echo: echo?,
+            http: http?,
+            messages: messages?,
+            concurrency: concurrency?,
+            chat: chat?,
+        })
     }
 
     /// Build the solutions optimized, as a benchmark must.
@@ -127,11 +155,8 @@ impl Programs {
             args.extend(["--bin".to_string(), name.to_string()]);
         }
         let built = cargo_build(project, &args, "bin")?;
-        let [echo, http, chat] = Self::NAMES.map(|name| built.get(name).cloned());
-        match (echo, http, chat) {
-            (Some(echo), Some(http), Some(chat)) => Ok(Programs { echo, http, chat }),
-            _ => bail!("cargo built the solutions but did not say where"),
-        }
+        Self::from_paths(Self::NAMES.map(|name| built.get(name).cloned()))
+            .ok_or_else(|| anyhow!("cargo built the solutions but did not say where"))
     }
 }
 
@@ -163,6 +188,23 @@ fn start(program: &Path, args: &[&str]) -> Result<(Running, SocketAddr)> {
         .wait_for_address(Instant::now() + Duration::from_secs(10))
         .map_err(|error| anyhow!("{} did not start: {error:?}", running.command_line))?;
     Ok((running, addr))
+}
+
+/// Build the peer in `project/bench/FOLDER` optimized (a first build may
+/// fetch crates and take a minute) and return its program `bin`; why not,
+/// when it cannot be built.
+fn build_peer(project: &Path, folder: &str, bin: &str) -> std::result::Result<PathBuf, String> {
+    let manifest = project.join("bench").join(folder).join("Cargo.toml");
+    let args = ["build", "--release", "--manifest-path"]
+        .map(String::from)
+        .into_iter()
+        .chain([manifest.display().to_string()])
+        .collect::<Vec<_>>();
+    let built = cargo_build(project, &args, "bin").map_err(|error| format!("{error:#}"))?;
+    built
+        .get(bin)
+        .cloned()
+        .ok_or_else(|| format!("cargo built bench/{folder} but did not say where"))
 }
 
 /// Whether `tool` can be started: asked for its version (or its usage, by
@@ -308,7 +350,12 @@ enum HttpLoad {
     Course { clients: u32 },
 }
 
-fn http_cases(programs: &Programs, scratch: &Scratch, args: &BenchArgs) -> Result<Vec<Row>> {
+fn http_cases(
+    project: &Path,
+    programs: &Programs,
+    scratch: &Scratch,
+    args: &BenchArgs,
+) -> Result<Vec<Row>> {
     let site = scratch.0.join("site");
     let nginx = installed("nginx");
     let wrk = installed("wrk");
@@ -317,9 +364,19 @@ fn http_cases(programs: &Programs, scratch: &Scratch, args: &BenchArgs) -> Resul
         loads.extend([50, 200, 1000].map(|connections| HttpLoad::Wrk { connections }));
     }
     loads.push(HttpLoad::Course { clients: 50 });
+    // The Book's server is measured at `wrk -c50` only, as the issue that
+    // set its goal did; built only when wrk is there to load it.
+    let book = if wrk {
+        build_peer(project, "book-server", "book-server-peer")
+    } else {
+        Err("wrk not installed".to_string())
+    };
+    let page = site.join("index.html").display().to_string();
+    let start_book = |program: &Path| start(program, &["--bind", "127.0.0.1:0", "--page", &page]);
     let mut rows = Vec::new();
     for load in loads {
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let with_book = matches!(load, HttpLoad::Wrk { connections: 50 });
+        let (mut ours, mut theirs, mut books) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.rounds {
             let (_server, addr) = start(
                 &programs.http,
@@ -335,6 +392,10 @@ fn http_cases(programs: &Programs, scratch: &Scratch, args: &BenchArgs) -> Resul
             if nginx {
                 let (_server, addr) = start_nginx(&scratch.0)?;
                 theirs.push(http_load(load, addr, args.seconds)?);
+            }
+            if let (true, Ok(book)) = (with_book, &book) {
+                let (_server, addr) = start_book(book)?;
+                books.push(http_load(load, addr, args.seconds)?);
             }
         }
         let ours = median_run(&ours);
@@ -365,6 +426,31 @@ fn http_cases(programs: &Programs, scratch: &Scratch, args: &BenchArgs) -> Resul
             ratio,
             goal,
         });
+        if with_book {
+            let (peer, ratio) = match &book {
+                Ok(_) => {
+                    let books = median_run(&books);
+                    (
+                        format!("Book ch21: {}", books.shown()),
+                        Some(ours.ok_per_second / books.ok_per_second),
+                    )
+                }
+                Err(why) => (
+                    format!(
+                        "Book server not built: {}",
+                        why.lines().next().unwrap_or("")
+                    ),
+                    None,
+                ),
+            };
+            rows.push(Row {
+                case: "02 vs the Rust Book server, wrk -c50".to_string(),
+                solution: ours.shown(),
+                peer,
+                ratio,
+                goal: ">= 3.0",
+            });
+        }
     }
     if !wrk {
         rows.push(Row {
@@ -541,22 +627,11 @@ impl ChatServer {
     }
 }
 
-/// The peer of lesson 05, built from `bench/tokio-chat` (the first build
-/// fetches tokio and takes a minute); why not, when it cannot be built.
+/// The peer of lesson 05, built from `bench/tokio-chat`; why not, when it
+/// cannot be built.
 fn tokio_chat(project: &Path) -> std::result::Result<ChatServer, String> {
-    let manifest = project.join("bench/tokio-chat/Cargo.toml");
-    let args = ["build", "--release", "--manifest-path"]
-        .map(String::from)
-        .into_iter()
-        .chain([manifest.display().to_string()])
-        .collect::<Vec<_>>();
-    let built = cargo_build(project, &args, "bin").map_err(|error| format!("{error:#}"))?;
-    let program = built
-        .get("tokio-chat-peer")
-        .cloned()
-        .ok_or("cargo built bench/tokio-chat but did not say where")?;
     Ok(ChatServer {
-        program,
+        program: build_peer(project, "tokio-chat", "tokio-chat-peer")?,
         args: &["127.0.0.1:0"],
     })
 }

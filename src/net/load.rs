@@ -76,6 +76,7 @@ pub struct Measured {
     pub errors: u64,
     pub per_second: f64,
     pub p99: Duration,
+    pub p50: Duration,
 }
 
 /// Run the load without a word on stderr, and return what it measured.
@@ -87,6 +88,7 @@ pub fn measure(args: &LoadArgs) -> Result<Measured> {
         errors: run.tally.errors.load(Ordering::Relaxed),
         per_second: requests as f64 / run.took.as_secs_f64().max(1e-9),
         p99: Duration::from_micros(run.latencies.percentile(0.99)),
+        p50: Duration::from_micros(run.latencies.percentile(0.50)),
     })
 }
 
