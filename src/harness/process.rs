@@ -274,9 +274,15 @@ impl Running {
 
     /// Wait for the program to exit by itself until `deadline`.
     pub fn wait_exit(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        let status = self.wait_status(deadline)?;
+        self.wait_for_output_end(Instant::now() + Duration::from_millis(500));
+        Some(status)
+    }
+
+    /// [`Running::wait_exit`], without waiting for its output to end.
+    fn wait_status(&mut self, deadline: Instant) -> Option<ExitStatus> {
         loop {
             if let Some(status) = self.exit_status() {
-                self.wait_for_output_end(Instant::now() + Duration::from_millis(500));
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -398,8 +404,12 @@ impl Running {
         }
         self.ended_by_test = true;
         if signal_group(self.child.id(), Signal::Term) {
-            if let Some(status) = self.wait_exit(Instant::now() + self.grace) {
+            if let Some(status) = self.wait_status(Instant::now() + self.grace) {
+                // What it started goes first: a daemon of its that still
+                // holds its output open would hold the wait below too.
                 self.end_leftovers();
+                end_strays();
+                self.wait_for_output_end(Instant::now() + Duration::from_millis(500));
                 return Ending::Exited(status);
             }
             self.kill();
