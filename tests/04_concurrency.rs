@@ -356,53 +356,75 @@ fn slow_and_silent(ctx: &mut Ctx) -> Check<()> {
     let mut slow = Conn::connect(server.addr, ctx.journal(), idle + patience)?;
     let started = Instant::now();
     let mut dripper = slow.try_clone()?;
+    let (stop, stopped) = mpsc::channel::<()>();
     thread::scope(|scope| {
         // One byte each 100 ms: a request that never completes in time,
         // though no read waits longer than a fifth of the idle timeout.
+        // It stops with the stage, rather than send into a closed
+        // connection until the server's reset ends it.
         scope.spawn(move || {
             for byte in b"USER slow\n" {
-                if dripper.send(std::slice::from_ref(byte)).is_err() {
+                if dripper.send(std::slice::from_ref(byte)).is_err()
+                    || stopped.recv_timeout(Duration::from_millis(100))
+                        != Err(RecvTimeoutError::Timeout)
+                {
                     break;
                 }
-                thread::sleep(Duration::from_millis(100));
             }
         });
-        // Checked here, while it is sure to be early: after the third
-        // client's exchange, a slow machine could make "at once" look late.
-        silent.expect_quiet(idle / 4).map_err(|failure| {
-            failure.hint(format!(
-                "The idle timeout is 0.5 s here: a client that has sent nothing for less than \
-                 that keeps its connection (TODO 3 in {READER_FILE})."
-            ))
-        })?;
-        ctx.step("with --workers 2, a third client must still be served");
-        let mut third = Conn::connect(server.addr, ctx.journal(), idle + patience)?;
-        third.send(b"USER third\nCOUNT\n")?;
-        third.expect(b"OK\nOK 0\n").map_err(|failure| {
-            failure.more_hint(format!(
-                "The slow and the silent client have sent no whole request: they hold their \
-                 own threads, and no worker (TODO 1 in {SERVER_FILE}). After the idle \
-                 timeout (0.5 s here) they are closed: TODO 3 in {READER_FILE}."
-            ))
-        })?;
-        for (who, conn) in [("silent", &mut silent), ("slow", &mut slow)] {
-            expect_dropped(conn, idle + patience).map_err(|failure| {
-                failure.hint(format!(
-                    "A client whose next request does not arrive whole within --idle-timeout \
-                     is closed: the {who} client was not. Give the whole request a deadline \
-                     (TODO 3 in {READER_FILE}): a timeout per read alone lets a client that \
-                     sends one byte a second stay forever."
-                ))
-            })?;
-            if started.elapsed() < idle / 2 {
-                return Err(Failure::new(format!(
-                    "the {who} client was closed after {:.2}s, before the idle timeout of 0.5 s",
-                    started.elapsed().as_secs_f64()
-                )));
-            }
-        }
-        Ok(())
+        let result =
+            silent_and_slow_closed(ctx, server.addr, idle, started, &mut silent, &mut slow);
+        drop(stop);
+        result
     })
+}
+
+/// The silent client keeps its connection for now, a third is served, then
+/// the silent and the slow client are closed at the idle timeout.
+fn silent_and_slow_closed(
+    ctx: &Ctx,
+    addr: std::net::SocketAddr,
+    idle: Duration,
+    started: Instant,
+    silent: &mut Conn,
+    slow: &mut Conn,
+) -> Check<()> {
+    let patience = ctx.patience().reply;
+    // Checked here, while it is sure to be early: after the third
+    // client's exchange, a slow machine could make "at once" look late.
+    silent.expect_quiet(idle / 4).map_err(|failure| {
+        failure.hint(format!(
+            "The idle timeout is 0.5 s here: a client that has sent nothing for less than \
+             that keeps its connection (TODO 3 in {READER_FILE})."
+        ))
+    })?;
+    ctx.step("with --workers 2, a third client must still be served");
+    let mut third = Conn::connect(addr, ctx.journal(), idle + patience)?;
+    third.send(b"USER third\nCOUNT\n")?;
+    third.expect(b"OK\nOK 0\n").map_err(|failure| {
+        failure.more_hint(format!(
+            "The slow and the silent client have sent no whole request: they hold their \
+             own threads, and no worker (TODO 1 in {SERVER_FILE}). After the idle \
+             timeout (0.5 s here) they are closed: TODO 3 in {READER_FILE}."
+        ))
+    })?;
+    for (who, conn) in [("silent", silent), ("slow", slow)] {
+        expect_dropped(conn, idle + patience).map_err(|failure| {
+            failure.hint(format!(
+                "A client whose next request does not arrive whole within --idle-timeout \
+                 is closed: the {who} client was not. Give the whole request a deadline \
+                 (TODO 3 in {READER_FILE}): a timeout per read alone lets a client that \
+                 sends one byte a second stay forever."
+            ))
+        })?;
+        if started.elapsed() < idle / 2 {
+            return Err(Failure::new(format!(
+                "the {who} client was closed after {:.2}s, before the idle timeout of 0.5 s",
+                started.elapsed().as_secs_f64()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Wait for the server to close `conn` (after an `ERR` line, or at once);
