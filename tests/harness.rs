@@ -203,10 +203,10 @@ const SHORT_START: Patience = Patience {
 };
 
 /// For a fake that starts, then never answers or never exits: a wait for a
-/// reply, and the grace after SIGTERM (a quarter of the usual 2 s at this
+/// reply, and the grace after SIGTERM (a fifth of the usual 2 s at this
 /// reply), pass sooner. Its start has all of [`QUICK`]'s time.
 const SHORT_REPLY: Patience = Patience {
-    reply: Duration::from_millis(500),
+    reply: Duration::from_millis(400),
     ..QUICK
 };
 
@@ -639,15 +639,15 @@ mod suite {
         let started = Instant::now();
         let output = assert_cmd::Command::new(exe())
             .env("COURSE_HARNESS_STUCK", "1")
-            // 300 s at a scale of 0.002: stuck for 0.6 s.
-            .env("COURSE_PATIENCE", "0.002")
+            // 300 s at a scale of 0.0015: stuck for 0.45 s.
+            .env("COURSE_PATIENCE", "0.0015")
             .env_remove("COURSE_HARNESS_SUITE")
             .timeout(Duration::from_secs(60))
             .output()
             .map_err(|error| Failed::from(error.to_string()))?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.code() != Some(101)
-            || !stderr.contains("stage 1 (never-ends) is still running after 0.6 s")
+            || !stderr.contains("stage 1 (never-ends) is still running after 0.45 s")
         {
             return Err(format!(
                 "expected exit 101 and the stuck stage named; got {:?} after {:?}:\n{stderr}",
@@ -1030,7 +1030,7 @@ mod cli {
                 exe(),
                 pids.display()
             ))
-            .env("COURSE_PATIENCE", "0.1")
+            .env("COURSE_PATIENCE", "0.05")
             .assert()
             .code(1);
         let pids = read_pids(&pids);
