@@ -430,11 +430,7 @@ fn trickle_after_refusal(journal: &Journal, patience: Duration, addr: SocketAddr
                 thread::sleep(TRICKLE_EVERY);
             }
         });
-        let carol = Conn::connect(addr, journal, patience).and_then(|mut carol| {
-            carol.send(b"USER carol\n")?;
-            carol.expect(b"OK\n")?;
-            Ok(carol)
-        });
+        let carol = login_with(journal, patience, addr, "carol");
         carol_served.store(true, Ordering::Relaxed);
         carol
     });
@@ -646,7 +642,12 @@ fn expect_printed(finished: &Finished, wanted: &[&str], who: &str) -> Check<()> 
 
 /// Connect as `name`, and check the server says `OK`.
 fn login(ctx: &Ctx, addr: SocketAddr, name: &str) -> Check<Conn> {
-    let mut conn = ctx.connect(addr)?;
+    login_with(ctx.journal(), ctx.patience().reply, addr, name)
+}
+
+/// [`login`], for a thread of its own, without the stage's `Ctx`.
+fn login_with(journal: &Journal, patience: Duration, addr: SocketAddr, name: &str) -> Check<Conn> {
+    let mut conn = Conn::connect(addr, journal, patience)?;
     conn.send(format!("USER {name}\n").as_bytes())?;
     conn.expect(b"OK\n")?;
     Ok(conn)
