@@ -15,7 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use course::harness::bind::start_server_at_chosen_address;
-use course::harness::ctx::{output_block, Finished};
+use course::harness::ctx::{output_block, Finished, Server};
+use course::harness::journal::Journal;
 use course::harness::mailbox::{expect_fresh_mailbox, expect_id, owns_its_folder, MAX_LINE};
 use course::harness::resources::{mebibytes, resident_bytes, unmeasurable};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
@@ -100,7 +101,7 @@ const SERVER_FILE: &str = "lessons/03-messages/server.rs";
 /// The largest body the protocol allows.
 const MAX_BODY: usize = 64 * 1024;
 /// How long a refused client of stage 5 trickles bytes at most: well past
-/// the server's drain bound of 1 s, and past the test's wait for a reply.
+/// the server's drain bound (`DRAIN`), and past the test's wait for a reply.
 const TRICKLE_FOR: Duration = Duration::from_secs(5);
 
 fn hello(ctx: &mut Ctx) -> Check<()> {
@@ -284,6 +285,23 @@ fn errors(ctx: &mut Ctx) -> Check<()> {
 
 fn limits(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
+    ctx.step(format!(
+        "a second server, with --drain {DRAIN}, for a client that trickles after its ERR; \
+         at the same time as the rest, on the first"
+    ));
+    let trickled = ctx.start_server(&["--drain", DRAIN])?;
+    let (journal, patience) = (ctx.journal().clone(), ctx.patience());
+    thread::scope(|scope| {
+        let trickle =
+            scope.spawn(|| trickle_after_refusal(&journal, patience.reply, trickled.addr));
+        let rest = limits_of_one_server(ctx, server);
+        let trickle = trickle.join().expect("the trickling client does not panic");
+        rest.and(trickle)
+    })
+}
+
+/// Lines and bodies at and over their limits, and floods, on `server`.
+fn limits_of_one_server(ctx: &mut Ctx, server: Server) -> Check<()> {
     let limit_hint = |failure: Failure| {
         failure.more_hint(format!(
             "Check the size before you read: fn read_line reads at most MAX_LINE bytes, and \
@@ -339,8 +357,6 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     long.expect_closed().map_err(line_hint)?;
     long.close();
 
-    trickle_after_refusal(ctx, server.addr)?;
-
     let pid = ctx.process(server.id).pid();
     quit(login(ctx, server.addr, "alice")?)?;
     let before = resident_bytes(pid).ok_or_else(|| unmeasurable("memory"))?;
@@ -381,14 +397,23 @@ fn limits(ctx: &mut Ctx) -> Check<()> {
     alice.expect(b"OK 0\n")
 }
 
+/// The drain bound the trickle's server is given: short, so that the stage
+/// is; the trickle sends far more often than that.
+const DRAIN: &str = "0.3";
+/// How often the refused client sends its next byte: a twelfth of the drain,
+/// so that a timeout per read never fires.
+const TRICKLE_EVERY: Duration = Duration::from_millis(25);
+
 /// A refused peer that goes on sending a byte now and then must not hold
-/// this one-client-at-a-time server past its drain bound (1 s in all).
-fn trickle_after_refusal(ctx: &mut Ctx, addr: SocketAddr) -> Check<()> {
-    ctx.step(
-        "a line of 2000 bytes again; after the ERR this client sends a byte every 200 ms, \
-         while carol connects and says USER",
-    );
-    let mut refused = ctx.connect(addr)?;
+/// this one-client-at-a-time server past its drain bound (`--drain`, in
+/// all).
+fn trickle_after_refusal(journal: &Journal, patience: Duration, addr: SocketAddr) -> Check<()> {
+    journal.step(format!(
+        "second server: a line of 2000 bytes; after the ERR this client sends a byte every \
+         {} ms, while carol connects and says USER",
+        TRICKLE_EVERY.as_millis()
+    ));
+    let mut refused = Conn::connect(addr, journal, patience)?;
     let mut line = vec![b'A'; 2000];
     line.push(b'\n');
     refused.send(&line)?;
@@ -402,10 +427,10 @@ fn trickle_after_refusal(ctx: &mut Ctx, addr: SocketAddr) -> Check<()> {
                 if refused.send(b"x").is_err() {
                     break;
                 }
-                thread::sleep(Duration::from_millis(200));
+                thread::sleep(TRICKLE_EVERY);
             }
         });
-        let carol = login(ctx, addr, "carol");
+        let carol = login_with(journal, patience, addr, "carol");
         carol_served.store(true, Ordering::Relaxed);
         carol
     });
@@ -414,14 +439,15 @@ fn trickle_after_refusal(ctx: &mut Ctx, addr: SocketAddr) -> Check<()> {
         failure
             .hint(format!(
                 "carol waited while the server was still reading the refused client, which \
-                 sends a byte every 200 ms. A read timeout bounds each read, not the drain: \
+                 sends a byte every {} ms. A read timeout bounds each read, not the drain: \
                  every byte starts it again. Give the drain one deadline for the whole of it, \
-                 at most 1 s (fn refuse_and_close and fn drain in {SERVER_FILE})."
+                 --drain ({DRAIN} s here; fn refuse_and_close and fn drain in {SERVER_FILE}).",
+                TRICKLE_EVERY.as_millis()
             ))
             .slide("Closing without losing the ERR")
     })?;
-    ctx.step(format!(
-        "carol was served {:.1} s after the trickle began",
+    journal.step(format!(
+        "second server: carol was served {:.2} s after the trickle began",
         started.elapsed().as_secs_f64()
     ));
     quit(carol)
@@ -616,7 +642,12 @@ fn expect_printed(finished: &Finished, wanted: &[&str], who: &str) -> Check<()> 
 
 /// Connect as `name`, and check the server says `OK`.
 fn login(ctx: &Ctx, addr: SocketAddr, name: &str) -> Check<Conn> {
-    let mut conn = ctx.connect(addr)?;
+    login_with(ctx.journal(), ctx.patience().reply, addr, name)
+}
+
+/// [`login`], for a thread of its own, without the stage's `Ctx`.
+fn login_with(journal: &Journal, patience: Duration, addr: SocketAddr, name: &str) -> Check<Conn> {
+    let mut conn = Conn::connect(addr, journal, patience)?;
     conn.send(format!("USER {name}\n").as_bytes())?;
     conn.expect(b"OK\n")?;
     Ok(conn)

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::ProcessId;
+use course::harness::journal::Journal;
 use course::harness::mailbox::{expect_fresh_mailbox, expect_id, owns_its_folder, MAX_LINE};
 use course::harness::resources::{threads, unmeasurable};
+use course::harness::setup::Patience;
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 fn main() {
@@ -354,53 +356,75 @@ fn slow_and_silent(ctx: &mut Ctx) -> Check<()> {
     let mut slow = Conn::connect(server.addr, ctx.journal(), idle + patience)?;
     let started = Instant::now();
     let mut dripper = slow.try_clone()?;
+    let (stop, stopped) = mpsc::channel::<()>();
     thread::scope(|scope| {
         // One byte each 100 ms: a request that never completes in time,
         // though no read waits longer than a fifth of the idle timeout.
+        // It stops with the stage, rather than send into a closed
+        // connection until the server's reset ends it.
         scope.spawn(move || {
             for byte in b"USER slow\n" {
-                if dripper.send(std::slice::from_ref(byte)).is_err() {
+                if dripper.send(std::slice::from_ref(byte)).is_err()
+                    || stopped.recv_timeout(Duration::from_millis(100))
+                        != Err(RecvTimeoutError::Timeout)
+                {
                     break;
                 }
-                thread::sleep(Duration::from_millis(100));
             }
         });
-        // Checked here, while it is sure to be early: after the third
-        // client's exchange, a slow machine could make "at once" look late.
-        silent.expect_quiet(idle / 4).map_err(|failure| {
-            failure.hint(format!(
-                "The idle timeout is 0.5 s here: a client that has sent nothing for less than \
-                 that keeps its connection (TODO 3 in {READER_FILE})."
-            ))
-        })?;
-        ctx.step("with --workers 2, a third client must still be served");
-        let mut third = Conn::connect(server.addr, ctx.journal(), idle + patience)?;
-        third.send(b"USER third\nCOUNT\n")?;
-        third.expect(b"OK\nOK 0\n").map_err(|failure| {
-            failure.more_hint(format!(
-                "The slow and the silent client have sent no whole request: they hold their \
-                 own threads, and no worker (TODO 1 in {SERVER_FILE}). After the idle \
-                 timeout (0.5 s here) they are closed: TODO 3 in {READER_FILE}."
-            ))
-        })?;
-        for (who, conn) in [("silent", &mut silent), ("slow", &mut slow)] {
-            expect_dropped(conn, idle + patience).map_err(|failure| {
-                failure.hint(format!(
-                    "A client whose next request does not arrive whole within --idle-timeout \
-                     is closed: the {who} client was not. Give the whole request a deadline \
-                     (TODO 3 in {READER_FILE}): a timeout per read alone lets a client that \
-                     sends one byte a second stay forever."
-                ))
-            })?;
-            if started.elapsed() < idle / 2 {
-                return Err(Failure::new(format!(
-                    "the {who} client was closed after {:.2}s, before the idle timeout of 0.5 s",
-                    started.elapsed().as_secs_f64()
-                )));
-            }
-        }
-        Ok(())
+        let result =
+            silent_and_slow_closed(ctx, server.addr, idle, started, &mut silent, &mut slow);
+        drop(stop);
+        result
     })
+}
+
+/// The silent client keeps its connection for now, a third is served, then
+/// the silent and the slow client are closed at the idle timeout.
+fn silent_and_slow_closed(
+    ctx: &Ctx,
+    addr: std::net::SocketAddr,
+    idle: Duration,
+    started: Instant,
+    silent: &mut Conn,
+    slow: &mut Conn,
+) -> Check<()> {
+    let patience = ctx.patience().reply;
+    // Checked here, while it is sure to be early: after the third
+    // client's exchange, a slow machine could make "at once" look late.
+    silent.expect_quiet(idle / 4).map_err(|failure| {
+        failure.hint(format!(
+            "The idle timeout is 0.5 s here: a client that has sent nothing for less than \
+             that keeps its connection (TODO 3 in {READER_FILE})."
+        ))
+    })?;
+    ctx.step("with --workers 2, a third client must still be served");
+    let mut third = Conn::connect(addr, ctx.journal(), idle + patience)?;
+    third.send(b"USER third\nCOUNT\n")?;
+    third.expect(b"OK\nOK 0\n").map_err(|failure| {
+        failure.more_hint(format!(
+            "The slow and the silent client have sent no whole request: they hold their \
+             own threads, and no worker (TODO 1 in {SERVER_FILE}). After the idle \
+             timeout (0.5 s here) they are closed: TODO 3 in {READER_FILE}."
+        ))
+    })?;
+    for (who, conn) in [("silent", silent), ("slow", slow)] {
+        expect_dropped(conn, idle + patience).map_err(|failure| {
+            failure.hint(format!(
+                "A client whose next request does not arrive whole within --idle-timeout \
+                 is closed: the {who} client was not. Give the whole request a deadline \
+                 (TODO 3 in {READER_FILE}): a timeout per read alone lets a client that \
+                 sends one byte a second stay forever."
+            ))
+        })?;
+        if started.elapsed() < idle / 2 {
+            return Err(Failure::new(format!(
+                "the {who} client was closed after {:.2}s, before the idle timeout of 0.5 s",
+                started.elapsed().as_secs_f64()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Wait for the server to close `conn` (after an `ERR` line, or at once);
@@ -436,8 +460,11 @@ fn expect_dropped(conn: &mut Conn, patience: Duration) -> Check<()> {
 
 fn graceful_shutdown(ctx: &mut Ctx) -> Check<()> {
     let data = ctx.temp_dir()?.to_string_lossy().into_owned();
-    let mut sent = stop_during_requests(ctx, &data)?;
+    let stopping = stop_during_requests(ctx, &data)?;
+    // While that server gives frank's half request its grace, a second
+    // server is stopped under a flood of requests: the two share nothing.
     stop_while_a_client_keeps_asking(ctx)?;
+    let mut sent = stopping.finish(ctx)?;
 
     ctx.step("restarted with the same --data: bob fetches every acknowledged message");
     let server = ctx.start_server(&["--data", &data])?;
@@ -463,9 +490,21 @@ const GRACE: &str = "0.5";
 /// A message acknowledged to bob: its id, who sent it, its body.
 type Acknowledged = (u64, &'static str, String);
 
+/// A server stopped by SIGTERM, whose idle and half-sent clients are still to
+/// be closed: carol and frank.
+struct Stopping {
+    server: ProcessId,
+    stopped_at: Instant,
+    carol: Conn,
+    frank: Conn,
+    /// Alice's acknowledged messages.
+    sent: Vec<Acknowledged>,
+}
+
 /// SIGTERM while alice is half-way through a SEND, carol is idle and frank
-/// has sent half a request and stalls. Returns alice's acknowledged messages.
-fn stop_during_requests(ctx: &mut Ctx, data: &str) -> Check<Vec<Acknowledged>> {
+/// has sent half a request and stalls; alice's SEND is answered, and her
+/// connection closed.
+fn stop_during_requests(ctx: &mut Ctx, data: &str) -> Check<Stopping> {
     let server = ctx.start_server(&["--data", data, "--workers", "4", "--grace", GRACE])?;
     let patience = ctx.patience();
     let mut alice = ctx.connect(server.addr)?;
@@ -495,27 +534,48 @@ fn stop_during_requests(ctx: &mut Ctx, data: &str) -> Check<Vec<Acknowledged>> {
     let id = expect_id(&mut alice).map_err(stop_hint)?;
     sent.push((id, "alice", "helloworld".to_string()));
     expect_dropped(&mut alice, patience.reply).map_err(stop_hint)?;
-    ctx.step("carol's idle connection is closed");
-    // An idle connection looks whether the server is stopping once a second,
-    // or once a grace if that is shorter.
-    expect_dropped(&mut carol, patience.exit).map_err(stop_hint)?;
-    ctx.step("frank's half request gets a short grace, then his connection is closed");
-    expect_dropped(&mut frank, patience.exit).map_err(|failure| {
-        failure.more_hint(
-            "A request begun before the stop gets a short grace (--grace, 0.5 s here), \
-             not the whole idle timeout: a client that stalls half-way must not hold up the \
-             shutdown.",
-        )
-    })?;
-    wait_for_clean_exit(ctx, server.id, stopped_at)?;
-    Ok(sent)
+    Ok(Stopping {
+        server: server.id,
+        stopped_at,
+        carol,
+        frank,
+        sent,
+    })
+}
+
+impl Stopping {
+    /// Carol's and frank's connections are closed, and the server exits 0.
+    /// Returns alice's acknowledged messages.
+    fn finish(mut self, ctx: &mut Ctx) -> Check<Vec<Acknowledged>> {
+        let patience = ctx.patience();
+        ctx.step("the first server: carol's idle connection is closed");
+        // An idle connection looks whether the server is stopping once a
+        // second, or once a grace if that is shorter.
+        expect_dropped(&mut self.carol, patience.exit).map_err(stop_hint)?;
+        ctx.step(
+            "the first server: frank's half request gets a short grace, then his connection \
+             is closed",
+        );
+        expect_dropped(&mut self.frank, patience.exit).map_err(|failure| {
+            failure.more_hint(
+                "A request begun before the stop gets a short grace (--grace, 0.5 s here), \
+                 not the whole idle timeout: a client that stalls half-way must not hold up \
+                 the shutdown.",
+            )
+        })?;
+        wait_for_clean_exit(ctx, self.server, self.stopped_at)?;
+        Ok(self.sent)
+    }
 }
 
 /// SIGTERM while dave floods the server with COUNTs, sending without waiting
 /// for the replies: whenever the server looks, more of his requests have
 /// arrived. The server must close his connection and exit all the same.
 fn stop_while_a_client_keeps_asking(ctx: &mut Ctx) -> Check<()> {
-    ctx.step("a new server; dave sends COUNT after COUNT without waiting for the replies");
+    ctx.step(
+        "meanwhile, a second server; dave sends COUNT after COUNT without waiting for the \
+         replies",
+    );
     let server = ctx.start_server(&["--grace", GRACE])?;
     let patience = ctx.patience();
     let mut dave = ctx.connect(server.addr)?;
@@ -662,13 +722,14 @@ fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
 const SLOW_CLIENTS: usize = 300;
 const DRIP: &[u8] = b"USER slowloris";
 /// How often each sends its next byte: far more often than any deadline
-/// below, so that only a deadline for the whole request closes them.
-const DRIP_EVERY: Duration = Duration::from_millis(100);
+/// below (six times in `SHORT_IDLE`), so that only a deadline for the whole
+/// request closes them.
+const DRIP_EVERY: Duration = Duration::from_millis(50);
 /// They connect this many at a time, fewer than the system's listen queue
 /// holds (128 with Rust's `TcpListener::bind`).
 const BATCH: usize = 50;
 /// The short request deadline that the stage's second server is given.
-const SHORT_IDLE: Duration = Duration::from_millis(500);
+const SHORT_IDLE: Duration = Duration::from_millis(300);
 
 /// A slow client of the slowloris stage: its connection, and when it began to
 /// connect (the server's deadline for it cannot start sooner).
@@ -677,35 +738,47 @@ struct Slow {
     started: Instant,
 }
 
+/// Two servers, each behind slow clients of its own, at the same time: one
+/// with the default options, where a worker held by a slow client would
+/// show; one with a short --idle-timeout, to see the slow clients closed.
 fn slowloris(ctx: &mut Ctx) -> Check<()> {
-    ctx.step("a server with the default options");
-    let server = ctx.start_server(&[])?;
-    behind_slow_clients(ctx, server.addr, |_| Ok(()))?;
-
-    ctx.step("a server with --idle-timeout 0.5, to see the slow clients closed");
     let idle = SHORT_IDLE.as_secs_f64().to_string();
-    let server = ctx.start_server(&["--idle-timeout", &idle])?;
+    ctx.step(format!(
+        "two servers: A with the default options, B with --idle-timeout {idle}, to see the \
+         slow clients closed; both at the same time"
+    ));
+    let patient = ctx.start_server(&[])?;
+    let strict = ctx.start_server(&["--idle-timeout", &idle])?;
+    let (journal, patience) = (ctx.journal(), ctx.patience());
     // Closing 300 connections at once on a busy machine may take a while;
     // a server without a whole-request deadline never closes them at all.
-    let patience = ctx.patience().exit;
-    behind_slow_clients(ctx, server.addr, |slow| {
-        closed_at_their_deadline(slow, SHORT_IDLE, patience)
+    let close_within = patience.exit;
+    thread::scope(|scope| {
+        let on_a =
+            scope.spawn(|| behind_slow_clients(journal, patience, "A", patient.addr, |_| Ok(())));
+        let on_b = behind_slow_clients(journal, patience, "B", strict.addr, |slow| {
+            closed_at_their_deadline(slow, SHORT_IDLE, close_within)
+        });
+        on_a.join().expect("server A's slow clients do not panic")?;
+        on_b
     })
 }
 
-/// Open the slow clients, let each send a byte each `DRIP_EVERY`, and once each has
-/// sent two, check that a new client is answered within a second; then
-/// `then`, while they go on sending.
+/// Open the slow clients of server `name`, let each send a byte each
+/// `DRIP_EVERY`, and once each has sent two, check that a new client is
+/// answered within a second; then `then`, while they go on sending.
 fn behind_slow_clients(
-    ctx: &mut Ctx,
+    journal: &Journal,
+    patience: Patience,
+    name: &str,
     addr: std::net::SocketAddr,
     then: impl FnOnce(&mut [Slow]) -> Check<()>,
 ) -> Check<()> {
     // Long enough for any wait on them below.
-    let patience = SHORT_IDLE + ctx.patience().exit;
-    ctx.step(format!(
-        "{SLOW_CLIENTS} clients connect, and each sends {} a byte each {} ms, never a whole \
-         request",
+    let wait = SHORT_IDLE + patience.exit;
+    journal.step(format!(
+        "server {name}: {SLOW_CLIENTS} clients connect, and each sends {} a byte each {} ms, \
+         never a whole request",
         course::harness::escape::escape(DRIP),
         DRIP_EVERY.as_millis()
     ));
@@ -714,7 +787,7 @@ fn behind_slow_clients(
     for _ in 0..SLOW_CLIENTS / BATCH {
         for _ in 0..BATCH {
             let started = Instant::now();
-            let mut conn = Conn::connect(addr, ctx.journal(), patience)?;
+            let mut conn = Conn::connect(addr, journal, wait)?;
             conn.send(&DRIP[..1])?;
             senders.push(conn.try_clone()?);
             slow.push(Slow { conn, started });
@@ -724,11 +797,11 @@ fn behind_slow_clients(
         // Without this, a server slow to accept leaves some in the system's
         // queue, where the system drops the end of a handshake once the
         // queue is full and completes it a second or more later.
-        ctx.step(format!(
-            "{} slow clients are connected; a client that says QUIT is answered",
+        journal.step(format!(
+            "server {name}: {} slow clients are connected; a client that says QUIT is answered",
             slow.len()
         ));
-        let mut quitter = Conn::connect(addr, ctx.journal(), ctx.patience().exit)?;
+        let mut quitter = Conn::connect(addr, journal, patience.exit)?;
         quitter.send(b"QUIT\n")?;
         quitter
             .expect(b"BYE\n")
@@ -739,12 +812,12 @@ fn behind_slow_clients(
     thread::scope(|scope| {
         scope.spawn(move || drip(senders, &stopped, &dripped));
         let result = (|| {
-            if second_byte_sent.recv_timeout(patience).is_err() {
-                return Err(Failure::new(
-                    "the slow clients could not send their second byte",
-                ));
+            if second_byte_sent.recv_timeout(wait).is_err() {
+                return Err(Failure::new(format!(
+                    "the slow clients of server {name} could not send their second byte"
+                )));
             }
-            new_client_answered_in_a_second(ctx, addr)?;
+            new_client_answered_in_a_second(journal, patience, name, addr)?;
             then(&mut slow)
         })();
         drop(stop);
@@ -765,15 +838,21 @@ fn drip(mut senders: Vec<Conn>, stopped: &mpsc::Receiver<()>, dripped: &mpsc::Se
     }
 }
 
-fn new_client_answered_in_a_second(ctx: &mut Ctx, addr: std::net::SocketAddr) -> Check<()> {
-    let one_second = ctx.patience().reply / 2;
-    ctx.step(format!(
-        "each slow client has sent 2 bytes; a new client connects and has {:.1}s to be answered",
+fn new_client_answered_in_a_second(
+    journal: &Journal,
+    patience: Patience,
+    name: &str,
+    addr: std::net::SocketAddr,
+) -> Check<()> {
+    let one_second = patience.reply / 2;
+    journal.step(format!(
+        "server {name}: each slow client has sent 2 bytes; a new client connects and has \
+         {:.1}s to be answered",
         one_second.as_secs_f64()
     ));
     let hint = slowloris_hint();
     let started = Instant::now();
-    let mut client = Conn::connect(addr, ctx.journal(), one_second)?;
+    let mut client = Conn::connect(addr, journal, one_second)?;
     client.send(b"USER prompt\nCOUNT\n")?;
     client
         .expect(b"OK\nOK 0\n")
@@ -781,13 +860,16 @@ fn new_client_answered_in_a_second(ctx: &mut Ctx, addr: std::net::SocketAddr) ->
     let took = started.elapsed();
     if took > one_second {
         return Err(Failure::new(format!(
-            "the new client was answered after {:.2}s, not within {:.1}s",
+            "the new client of server {name} was answered after {:.2}s, not within {:.1}s",
             took.as_secs_f64(),
             one_second.as_secs_f64()
         ))
         .hint(hint));
     }
-    ctx.step(format!("it was answered in {:.3}s", took.as_secs_f64()));
+    journal.step(format!(
+        "server {name}: it was answered in {:.3}s",
+        took.as_secs_f64()
+    ));
     Ok(())
 }
 

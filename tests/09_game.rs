@@ -41,7 +41,7 @@ const STAGES: [Stage; 10] = [
     },
     Stage {
         slug: "tick-rate",
-        title: "snapshots come at --tick-hz, within 10%, timed over 1 second",
+        title: "snapshots come at --tick-hz, within 10%, timed over half a second",
         slide: "The tick",
         check: tick_rate,
         runs_alone: false,
@@ -370,16 +370,17 @@ fn tick_rate(ctx: &mut Ctx) -> Check<()> {
             arrivals: Vec::new(),
         });
     }
-    ctx.step(
-        "for 1 s, ada20 sends INPUTS every 20 ms and ada100 every 100 ms; each notes when \
+    ctx.step(format!(
+        "for {} ms, ada20 sends INPUTS every 20 ms and ada100 every 100 ms; each notes when \
          her snapshots come (expected 20 and 100 a second)",
-    );
+        RATE_WINDOW.as_millis()
+    ));
     // A busy machine can hold the test or a server back for a moment, and a
-    // server that catches up then sends the ticks it owes at once: a second
+    // server that catches up then sends the ticks it owes at once: a window
     // that is off is timed again, three at most. A server that ticks at the
-    // wrong rate is off every second.
+    // wrong rate is off in every window.
     for attempt in 1..=3 {
-        time_snapshots(&mut servers, Duration::from_secs(1))?;
+        time_snapshots(&mut servers, RATE_WINDOW)?;
         let result = check_rates(&servers);
         if result.is_ok() || attempt == 3 {
             return result;
@@ -394,28 +395,34 @@ fn tick_rate(ctx: &mut Ctx) -> Check<()> {
                 )
             })
             .collect();
-        ctx.step(format!("{}: timing another second", measured.join(", ")));
+        ctx.step(format!("{}: timing once more", measured.join(", ")));
     }
     unreachable!("the third attempt returns")
 }
 
-/// Each server's second: the rate of its snapshots within 10% of its own,
-/// and at least half the snapshots of a second.
+/// How long the snapshots are timed: at 20 a second, ten of them, and 45
+/// pairs for the median rate (see [`rate_of`]); a rate off by more than 10%
+/// is off in every pair, over any window.
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+/// Each server's window: the rate of its snapshots within 10% of its own,
+/// and at least half the snapshots of the window.
 fn check_rates(servers: &[Ticking]) -> Check<()> {
     for server in servers {
         let hz = server.hz;
         let rate = rate_of(&server.arrivals);
         let (low, high) = (f64::from(hz) * 0.9, f64::from(hz) * 1.1);
-        // At least half the second's snapshots, so that a few that happen
+        // At least half the window's snapshots, so that a few that happen
         // to come at the right pace do not pass for a tick.
-        let enough = server.arrivals.len() >= hz as usize / 2;
+        let at_least = (f64::from(hz) * RATE_WINDOW.as_secs_f64() / 2.0) as usize;
+        let enough = server.arrivals.len() >= at_least;
         if !enough || !(low..=high).contains(&rate) {
             return Err(Failure::new(format!(
-                "in 1 s the server at {hz} a second sent {} snapshots, {rate:.1} a second (the \
-                 median of the rates between any two of them); expected {hz} a second ({low:.0} \
-                 to {high:.0}), at least {} snapshots",
+                "in {} ms the server at {hz} a second sent {} snapshots, {rate:.1} a second \
+                 (the median of the rates between any two of them); expected {hz} a second \
+                 ({low:.0} to {high:.0}), at least {at_least} snapshots",
+                RATE_WINDOW.as_millis(),
                 server.arrivals.len(),
-                hz / 2
             ))
             .hint(format!(
                 "The tick (TODO 2 in {SERVER_FILE}): one snapshot per player every 1/{hz} s, \
@@ -728,9 +735,10 @@ fn spoofing(ctx: &mut Ctx) -> Check<()> {
 }
 
 /// The silence after which the timeout stage's server lets a player go:
-/// shorter than the default 3 s, so that the stage is quick, and long enough
-/// that a busy machine never keeps the test itself silent that long.
-const TIMEOUT_MS: u64 = 1000;
+/// shorter than the default 3 s, so that the stage is quick, and ten ticks
+/// of ada's INPUTS long. A busy machine that keeps the test itself silent
+/// for half of it gets the stage played again (see [`timeout`]).
+const TIMEOUT_MS: u64 = 500;
 
 fn timeout(ctx: &mut Ctx) -> Check<()> {
     // A busy machine that keeps the test itself from sending for half the
@@ -761,7 +769,7 @@ fn timeout_once(ctx: &mut Ctx, held_back: &mut Duration) -> Check<()> {
     // Cid joins after bob: if his LEAVE were ignored, his own silence would
     // remove him no sooner than bob.
     let cid = join(ctx, server.addr, "cid")?;
-    let patience = Duration::from_millis(2 * TIMEOUT_MS);
+    let patience = Duration::from_millis(4 * TIMEOUT_MS);
     let ada_removed = |failure: Failure| {
         failure.more_hint(format!(
             "Ada sends INPUTS after every snapshot: was she removed? TODO 5 in {SERVER_FILE} \
@@ -1072,13 +1080,29 @@ fn parse_frame(line: &str, seen: Instant) -> Option<Frame> {
     })
 }
 
-/// The test server's tick in the client stage: 10 a second, not the
+/// The test server's tick in the client stage: 16 a second, not the
 /// default 20, so that a client must take the rate its WELCOME gives.
-const TICK_MS: u64 = 100;
+const TICK_HZ: u8 = 16;
+/// One tick of it, in ms: 62.5.
+const TICK_MS: f64 = 1000.0 / TICK_HZ as f64;
 /// How far in the past the client is told to draw: more than a tick, so
 /// that the snapshot after the moment drawn has come by then, even when a
-/// busy machine holds the test's snapshots back a little.
-const DELAY_MS: u64 = 150;
+/// busy machine holds the test's snapshots back a little (up to `LATE`).
+const DELAY_MS: u64 = 110;
+/// A snapshot sent this late (of the delay's margin over a tick) makes the
+/// test play again.
+const LATE: Duration = Duration::from_millis(45);
+/// The last snapshot before the gap, and the first after it.
+const BEFORE_GAP: u32 = 5;
+const AFTER_GAP: u32 = 10;
+/// The tick that comes just after the next one, and the last tick.
+const OVERTAKEN: u32 = 12;
+const LAST_TICK: u32 = 14;
+
+/// When the test sends tick `tick`, after the play began.
+fn tick_time(tick: u32) -> Duration {
+    Duration::from_secs_f64(TICK_MS * f64::from(tick) / 1000.0)
+}
 
 /// Where player 1 walks in the client stage: right half a cell per tick.
 fn x_at(tick: f64) -> f64 {
@@ -1091,7 +1115,7 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     // client.
     for attempt in 1..=3 {
         let (frames, began, late, client) = play_to_the_client(ctx)?;
-        if late < Duration::from_millis(50) || attempt == 3 {
+        if late < LATE || attempt == 3 {
             return check_frames(&frames, began);
         }
         ctx.kill(client);
@@ -1134,34 +1158,39 @@ fn play_to_the_client(ctx: &mut Ctx) -> Check<(Vec<Frame>, Instant, Duration, Pr
     }
     let mut welcome = vec![1u8];
     welcome.extend_from_slice(&0x1234_5678_9abc_def0u64.to_be_bytes());
-    welcome.push(10);
+    welcome.push(TICK_HZ);
     game.send_to(&datagram(0, WELCOME, &welcome), client_addr)?;
 
     // Player 1 (the client's own) walks right half a cell per tick; player 2
-    // stands still. Ticks 6 to 8 are never sent: a 300 ms gap. Tick 11
-    // comes late, just after tick 12: datagrams overtake each other.
-    ctx.step(
-        "the test sends a snapshot every 100 ms, ticks 1 to 13, skipping 6-8, and tick 11 \
-         just after tick 12; player 1 walks right 0.5 a tick",
-    );
+    // stands still. Ticks 6 to 9 are never sent: a gap of 312.5 ms. Tick 12
+    // comes late, just after tick 13: datagrams overtake each other.
+    ctx.step(format!(
+        "the test sends a snapshot every {TICK_MS} ms ({TICK_HZ} a second), ticks 1 to \
+         {LAST_TICK}, skipping {}-{}, and tick {OVERTAKEN} just after tick {}; player 1 walks \
+         right 0.5 a tick",
+        BEFORE_GAP + 1,
+        AFTER_GAP - 1,
+        OVERTAKEN + 1
+    ));
     let began = Instant::now();
     let mut frames = Vec::new();
     let mut read = 0usize;
     let mut sequence = 1u16;
     let mut late = Duration::ZERO;
-    for tick in 1..=13u32 {
-        let due = began + Duration::from_millis(TICK_MS * u64::from(tick));
+    for tick in 1..=LAST_TICK {
+        let due = began + tick_time(tick);
         while Instant::now() < due {
             collect_frames(ctx, client, &mut read, &mut frames);
             let _ = game.receive_before(due.min(Instant::now() + Duration::from_millis(5)))?;
         }
         late = late.max(due.elapsed());
-        let sent: &[u32] = match tick {
-            6..=8 | 11 => &[],
-            12 => &[12, 11],
-            _ => &[tick],
+        let sent = match tick {
+            _ if tick > BEFORE_GAP && tick < AFTER_GAP => vec![],
+            OVERTAKEN => vec![],
+            _ if tick == OVERTAKEN + 1 => vec![tick, OVERTAKEN],
+            _ => vec![tick],
         };
-        for &tick in sent {
+        for tick in sent {
             let mut body = tick.to_be_bytes().to_vec();
             body.extend_from_slice(&0u32.to_be_bytes());
             body.push(2);
@@ -1174,7 +1203,7 @@ fn play_to_the_client(ctx: &mut Ctx) -> Check<(Vec<Frame>, Instant, Duration, Pr
             game.send_to(&datagram(sequence, SNAPSHOT, &body), client_addr)?;
         }
     }
-    let end = Instant::now() + Duration::from_millis(150);
+    let end = Instant::now() + Duration::from_millis(20);
     while Instant::now() < end {
         collect_frames(ctx, client, &mut read, &mut frames);
         let _ = game.receive_before(Instant::now() + Duration::from_millis(5))?;
@@ -1211,10 +1240,11 @@ fn check_frames(frames: &[Frame], began: Instant) -> Check<()> {
         .iter()
         .filter_map(|f| shown(f).map(|x| (f, x)))
         .collect();
-    if mine.len() < 25 {
+    if mine.len() < 20 {
         return Err(Failure::new(format!(
-            "in 1.4 s the client printed {} frames that show player 1 (`frame <ms> 1:<x>,<y> …`); \
-             expected at least 25",
+            "in {:.1} s the client printed {} frames that show player 1 (`frame <ms> 1:<x>,<y> \
+             …`); expected at least 20",
+            tick_time(LAST_TICK).as_secs_f64(),
             mine.len()
         ))
         .hint(
@@ -1237,18 +1267,19 @@ fn check_frames(frames: &[Frame], began: Instant) -> Check<()> {
             )));
         }
     }
-    // Over the gap, from tick 5's time to the arrival of tick 9, hold.
-    let held = x_at(5.0) + 0.5;
-    let gap = began + Duration::from_millis(9 * TICK_MS);
+    // Over the gap, from the time of the tick before it to the arrival of
+    // the tick after it, hold.
+    let held = x_at(f64::from(BEFORE_GAP)) + 0.5;
+    let gap = began + tick_time(AFTER_GAP);
     if let Some((frame, x)) = mine
         .iter()
         .find(|(frame, x)| frame.seen < gap && *x > held + 0.01)
     {
         return Err(Failure::new(format!(
-            "before tick 9 arrived, player 1 was drawn at x {x:.2} (frame {} ms); the last \
-             snapshot said {:.2}",
+            "before tick {AFTER_GAP} arrived, player 1 was drawn at x {x:.2} (frame {} ms); \
+             the last snapshot said {:.2}",
             frame.at_ms,
-            x_at(5.0)
+            x_at(f64::from(BEFORE_GAP))
         ))
         .hint(format!(
             "Over a gap in the snapshots, hold the last position (or go on a little, at most \
@@ -1257,37 +1288,45 @@ fn check_frames(frames: &[Frame], began: Instant) -> Check<()> {
     }
     // Between snapshots, and about the delay in the past, in the steady
     // part: from 100 ms after the client can first draw between two
-    // snapshots to just before it draws tick 5's time (at 650 ms), and from
-    // 100 ms after tick 9 came to the last tick.
-    let steady = |frame: &Frame| {
-        let ms = frame.seen.duration_since(began).as_millis();
-        (350..625).contains(&ms) || (1000..1300).contains(&ms)
-    };
-    let mut between = 0;
+    // snapshots (tick 1's time, drawn a delay later) to just before it draws
+    // the time of the tick before the gap, and from 100 ms after the tick
+    // after the gap came to the last tick.
+    let delay = DELAY_MS as f64;
+    let first = (TICK_MS + delay + 100.0)..(TICK_MS * f64::from(BEFORE_GAP) + delay - 25.0);
+    let second = (TICK_MS * f64::from(AFTER_GAP) + 100.0)..(TICK_MS * f64::from(LAST_TICK));
+    let seen_ms = |frame: &Frame| frame.seen.duration_since(began).as_secs_f64() * 1000.0;
     let mut lags = Vec::new();
-    let mut checked = 0;
-    for (frame, x) in mine.iter().filter(|(frame, _)| steady(frame)) {
-        checked += 1;
-        let server_ms = frame.seen.duration_since(began).as_secs_f64() * 1000.0;
-        let drawn_tick = (x - 10.0) / 0.5;
-        lags.push(server_ms - drawn_tick * TICK_MS as f64);
-        if (drawn_tick - drawn_tick.round()).abs() > 0.05 {
-            between += 1;
+    // Each steady part on its own: a client that takes the wrong tick rate
+    // draws between snapshots at first, and holds the newest later on.
+    for (part, window) in [("before the gap", first), ("after the gap", second)] {
+        let mut between = 0;
+        let mut checked = 0;
+        for (frame, x) in mine
+            .iter()
+            .filter(|(frame, _)| window.contains(&seen_ms(frame)))
+        {
+            checked += 1;
+            let drawn_tick = (x - 10.0) / 0.5;
+            lags.push(seen_ms(frame) - drawn_tick * TICK_MS);
+            if (drawn_tick - drawn_tick.round()).abs() > 0.05 {
+                between += 1;
+            }
+        }
+        if checked == 0 || between * 3 < checked {
+            return Err(Failure::new(format!(
+                "of {checked} frames between snapshots {part}, {between} drew player 1 between \
+                 two snapshot positions; the rest drew a snapshot's position as it is"
+            ))
+            .hint(format!(
+                "Interpolate (TODO 6 in {CLIENT_FILE}): draw the moment `delay` before now (now \
+                 plus `lead`, minus `delay`), find the snapshots before and after it, and place \
+                 each player the same share of the way between them. A tick lasts as long as \
+                 the rate in WELCOME says ({TICK_HZ} a second here, not the default 20)."
+            )));
         }
     }
     lags.sort_by(f64::total_cmp);
     let median = lags.get(lags.len() / 2).copied().unwrap_or(0.0);
-    if checked == 0 || between * 3 < checked {
-        return Err(Failure::new(format!(
-            "of {checked} frames between snapshots, {between} drew player 1 between two \
-             snapshot positions; the rest drew a snapshot's position as it is"
-        ))
-        .hint(format!(
-            "Interpolate (TODO 6 in {CLIENT_FILE}): draw the moment `delay` before now (now \
-             plus `lead`, minus `delay`), find the snapshots before and after it, and place \
-             each player the same share of the way between them."
-        )));
-    }
     let (low, high) = (DELAY_MS as f64 - 50.0, DELAY_MS as f64 + 150.0);
     if !(low..=high).contains(&median) {
         return Err(Failure::new(format!(

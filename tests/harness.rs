@@ -130,56 +130,85 @@ struct Case {
     fake: &'static str,
     /// The report must come within this many seconds.
     within: u64,
+    /// The deadlines it is graded with: [`QUICK`], or shorter still for the
+    /// one deadline that the fake lets pass.
+    patience: Patience,
 }
 
 const CASES: [Case; 9] = [
     Case {
         fake: "exits_at_once",
         within: 2,
+        patience: QUICK,
     },
     // Its hint must not point at a stderr that the report does not show.
     Case {
         fake: "exits_quietly",
         within: 2,
+        patience: QUICK,
     },
     Case {
         fake: "never_prints_its_address",
         within: 4,
+        patience: SHORT_START,
     },
     Case {
         fake: "prints_another_first_line",
         within: 2,
+        patience: QUICK,
     },
     Case {
         fake: "never_ends_the_line",
         within: 4,
+        patience: SHORT_START,
     },
     Case {
         fake: "floods_its_output",
         within: 2,
+        patience: QUICK,
     },
     Case {
         fake: "accepts_and_never_answers",
         within: 4,
+        patience: SHORT_REPLY,
     },
     Case {
         fake: "answers_wrong_bytes",
         within: 2,
+        patience: QUICK,
     },
     Case {
         fake: "ignores_sigterm",
         within: 5,
+        patience: SHORT_REPLY,
     },
 ];
 
 /// Short deadlines, so the whole file runs in seconds.
 fn quick() -> Patience {
-    Patience {
-        start: Duration::from_millis(1500),
-        reply: Duration::from_millis(1000),
-        exit: Duration::from_millis(1500),
-    }
+    QUICK
 }
+
+const QUICK: Patience = Patience {
+    start: Duration::from_millis(1500),
+    reply: Duration::from_millis(1000),
+    exit: Duration::from_millis(1500),
+};
+
+/// For a fake that never prints a whole first line: only the wait for it
+/// is shorter, and nothing needs to happen before it passes but the start.
+const SHORT_START: Patience = Patience {
+    start: Duration::from_millis(400),
+    ..QUICK
+};
+
+/// For a fake that starts, then never answers or never exits: a wait for a
+/// reply, and the grace after SIGTERM (a fifth of the usual 2 s at this
+/// reply), pass sooner. Its start has all of [`QUICK`]'s time.
+const SHORT_REPLY: Patience = Patience {
+    reply: Duration::from_millis(400),
+    ..QUICK
+};
 
 /// The one stage every fake is graded by: echo a line.
 const ECHO_A_LINE: Stage = Stage {
@@ -266,7 +295,7 @@ fn hostile_stderr_is_escaped() -> Result<(), Failed> {
 
 fn check_case(case: Case) -> Result<(), String> {
     let started = Instant::now();
-    let (result, pids) = run_fake(case.fake, &quick());
+    let (result, pids) = run_fake(case.fake, &case.patience);
     let took = started.elapsed();
     let report = match result {
         Ok(()) => return Err(format!("the fake `{}` passed the stage", case.fake)),
@@ -463,7 +492,7 @@ mod fake {
             "echo" => serve(&bind, str::to_string),
             // Right, but slower than a grader watching would like.
             "answers_late" => serve(&bind, |line| {
-                std::thread::sleep(Duration::from_millis(1500));
+                std::thread::sleep(Duration::from_millis(650));
                 line.to_string()
             }),
             // A server that starts a program of its own, as a wrapper script
@@ -610,15 +639,15 @@ mod suite {
         let started = Instant::now();
         let output = assert_cmd::Command::new(exe())
             .env("COURSE_HARNESS_STUCK", "1")
-            // 300 s at a scale of 0.004: stuck for 1.2 s.
-            .env("COURSE_PATIENCE", "0.004")
+            // 300 s at a scale of 0.0015: stuck for 0.45 s.
+            .env("COURSE_PATIENCE", "0.0015")
             .env_remove("COURSE_HARNESS_SUITE")
             .timeout(Duration::from_secs(60))
             .output()
             .map_err(|error| Failed::from(error.to_string()))?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.code() != Some(101)
-            || !stderr.contains("stage 1 (never-ends) is still running after 1 s")
+            || !stderr.contains("stage 1 (never-ends) is still running after 0.45 s")
         {
             return Err(format!(
                 "expected exit 101 and the stuck stage named; got {:?} after {:?}:\n{stderr}",
@@ -727,15 +756,15 @@ mod suite {
         )
     }
 
-    /// A stage that runs past its notice time (5 s; 0.7 s here) says so
-    /// while it runs, with its last step. The fake answers 1.5 s after the
+    /// A stage that runs past its notice time (5 s; 0.3 s here) says so
+    /// while it runs, with its last step. The fake answers 0.65 s after the
     /// line, well within the 4 s a reply may take at a patience of 2.
     pub fn says_a_long_stage_is_running() -> Result<(), Failed> {
         let (code, stdout, stderr, _) = run_suite(
             "long",
             "answers_late",
             &["--exact", "stage_04_comes_after"],
-            &[("COURSE_PATIENCE", "2"), ("COURSE_NOTICE_AFTER", "0.7")],
+            &[("COURSE_PATIENCE", "2"), ("COURSE_NOTICE_AFTER", "0.3")],
         );
         if code != Some(0) {
             return Err(format!("exit {code:?}, expected 0:\n{stdout}").into());
@@ -743,7 +772,7 @@ mod suite {
         expect_in(
             &stderr,
             &[
-                "progress:       stage 4 (comes-after) still running after 0.7 s; its last step: connection #1: ",
+                "progress:       stage 4 (comes-after) still running after 0.3 s; its last step: connection #1: ",
                 "progress: pass  stage 4  comes-after",
             ],
         )
@@ -862,11 +891,11 @@ mod cli {
 
     /// Exits 0, shows a line with a stage count for every lesson, and says
     /// what to do next (or that everything passes, in a solved checkout).
-    /// Its deadlines are a quarter as long: the starters fail their first
+    /// Its deadlines are a tenth as long: the starters fail their first
     /// stage sooner, and the board looks the same.
     pub fn board() -> Result<(), Failed> {
         let mut board = course()
-            .env("COURSE_PATIENCE", "0.25")
+            .env("COURSE_PATIENCE", "0.1")
             .assert()
             .success()
             .stdout(contains("Next: lesson").or(contains("Every stage")));
@@ -950,7 +979,7 @@ mod cli {
     }
 
     /// A program in any language: here, one that accepts and never answers.
-    /// Every wait is a tenth as long, to keep `cargo test` quick; a silent
+    /// Every wait is a twentieth as long, to keep `cargo test` quick; a silent
     /// server fails every stage at any patience, only later (at full
     /// patience, `course grade 01 --cmd ...` takes about 5 s).
     pub fn grade_cmd_silent() -> Result<(), Failed> {
@@ -963,7 +992,7 @@ mod cli {
                 exe(),
                 pids.display()
             ))
-            .env("COURSE_PATIENCE", "0.1")
+            .env("COURSE_PATIENCE", "0.05")
             .assert()
             .code(1);
         let took = started.elapsed();
@@ -1001,7 +1030,7 @@ mod cli {
                 exe(),
                 pids.display()
             ))
-            .env("COURSE_PATIENCE", "0.1")
+            .env("COURSE_PATIENCE", "0.05")
             .assert()
             .code(1);
         let pids = read_pids(&pids);

@@ -13,17 +13,17 @@ use crate::protocol::{check_name, parse_request, read_body, read_line};
 use crate::protocol::{Line, Refusal, Request, MAX_LINE};
 
 /// After refusing a peer that sent too much, read at most this much more of
-/// it, for at most this long in all, before closing (see `refuse_and_close`).
+/// it, for at most `drain_time` in all (`--drain`), before closing (see
+/// `refuse_and_close`).
 const DRAIN_BYTES: usize = 64 * 1024;
-const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// Bind `addr`, say where we listen, and serve clients one after another.
-pub fn run(addr: &str, data: Option<&Path>) -> Result<()> {
+pub fn run(addr: &str, data: Option<&Path>, drain_time: Duration) -> Result<()> {
     let mut mailbox = Mailbox::open(data)?;
     let listener = bind_listener(addr)?;
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
-    accept_loop(&listener, &mut mailbox);
+    accept_loop(&listener, &mut mailbox, drain_time);
     Ok(())
 }
 
@@ -35,7 +35,7 @@ fn bind_listener(addr: &str) -> Result<TcpListener> {
     })
 }
 
-fn accept_loop(listener: &TcpListener, mailbox: &mut Mailbox) {
+fn accept_loop(listener: &TcpListener, mailbox: &mut Mailbox, drain_time: Duration) {
     for connection in listener.incoming() {
         match connection {
             Ok(stream) => {
@@ -45,7 +45,7 @@ fn accept_loop(listener: &TcpListener, mailbox: &mut Mailbox) {
                 };
                 eprintln!("{peer} connected");
                 // One client's trouble is that client's: log it, serve the next.
-                match serve_client(&stream, mailbox) {
+                match serve_client(&stream, mailbox, drain_time) {
                     Ok(()) => eprintln!("{peer} left"),
                     Err(error) => eprintln!("{peer} left: {error}"),
                 }
@@ -63,7 +63,7 @@ enum Next {
 
 /// One client's conversation: a request, its reply, the next request, until
 /// QUIT, a refusal that closes, or the client leaves.
-fn serve_client(stream: &TcpStream, mailbox: &mut Mailbox) -> io::Result<()> {
+fn serve_client(stream: &TcpStream, mailbox: &mut Mailbox, drain_time: Duration) -> io::Result<()> {
     // One reader for the whole connection. Its buffer may already hold the
     // next request, or a body: a new BufReader per request would lose them.
     let mut reader = BufReader::new(stream);
@@ -75,7 +75,7 @@ fn serve_client(stream: &TcpStream, mailbox: &mut Mailbox) -> io::Result<()> {
             Line::Complete(line) => line,
             Line::TooLong => {
                 let reason = format!("a request line may not exceed {MAX_LINE} bytes");
-                return refuse_and_close(stream, writer, &reason);
+                return refuse_and_close(stream, writer, &reason, drain_time);
             }
             Line::Closed => return Ok(()),
         };
@@ -85,7 +85,9 @@ fn serve_client(stream: &TcpStream, mailbox: &mut Mailbox) -> io::Result<()> {
                 writeln!(writer, "ERR {reason}")?;
                 Next::Request
             }
-            Err(Refusal::Close(reason)) => return refuse_and_close(stream, writer, &reason),
+            Err(Refusal::Close(reason)) => {
+                return refuse_and_close(stream, writer, &reason, drain_time)
+            }
         };
         writer.flush()?;
         if let Next::Close = next {
@@ -147,7 +149,12 @@ fn write_messages(writer: &mut impl Write, messages: &[Message]) -> io::Result<(
 
 /// Answer `ERR <reason>` and close, without reading what the peer still
 /// sends into memory.
-fn refuse_and_close(stream: &TcpStream, mut writer: impl Write, reason: &str) -> io::Result<()> {
+fn refuse_and_close(
+    stream: &TcpStream,
+    mut writer: impl Write,
+    reason: &str,
+    drain_time: Duration,
+) -> io::Result<()> {
     writeln!(writer, "ERR {reason}")?;
     writer.flush()?;
     // Our side is done: the peer reads the ERR, then end of stream.
@@ -156,7 +163,7 @@ fn refuse_and_close(stream: &TcpStream, mut writer: impl Write, reason: &str) ->
     // which may destroy the ERR before the peer reads it. So read on a
     // little, into nothing, and close once the peer stops or a bound is
     // reached. A peer that floods on gets the reset: it was told.
-    drain(stream, Instant::now() + DRAIN_TIME)
+    drain(stream, Instant::now() + drain_time)
 }
 
 /// Read and drop what the peer sends, until it closes, DRAIN_BYTES have
@@ -165,7 +172,7 @@ fn drain(mut stream: &TcpStream, deadline: Instant) -> io::Result<()> {
     let mut scrap = [0; 4096];
     let mut drained = 0;
     while drained < DRAIN_BYTES {
-        // The time left, not DRAIN_TIME again: a timeout per read would let
+        // The time left, not `drain_time` again: a timeout per read would let
         // a peer that sends a byte now and then keep us here for ever, and
         // this server has other clients waiting.
         let left = deadline.saturating_duration_since(Instant::now());

@@ -16,6 +16,7 @@ mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,10 @@ enum Role {
         /// Keep messages in this folder, so that a restart loses none.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// After refusing a client, read on at most this long before
+        /// closing (see refuse_and_close in server.rs).
+        #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = seconds)]
+        drain: f64,
     },
     /// Send and fetch messages, one command per line of standard input.
     Client {
@@ -60,10 +65,22 @@ fn default_address() -> String {
     format!("127.0.0.1:{}", base.saturating_add(3))
 }
 
+/// A number of seconds above 0 and at most a minute.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 60.0 => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds above 0, at most 60"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.role {
-        Role::Server { bind, data } => server::run(&bind, data.as_deref()),
+        Role::Server { bind, data, drain } => {
+            server::run(&bind, data.as_deref(), Duration::from_secs_f64(drain))
+        }
         Role::Client { connect, user } => client::run(&connect, &user),
     };
     // A user's mistake is one clear line and a non-zero exit, never a panic.

@@ -49,7 +49,8 @@ fn stage_limit(setup: &Setup, number: usize, slug: &'static str) -> mpsc::Sender
                 "error: stage {number} ({slug}) is still running after {} s, far past every \
                  deadline it has: the course's test is stuck, not your program. The run \
                  stops here; please report it, with: {replay}",
-                limit.as_secs()
+                // Whole seconds print as `300`, a test's short limit as `0.6`.
+                limit.as_secs_f64()
             );
             crate::harness::process::end_everything();
             std::process::exit(101);

@@ -257,8 +257,10 @@ impl Running {
         }
     }
 
-    /// Wait until both output streams have ended, or the deadline.
-    fn wait_for_output_end(&self, deadline: Instant) {
+    /// Wait until both output streams have ended, or the deadline; whether
+    /// they ended.
+    fn wait_for_output_end(&self, deadline: Instant) -> bool {
+        let mut ended = true;
         for shared in [&self.stdout, &self.stderr] {
             let (lock, changed) = &**shared;
             let mut captured = lock.lock().unwrap();
@@ -269,14 +271,22 @@ impl Running {
                 }
                 captured = changed.wait_timeout(captured, left).unwrap().0;
             }
+            ended &= captured.ended;
         }
+        ended
     }
 
     /// Wait for the program to exit by itself until `deadline`.
     pub fn wait_exit(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        let status = self.wait_status(deadline)?;
+        self.wait_for_output_end(Instant::now() + Duration::from_millis(500));
+        Some(status)
+    }
+
+    /// [`Running::wait_exit`], without waiting for its output to end.
+    fn wait_status(&mut self, deadline: Instant) -> Option<ExitStatus> {
         loop {
             if let Some(status) = self.exit_status() {
-                self.wait_for_output_end(Instant::now() + Duration::from_millis(500));
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -398,8 +408,15 @@ impl Running {
         }
         self.ended_by_test = true;
         if signal_group(self.child.id(), Signal::Term) {
-            if let Some(status) = self.wait_exit(Instant::now() + self.grace) {
+            if let Some(status) = self.wait_status(Instant::now() + self.grace) {
                 self.end_leftovers();
+                // Its output ends with it, unless a program it started that
+                // left its group (a daemon) holds it open: that one goes
+                // now, not at the end of the stage.
+                if !self.wait_for_output_end(Instant::now() + Duration::from_millis(50)) {
+                    end_strays();
+                    self.wait_for_output_end(Instant::now() + Duration::from_millis(500));
+                }
                 return Ending::Exited(status);
             }
             self.kill();
