@@ -1109,6 +1109,20 @@ fn x_at(tick: f64) -> f64 {
     10.0 + 0.5 * tick
 }
 
+/// Player 1's row: 5, but at the overtaken tick it hops to 7 and is back
+/// at the next. Only a client that puts the late snapshot in its place, by
+/// tick, ever draws the hop: one that keeps snapshots in order of arrival,
+/// or throws away one older than the newest, goes straight from tick 11 to
+/// tick 13.
+fn y_at(tick: u32) -> f64 {
+    if tick == OVERTAKEN {
+        HOP_Y
+    } else {
+        5.0
+    }
+}
+const HOP_Y: f64 = 7.0;
+
 fn the_client(ctx: &mut Ctx) -> Check<()> {
     // A run in which a busy machine kept the test from sending a snapshot
     // on time says little of the client: it is played again, with a new
@@ -1167,7 +1181,7 @@ fn play_to_the_client(ctx: &mut Ctx) -> Check<(Vec<Frame>, Instant, Duration, Pr
     ctx.step(format!(
         "the test sends a snapshot every {TICK_MS} ms ({TICK_HZ} a second), ticks 1 to \
          {LAST_TICK}, skipping {}-{}, and tick {OVERTAKEN} just after tick {}; player 1 walks \
-         right 0.5 a tick",
+         right 0.5 a tick, and hops from y 5 to {HOP_Y} at tick {OVERTAKEN} only",
         BEFORE_GAP + 1,
         AFTER_GAP - 1,
         OVERTAKEN + 1
@@ -1194,7 +1208,7 @@ fn play_to_the_client(ctx: &mut Ctx) -> Check<(Vec<Frame>, Instant, Duration, Pr
             let mut body = tick.to_be_bytes().to_vec();
             body.extend_from_slice(&0u32.to_be_bytes());
             body.push(2);
-            for (id, x, y) in [(1u8, x_at(f64::from(tick)), 5.0), (2, 30.0, 8.0)] {
+            for (id, x, y) in [(1u8, x_at(f64::from(tick)), y_at(tick)), (2, 30.0, 8.0)] {
                 body.push(id);
                 body.extend_from_slice(&((x * 100.0).round() as u16).to_be_bytes());
                 body.extend_from_slice(&((y * 100.0_f64).round() as u16).to_be_bytes());
@@ -1203,7 +1217,9 @@ fn play_to_the_client(ctx: &mut Ctx) -> Check<(Vec<Frame>, Instant, Duration, Pr
             game.send_to(&datagram(sequence, SNAPSHOT, &body), client_addr)?;
         }
     }
-    let end = Instant::now() + Duration::from_millis(20);
+    // Then as long as the client needs to draw the overtaken tick and the
+    // last one: a delay and a tick more.
+    let end = Instant::now() + Duration::from_millis(DELAY_MS) + tick_time(1);
     while Instant::now() < end {
         collect_frames(ctx, client, &mut read, &mut frames);
         let _ = game.receive_before(Instant::now() + Duration::from_millis(5))?;
@@ -1266,6 +1282,46 @@ fn check_frames(frames: &[Frame], began: Instant) -> Check<()> {
                  from the one before: 0 at its time, 1 at the next one's."
             )));
         }
+    }
+    // The overtaken tick, drawn in its place: near its time, player 1 is
+    // at least halfway up the hop; from the tick after it on, every
+    // snapshot has it back at y 5. A client that keeps snapshots in order
+    // of arrival draws the hop late, between tick 12 and 14; one that
+    // throws the late snapshot away never draws it.
+    let ones = || {
+        frames.iter().flat_map(|frame| {
+            frame
+                .players
+                .iter()
+                .filter(|(id, _, _)| *id == 1)
+                .map(move |&(_, _, y)| (frame, y))
+        })
+    };
+    let hop_hint = format!(
+        "A snapshot that overtook another still belongs before it: keep the snapshots in \
+         order of their tick, not of arrival, and use a late one if the moment drawn has \
+         not passed it yet (TODO 6 in {CLIENT_FILE})."
+    );
+    let back_down = TICK_MS * f64::from(OVERTAKEN + 1);
+    if let Some((frame, y)) = ones().find(|(frame, y)| frame.at_ms >= back_down && *y > 5.5) {
+        return Err(Failure::new(format!(
+            "at server time {} ms, player 1 was drawn at y {y:.2}; from tick {} ({back_down} \
+             ms) on, every snapshot has it at y 5 (only tick {OVERTAKEN}, which came just \
+             after tick {}, says y {HOP_Y})",
+            frame.at_ms,
+            OVERTAKEN + 1,
+            OVERTAKEN + 1
+        ))
+        .hint(hop_hint));
+    }
+    let highest = ones().map(|(_, y)| y).fold(f64::MIN, f64::max);
+    if highest < (5.0 + HOP_Y) / 2.0 {
+        return Err(Failure::new(format!(
+            "player 1 was never drawn near y {HOP_Y} (highest: y {highest:.2}); tick \
+             {OVERTAKEN} put it there, and came just after tick {}",
+            OVERTAKEN + 1
+        ))
+        .hint(hop_hint));
     }
     // Over the gap, from the time of the tick before it to the arrival of
     // the tick after it, hold.
