@@ -4,6 +4,8 @@
 //! reads, so it can refuse a frame that is too long without reading it.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// The longest frame body accepted. A peer that announces more is not
 /// speaking this protocol (or is attacking): its connection is closed
@@ -43,7 +45,8 @@ impl std::fmt::Display for FrameError {
 }
 
 /// Read one frame's body. The read deadline set on the socket bounds the
-/// wait for its first byte and for each read after.
+/// wait for its first byte and for each read after; [`read_frame_within`]
+/// bounds the whole frame.
 pub fn read_frame(reader: &mut impl Read) -> Result<String, FrameError> {
     let mut prefix = [0u8; 4];
     read_all(reader, &mut prefix)?;
@@ -62,6 +65,36 @@ pub fn read_frame(reader: &mut impl Read) -> Result<String, FrameError> {
         other => other?,
     }
     String::from_utf8(body).map_err(|_| FrameError::NotText)
+}
+
+/// Read one frame from `stream`, all of it within `time`. A socket's read
+/// deadline bounds each read alone: a peer that sends one byte just before
+/// each deadline makes a frame last for ever, and holds a place in the
+/// service meanwhile (a slowloris). Here each read waits only for what is
+/// left of `time`. It costs a system call per read, so it is for a server
+/// that must not be held, not for the agent's own reads.
+pub fn read_frame_within(stream: &TcpStream, time: Duration) -> Result<String, FrameError> {
+    read_frame(&mut ReadBy {
+        stream,
+        deadline: Instant::now() + time,
+    })
+}
+
+/// A socket whose reads must all be done by `deadline`.
+struct ReadBy<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Read for ReadBy<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buffer)
+    }
 }
 
 /// Fill `buffer`; `Closed` if the stream ends before its first byte.

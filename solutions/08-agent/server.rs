@@ -13,14 +13,14 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 
 use crate::disk::Disk;
-use crate::frame::{read_frame, write_frame, FrameError};
+use crate::frame::{read_frame, read_frame_within, write_frame, FrameError};
 use crate::protocol::Message;
 use crate::store::Service;
 
 /// Connections served at once; each costs a descriptor and two threads.
 const MAX_CONNECTIONS: usize = 1000;
 /// How long a new connection has to say who it is, and a sender to send
-/// its next notification.
+/// its next notification: the whole frame, however it trickles in.
 const FIRST_FRAME: Duration = Duration::from_secs(10);
 /// How long a write may wait for an agent without heartbeats to read.
 const WRITE_WAIT: Duration = Duration::from_secs(10);
@@ -87,10 +87,10 @@ fn reply(mut stream: &TcpStream, message: Message) -> io::Result<()> {
 /// Serve one connection to its end; its trouble is its own.
 fn serve(stream: &TcpStream, service: &Service) -> Result<(), String> {
     stream
-        .set_read_timeout(Some(FIRST_FRAME))
-        .and_then(|()| stream.set_write_timeout(Some(WRITE_WAIT)))
+        .set_write_timeout(Some(WRITE_WAIT))
         .map_err(|error| error.to_string())?;
-    let first = read_frame(&mut &*stream).map_err(|error| refuse(stream, &error.to_string()))?;
+    let first = read_frame_within(stream, FIRST_FRAME)
+        .map_err(|error| refuse(stream, &error.to_string()))?;
     match Message::parse(&first) {
         Ok(Message::Hello { device, keepalive }) => {
             serve_agent(stream, service, &device, keepalive)
@@ -132,7 +132,7 @@ fn serve_sender(stream: &TcpStream, service: &Service, first: Message) -> Result
             Err(reason) => Message::Err { reason },
         };
         reply(stream, answer).map_err(|error| error.to_string())?;
-        message = match read_frame(&mut &*stream) {
+        message = match read_frame_within(stream, FIRST_FRAME) {
             Ok(body) => Message::parse(&body).map_err(|reason| refuse(stream, &reason))?,
             Err(FrameError::Closed) => return Ok(()),
             Err(error) => return Err(refuse(stream, &error.to_string())),
@@ -231,7 +231,13 @@ fn read_loop(
         reason
     };
     loop {
-        let body = match read_frame(&mut &*stream) {
+        // Two heartbeats for a whole frame: a byte now and then does not
+        // keep a connection that says nothing.
+        let frame = match deadline {
+            Some(deadline) => read_frame_within(stream, deadline),
+            None => read_frame(&mut &*stream),
+        };
+        let body = match frame {
             Ok(body) => body,
             Err(FrameError::Closed) => return Ok(()),
             Err(FrameError::Silent) => {

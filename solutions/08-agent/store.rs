@@ -18,6 +18,10 @@ use crate::disk::Disk;
 /// sender past it is refused: a service that took everything would run out
 /// of memory for a phone that never comes back.
 pub const MAX_WAITING: usize = 100;
+/// Notifications that may wait in the whole service, every device together.
+/// Without it, a sender that makes up a new device name for each
+/// notification fills the memory (or the disk) 100 at a time.
+pub const MAX_HELD: usize = 10_000;
 /// Stream ids reserved on disk at a time: one write per this many
 /// notifications, not one per notification.
 const ID_BLOCK: u64 = 1000;
@@ -49,6 +53,10 @@ struct Store {
     /// Ids below this are reserved on disk.
     reserved: u64,
     connections: u64,
+    /// Notifications waiting, counted from above: one replaced by a newer
+    /// with the same collapse key is not counted off. At `MAX_HELD` the
+    /// service sweeps and counts exactly, before it refuses anyone.
+    held: usize,
     disk: Option<Disk>,
 }
 
@@ -78,6 +86,7 @@ impl Service {
             next_id: clock,
             reserved: clock,
             connections: 0,
+            held: 0,
             disk: None,
         };
         if let Some(disk) = &disk {
@@ -87,6 +96,7 @@ impl Service {
                 store.next_id = store.next_id.max(note.id + 1);
                 let device = store.devices.entry(device).or_default();
                 device.waiting.entry(app).or_default().push_back(note);
+                store.held += 1;
             }
         }
         store.disk = disk;
@@ -114,8 +124,16 @@ impl Service {
     ) -> Result<u64, String> {
         let mut store = self.lock();
         let store = &mut *store;
+        if store.held >= MAX_HELD {
+            store.sweep();
+        }
+        if store.held >= MAX_HELD {
+            return Err(format!(
+                "the service holds {MAX_HELD} notifications already; try again later"
+            ));
+        }
         let waiting = &mut store.devices.entry(device.to_string()).or_default().waiting;
-        drop_expired(store.disk.as_ref(), device, waiting);
+        store.held -= drop_expired(store.disk.as_ref(), device, waiting);
         // A newer notification with the same key replaces the one that
         // waits: a phone back online shows the latest score, not ten.
         if let Some(key) = &collapse {
@@ -153,6 +171,7 @@ impl Service {
                 .map_err(|error| format!("cannot save: {error}"))?;
         }
         store.next_id += 1;
+        store.held += 1;
         let id = note.id;
         waiting.entry(app.to_string()).or_default().push_back(note);
         self.changed.notify_all();
@@ -175,10 +194,15 @@ impl Service {
     /// The connection ended; unless a newer one has replaced it already.
     pub fn disconnect(&self, device: &str, connection: u64) {
         let mut store = self.lock();
-        if let Some(device) = store.devices.get_mut(device) {
-            if device.connection == connection {
-                device.connection = 0;
-                device.sent.clear();
+        if let Some(state) = store.devices.get_mut(device) {
+            if state.connection == connection {
+                state.connection = 0;
+                state.sent.clear();
+                // A device that holds nothing is forgotten: devices that
+                // come once, with names of every kind, cost nothing after.
+                if state.holds_nothing() {
+                    store.devices.remove(device);
+                }
             }
         }
         self.changed.notify_all();
@@ -222,6 +246,7 @@ impl Service {
         while queue.front().is_some_and(|note| note.id <= id) {
             shown.extend(queue.pop_front().map(|note| note.id));
         }
+        store.held -= shown.len();
         remove_saved(store.disk.as_ref(), device, app, &shown);
     }
 
@@ -237,7 +262,8 @@ impl Service {
             if device_state.connection != connection {
                 return None;
             }
-            drop_expired(store_ref.disk.as_ref(), device, &mut device_state.waiting);
+            store_ref.held -=
+                drop_expired(store_ref.disk.as_ref(), device, &mut device_state.waiting);
             let mut batch = Vec::new();
             for (app, last_sent) in device_state.sent.iter_mut() {
                 let Some(queue) = device_state.waiting.get(app) else {
@@ -263,9 +289,38 @@ impl Service {
     }
 }
 
-/// Forget what has outlived its TTL.
-fn drop_expired(disk: Option<&Disk>, device: &str, waiting: &mut BTreeMap<String, VecDeque<Note>>) {
+impl Device {
+    fn holds_nothing(&self) -> bool {
+        self.connection == 0 && self.waiting.values().all(VecDeque::is_empty)
+    }
+}
+
+impl Store {
+    /// Forget, in every device, what has outlived its TTL, and the devices
+    /// left holding nothing; then count exactly what is held.
+    fn sweep(&mut self) {
+        let disk = self.disk.as_ref();
+        for (device, state) in self.devices.iter_mut() {
+            drop_expired(disk, device, &mut state.waiting);
+        }
+        self.devices.retain(|_, state| !state.holds_nothing());
+        self.held = self
+            .devices
+            .values()
+            .flat_map(|state| state.waiting.values())
+            .map(VecDeque::len)
+            .sum();
+    }
+}
+
+/// Forget what has outlived its TTL; how many notifications that was.
+fn drop_expired(
+    disk: Option<&Disk>,
+    device: &str,
+    waiting: &mut BTreeMap<String, VecDeque<Note>>,
+) -> usize {
     let now = now();
+    let mut dropped = 0;
     for (app, queue) in waiting.iter_mut() {
         let expired: Vec<u64> = queue
             .iter()
@@ -274,7 +329,9 @@ fn drop_expired(disk: Option<&Disk>, device: &str, waiting: &mut BTreeMap<String
             .collect();
         queue.retain(|note| note.expires > now);
         remove_saved(disk, device, app, &expired);
+        dropped += expired.len();
     }
+    dropped
 }
 
 /// Delete from the disk; a failure is told, and the notification may come
