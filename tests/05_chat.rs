@@ -741,11 +741,13 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
 /// Members in the full room.
 const FULL_ROOM: usize = 200;
 /// Rounds: in each, a fifth of the room speaks and everyone listens. Every
-/// line goes to 199 members, 40 at a time: the load of a busy room.
+/// line goes to 199 members, from 40 speakers at once: the load of a busy
+/// room.
 const ROUNDS: usize = 5;
 /// Every second member says two lines, one right after the other, and each
 /// listener must hear them in that order: a writer that sends what waits in
-/// its outbox in another order fails. The others say one line.
+/// its outbox in another order fails, once lines wait there. The others say
+/// one line.
 const PAIRED: usize = 2;
 
 /// Members that connect at once. A server's queue of connections it has not
@@ -855,7 +857,7 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
 /// one, if its round) say their lines stamped with the time, and every
 /// member reads until each of that round's lines has come (and the join
 /// notices of those who came after it). No member waits on a clock: the room
-/// talks as fast as it can deliver, 40 lines at a time.
+/// talks as fast as it can deliver, 60 lines from 40 speakers at a time.
 /// Returns how long each line took to arrive.
 fn member_of_full_room(
     index: usize,
