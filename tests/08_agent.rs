@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::{output_block, ProcessId};
 use course::harness::local;
-use course::net::nat::Nat;
+use course::net::nat::{MappingInfo, Nat};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
 const PROGRAMS: Programs = Programs {
@@ -196,8 +196,25 @@ fn agent_args<'a>(name: &'a str, service: &'a str, keepalive: &'a str) -> [&'a s
 }
 
 fn start_agent(ctx: &mut Ctx, name: &str, service: SocketAddr, keepalive: &str) -> Check<Device> {
+    start_agent_with(ctx, name, service, keepalive, &[])
+}
+
+/// The longest wait between two attempts to reach the service, for the
+/// stages that cut a connection and wait for the agent to come back: it is
+/// back within a tenth of a second of noticing, not up to half a second.
+const QUICK_BACKOFF: [&str; 2] = ["--backoff-cap", "0.1"];
+
+/// An agent with `extra` words after the usual ones.
+fn start_agent_with(
+    ctx: &mut Ctx,
+    name: &str,
+    service: SocketAddr,
+    keepalive: &str,
+    extra: &[&str],
+) -> Check<Device> {
     let service = service.to_string();
-    let args = agent_args(name, &service, keepalive);
+    let mut args = agent_args(name, &service, keepalive).to_vec();
+    args.extend_from_slice(extra);
     let started = ctx.start_server_with(&args).map_err(|failure| {
         failure.more_hint(format!(
             "The agent prints `listening on IP:PORT` for its apps first, as a server does \
@@ -467,26 +484,23 @@ fn one_connection(ctx: &mut Ctx) -> Check<()> {
 
 fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
-    // Short times, so the stage is quick: a NAT that forgets a connection
-    // after 2 s of silence (a home router waits minutes), heartbeats every
-    // second. A heartbeat held back for up to 0.8 s by a busy machine still
-    // passes the checks below.
-    let idle = ctx.patience().seconds(2.0);
+    // Short times, so the stage is quick: heartbeats every 0.4 s, a NAT
+    // that forgets a connection after 1 s of silence (a home router waits
+    // minutes). A heartbeat held back for up to 0.3 s by a busy machine
+    // still passes the checks below.
+    let every = ctx.patience().seconds(0.4);
+    let idle = every.mul_f64(2.5);
     // A NAT for each device: what one agent does never shows in the other's.
     let nat = start_nat(ctx, server.addr, idle)?;
     let bob_nat = start_nat(ctx, server.addr, idle)?;
     let within = ctx.patience().seconds(2.0);
 
-    ctx.step("device ada: an agent with no heartbeats (--keepalive 0)");
-    let ada = start_agent(ctx, "ada", nat.addr(), "0")?;
-    let ada_mail = start_app(ctx, "mail", &ada)?;
-    let first = random_text(ctx);
-    send(ctx, server.addr, "ada/mail", &first, &[])?;
-    wait_shown(ctx, ada_mail, "mail", &first, within)?;
-
-    let every = ctx.patience().seconds(1.0);
+    // bob's app registers at the end: until then nothing but heartbeats
+    // crosses his connection, so that the gaps between them show from the
+    // first one on.
     ctx.step(format!(
-        "device bob: an agent with a heartbeat every {:.1} s, well below the NAT's timeout",
+        "device bob: an agent with a heartbeat every {:.1} s, well below the NAT's timeout; \
+         its app starts later",
         every.as_secs_f64()
     ));
     let bob = start_agent(
@@ -495,25 +509,50 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
         bob_nat.addr(),
         &format!("{:.2}", every.as_secs_f64()),
     )?;
-    let bob_mail = start_app(ctx, "mail", &bob)?;
-    let text = random_text(ctx);
-    send(ctx, server.addr, "bob/mail", &text, &[])?;
-    wait_shown(ctx, bob_mail, "mail", &text, within)?;
 
-    // Long enough, too, for an agent that sends one PING and no more to go
-    // quiet for longer than the check below allows.
-    let quiet = idle + ctx.patience().seconds(0.9);
+    ctx.step("device ada: an agent with no heartbeats (--keepalive 0)");
+    let ada = start_agent(ctx, "ada", nat.addr(), "0")?;
+    let ada_mail = start_app(ctx, "mail", &ada)?;
+    let first = random_text(ctx);
+    send(ctx, server.addr, "ada/mail", &first, &[])?;
+    wait_shown(ctx, ada_mail, "mail", &first, within)?;
+
+    // Long enough for both NATs' timeout to pass, and for an agent that
+    // sends one PING and no more, or one every two intervals, to go quiet
+    // for longer than the check below allows.
+    let watched = every.mul_f64(3.2);
+    let margin = ctx.patience().seconds(0.1);
+    let bob_since = first_mapping(ctx, &bob_nat, "bob")?.opened;
+    let ada_since = first_mapping(ctx, &nat, "ada")?.last_byte;
     ctx.step(format!(
-        "no notification for {:.1} s, longer than the NAT's {:.1} s",
-        quiet.as_secs_f64(),
+        "no notification for ada and bob until {:.1} s after bob's agent connected, and \
+         {:.1} s after ada's last byte, longer than the NAT's {:.1} s",
+        watched.as_secs_f64(),
+        (idle + margin).as_secs_f64(),
         idle.as_secs_f64()
     ));
-    thread::sleep(quiet);
+    // ada's last byte is read again each time: her agent's ACK may cross
+    // just after her app shows the notification. An agent that sends bytes
+    // all the same is waited for no longer than this.
+    let at_most = Instant::now() + watched + idle;
+    loop {
+        let ada_last = first_mapping(ctx, &nat, "ada")?.last_byte.max(ada_since);
+        let until = (bob_since + watched)
+            .max(ada_last + idle + margin)
+            .min(at_most);
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        thread::sleep(left);
+    }
 
     let lost = random_text(ctx);
     send(ctx, server.addr, "ada/mail", &lost, &[])?;
     let kept = random_text(ctx);
     send(ctx, server.addr, "bob/mail", &kept, &[])?;
+    ctx.step("bob's app starts: its REGISTER, then the notification, cross the connection");
+    let bob_mail = start_app(ctx, "mail", &bob)?;
     wait_shown(ctx, bob_mail, "mail", &kept, within).map_err(|failure| {
         failure.hint(format!(
             "The NAT forgot bob's connection although its agent was told --keepalive {:.2}. \
@@ -621,6 +660,27 @@ fn heartbeats(ctx: &mut Ctx) -> Check<()> {
     ctx.expect_running(server.id)
 }
 
+/// The first connection that crossed `nat`, waiting for it to come.
+fn first_mapping(ctx: &Ctx, nat: &Nat, who: &str) -> Check<MappingInfo> {
+    let deadline = Instant::now() + ctx.patience().start;
+    loop {
+        if let Some(mapping) = nat.mappings().first() {
+            return Ok(*mapping);
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::new(format!(
+                "{who}'s agent did not connect through the NAT within {:.0} s",
+                ctx.patience().start.as_secs_f64()
+            ))
+            .hint(format!(
+                "The agent connects to --connect as soon as it starts ({AGENT_FILE}, fn \
+                 session)."
+            )));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Whether `text`, sent to `app` through `nat`'s first mapping, was lost:
 /// the NAT forgot the mapping (nothing passes after that), or `within`
 /// passed without the app showing it.
@@ -657,14 +717,14 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
         start_nat(ctx, server.addr, Duration::from_secs(600))?,
         start_nat(ctx, server.addr, Duration::from_secs(600))?,
     ];
-    // Heartbeats every 0.8 s: a dead connection should be closed within
-    // 1.6 s; a deadline of four heartbeats (at least 2.4 s after the NAT
-    // dropped it) or none at all takes longer than the 2.4 s allowed.
-    let keepalive = ctx.patience().seconds(0.8);
+    // Heartbeats every 0.6 s: a dead connection should be closed within
+    // 1.2 s; a deadline of four heartbeats (at least 1.8 s after the NAT
+    // dropped it) or none at all takes longer than the 1.8 s allowed.
+    let keepalive = ctx.patience().seconds(0.6);
     let every = format!("{:.2}", keepalive.as_secs_f64());
     let mut agents = Vec::new();
     for (name, nat) in ["ada", "bob"].into_iter().zip(&nats) {
-        let device = start_agent(ctx, name, nat.addr(), &every)?;
+        let device = start_agent_with(ctx, name, nat.addr(), &every, &QUICK_BACKOFF)?;
         let app = start_app(ctx, "mail", &device)?;
         let text = random_text(ctx);
         send(ctx, server.addr, &format!("{name}/mail"), &text, &[])?;
@@ -769,7 +829,7 @@ fn exactly_once(ctx: &mut Ctx) -> Check<()> {
 fn positions_after_a_reconnect(ctx: &mut Ctx) -> Check<()> {
     let (listener, service) = local::listener()?;
     ctx.step("the test plays the push service");
-    let device = start_agent(ctx, "ada", service, "30")?;
+    let device = start_agent_with(ctx, "ada", service, "30", &QUICK_BACKOFF)?;
     let mut uplink = accept(ctx, &listener, "the agent")?;
     expect_frame(&mut uplink, "HELLO ada 30000", "the agent's first frame")?;
     uplink.send(&frame("WELCOME"))?;
@@ -830,7 +890,7 @@ fn outage_through_the_nat(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
     let nat = start_nat(ctx, server.addr, Duration::from_secs(600))?;
     let keepalive = format!("{:.2}", ctx.patience().seconds(0.3).as_secs_f64());
-    let device = start_agent(ctx, "bob", nat.addr(), &keepalive)?;
+    let device = start_agent_with(ctx, "bob", nat.addr(), &keepalive, &QUICK_BACKOFF)?;
     let names = ["mail", "chat"];
     let mut apps = Vec::new();
     for name in names {
@@ -976,8 +1036,9 @@ fn app_not_running(ctx: &mut Ctx) -> Check<()> {
 /// Devices in the reconnect storm.
 const FLEET: usize = 50;
 /// The longest wait between two attempts in the storm: the whole fleet is
-/// back within it once the service is.
-const STORM_BACKOFF_CAP: &str = "1";
+/// back within it once the service is. Below the first ceiling (0.5 s),
+/// every wait is a draw below it.
+const STORM_BACKOFF_CAP: &str = "0.4";
 
 /// An app played by the test on a plain socket (stage 8 runs one per device).
 struct RawApp {
@@ -1155,10 +1216,10 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
     }
     let before = nat.connections();
 
-    // Down for longer than any first wait (0.5 s at most): every agent's
+    // Down for longer than any first wait (0.4 s at most): every agent's
     // first attempt fails, and it must wait and try again.
     ctx.kill(server.id);
-    let outage = Duration::from_millis(600);
+    let outage = Duration::from_millis(500);
     ctx.step(format!(
         "the service is down for {:.1} s, then starts again on {addr}",
         outage.as_secs_f64()
@@ -1231,9 +1292,9 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
         "storm{}: {summary}",
         if no_jitter { " without jitter" } else { "" }
     ));
-    // With full jitter the fleet spreads over the last ceiling (1 s): 80%
-    // of it over 0.3 s or more on every run. Without, it comes back in one
-    // wave, within a few milliseconds.
+    // With full jitter the fleet spreads over the last ceiling (0.4 s):
+    // 80% of it over about 0.25 s. Without, it comes back in one wave,
+    // within a few milliseconds.
     if spread < Duration::from_millis(150) {
         return Err(Failure::new(format!(
             "the fleet came back together: 80% of the devices within {:.0} ms of each other",
