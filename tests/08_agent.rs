@@ -1993,11 +1993,11 @@ mod kernel_nat {
         name: &str,
         service: SocketAddr,
         keepalive: &str,
-    ) -> Check<ProcessId> {
+    ) -> Check<(ProcessId, ProcessId)> {
         let service = service.to_string();
         let mut args = agent_args(name, &service, keepalive).to_vec();
         args.extend_from_slice(&QUICK_BACKOFF);
-        let (_, local) = start_in(ctx, namespace, &args, true)?;
+        let (agent, local) = start_in(ctx, namespace, &args, true)?;
         let local = local.expect("an address").to_string();
         let (app, _) = start_in(
             ctx,
@@ -2014,7 +2014,7 @@ mod kernel_nat {
                 "{name}'s app did not register with its agent"
             )));
         }
-        Ok(app)
+        Ok((agent, app))
     }
 
     pub fn check(ctx: &mut Ctx) -> Check<()> {
@@ -2038,9 +2038,9 @@ mod kernel_nat {
         // a busy machine for less than 0.3 s still comes within the
         // agent's deadline of two heartbeats.
         let every = format!("{:.2}", ctx.patience().seconds(0.3).as_secs_f64());
-        let ada = device_with_app(ctx, &lab.device, "ada", service, "0")?;
-        let bob = device_with_app(ctx, &lab.device, "bob", service, &every)?;
-        let carol = device_with_app(ctx, &lab.carol, "carol", service, &every)?;
+        let (ada_agent, ada) = device_with_app(ctx, &lab.device, "ada", service, "0")?;
+        let (_, bob) = device_with_app(ctx, &lab.device, "bob", service, &every)?;
+        let (_, carol) = device_with_app(ctx, &lab.carol, "carol", service, &every)?;
         let mut firsts = Vec::new();
         for (device, app) in [("ada", ada), ("bob", bob), ("carol", carol)] {
             let text = random_text(ctx);
@@ -2052,19 +2052,22 @@ mod kernel_nat {
         // carol's outage and ada's and bob's quiet time, side by side.
         // Only carol's connection is cut: a new one from her passes, as a
         // new connection through a router that forgot the old one does.
-        let (carol_ports, service_ports) = carol_connection(ctx, &lab)?;
-        let quiet = Duration::from_secs(TIMEOUT_SECS) + Duration::from_millis(200);
-        ctx.step(format!(
-            "the router drops every packet of carol's connection for {:.1} s, longer than \
-             its timeout: it forgets her mapping; three notifications are sent meanwhile. No \
-             notification for ada and bob meanwhile",
-            quiet.as_secs_f64()
-        ));
+        let ada_pid = ctx.process(ada_agent).pid();
+        let ada_ports = ports(ctx, &lab.device, DEVICE_IP, Some(ada_pid))?;
+        let carol_ports = ports(ctx, &lab.carol, CAROL_IP, None)?;
+        let outside_ports = ports(ctx, &lab.service, ROUTER_OUTSIDE_CAROL, None)?;
+        ctx.step(
+            "the router drops every packet of carol's connection until it has forgotten her \
+             mapping, and ada's (longer than its timeout); three notifications for carol are \
+             sent meanwhile, none for ada and bob",
+        );
         let cut = format!(
             "table inet c8cut {{\n  chain pre {{\n    type filter hook prerouting priority -300;\n    \
-             iifname \"{}\" tcp sport {{ {carol_ports} }} drop\n    \
-             ip daddr {ROUTER_OUTSIDE_CAROL} tcp dport {{ {service_ports} }} drop\n  }}\n}}\n",
-            lab.carol_link
+             iifname \"{}\" tcp sport {{ {} }} drop\n    \
+             ip daddr {ROUTER_OUTSIDE_CAROL} tcp dport {{ {} }} drop\n  }}\n}}\n",
+            lab.carol_link,
+            carol_ports.join(", "),
+            outside_ports.join(", ")
         );
         run(
             ctx,
@@ -2078,16 +2081,43 @@ mod kernel_nat {
             send_in(ctx, &lab, service, "carol/mail", &text)?;
             carol_texts.push(text);
         }
-        // carol's agent is back long before the quiet time ends: when her
-        // app shows the last notification, as seen from here.
+        // The router's table says when it forgot: ada's last packet, and
+        // carol's, came before the quiet time began. A mapping counts as
+        // forgotten once it was seen in the table and is gone from it; where
+        // the table cannot be read, or an agent sends heartbeats after all,
+        // the wait is whole. Meanwhile carol's agent is back: when her app
+        // shows the last notification, as seen from here.
+        let timeout = Duration::from_secs(TIMEOUT_SECS);
+        let at_most = quiet_since + timeout + Duration::from_millis(500);
         let carol_line = format!("] {}\n", carol_texts.last().expect("sent"));
-        let carol_back = ctx
-            .process(carol)
-            .wait_for_stdout(carol_line.as_bytes(), quiet_since + quiet)
-            .then(|| quiet_since.elapsed());
-        while quiet_since.elapsed() < quiet {
-            thread::sleep(quiet.saturating_sub(quiet_since.elapsed()));
-        }
+        let mut carol_back = None;
+        let mut seen = [false, false];
+        let forgotten = loop {
+            let now = [
+                remembered(&lab, DEVICE_IP, &ada_ports),
+                remembered(&lab, CAROL_IP, &carol_ports),
+            ];
+            for (seen, now) in seen.iter_mut().zip(now) {
+                *seen |= now == Some(true);
+            }
+            let forgotten = seen
+                .iter()
+                .zip(now)
+                .all(|(seen, now)| *seen && now == Some(false));
+            if forgotten || Instant::now() >= at_most {
+                break forgotten;
+            }
+            let soon = Instant::now() + Duration::from_millis(20);
+            if carol_back.is_none()
+                && ctx
+                    .process(carol)
+                    .wait_for_stdout(carol_line.as_bytes(), soon)
+            {
+                carol_back = Some(quiet_since.elapsed());
+            }
+            thread::sleep(soon.saturating_duration_since(Instant::now()));
+        };
+        let quiet = quiet_since.elapsed();
         run(
             ctx,
             &[
@@ -2103,10 +2133,20 @@ mod kernel_nat {
             ],
             None,
         )?;
-        ctx.step(format!(
-            "after {:.1} s without a notification, one for ada and one for bob",
-            quiet.as_secs_f64()
-        ));
+        ctx.measured(if forgotten {
+            format!(
+                "kernel NAT: {:.2} s after the cut began, the router had forgotten ada's and \
+                 carol's old connections",
+                quiet.as_secs_f64()
+            )
+        } else {
+            format!(
+                "kernel NAT: {:.2} s after the cut began, the router's table still held ada's \
+                 or carol's old connection, or could not be read",
+                quiet.as_secs_f64()
+            )
+        });
+        ctx.step("one notification for ada and one for bob");
         let (lost, kept) = (random_text(ctx), random_text(ctx));
         let dropped_before = dropped_for_ada_and_bob(ctx, &lab);
         send_in(ctx, &lab, service, "ada/mail", &lost)?;
@@ -2174,44 +2214,70 @@ mod kernel_nat {
         ctx.expect_running(server)
     }
 
-    /// The ports of carol's connection to the service: on her side, and on
-    /// the router's outside (where the service sees it come from), each a
-    /// list for nftables.
-    fn carol_connection(ctx: &Ctx, lab: &Lab) -> Check<(String, String)> {
-        let ports = |namespace: &str, ours: &str, theirs: &str| -> Check<String> {
-            let listed = run(
-                ctx,
-                &[
-                    "ip",
-                    "netns",
-                    "exec",
-                    namespace,
-                    "ss",
-                    "-Htn",
-                    "state",
-                    "established",
-                ],
-                None,
-            )?;
-            let (ours, theirs) = (format!("{ours}:"), format!("{theirs}:"));
-            let found: Vec<&str> = listed
-                .lines()
-                .filter(|line| line.contains(&theirs))
-                .flat_map(str::split_whitespace)
-                .filter_map(|word| word.strip_prefix(&ours))
-                .collect();
-            if found.is_empty() {
-                return Err(Failure::new(format!(
-                    "the test found no connection between {ours} and {theirs} with `ss`"
-                ))
-                .detail(output_block("`ss -Htn state established`", &listed)));
-            }
-            Ok(found.join(", "))
-        };
-        Ok((
-            ports(&lab.carol, CAROL_IP, SERVICE_IP)?,
-            ports(&lab.service, ROUTER_OUTSIDE_CAROL, SERVICE_IP)?,
-        ))
+    /// The ports of the connections to the service that `namespace` holds
+    /// at the address `ours` (all of them, or those of process `pid`).
+    fn ports(ctx: &Ctx, namespace: &str, ours: &str, pid: Option<u32>) -> Check<Vec<String>> {
+        let listed = run(
+            ctx,
+            &[
+                "ip",
+                "netns",
+                "exec",
+                namespace,
+                "ss",
+                "-Htnp",
+                "state",
+                "established",
+            ],
+            None,
+        )?;
+        let (ours, theirs) = (format!("{ours}:"), format!("{SERVICE_IP}:"));
+        let process = pid.map(|pid| format!("pid={pid},"));
+        let found: Vec<String> = listed
+            .lines()
+            .filter(|line| line.contains(&theirs))
+            .filter(|line| {
+                process
+                    .as_ref()
+                    .is_none_or(|process| line.contains(process))
+            })
+            .flat_map(str::split_whitespace)
+            .filter_map(|word| word.strip_prefix(&ours))
+            .map(str::to_string)
+            .collect();
+        if found.is_empty() {
+            return Err(Failure::new(format!(
+                "the test found no connection from {ours} to {theirs} with `ss`"
+            ))
+            .detail(output_block("`ss -Htnp state established`", &listed)));
+        }
+        Ok(found)
+    }
+
+    /// Whether the router still has a mapping for a connection from `ip`
+    /// and one of `ports`, if its table can be read. Reading it drops what
+    /// has timed out.
+    fn remembered(lab: &Lab, ip: &str, ports: &[String]) -> Option<bool> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.router,
+                "cat",
+                "/proc/net/nf_conntrack",
+            ])
+            .output()
+            .ok()
+            .filter(|out| out.status.success())?;
+        let table = String::from_utf8_lossy(&out.stdout);
+        let from = format!("src={ip} ");
+        let found = table.lines().any(|line| {
+            line.contains(&from)
+                && ports
+                    .iter()
+                    .any(|port| line.contains(&format!("sport={port} ")))
+        });
+        Some(found)
     }
 
     /// How many packets the router dropped for a forgotten mapping of ada's
