@@ -133,13 +133,18 @@ fn connect_named(ctx: &Ctx, addr: SocketAddr, name: &str) -> Check<Conn> {
 
 /// Give `name` once the prompt has come.
 fn give_name(conn: &mut Conn, name: &str) -> Check<()> {
+    expect_prompt(conn)?;
+    conn.send(format!("{name}\n").as_bytes())
+}
+
+/// Read the prompt every connection starts with.
+fn expect_prompt(conn: &mut Conn) -> Check<()> {
     expect_line(conn, PROMPT).map_err(|failure| {
         failure.more_hint(format!(
             "Every connection starts with the server asking `{PROMPT}` on a line of its own \
              (see lessons/05-chat/README.md, the protocol)."
         ))
-    })?;
-    conn.send(format!("{name}\n").as_bytes())
+    })
 }
 
 /// Join as `name`; `everyone` is the room afterwards, `name` included.
@@ -333,12 +338,14 @@ fn names(ctx: &mut Ctx) -> Check<()> {
     name_deadline(ctx)
 }
 
-/// A newcomer that sends its name one byte at a time, a byte every 50 ms,
+/// A newcomer that sends its name one byte at a time, a byte every 30 ms,
 /// must be told and closed when the name's deadline passes, as one that
-/// sends nothing would be.
+/// sends nothing would be. A server whose timeout starts again at each read
+/// would wait for as long as the bytes come: they come for longer than the
+/// test waits for the answer, so that server fails on every run.
 fn name_deadline(ctx: &mut Ctx) -> Check<()> {
-    const SECONDS: &str = "0.4";
-    const EVERY: Duration = Duration::from_millis(50);
+    const SECONDS: &str = "0.3";
+    const EVERY: Duration = Duration::from_millis(30);
     ctx.step(format!(
         "a second server with --name-timeout {SECONDS}; a newcomer sends `a` every {} ms \
          and never a newline",
@@ -355,12 +362,14 @@ fn name_deadline(ctx: &mut Ctx) -> Check<()> {
          the starter: {SESSION_FILE}, fn serve, and DeadlineReader in {LINES_FILE}.",
         EVERY.as_millis()
     );
+    // A byte each EVERY for longer than the read below waits.
+    let most_bytes = ctx.patience().reply.as_millis() / EVERY.as_millis() + 10;
     let started = Instant::now();
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let answer = thread::scope(|scope| {
         scope.spawn(move || {
-            // Paced by the wait for the stop signal; at most 40 bytes.
-            for _ in 0..40 {
+            // Paced by the wait for the stop signal.
+            for _ in 0..most_bytes {
                 if stopped.recv_timeout(EVERY).is_ok() || trickle.send(b"a").is_err() {
                     return;
                 }
@@ -731,31 +740,65 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
 
 /// Members in the full room.
 const FULL_ROOM: usize = 200;
-/// Lines each of them says.
-const LINES_EACH: usize = 2;
-/// In each round a fifth of the room speaks, and everyone listens.
-const GROUPS: usize = 5;
+/// Rounds: in each, a fifth of the room speaks and everyone listens. Every
+/// line goes to 199 members, from 40 speakers at once: the load of a busy
+/// room.
+const ROUNDS: usize = 5;
+/// Every second member says two lines, one right after the other, and each
+/// listener must hear them in that order: a writer that sends what waits in
+/// its outbox in another order fails, once lines wait there. The others say
+/// one line.
+const PAIRED: usize = 2;
+
+/// Members that connect at once. A server's queue of connections it has not
+/// accepted yet is short (Rust's `TcpListener` asks for 128 on Linux), and a
+/// connection that finds it full tries again a second later.
+const CONNECTING: usize = 50;
+
+/// The round in which `member` speaks.
+fn round_of(member: usize) -> usize {
+    member % ROUNDS
+}
+
+/// How many lines `member` says.
+fn lines_of(member: usize) -> usize {
+    if member.is_multiple_of(PAIRED) {
+        2
+    } else {
+        1
+    }
+}
 
 fn full_room(ctx: &mut Ctx) -> Check<()> {
     let server = ctx.start_server(&[])?;
     let addr = server.addr;
     let names: Vec<String> = (0..FULL_ROOM).map(|index| format!("m{index:03}")).collect();
     ctx.step(format!(
-        "{FULL_ROOM} members connect, then give their names and join, one after another"
+        "{FULL_ROOM} members connect, {CONNECTING} at a time, then give their names and \
+         join, one after another"
     ));
-    let mut members = (0..FULL_ROOM)
-        .map(|_| ctx.connect(addr))
-        .collect::<Check<Vec<Conn>>>()?;
+    let mut members: Vec<Conn> = Vec::with_capacity(FULL_ROOM);
+    while members.len() < FULL_ROOM {
+        let batch = CONNECTING.min(FULL_ROOM - members.len());
+        let mut connected = (0..batch)
+            .map(|_| ctx.connect(addr))
+            .collect::<Check<Vec<Conn>>>()?;
+        // The prompt shows the server accepted: the next batch finds room in
+        // its queue of connections not yet accepted.
+        for conn in &mut connected {
+            expect_prompt(conn)?;
+        }
+        members.extend(connected);
+    }
     for (index, conn) in members.iter_mut().enumerate() {
-        give_name(conn, &names[index])?;
+        conn.send(format!("{}\n", names[index]).as_bytes())?;
         let everyone: Vec<&str> = names[..=index].iter().map(String::as_str).collect();
         expect_line(conn, &room_list(&everyone))?;
     }
 
     ctx.step(format!(
-        "{} rounds: in each, a fifth of the members say a line, and all read what the \
-         others said",
-        LINES_EACH * GROUPS
+        "{ROUNDS} rounds: in each, a fifth of the members say a line (every second of them \
+         two, one right after the other), and all read what the others said"
     ));
     let deadline = Instant::now() + Duration::from_secs_f64(30.0 * ctx.patience().scale());
     let epoch = Instant::now();
@@ -811,10 +854,10 @@ fn full_room(ctx: &mut Ctx) -> Check<()> {
 }
 
 /// One member of the full room. In each round, a fifth of the members (this
-/// one, every fifth round) say one line stamped with the time, and every
+/// one, if its round) say their lines stamped with the time, and every
 /// member reads until each of that round's lines has come (and the join
 /// notices of those who came after it). No member waits on a clock: the room
-/// talks as fast as it can deliver, 40 lines at a time.
+/// talks as fast as it can deliver, 60 lines from 40 speakers at a time.
 /// Returns how long each line took to arrive.
 fn member_of_full_room(
     index: usize,
@@ -827,24 +870,28 @@ fn member_of_full_room(
     let joins_due = FULL_ROOM - 1 - index;
     let mut joins = 0;
     let mut next_from = vec![0; FULL_ROOM];
-    let mut times = Vec::with_capacity((FULL_ROOM - 1) * LINES_EACH);
+    // Lines heard in each round, and how many are due: those of each speaker
+    // but this member.
+    let mut heard = [0; ROUNDS];
+    let due: [usize; ROUNDS] = std::array::from_fn(|round| {
+        let speakers = (0..FULL_ROOM).filter(|&member| round_of(member) == round);
+        speakers
+            .filter(|&member| member != index)
+            .map(lines_of)
+            .sum()
+    });
+    let mut times = Vec::with_capacity(due.iter().sum());
     let order_hint = "Each member's outbox is a queue: lines go out in the order they were \
                       put in, each once. A member whose outbox is too small for a busy room \
                       is dropped although it reads.";
-    for round in 0..LINES_EACH * GROUPS {
-        // Which of its lines a speaker says in this round.
-        let turn = round / GROUPS;
-        let speaks = |member: usize| member % GROUPS == round % GROUPS;
-        if speaks(index) {
-            let stamp = epoch.elapsed().as_micros();
-            conn.send(format!("{me} {turn} {stamp}\n").as_bytes())?;
+    for round in 0..ROUNDS {
+        if round_of(index) == round {
+            for number in 0..lines_of(index) {
+                let stamp = epoch.elapsed().as_micros();
+                conn.send(format!("{me} {number} {stamp}\n").as_bytes())?;
+            }
         }
-        let round_heard = |next_from: &[usize]| {
-            (0..FULL_ROOM)
-                .filter(|&sender| sender != index && speaks(sender))
-                .all(|sender| next_from[sender] > turn)
-        };
-        while !round_heard(&next_from) {
+        while heard[round] < due[round] {
             if Instant::now() > deadline {
                 return Err(conn.fail(format!(
                     "in round {round}, {me} had not heard from everyone before the deadline"
@@ -852,8 +899,8 @@ fn member_of_full_room(
             }
             let line = conn.read_line(1024).map_err(|failure| {
                 let missing: Vec<String> = (0..FULL_ROOM)
-                    .filter(|&sender| sender != index && speaks(sender))
-                    .filter(|&sender| next_from[sender] <= turn)
+                    .filter(|&sender| sender != index && round_of(sender) == round)
+                    .filter(|&sender| next_from[sender] < lines_of(sender))
                     .map(|sender| format!("m{sender:03}"))
                     .take(8)
                     .collect();
@@ -882,7 +929,7 @@ fn member_of_full_room(
                 let what = if number < next_from[sender] {
                     "again (a duplicate)"
                 } else {
-                    "before the ones said first"
+                    "before the one said first"
                 };
                 return Err(conn
                     .fail(format!(
@@ -892,14 +939,15 @@ fn member_of_full_room(
                     .hint(order_hint));
             }
             next_from[sender] += 1;
+            heard[round_of(sender)] += 1;
             times.push((epoch + stamp).elapsed());
         }
     }
     Ok(times)
 }
 
-/// `[m007] m007 3 123456` → (7, 3, the stamp), if the name in brackets is
-/// the one in the text.
+/// `[m008] m008 1 123456` → (8, 1, the stamp), if the name in brackets is
+/// the one in the text and such a member says such a line.
 fn parse_stamped(text: &str) -> Option<(usize, usize, Duration)> {
     let (from, said) = text.strip_prefix('[')?.split_once("] ")?;
     let mut words = said.split(' ');
@@ -908,8 +956,9 @@ fn parse_stamped(text: &str) -> Option<(usize, usize, Duration)> {
         return None;
     }
     let sender: usize = name.strip_prefix('m')?.parse().ok()?;
+    let number: usize = number.parse().ok()?;
     let stamp = Duration::from_micros(stamp.parse().ok()?);
-    (sender < FULL_ROOM).then_some((sender, number.parse().ok()?, stamp))
+    (sender < FULL_ROOM && number < lines_of(sender)).then_some((sender, number, stamp))
 }
 
 fn the_client(ctx: &mut Ctx) -> Check<()> {

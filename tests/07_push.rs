@@ -341,8 +341,9 @@ fn wait_status(
                 ))
                 .bytes(wanted.as_bytes(), &line));
         }
-        // Often enough to time an answer, seldom enough to keep the wire short.
-        std::thread::sleep(Duration::from_millis(100));
+        // Often enough to time an answer and to end a stage soon after the
+        // state comes, seldom enough to leave the service to its work.
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -227,11 +227,16 @@ impl Running {
     /// Wait until the program has printed its first line, and read the address
     /// from it. The wait ends early when the program exits.
     pub fn wait_for_address(&mut self, deadline: Instant) -> Result<SocketAddr, StartError> {
+        // The first look comes before any wait: a line printed already is
+        // read at once, not a poll later.
+        let mut first = true;
         loop {
             let (head, total, ended) = {
                 let (lock, changed) = &*self.stdout;
-                let captured = lock.lock().unwrap();
-                let captured = changed.wait_timeout(captured, POLL).unwrap().0;
+                let mut captured = lock.lock().unwrap();
+                if !std::mem::take(&mut first) {
+                    captured = changed.wait_timeout(captured, POLL).unwrap().0;
+                }
                 (captured.head.clone(), captured.total, captured.ended)
             };
             if let Some(end) = head.iter().position(|&b| b == b'\n') {
@@ -298,11 +303,14 @@ impl Running {
 
     /// Wait until stdout holds `wanted`, the program exits, or the deadline.
     pub fn wait_for_stdout(&mut self, wanted: &[u8], deadline: Instant) -> bool {
+        let mut first = true;
         loop {
             {
                 let (lock, changed) = &*self.stdout;
-                let captured = lock.lock().unwrap();
-                let captured = changed.wait_timeout(captured, POLL).unwrap().0;
+                let mut captured = lock.lock().unwrap();
+                if !std::mem::take(&mut first) {
+                    captured = changed.wait_timeout(captured, POLL).unwrap().0;
+                }
                 let haystack = if captured.total <= KEPT_BYTES {
                     &captured.head
                 } else {

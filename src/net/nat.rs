@@ -78,6 +78,11 @@ pub fn run(args: &NatArgs) -> Result<()> {
 #[derive(Debug, Clone, Copy)]
 pub struct MappingInfo {
     pub opened: Instant,
+    /// When the device's last byte before the mapping was made, or its
+    /// connection, reached this machine, as the kernel saw it (on Linux;
+    /// elsewhere, `opened`): a moment that a busy machine holding this
+    /// process back does not move.
+    pub device_connected: Instant,
     /// When the mapping was forgotten (idle, or dropped), if it was.
     pub forgotten: Option<Instant>,
     /// When the device's side (the one that connected) closed its socket.
@@ -245,6 +250,7 @@ fn open_mapping(device: TcpStream, shared: &Arc<Shared>) {
             return;
         }
         let now = Instant::now();
+        let device_connected = now.checked_sub(since_last_arrival(&device)).unwrap_or(now);
         let mapping = Arc::new(Mapping {
             number: mappings.len() + 1,
             device,
@@ -252,6 +258,7 @@ fn open_mapping(device: TcpStream, shared: &Arc<Shared>) {
             state: Mutex::new(MappingState {
                 info: MappingInfo {
                     opened: now,
+                    device_connected,
                     forgotten: None,
                     device_closed: None,
                     server_closed: None,
@@ -280,6 +287,35 @@ fn open_mapping(device: TcpStream, shared: &Arc<Shared>) {
     carry(server_reader, &mapping, shared, Direction::Down);
 }
 
+/// How long ago the kernel last took data on `stream`, or completed its
+/// handshake if none came yet (`tcpi_last_data_recv`, in milliseconds).
+#[cfg(target_os = "linux")]
+fn since_last_arrival(stream: &TcpStream) -> Duration {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero tcp_info is valid; getsockopt fills at most
+    // `length` bytes of it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let status = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut length,
+        )
+    };
+    if status != 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(u64::from(info.tcpi_last_data_recv))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn since_last_arrival(_stream: &TcpStream) -> Duration {
+    Duration::ZERO
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
     /// From the device to the server.
@@ -303,7 +339,9 @@ fn carry(mut from: TcpStream, mapping: &Mapping, shared: &Shared, direction: Dir
             Ok(0) | Err(_) => break,
             Ok(count) => count,
         };
-        if !still_mapped(mapping, shared, direction) {
+        let now = Instant::now();
+        let arrived = now.checked_sub(since_last_arrival(&from)).unwrap_or(now);
+        if !still_mapped(mapping, shared, direction, arrived) {
             continue;
         }
         if to.write_all(&buffer[..count]).is_err() {
@@ -322,8 +360,16 @@ fn carry(mut from: TcpStream, mapping: &Mapping, shared: &Shared, direction: Dir
     }
 }
 
-/// Whether the mapping still exists; a byte now keeps it alive.
-fn still_mapped(mapping: &Mapping, shared: &Shared, direction: Direction) -> bool {
+/// Whether the mapping still exists; a byte now keeps it alive. The
+/// device's silences are measured between the moments its bytes `arrived`
+/// (as the kernel saw them), not between the moments this thread, perhaps
+/// held back by a busy machine, got to read them.
+fn still_mapped(
+    mapping: &Mapping,
+    shared: &Shared,
+    direction: Direction,
+    arrived: Instant,
+) -> bool {
     let now = Instant::now();
     let mut state = lock(&mapping.state);
     if state.info.forgotten.is_none() && now.duration_since(state.info.last_byte) > shared.idle {
@@ -341,9 +387,10 @@ fn still_mapped(mapping: &Mapping, shared: &Shared, direction: Direction) -> boo
         return false;
     }
     if direction == Direction::Up {
-        let quiet = now - state.info.last_from_device;
+        let arrived = arrived.max(state.info.last_from_device);
+        let quiet = arrived - state.info.last_from_device;
         state.info.longest_device_quiet = state.info.longest_device_quiet.max(quiet);
-        state.info.last_from_device = now;
+        state.info.last_from_device = arrived;
     }
     state.info.last_byte = now;
     true
