@@ -99,7 +99,7 @@ const STAGES: [Stage; 12] = [
     },
     Stage {
         slug: "hostile",
-        title: "a huge frame, a name that is not one, an agent that never reads: only that connection goes",
+        title: "a huge frame, a trickled frame, a name that is not one, an agent that never reads, made-up devices: only that connection goes, and the service holds a bounded number",
         slide: "Hostile peers",
         check: hostile,
         runs_alone: false,
@@ -1485,6 +1485,8 @@ fn hostile(ctx: &mut Ctx) -> Check<()> {
     crowd_at_the_agent(ctx, &device)?;
 
     never_reads(ctx, server.addr)?;
+    trickled_frame(ctx, server.addr)?;
+    made_up_devices(ctx)?;
 
     ctx.step("ada's mail app still gets its notifications");
     let text = random_text(ctx);
@@ -2312,4 +2314,128 @@ fn binds_where_asked(ctx: &mut Ctx) -> Check<()> {
     let text = random_text(ctx);
     send(ctx, service.addr, "ada/mail", &text, &[])?;
     ctx.expect_running(service.id)
+}
+
+/// Notifications the service holds in all, every device together
+/// (`MAX_HELD` in store.rs).
+const MAX_HELD: usize = 10_000;
+
+/// A peer that sends a frame a byte at a time, each byte well within the
+/// read deadline, must be cut once the frame is late: a deadline per read
+/// lets it hold its place for ever, and a thousand such peers fill the
+/// service.
+fn trickled_frame(ctx: &mut Ctx, service: SocketAddr) -> Check<()> {
+    const EVERY: Duration = Duration::from_millis(60);
+    let body = "ACK trickle 1";
+    let bytes = frame(body);
+    ctx.step(format!(
+        "eve says HELLO eve 150 (a heartbeat every 0.15 s: silent for 0.3 s, she is dead), \
+         then sends the {}-byte frame {body:?} one byte every {} ms",
+        bytes.len(),
+        EVERY.as_millis()
+    ));
+    let mut eve = ctx.connect(service)?;
+    eve.send(&frame("HELLO eve 150"))?;
+    let welcome = read_frame(&mut eve)?;
+    if welcome != "WELCOME" {
+        return Err(eve
+            .fail(format!("HELLO eve 150 was answered {welcome:?}"))
+            .bytes(b"WELCOME", welcome.as_bytes()));
+    }
+    let hint = format!(
+        "A socket's read timeout bounds each read, not a frame: every byte of eve's came \
+         within it. Give the whole frame its time, whatever trickles in: \
+         `read_frame_within` (given in lessons/08-agent/frame.rs) sets the timeout to what \
+         is left before each read; {SERVER_FILE} uses it for the first frame, a sender's \
+         frames, and an agent's (two heartbeats)."
+    );
+    for &byte in &bytes {
+        let cut = eve.send(&[byte]).is_err() || eve.expect_quiet(EVERY).is_err();
+        if cut {
+            return expect_refused(&mut eve, "a frame that came a byte at a time")
+                .map_err(|failure| failure.hint(hint.clone()));
+        }
+    }
+    Err(eve
+        .fail(format!(
+            "eve's frame took {:.1} s, a byte every {} ms, and the service kept her \
+             connection; with heartbeats every 0.15 s, a frame must come whole within 0.3 s",
+            EVERY.as_secs_f64() * bytes.len() as f64,
+            EVERY.as_millis()
+        ))
+        .hint(hint))
+}
+
+/// A sender that makes up a device for each notification, past what the
+/// whole service may hold: refused, not kept.
+fn made_up_devices(ctx: &mut Ctx) -> Check<()> {
+    let server = ctx.start_server(&[])?;
+    let count = MAX_HELD + 1;
+    ctx.step(format!(
+        "on a new service, a sender sends {count} notifications, each to a device of its \
+         own (d0/app, d1/app, …), on one connection"
+    ));
+    let patience = ctx.patience().seconds(10.0);
+    let stream = TcpStream::connect_timeout(&server.addr, ctx.patience().start)
+        .map_err(|error| Failure::new(format!("cannot connect to the service: {error}")))?;
+    let mut writer = stream
+        .try_clone()
+        .map_err(|error| Failure::new(format!("cannot use the connection: {error}")))?;
+    let mut reader = RawApp {
+        device: "the sender".to_string(),
+        stream,
+    };
+    let deadline = Instant::now() + patience;
+    let answers = thread::scope(|scope| {
+        scope.spawn(move || {
+            let frames: Vec<u8> = (0..count)
+                .flat_map(|index| frame(&format!("SEND d{index}/app 60 - made up")))
+                .collect();
+            let _ = writer.set_write_timeout(Some(patience));
+            let _ = writer.write_all(&frames);
+        });
+        let mut answers = Vec::with_capacity(count);
+        while answers.len() < count {
+            match reader.read_frame(deadline) {
+                Ok(answer) => answers.push(answer),
+                Err(_) => break,
+            }
+        }
+        answers
+    });
+    let accepted = answers
+        .iter()
+        .filter(|answer| answer.starts_with("OK"))
+        .count();
+    let store_hint = format!(
+        "Each device may hold 100 notifications, but a sender can make up device names \
+         without end: the whole service holds at most MAX_HELD ({MAX_HELD}) and refuses \
+         the rest with ERR, as it refuses one more for a full device. Where: {STORE_FILE}, \
+         fn accept."
+    );
+    if accepted > MAX_HELD {
+        return Err(Failure::new(format!(
+            "the service accepted {accepted} notifications for {accepted} made-up devices; \
+             it may hold {MAX_HELD} in all"
+        ))
+        .hint(store_hint));
+    }
+    match answers.last() {
+        Some(last) if answers.len() == count && last.starts_with("ERR") => Ok(()),
+        Some(last) if answers.len() == count => Err(Failure::new(format!(
+            "the service answered the notification past {MAX_HELD} with {last:?}"
+        ))
+        .bytes(
+            b"ERR the service holds 10000 notifications already",
+            last.as_bytes(),
+        )
+        .hint(store_hint)),
+        _ => Err(Failure::new(format!(
+            "the service answered {} of {count} notifications, then nothing more in {:.0} s",
+            answers.len(),
+            patience.as_secs_f64()
+        ))
+        .hint(store_hint)),
+    }?;
+    ctx.expect_running(server.id)
 }
