@@ -99,7 +99,7 @@ const STAGES: [Stage; 12] = [
     },
     Stage {
         slug: "hostile",
-        title: "a huge frame, a trickled frame, a name that is not one, an agent that never reads, made-up devices: only that connection goes, and the service holds a bounded number",
+        title: "a huge or trickled frame, a name that is not one, a deaf agent, made-up devices: only that peer loses",
         slide: "Hostile peers",
         check: hostile,
         runs_alone: false,
