@@ -744,27 +744,35 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
     let deadline = dropped + limit + ctx.patience().seconds(1.0);
     // The NAT notes when each side closed; a look after the deadline still
     // counts, should this test itself have waited long for the machine.
-    let (agent_closed, service_closed) = loop {
-        let agent_closed = nats[0].mappings()[0]
-            .device_closed
-            .map(|at| at.saturating_duration_since(dropped));
-        let service_closed = nats[1].mappings()[0]
-            .server_closed
-            .map(|at| at.saturating_duration_since(dropped));
-        let both = agent_closed.is_some() && service_closed.is_some();
+    let (ada_mapping, bob_mapping) = loop {
+        let (ada_mapping, bob_mapping) = (nats[0].mappings()[0], nats[1].mappings()[0]);
+        let both = ada_mapping.device_closed.is_some() && bob_mapping.server_closed.is_some();
         if both || Instant::now() >= deadline {
-            break (agent_closed, service_closed);
+            break (ada_mapping, bob_mapping);
         }
         thread::sleep(Duration::from_millis(20));
     };
+    let since =
+        |at: Option<Instant>, from: Instant| at.map(|at| at.saturating_duration_since(from));
+    let agent_closed = since(ada_mapping.device_closed, dropped);
+    let service_closed = since(bob_mapping.server_closed, dropped);
+    // How long each side had heard nothing when it closed: from the last
+    // byte the NAT carried to it (ada's agent: the PONG to her last PING;
+    // the service: bob's last PING), not from the drop, which came some
+    // time into an interval. Two missed heartbeats are two intervals.
+    let agent_silence = since(ada_mapping.device_closed, ada_mapping.last_byte);
+    let service_silence = since(bob_mapping.server_closed, bob_mapping.last_from_device);
     let shown_time = |time: Option<Duration>| {
         time.map_or("never".to_string(), |t| format!("{:.2} s", t.as_secs_f64()))
     };
     ctx.measured(format!(
-        "keepalive {:.1} s: ada's agent closed after {}, the service bob's connection after {}",
+        "keepalive {:.1} s: ada's agent closed after {} ({} after the last byte it heard), \
+         the service bob's connection after {} ({})",
         keepalive.as_secs_f64(),
         shown_time(agent_closed),
-        shown_time(service_closed)
+        shown_time(agent_silence),
+        shown_time(service_closed),
+        shown_time(service_silence)
     ));
     ctx.step(format!(
         "ada's agent closed its side after {}; the service closed bob's after {}",
@@ -775,6 +783,7 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
         (
             "agent",
             agent_closed,
+            agent_silence,
             format!(
                 "Where: TODO 4 in {AGENT_FILE}, fn session: a read deadline of two keepalive \
                  intervals. The service answers each PING with a PONG, so two intervals \
@@ -785,6 +794,7 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
         (
             "service",
             service_closed,
+            service_silence,
             format!(
                 "Where: TODO 5 in {SERVER_FILE}, fn two_heartbeats: the HELLO says how often \
                  the agent will send a PING; with no frame for two intervals, close the \
@@ -793,12 +803,26 @@ fn dead_connection(ctx: &mut Ctx) -> Check<()> {
             ),
         ),
     ];
-    for (side, closed, hint) in sides {
+    // Halfway between two intervals and three: a deadline of three passes
+    // the limit from the drop, never this one.
+    let most_silence = keepalive * 5 / 2;
+    for (side, closed, silence, hint) in sides {
         if closed.is_none_or(|time| time > limit) {
             return Err(Failure::new(format!(
                 "after the NAT forgot the connection, the {side} closed it after {}; two \
                  missed heartbeats ({:.1} s) should be enough to know",
                 shown_time(closed),
+                (keepalive * 2).as_secs_f64()
+            ))
+            .hint(hint));
+        }
+        if let Some(silence) = silence.filter(|silence| *silence > most_silence) {
+            return Err(Failure::new(format!(
+                "the {side} closed the dead connection {:.2} s after the last byte it heard: \
+                 {:.1} intervals of {:.1} s; two missed heartbeats are two intervals ({:.1} s)",
+                silence.as_secs_f64(),
+                silence.as_secs_f64() / keepalive.as_secs_f64(),
+                keepalive.as_secs_f64(),
                 (keepalive * 2).as_secs_f64()
             ))
             .hint(hint));
