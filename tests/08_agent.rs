@@ -99,7 +99,7 @@ const STAGES: [Stage; 12] = [
     },
     Stage {
         slug: "hostile",
-        title: "a huge or trickled frame, a name that is not one, a deaf agent, made-up devices: only that peer loses",
+        title: "a huge or trickled frame, a name that is not one, a deaf agent or app, made-up devices: only that peer loses",
         slide: "Hostile peers",
         check: hostile,
         runs_alone: false,
@@ -1508,9 +1508,16 @@ fn hostile(ctx: &mut Ctx) -> Check<()> {
     expect_refused(&mut app, "an app whose name is not one")?;
     crowd_at_the_agent(ctx, &device)?;
 
-    never_reads(ctx, server.addr)?;
-    trickled_frame(ctx, server.addr)?;
-    made_up_devices(ctx)?;
+    let (stuck, patience) = (ctx.patience().seconds(0.3), ctx.patience().start);
+    let (agent, service) = (device.local, server.addr);
+    thread::scope(|scope| {
+        let deaf = scope.spawn(move || flood_deaf_app(agent, service, stuck, patience));
+        never_reads(ctx, server.addr)?;
+        trickled_frame(ctx, server.addr)?;
+        made_up_devices(ctx)?;
+        let flooded = deaf.join().expect("the deaf app's thread does not panic");
+        mail_still_served(ctx, server.addr, mail, flooded)
+    })?;
 
     ctx.step("ada's mail app still gets its notifications");
     let text = random_text(ctx);
@@ -2462,4 +2469,120 @@ fn made_up_devices(ctx: &mut Ctx) -> Check<()> {
         .hint(store_hint)),
     }?;
     ctx.expect_running(server.id)
+}
+
+/// One frame's body from a socket the test drives by hand, within the
+/// socket's read timeout.
+fn read_raw_frame(stream: &mut TcpStream) -> std::io::Result<String> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix)?;
+    let length = u32::from_be_bytes(prefix) as usize;
+    if length == 0 || length > MAX_FRAME {
+        return Err(std::io::Error::other(format!("a frame of {length} bytes")));
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    String::from_utf8(body).map_err(|_| std::io::Error::other("a frame that is not text"))
+}
+
+/// An app that registers with the agent at `agent`, keeps a small receive
+/// buffer, and never reads, while notifications of 1000 bytes, good for a
+/// second, come for it.
+/// The agent takes them as fast as it can hand them over; at the device's
+/// 100 waiting the service refuses one, and the test tries again. It stops
+/// once the refusals have lasted `stuck` (the agent has stopped taking
+/// them), or DEAF_BYTES have gone. How much went, the last refusal, and
+/// the app's socket, still open: a closed one would free a stuck agent.
+/// Plain sockets only: it runs beside the rest of the stage.
+fn flood_deaf_app(
+    agent: SocketAddr,
+    service: SocketAddr,
+    stuck: Duration,
+    patience: Duration,
+) -> std::io::Result<(usize, Option<String>, TcpStream)> {
+    let mut deaf = TcpStream::connect(agent)?;
+    small_receive_buffer(&deaf);
+    deaf.write_all(&frame("REGISTER deaf 0"))?;
+    deaf.set_read_timeout(Some(patience))?;
+    let registered = read_raw_frame(&mut deaf)?;
+    if !registered.starts_with("OK") {
+        return Err(std::io::Error::other(format!(
+            "ada's agent answered {registered:?} to REGISTER deaf 0"
+        )));
+    }
+    let mut sender = TcpStream::connect(service)?;
+    sender.set_read_timeout(Some(patience))?;
+    let text = "x".repeat(990);
+    let (mut sent, mut refused_since) = (0usize, None::<(Instant, String)>);
+    while sent < DEAF_BYTES {
+        let body = format!("SEND ada/deaf 1 - {sent} {text}");
+        sender.write_all(&frame(&body))?;
+        let answer = read_raw_frame(&mut sender)?;
+        if !answer.starts_with("ERR") {
+            sent += body.len();
+            refused_since = None;
+            continue;
+        }
+        let since = refused_since.get_or_insert((Instant::now(), answer)).0;
+        if since.elapsed() >= stuck {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok((sent, refused_since.map(|(_, answer)| answer), deaf))
+}
+
+/// Bytes of notifications the test sends at most for an app that never
+/// reads: more than loopback's socket buffers take (its large segments let
+/// a sender's buffer grow past a megabyte).
+const DEAF_BYTES: usize = 6 << 20;
+
+/// What `flood_deaf_app` saw, then: ada's mail app must still be served.
+fn mail_still_served(
+    ctx: &mut Ctx,
+    service: SocketAddr,
+    mail: ProcessId,
+    flooded: std::io::Result<(usize, Option<String>, TcpStream)>,
+) -> Check<()> {
+    let (sent, refused, _deaf) = flooded.map_err(|error| {
+        Failure::new(format!("the app named deaf, played by the test: {error}"))
+    })?;
+    ctx.step(format!(
+        "meanwhile, an app named deaf registered with ada's agent and never read: {} KiB of \
+         notifications came for it; the service then refused more ({})",
+        sent >> 10,
+        refused.as_deref().unwrap_or("never")
+    ));
+    // Until deaf's notifications expire, ada's device holds its 100.
+    ctx.step("once they expire (a second), one notification for ada's mail app");
+    let text = random_text(ctx);
+    let give_up = Instant::now() + ctx.patience().seconds(3.0);
+    loop {
+        let answers = send_frames(ctx, service, &[format!("SEND ada/mail 60 - {text}")])?;
+        if answers
+            .first()
+            .is_some_and(|answer| answer.starts_with("OK"))
+        {
+            break;
+        }
+        if Instant::now() > give_up {
+            return Err(Failure::new(format!(
+                "the service still refused a notification for ada/mail after deaf's had \
+                 expired: {answers:?}"
+            ))
+            .hint(format!(
+                "A notification goes once its TTL has passed ({STORE_FILE}, fn drop_expired)."
+            )));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    wait_shown(ctx, mail, "mail", &text, ctx.patience().seconds(1.0)).map_err(|failure| {
+        failure.hint(format!(
+            "The agent hands every app its notifications from the one connection's reader: \
+             while it waits for an app that does not read, no other app gets anything, and \
+             past two heartbeats the service cuts the device. A write to an app waits only \
+             a moment (APP_WRITE_WAIT, given in {AGENT_FILE}); an app whose socket is full \
+             is cut and unregistered, and gets what it missed when it registers again."
+        ))
+    })
 }

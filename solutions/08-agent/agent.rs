@@ -27,8 +27,14 @@ const MAX_APP_CONNECTIONS: usize = 2 * MAX_APPS;
 /// How long to wait for a connection, the service's WELCOME, or an app's
 /// first frame.
 const HANDSHAKE: Duration = Duration::from_secs(5);
-/// How long a write may wait for a reader: the service, or an app.
+/// How long a write may wait for the service to read.
 const WRITE_WAIT: Duration = Duration::from_secs(5);
+/// How long a write may wait for an app to read. An app on the phone reads
+/// at once; one whose socket is full has stopped. Waiting for it would hold
+/// the reader of the one connection, every other app's notifications with
+/// it, and past two heartbeats the service would cut the device. So it is
+/// dropped, and what it missed waits at the service until it registers.
+const APP_WRITE_WAIT: Duration = Duration::from_millis(20);
 
 pub struct Agent {
     device: String,
@@ -230,10 +236,13 @@ impl Agent {
                 text: text.to_string(),
             };
             if write_frame(app_stream, &push.encode()).is_err() {
+                // Cut: a frame half written would garble what follows.
+                let _ = app_stream.shutdown(Shutdown::Both);
                 apps.remove(app);
                 self.to_service(&Message::Unregister {
                     app: app.to_string(),
                 });
+                say(format!("app {app} dropped: it does not read"));
                 return;
             }
             *last = id;
@@ -274,7 +283,7 @@ fn accept_apps(listener: &TcpListener, agent: &Arc<Agent>) {
 /// One app, from its `REGISTER` to its end.
 fn serve_app(stream: &TcpStream, agent: &Agent, number: u64) {
     let _ = stream.set_read_timeout(Some(HANDSHAKE));
-    let _ = stream.set_write_timeout(Some(WRITE_WAIT));
+    let _ = stream.set_write_timeout(Some(APP_WRITE_WAIT));
     let app = match read_frame(&mut &*stream).map(|body| Message::parse(&body)) {
         Ok(Ok(Message::Register { app, .. })) => app,
         Ok(Ok(_)) => return refuse(stream, "an app starts with REGISTER NAME 0"),
