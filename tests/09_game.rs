@@ -583,7 +583,46 @@ fn inputs(ctx: &mut Ctx) -> Check<()> {
             .hint("An input already applied must never move a player again."));
         }
     }
+    too_many_inputs(ctx, &mut ada)?;
     ctx.expect_running(server.id)
+}
+
+/// New inputs a server lets a player have applied at once, at most, and
+/// how many more each tick allows (INPUT_BURST and INPUTS_PER_TICK in the
+/// server); and the ticks that may pass between the test's datagrams and
+/// the snapshot it reads.
+const INPUT_BURST: u32 = 10;
+const INPUTS_PER_TICK: u32 = 2;
+const TICKS_BETWEEN: u32 = 2;
+
+/// A client that numbers its inputs ahead and sends 160 at once: no honest
+/// client makes more than about one a tick.
+fn too_many_inputs(ctx: &mut Ctx, ada: &mut Player) -> Check<()> {
+    ctx.step("ada sends 5 datagrams of 32 new inputs each, numbered 7 to 166, all right, at once");
+    let before = ada.snapshot(Duration::from_secs(2))?.applied;
+    for datagram in 0..5u32 {
+        let inputs: Vec<(u32, u8)> = (0..32)
+            .map(|index| (7 + datagram * 32 + index, RIGHT))
+            .collect();
+        ada.send_inputs(&inputs)?;
+    }
+    let after = ada.snapshot(Duration::from_secs(2))?.applied;
+    let most = before + INPUT_BURST + INPUTS_PER_TICK * TICKS_BETWEEN;
+    if after > most {
+        return Err(Failure::new(format!(
+            "the next snapshot said `applied` {after}: {} new inputs applied at once, where \
+             an honest client makes about one a tick",
+            after - before
+        ))
+        .hint(format!(
+            "A client that sends inputs by the hundred would move its player a hundred \
+             steps a tick. Let each player have a budget: at most {INPUT_BURST} new inputs, \
+             {INPUTS_PER_TICK} more each tick (`spend_input`, given in {SERVER_FILE}; TODO 3 stops \
+             applying once it says false). The rest are sent again by an honest client, \
+             and applied later."
+        )));
+    }
+    Ok(())
 }
 
 fn bad_datagrams(ctx: &mut Ctx) -> Check<()> {

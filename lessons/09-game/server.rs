@@ -30,9 +30,32 @@ struct Client {
     player: Player,
     /// The newest input number applied: older ones are never applied again.
     applied: u32,
+    /// New inputs that may still be applied: INPUTS_PER_TICK more each
+    /// tick, at most INPUT_BURST (see `spend_input`).
+    input_budget: u32,
     last_heard: Instant,
     /// Our datagrams to them are numbered; theirs to us are acknowledged.
     link: Link,
+}
+
+/// New inputs a player may have applied at once, and how many more each
+/// tick allows. A key held down repeats some 30 times a second, under two
+/// a tick at 20 ticks a second; the burst lets a client catch up after a
+/// few lost datagrams. Without a limit, a client that numbers its inputs
+/// ahead and sends them by the hundred moves its player a hundred steps a
+/// tick: a speed hack that no honest client could tell from a fast network.
+const INPUT_BURST: u32 = 10;
+const INPUTS_PER_TICK: u32 = 2;
+
+impl Client {
+    /// Take one input from the budget; false once it is spent. What is not
+    /// applied now is not lost: the client repeats every input until a
+    /// snapshot says it was applied, and the budget grows back each tick.
+    fn spend_input(&mut self) -> bool {
+        let allowed = self.input_budget > 0;
+        self.input_budget = self.input_budget.saturating_sub(1);
+        allowed
+    }
 }
 
 pub struct Game {
@@ -119,8 +142,9 @@ impl Game {
         // TODO 1 (slides/09-game.md, "Joining without a connection"): if a
         // player already joined from `from`, send them the same WELCOME again
         // (theirs was lost). Otherwise seat them at the first free id (none
-        // free: send FULL), with `random_token()` and `Player::spawn(id)`, and
-        // send WELCOME { id, token, tick_hz } with `client.link.next_header()`.
+        // free: send FULL), with `random_token()`, `Player::spawn(id)` and a
+        // full `input_budget` (INPUT_BURST), and send WELCOME { id, token,
+        // tick_hz } with `client.link.next_header()`.
     }
 
     /// The client `id`, if this datagram really is theirs: from the address
@@ -140,6 +164,7 @@ impl Game {
         let mut players: Vec<_> = self.clients.values().map(|c| c.player.state()).collect();
         players.sort_by_key(|player| player.id);
         for client in self.clients.values_mut() {
+            client.input_budget = (client.input_budget + INPUTS_PER_TICK).min(INPUT_BURST);
             let snapshot = Message::Snapshot {
                 tick: self.tick,
                 applied: client.applied,
@@ -158,7 +183,8 @@ impl Game {
 fn apply_new_inputs(client: &mut Client, mut inputs: Vec<Input>) {
     // TODO 3 (slides/09-game.md, "Inputs, numbered"): in order of their
     // number, apply (`client.player.apply`) each input numbered above
-    // `client.applied`, and keep the newest number applied there.
+    // `client.applied`, and keep the newest number applied there. Before
+    // each, `client.spend_input()`: once it says false, apply no more.
 }
 
 /// Send one datagram. A failure concerns that one player (their address
