@@ -14,7 +14,9 @@
 //! The buffering proxy follows HTTP/1.1 responses by `Content-Length`; a
 //! response without one is buffered until the server closes; after `101
 //! Switching Protocols` it passes bytes through (an upgraded connection is
-//! not HTTP any more). Both count the bytes that pass, for `web-bench`.
+//! not HTTP any more). It holds at most a 64 KiB head and a 16 MiB response;
+//! past either, the client gets `502 Bad Gateway`. Both count the bytes that
+//! pass, for `web-bench`.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -192,17 +194,36 @@ fn copy(
     let _ = to.shutdown(Shutdown::Write);
 }
 
+/// The longest response head the buffering proxy reads, and the most of a
+/// response it holds: past them, the client gets `502 Bad Gateway` and the
+/// connection closes, as a real proxy answers an upstream it cannot take.
+/// A server under test that announces `Content-Length: 10000000000` must
+/// not make the proxy try to allocate it.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HELD: u64 = 16 << 20;
+
+const BAD_GATEWAY: &[u8] =
+    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 /// Copy HTTP/1.1 responses, each held until it is whole.
 fn copy_buffering(from: TcpStream, mut to: TcpStream, count: &AtomicU64) -> io::Result<()> {
     let mut reader = BufReader::new(from);
+    let bad_gateway = |mut to: TcpStream| {
+        count.fetch_add(BAD_GATEWAY.len() as u64, Ordering::SeqCst);
+        to.write_all(BAD_GATEWAY)?;
+        to.shutdown(Shutdown::Write)
+    };
     loop {
         let mut held = Vec::new();
         // The head, line by line.
         loop {
             let before = held.len();
+            if before >= MAX_HEAD {
+                return bad_gateway(to);
+            }
             let read = reader
                 .by_ref()
-                .take(64 * 1024)
+                .take((MAX_HEAD - before) as u64)
                 .read_until(b'\n', &mut held)?;
             if read == 0 {
                 // The server closed: what is held (a head cut short) goes on.
@@ -236,6 +257,7 @@ fn copy_buffering(from: TcpStream, mut to: TcpStream, count: &AtomicU64) -> io::
             }
         }
         match length {
+            Some(length) if length > MAX_HELD => return bad_gateway(to),
             Some(length) => {
                 let start = held.len();
                 held.resize(start + length as usize, 0);
@@ -245,8 +267,8 @@ fn copy_buffering(from: TcpStream, mut to: TcpStream, count: &AtomicU64) -> io::
             }
             None => {
                 // No length: the body ends when the server closes, and
-                // until then the client gets nothing (up to 16 MiB kept).
-                reader.by_ref().take(16 << 20).read_to_end(&mut held)?;
+                // until then the client gets nothing (up to MAX_HELD kept).
+                reader.by_ref().take(MAX_HELD).read_to_end(&mut held)?;
                 count.fetch_add(held.len() as u64, Ordering::SeqCst);
                 to.write_all(&held)?;
                 let _ = to.shutdown(Shutdown::Write);
@@ -322,6 +344,39 @@ mod tests {
         client.read_to_end(&mut rest).unwrap();
         assert_eq!(rest, b"HTTP/1.1 200 OK\r\n\r\ndata: one\n\n");
         assert!(proxy.counted.total() > 0);
+    }
+
+    /// What a client of the buffering proxy gets from a server that
+    /// answers with `response`.
+    fn through_the_buffering_proxy(response: Vec<u8>) -> Vec<u8> {
+        let server = one_connection_server(move |mut stream| {
+            let _ = stream.write_all(&response);
+            // Kept open: the proxy must answer without waiting for the end.
+            thread::sleep(Duration::from_secs(5));
+        });
+        let proxy = start(server, Mode::Buffer, Duration::from_secs(5)).unwrap();
+        let mut client = connect(proxy.addr);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn a_length_past_what_the_proxy_holds_gets_502_at_once() {
+        let got = through_the_buffering_proxy(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\nhello".to_vec(),
+        );
+        assert_eq!(got, BAD_GATEWAY);
+    }
+
+    #[test]
+    fn a_head_that_never_ends_gets_502() {
+        let mut response = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for _ in 0..4000 {
+            response.extend_from_slice(b"X-Filler: 0123456789abcdef\r\n");
+        }
+        let got = through_the_buffering_proxy(response);
+        assert_eq!(got, BAD_GATEWAY);
     }
 
     #[test]
