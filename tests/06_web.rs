@@ -1383,7 +1383,7 @@ fn hostile_frames(ctx: &mut Ctx) -> Check<()> {
         bytes.extend_from_slice(&mask);
         bytes
     };
-    let cases: [(&str, Vec<u8>, u16, &str); 7] = [
+    let cases: [(&str, Vec<u8>, u16, &str); 10] = [
         ("a 64-bit length of 2^63", huge_length, 1002, "The most significant bit of a 64-bit length must be 0; such a frame is a protocol error, and nothing it announces may be allocated."),
         ("a length of 100 000 bytes", too_big, 1009, "A message over 64 KiB is refused with 1009 before its payload is read."),
         ("an unmasked text frame", vec![0x81, 0x02, b'h', b'i'], 1002, "Every frame from a client must be masked; one that is not is a protocol error."),
@@ -1391,6 +1391,9 @@ fn hostile_frames(ctx: &mut Ctx) -> Check<()> {
         ("a text frame with a reserved bit set", client_frame(0xC1, b"rsv", None, mask), 1002, "RSV1 to RSV3 must be 0 unless an extension was agreed on."),
         ("a fragmented ping", client_frame(0x09, b"half", None, mask), 1002, "A control frame is never fragmented."),
         ("a text frame that is not UTF-8", client_frame(0x81, b"caf\xe9", None, mask), 1007, "A text message must be UTF-8; one that is not is closed with 1007. This check is ready in the starter: fn take_message."),
+        ("a close frame whose body is one byte", client_frame(0x88, &[0x03], None, mask), 1002, "A close body is empty, or a 2-byte code and a reason: one byte is a protocol error. This check is ready in the starter: fn close_code."),
+        ("a close frame with code 1005 (only an API may use it)", client_frame(0x88, &1005u16.to_be_bytes(), None, mask), 1002, "Codes below 1000, 1005, 1006, 1015 and those not assigned may not be sent: answer 1002, not the same code. This check is ready in the starter: fn close_code."),
+        ("a close frame whose reason is not UTF-8", client_frame(0x88, &[0x03, 0xE8, 0xff], None, mask), 1007, "A close reason is UTF-8 text; one that is not is closed with 1007. This check is ready in the starter: fn close_code."),
     ];
     for (index, (what, bytes, code, why)) in cases.into_iter().enumerate() {
         let name = format!("m{index}");

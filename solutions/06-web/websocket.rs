@@ -150,7 +150,9 @@ pub fn read_frame(reader: &mut impl Read, room: u64, from_client: bool) -> Resul
             "a control frame is whole and at most 125 bytes",
         ));
     }
-    if length > room {
+    // Control frames may come between a message's fragments; they have
+    // their own bound, and do not count against the message's room.
+    if opcode < CLOSE && length > room {
         return Err(Stop::Close(TOO_BIG, "a message holds at most 64 KiB"));
     }
     let mut mask = [0u8; 4];
@@ -319,8 +321,8 @@ fn read_messages(
             (PONG, _) => {}
             (CLOSE, _) => {
                 // Answer with the same code, then the connection closes.
-                let code = frame.payload.get(..2).unwrap_or(&[0x03, 0xE8]).to_vec();
-                let _ = socket.send(CLOSE, &code);
+                let code = close_code(&frame.payload)?;
+                let _ = socket.send(CLOSE, &code.to_be_bytes());
                 return Ok(Ending::Closed);
             }
             (TEXT, None) if frame.fin => {
@@ -351,6 +353,30 @@ fn read_messages(
             _ => return Err(Stop::Close(PROTOCOL_ERROR, "an unknown opcode")),
         }
     }
+}
+
+/// The code to answer a client's close with: its own, or NORMAL if it gave
+/// none. RFC 6455 (sections 5.5.1 and 7.4) says a close body is empty, or a
+/// code and a UTF-8 reason; codes below 1000, and those meant only for an
+/// API (1005, 1006, 1015) or not assigned yet, may not be sent.
+fn close_code(payload: &[u8]) -> Result<u16, Stop> {
+    let [high, low, reason @ ..] = payload else {
+        return match payload {
+            [] => Ok(NORMAL),
+            _ => Err(Stop::Close(PROTOCOL_ERROR, "a close body of one byte")),
+        };
+    };
+    let code = u16::from_be_bytes([*high, *low]);
+    if !matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+        return Err(Stop::Close(
+            PROTOCOL_ERROR,
+            "a close code that may not be sent",
+        ));
+    }
+    if std::str::from_utf8(reason).is_err() {
+        return Err(Stop::Close(NOT_UTF8, "a close reason must be UTF-8"));
+    }
+    Ok(code)
 }
 
 /// A whole text message: one line or more, each as an nc member's line.
