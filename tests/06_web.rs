@@ -2014,7 +2014,19 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     for via in ["poll", "long", "sse", "ws"] {
         let name = format!("by-{via}");
         ctx.step(format!("the client joins with --via {via}"));
-        let client = ctx.start(&["client", "--connect", &addr, "--via", via, "--name", &name])?;
+        // Short polling asks every 0.1 s here, not every second: a line said
+        // just after an ask is heard sooner, and the stage ends sooner.
+        let client = ctx.start(&[
+            "client",
+            "--connect",
+            &addr,
+            "--via",
+            via,
+            "--name",
+            &name,
+            "--poll-every",
+            "0.1",
+        ])?;
         expect_line(&mut bob, &format!("* {name} joined")).map_err(|failure| {
             failure.hint(format!(
                 "The client joins with POST /join as it starts. Where: {CLIENT_FILE}, fn run."

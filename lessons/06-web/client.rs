@@ -18,9 +18,6 @@ use crate::digest::base64;
 use crate::websocket::{accept_key, masked_frame, read_frame, Stop};
 use crate::Via;
 
-/// How often short polling asks.
-const POLL_EVERY: Duration = Duration::from_secs(1);
-
 /// How long a long poll asks the server to hold it: under the 30 s that
 /// RFC 6202 calls safe, so that no proxy on the way gives up first.
 const LONG_WAIT_SECS: u64 = 25;
@@ -35,7 +32,9 @@ const MAX_EVENT_LINE: u64 = 16 * 1024;
 /// server that says nothing for longer has gone, even if its socket has not.
 const ANSWER_WITHIN: Duration = Duration::from_secs(LONG_WAIT_SECS + 10);
 
-pub fn run(addr: &str, via: Via, name: &str) -> Result<()> {
+/// Join as `name` and hear the room `via` one way; with `Via::Poll`, ask
+/// every `poll_every` (a second unless `--poll-every` says).
+pub fn run(addr: &str, via: Via, name: &str, poll_every: Duration) -> Result<()> {
     let (key, since) = join(addr, name)?;
     let quitting = Arc::new(AtomicBool::new(false));
     let socket = match via {
@@ -47,8 +46,8 @@ pub fn run(addr: &str, via: Via, name: &str) -> Result<()> {
         let socket = socket.clone();
         thread::spawn(move || {
             let heard = match (via, socket) {
-                (Via::Poll, _) => poll(&addr, &key, since, None),
-                (Via::Long, _) => poll(&addr, &key, since, Some(LONG_WAIT_SECS)),
+                (Via::Poll, _) => poll(&addr, &key, since, Asking::Every(poll_every)),
+                (Via::Long, _) => poll(&addr, &key, since, Asking::Held(LONG_WAIT_SECS)),
                 (Via::Sse, _) => listen_to_events(&addr, &key, since),
                 (Via::Ws, Some(socket)) => listen_to_websocket(&socket),
                 (Via::Ws, None) => Err(anyhow!("no WebSocket")),
@@ -136,9 +135,21 @@ fn post(addr: &str, target: &str, body: &str) -> Result<String> {
     request(addr, &format!("POST {target} HTTP/1.1"), body).map(|(_, body)| body)
 }
 
-/// Short polling (`wait` None) or long polling: ask, print, ask again.
-fn poll(addr: &str, key: &str, mut since: u64, wait: Option<u64>) -> Result<()> {
-    let waiting = wait.map_or(String::new(), |secs| format!("&wait={secs}"));
+/// How `poll` asks.
+enum Asking {
+    /// Short polling: ask, and again after this long.
+    Every(Duration),
+    /// Long polling: ask the server to hold its answer up to this many
+    /// seconds, until there is something to say; then ask again at once.
+    Held(u64),
+}
+
+/// Short polling or long polling: ask, print, ask again.
+fn poll(addr: &str, key: &str, mut since: u64, asking: Asking) -> Result<()> {
+    let waiting = match asking {
+        Asking::Every(_) => String::new(),
+        Asking::Held(secs) => format!("&wait={secs}"),
+    };
     loop {
         let target = format!("/messages?key={key}&since={since}{waiting}");
         let (head, body) = request(addr, &format!("GET {target} HTTP/1.1"), "")?;
@@ -150,8 +161,8 @@ fn poll(addr: &str, key: &str, mut since: u64, wait: Option<u64>) -> Result<()> 
             .find_map(|line| line.strip_prefix("Room-Cursor: "))
             .and_then(|cursor| cursor.parse().ok())
             .unwrap_or(since);
-        if wait.is_none() {
-            thread::sleep(POLL_EVERY);
+        if let Asking::Every(pause) = asking {
+            thread::sleep(pause);
         }
     }
 }

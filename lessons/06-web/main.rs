@@ -83,6 +83,9 @@ enum Role {
         /// Your name in the room: 1 to 16 letters, digits, `_` or `-`.
         #[arg(long)]
         name: String,
+        /// With --via poll, seconds between two asks; fractions too.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = seconds)]
+        poll_every: f64,
     },
 }
 
@@ -137,9 +140,17 @@ fn main() -> ExitCode {
             name_wait: Duration::from_secs(name_timeout),
             max_connections: max_connections as usize,
         }),
-        Role::Client { connect, via, name } => {
-            client::run(&connect.unwrap_or_else(|| default_address(6)), via, &name)
-        }
+        Role::Client {
+            connect,
+            via,
+            name,
+            poll_every,
+        } => client::run(
+            &connect.unwrap_or_else(|| default_address(6)),
+            via,
+            &name,
+            Duration::from_secs_f64(poll_every),
+        ),
     };
     // A user's mistake (a port in use, a server that is not there) is one
     // clear line and a non-zero exit, never a panic with a backtrace.
