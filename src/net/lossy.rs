@@ -490,7 +490,20 @@ mod tests {
             thread::sleep(Duration::from_millis(5));
         }
         done.store(true, Ordering::SeqCst);
-        reader.join().unwrap()
+        let arrived = reader.join().unwrap();
+        // Shown only when a test fails: what the relay counted, against what
+        // the sink read, tells a lost datagram from a sink that stopped early.
+        eprintln!(
+            "seed {seed}: the relay counted {}; the sink read {} of {count} sent{}",
+            counts(up),
+            arrived.len(),
+            if Instant::now() >= deadline {
+                ", and the test's 20 s ran out"
+            } else {
+                ""
+            }
+        );
+        arrived
     }
 
     #[test]
