@@ -103,23 +103,7 @@ fn trial(
 ) -> Trial {
     let setup = setup.clone();
     Trial::ignorable_test(test_name(number, stage.slug), move || {
-        let first_failed = FIRST_FAILED.load(Ordering::SeqCst);
-        if !all_stages && first_failed != 0 {
-            let reason = format!("not run: stage {first_failed} fails first");
-            write_record(
-                &setup,
-                number,
-                &stage,
-                Status::NotRun,
-                Duration::ZERO,
-                &reason,
-            );
-            notes().push(Note::NotRun(number));
-            return Ok(Completion::ignored_with(reason));
-        }
-        let Some(checked) = schedule.wait_for(number) else {
-            // Not run: a stage before it failed and stopped the run, which
-            // the trial of that stage has just reported.
+        let not_run = || {
             let failed = FIRST_FAILED.load(Ordering::SeqCst);
             let reason = format!("not run: stage {failed} fails first");
             write_record(
@@ -131,7 +115,15 @@ fn trial(
                 &reason,
             );
             notes().push(Note::NotRun(number));
-            return Ok(Completion::ignored_with(reason));
+            Ok(Completion::ignored_with(reason))
+        };
+        if !all_stages && FIRST_FAILED.load(Ordering::SeqCst) != 0 {
+            return not_run();
+        }
+        let Some(checked) = schedule.wait_for(number) else {
+            // Not run: a stage before it failed and stopped the run, which
+            // the trial of that stage has just reported.
+            return not_run();
         };
         match record(&setup, number, &stage, checked) {
             Ok(Completed::Passed) => Ok(Completion::Completed),
