@@ -213,8 +213,9 @@ fn close_after_answer(stream: &TcpStream) {
 
 /// Read and throw away what the client still sends, `most` bytes at most,
 /// for about a second in all: the read timeout bounds each read, and the
-/// clock the whole, or a client sending a byte a second would hold the
-/// thread for as long as it liked.
+/// clock the whole (a read begun just before the second ends may take its
+/// own timeout more: two seconds at the most), or a client sending a byte a
+/// second would hold the thread for as long as it liked.
 pub fn drain_briefly(reader: &mut impl Read, most: u64) {
     let until = Instant::now() + Duration::from_secs(1);
     let mut buffer = [0; 4096];
