@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::disk::Disk;
 
@@ -22,6 +22,10 @@ pub const MAX_WAITING: usize = 100;
 /// Without it, a sender that makes up a new device name for each
 /// notification fills the memory (or the disk) 100 at a time.
 pub const MAX_HELD: usize = 10_000;
+/// At the limit, how often the whole store may be swept. A sweep walks
+/// every device under the lock; done for every SEND while the store stays
+/// full, a sender could keep the service doing nothing else.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Stream ids reserved on disk at a time: one write per this many
 /// notifications, not one per notification.
 const ID_BLOCK: u64 = 1000;
@@ -55,8 +59,11 @@ struct Store {
     connections: u64,
     /// Notifications waiting, counted from above: one replaced by a newer
     /// with the same collapse key is not counted off. At `MAX_HELD` the
-    /// service sweeps and counts exactly, before it refuses anyone.
+    /// service sweeps and counts exactly (once a second at most) before it
+    /// refuses anyone.
     held: usize,
+    /// When the store was last swept.
+    swept: Instant,
     disk: Option<Disk>,
 }
 
@@ -87,6 +94,7 @@ impl Service {
             reserved: clock,
             connections: 0,
             held: 0,
+            swept: Instant::now(),
             disk: None,
         };
         if let Some(disk) = &disk {
@@ -124,7 +132,7 @@ impl Service {
     ) -> Result<u64, String> {
         let mut store = self.lock();
         let store = &mut *store;
-        if store.held >= MAX_HELD {
+        if store.held >= MAX_HELD && store.swept.elapsed() >= SWEEP_EVERY {
             store.sweep();
         }
         if store.held >= MAX_HELD {
@@ -285,6 +293,7 @@ impl Store {
     /// Forget, in every device, what has outlived its TTL, and the devices
     /// left holding nothing; then count exactly what is held.
     fn sweep(&mut self) {
+        self.swept = Instant::now();
         let disk = self.disk.as_ref();
         for (device, state) in self.devices.iter_mut() {
             drop_expired(disk, device, &mut state.waiting);
