@@ -15,8 +15,8 @@
 //!    machine with hundreds of connections or processes), with no other
 //!    stage beside it.
 //!
-//! In a run that stops at the first failure, no stage starts once one has
-//! failed.
+//! In a run that stops at the first failure, no stage numbered after a
+//! failed one starts once it has failed.
 //!
 //! Each stage has its own programs, ports and folders, so running them
 //! together changes nothing they see but the load of the machine. The
@@ -99,6 +99,9 @@ impl Schedule {
         let stages = stages.to_vec();
         let background = schedule.clone();
         thread::spawn(move || {
+            // Whatever ends this thread, a panic too, every trial waiting in
+            // `wait_for` is told: without it, they would wait for ever.
+            let _finished = Finished(&background.shared);
             if let Some(first) = first {
                 background.run(&setup, &stages, first);
             }
@@ -115,9 +118,6 @@ impl Schedule {
             for number in alone {
                 background.run(&setup, &stages, number);
             }
-            background.shared.finished.store(true, Ordering::SeqCst);
-            let _results = lock(&background.shared.results);
-            background.shared.ready.notify_all();
         });
         schedule
     }
@@ -175,6 +175,17 @@ impl Schedule {
     /// Start no more stages: the run is over.
     pub fn stop(&self) {
         self.shared.stop_after.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Marks the run finished when dropped, and wakes every waiting trial.
+struct Finished<'a>(&'a Shared);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.finished.store(true, Ordering::SeqCst);
+        let _results = lock(&self.0.results);
+        self.0.ready.notify_all();
     }
 }
 
@@ -281,6 +292,9 @@ mod tests {
     fn together(_ctx: &mut Ctx) -> Check<()> {
         RUNNING.fetch_add(1, Ordering::SeqCst);
         let met = meet(&TOGETHER_MET, 2);
+        // Still running for longer than the lone stage sleeps: had it been
+        // started beside these, it would see them, whoever started first.
+        thread::sleep(Duration::from_millis(100));
         RUNNING.fetch_sub(1, Ordering::SeqCst);
         met
     }
