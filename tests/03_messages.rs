@@ -100,8 +100,10 @@ const SERVER_FILE: &str = "lessons/03-messages/server.rs";
 
 /// The largest body the protocol allows.
 const MAX_BODY: usize = 64 * 1024;
-/// How long a refused client of stage 5 trickles bytes at most: well past
-/// the server's drain bound (`DRAIN`), and past the test's wait for a reply.
+/// How long a refused client of stage 5 trickles bytes at least: well past
+/// the server's drain bound (`DRAIN`). It also lasts a second past the
+/// test's wait for carol's reply, however long COURSE_PATIENCE makes that:
+/// a drain that each byte starts again must never end before carol gives up.
 const TRICKLE_FOR: Duration = Duration::from_secs(5);
 
 fn hello(ctx: &mut Ctx) -> Check<()> {
@@ -419,11 +421,12 @@ fn trickle_after_refusal(journal: &Journal, patience: Duration, addr: SocketAddr
     refused.send(&line)?;
     expect_err(&mut refused, "a line of 2000 bytes")?;
     let carol_served = AtomicBool::new(false);
+    let trickle_for = TRICKLE_FOR.max(patience + Duration::from_secs(1));
     let started = Instant::now();
     let carol = thread::scope(|scope| {
         scope.spawn(|| {
             // Stops when the server closes on it, or once carol is served.
-            while !carol_served.load(Ordering::Relaxed) && started.elapsed() < TRICKLE_FOR {
+            while !carol_served.load(Ordering::Relaxed) && started.elapsed() < trickle_for {
                 if refused.send(b"x").is_err() {
                     break;
                 }
