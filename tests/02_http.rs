@@ -315,16 +315,18 @@ fn serves_files(ctx: &mut Ctx) -> Check<()> {
 /// never answer with one that has changed. The page is made an hour old (a
 /// cache keeps only pages that have stopped changing), asked for twice (kept,
 /// then answered from memory), then rewritten in place with other bytes of
-/// the same length: same name, same size, same inode. Only its modification
-/// time tells.
+/// the same length: same name, same size, same inode. Its modification
+/// time (set a second later here) and its change time tell.
 fn served_as_it_is_now(
     ctx: &mut Ctx,
     addr: std::net::SocketAddr,
     page: &std::path::Path,
     before: &[u8],
 ) -> Check<()> {
-    let hour = Duration::from_secs(3600);
-    set_modified(page, hour)?;
+    // One clock reading for both times: a second apart, however long the
+    // fetches between them take.
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    set_modified(page, an_hour_ago)?;
     ctx.step("index.html is made an hour old, and asked for twice");
     for _ in 0..2 {
         let (conn, response) = fetch(ctx, addr, &get("/", addr), Method::Get)?;
@@ -332,7 +334,7 @@ fn served_as_it_is_now(
     }
     let after = before.to_ascii_uppercase();
     write_file(&page.to_path_buf(), &after)?;
-    set_modified(page, hour + Duration::from_secs(1))?;
+    set_modified(page, an_hour_ago + Duration::from_secs(1))?;
     ctx.step("index.html is rewritten in place, the same length in capitals, and asked for again");
     let (conn, response) = fetch(ctx, addr, &get("/", addr), Method::Get)?;
     if response.body != after {
@@ -341,18 +343,19 @@ fn served_as_it_is_now(
             .bytes(&after, &response.body)
             .hint(
                 "Pages kept in memory must be checked against the file on every request: \
-                 its length, its modification time, its inode (given code: cache.rs, fn get).",
+                 its length, its modification and change times, its inode (given code: \
+                 lessons/02-http/cache.rs, fn get).",
             ));
     }
     Ok(())
 }
 
-/// Make `path`'s modification time `age` ago.
-fn set_modified(path: &std::path::Path, age: Duration) -> Check<()> {
+/// Set `path`'s modification time to `time`.
+fn set_modified(path: &std::path::Path, time: std::time::SystemTime) -> Check<()> {
     std::fs::File::options()
         .write(true)
         .open(path)
-        .and_then(|file| file.set_modified(std::time::SystemTime::now() - age))
+        .and_then(|file| file.set_modified(time))
         .map_err(|error| {
             Failure::new(format!(
                 "the test could not set the time of {}: {error}",

@@ -414,7 +414,7 @@ fn silent_and_slow_closed(
                 "A client whose next request does not arrive whole within --idle-timeout \
                  is closed: the {who} client was not. Give the whole request a deadline \
                  (TODO 3 in {READER_FILE}): a timeout per read alone lets a client that \
-                 sends one byte a second stay forever."
+                 sends a byte every so often stay forever."
             ))
         })?;
         if started.elapsed() < idle / 2 {

@@ -745,9 +745,10 @@ const FULL_ROOM: usize = 200;
 /// room.
 const ROUNDS: usize = 5;
 /// Every second member says two lines, one right after the other, and each
-/// listener must hear them in that order: a writer that sends what waits in
-/// its outbox in another order fails, once lines wait there. The others say
-/// one line.
+/// listener must hear them in that order. (A writer that sends its outbox
+/// in another order fails only where lines wait there, which the fast path
+/// makes rare: stage 7's slow reader is where an outbox fills.) The others
+/// say one line.
 const PAIRED: usize = 2;
 
 /// Members that connect at once. A server's queue of connections it has not

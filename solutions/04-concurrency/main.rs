@@ -46,7 +46,7 @@ enum Role {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
         max_connections: u16,
         /// Close a connection whose next request takes longer than this
-        /// many seconds (fractions too: the tests use 0.5).
+        /// many seconds (fractions too: the tests use 0.5 and 0.3).
         #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
         idle_timeout: f64,
         /// On SIGTERM, how many seconds a request in progress may take to

@@ -36,7 +36,7 @@ enum Role {
         #[arg(long, default_value_t = default_address())]
         bind: String,
         /// Seconds a newcomer has to send its whole name line (fractions
-        /// too: the tests use 0.4).
+        /// too: the tests use 0.3).
         #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = seconds)]
         name_timeout: f64,
     },

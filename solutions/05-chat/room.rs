@@ -221,7 +221,8 @@ fn deliver(members: &mut Members, line: String, wanted: impl Fn(&str) -> bool) {
             continue;
         };
         // Counted before it is queued, so the writer never counts it off
-        // before it was counted on.
+        // before it was counted on. Should the outbox refuse it, the count
+        // stays: that member is dropped or leaving, and is written no more.
         member.backlog.fetch_add(1, Ordering::SeqCst);
         match member.outbox.try_send(rest) {
             Ok(()) => {}
