@@ -364,8 +364,8 @@ fn http_cases(
         loads.extend([50, 200, 1000].map(|connections| HttpLoad::Wrk { connections }));
     }
     loads.push(HttpLoad::Course { clients: 50 });
-    // The Book's server is measured at `wrk -c50` only, as the issue that
-    // set its goal did; built only when wrk is there to load it.
+    // The Book's server is measured at `wrk -c50` only, where its goal is
+    // set; built only when wrk is there to load it.
     let book = if wrk {
         build_peer(project, "book-server", "book-server-peer")
     } else {

@@ -14,9 +14,10 @@
 //! The buffering proxy follows HTTP/1.1 responses by `Content-Length`; a
 //! response without one is buffered until the server closes; after `101
 //! Switching Protocols` it passes bytes through (an upgraded connection is
-//! not HTTP any more). It holds at most a 64 KiB head and a 16 MiB response;
-//! past either, the client gets `502 Bad Gateway`. Both count the bytes that
-//! pass, for `web-bench`.
+//! not HTTP any more). It holds at most a 64 KiB head and a 16 MiB response:
+//! past either, the client gets `502 Bad Gateway`, but for a response
+//! without a length, whose first 16 MiB go on before the connection closes.
+//! Both count the bytes that pass, for `web-bench`.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};

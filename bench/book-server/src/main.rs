@@ -8,8 +8,7 @@
 //!
 //! It is in `course bench` because it is the server a student who has read
 //! the Book would pick: lesson 02's solution is measured beside it at
-//! `wrk -c50` (the goal: three times its rate). Written here from that
-//! design, not copied. What differs, and why:
+//! `wrk -c50` (the goal: three times its rate). What differs, and why:
 //!
 //! - It serves forever; it prints `listening on ADDR` and takes `--bind`
 //!   and `--page`, so the bench can start it like a lesson's server.
