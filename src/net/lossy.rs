@@ -430,13 +430,18 @@ mod tests {
 
     /// How long `through` waits for the relay and the sink at most.
     const GIVE_UP: Duration = Duration::from_secs(20);
+    /// Datagrams the relay may hold before the client waits: a hundred of
+    /// them fill about half of a sink's socket buffer (some 200 KiB, and a
+    /// tiny datagram costs about a kilobyte of it).
+    const MOST_HELD: u64 = 100;
 
     /// Send `count` numbered datagrams through a relay to a sink, and return
     /// the numbers that arrived, in arrival order. At each tenth datagram the
-    /// client waits for the relay to have it and for the sink to have read
-    /// all the relay sent, and the sink reads until the relay has dealt with
-    /// every datagram: a burst of hundreds would overflow the system's
-    /// socket buffers (a sink starved of CPU on a busy machine too), and a
+    /// client waits for the relay to have it, to hold at most MOST_HELD, and
+    /// for the sink to have read all the relay sent; at the end, for the
+    /// relay to have dealt with every datagram and the sink to have read
+    /// them. A burst of hundreds would overflow the system's socket buffers
+    /// (a relay or a sink starved of CPU on a busy machine makes one), and a
     /// quiet moment on a busy machine is not the end; neither is a loss of
     /// the relay's.
     fn through(bad: Impairment, seed: u64, count: u32) -> Vec<u32> {
@@ -472,12 +477,21 @@ mod tests {
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         let deadline = Instant::now() + GIVE_UP;
         let up = &relay.up;
+        let load = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
+        // Datagrams the relay holds: received (or doubled), not yet sent on
+        // nor lost. A relay starved of CPU while the client sends would
+        // later send them all at once, more than the sink's socket buffer
+        // holds, and the system would drop the rest unseen.
+        let held = || {
+            (load(&up.received) + load(&up.duplicated))
+                .saturating_sub(load(&up.delivered) + load(&up.lost))
+        };
+        let sink_behind = || load(&read) < load(&up.delivered);
         for number in 0..count {
             client.send_to(&number.to_be_bytes(), relay.addr()).unwrap();
             if number % 10 == 9 || number + 1 == count {
                 let behind = || {
-                    up.received.load(Ordering::SeqCst) <= u64::from(number)
-                        || read.load(Ordering::SeqCst) < up.delivered.load(Ordering::SeqCst)
+                    load(&up.received) <= u64::from(number) || held() > MOST_HELD || sink_behind()
                 };
                 // A short sleep, not a spin: the sink and the relay need
                 // the CPU this thread would take.
@@ -486,12 +500,9 @@ mod tests {
                 }
             }
         }
-        // Every datagram received was lost, or sent on (once or twice).
-        let settled = || {
-            let load = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
-            load(&up.delivered) + load(&up.lost) >= load(&up.received) + load(&up.duplicated)
-        };
-        while !settled() && Instant::now() < deadline {
+        // Every datagram received was lost, or sent on (once or twice), and
+        // the sink has read every one sent on.
+        while (held() > 0 || sink_behind()) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
         done.store(true, Ordering::SeqCst);
