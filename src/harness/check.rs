@@ -36,12 +36,7 @@ const STAGE_LIMIT: Duration = Duration::from_secs(300);
 /// dropping the returned sender says it finished in time.
 fn stage_limit(setup: &Setup, number: usize, slug: &'static str) -> mpsc::Sender<()> {
     let limit = STAGE_LIMIT.mul_f64(setup.patience.scale());
-    let replay = format!(
-        "COURSE_SEED={} cargo test --test {} {}",
-        setup.seed,
-        setup.lesson.test_target(),
-        test_name(number, slug)
-    );
+    let replay = replay_command(setup, number, slug);
     let (finished, watched) = mpsc::channel::<()>();
     std::thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = watched.recv_timeout(limit) {
@@ -57,6 +52,25 @@ fn stage_limit(setup: &Setup, number: usize, slug: &'static str) -> mpsc::Sender
         }
     });
     finished
+}
+
+/// The command that runs stage `number` again with the same data.
+pub(crate) fn replay_command(setup: &Setup, number: usize, slug: &str) -> String {
+    format!(
+        "COURSE_SEED={} cargo test --test {} {}",
+        setup.seed,
+        setup.lesson.test_target(),
+        test_name(number, slug)
+    )
+}
+
+/// What a panic said, when it said it in words.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_default()
 }
 
 /// One stage's outcome, before it is recorded: passed, skipped or its
@@ -82,11 +96,7 @@ pub fn check_stage(setup: &Setup, number: usize, stage: &Stage) -> Checked {
         Ok(Ok(())) => {}
         Ok(Err(failure)) => failures.push(failure),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let message = panic_text(panic.as_ref());
             failures.push(
                 Failure::new(format!("the test itself failed: {message}")).hint(
                     "This is a bug in the course's tests, not in your program. Please report \

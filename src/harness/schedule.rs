@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::harness::check::{check_stage, Checked};
+use crate::harness::check::{check_stage, panic_text, replay_command, Checked};
 use crate::harness::failure::Failure;
 use crate::harness::setup::Setup;
 use crate::harness::stage::Stage;
@@ -130,7 +130,7 @@ impl Schedule {
         }
         let stage = &stages[number - 1];
         let checked = std::panic::catch_unwind(|| check_stage(setup, number, stage))
-            .unwrap_or_else(|_| harness_failed(number));
+            .unwrap_or_else(|panic| harness_failed(setup, number, stage, panic.as_ref()));
         if self.shared.stop_at_failure && checked.outcome.is_err() {
             self.shared.stop_after.fetch_min(number, Ordering::SeqCst);
         }
@@ -201,9 +201,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The result of a stage whose harness itself panicked, outside the check
 /// (which has its own guard): a failure, never a silent pass or a hang.
-fn harness_failed(number: usize) -> Checked {
-    let failure = Failure::new("the test itself failed while it ran this stage")
-        .hint("This is a bug in the course's tests, not in your program. Please report it.");
+fn harness_failed(
+    setup: &Setup,
+    number: usize,
+    stage: &Stage,
+    panic: &(dyn std::any::Any + Send),
+) -> Checked {
+    let failure = Failure::new(format!(
+        "the test itself failed while it ran this stage: {}",
+        panic_text(panic)
+    ))
+    .hint(format!(
+        "This is a bug in the course's tests, not in your program. Please report it, with: {}",
+        replay_command(setup, number, stage.slug)
+    ));
     let report = format!("stage {number}: {}", failure.what);
     Checked {
         number,
@@ -323,6 +334,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_panic_outside_a_check_fails_its_stage_in_its_words_with_a_replay() {
+        let first = stage("first", passes, false);
+        let checked = harness_failed(&setup(1), 1, &first, &"a planted panic");
+        let Err((failures, report)) = checked.outcome else {
+            panic!("a panic passed its stage");
+        };
+        assert!(failures[0].what.contains("a planted panic"), "{report}");
+        let hint = failures[0].hint.clone().unwrap_or_default();
+        assert!(
+            hint.contains("COURSE_SEED=1 cargo test --test 01_echo stage_01_first"),
+            "{hint}"
+        );
+    }
+
     static STARTED: AtomicUsize = AtomicUsize::new(0);
     fn counts_its_start(_ctx: &mut Ctx) -> Check<()> {
         STARTED.fetch_add(1, Ordering::SeqCst);
@@ -371,6 +397,13 @@ mod tests {
         LONE_RAN.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
+    // A counter of its own: tests run at once, and one that shared the
+    // other's counter would fail for the other's fault.
+    static STARTED_AFTER_LONE_AND_FAILURE: AtomicUsize = AtomicUsize::new(0);
+    fn counts_a_start_after_lone_and_failure(_ctx: &mut Ctx) -> Check<()> {
+        STARTED_AFTER_LONE_AND_FAILURE.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
 
     /// A stage that runs alone starts after the others; when one of those,
     /// numbered after it, fails, it must still run: the runner reports it
@@ -381,7 +414,7 @@ mod tests {
             stage("first", passes, false),
             stage("lone", lone_passes, true),
             stage("fails", fails, false),
-            stage("after", counts_a_start_after_failure, true),
+            stage("after", counts_a_start_after_lone_and_failure, true),
         ];
         let schedule = Schedule::start(&setup(4), &stages, &[1, 2, 3, 4], AT_ONCE, true);
         assert!(schedule.wait_for(1).is_some_and(|checked| passed(&checked)));
@@ -394,5 +427,7 @@ mod tests {
             "a stage after the failure ran"
         );
         assert_eq!(LONE_RAN.load(Ordering::SeqCst), 1);
+        schedule.wait_until_finished();
+        assert_eq!(STARTED_AFTER_LONE_AND_FAILURE.load(Ordering::SeqCst), 0);
     }
 }
