@@ -85,7 +85,7 @@ const STAGES: [Stage; 12] = [
     },
     Stage {
         slug: "reconnect-storm",
-        title: "50 agents lose the service at once: they come back spread out, nothing lost",
+        title: "50 agents lose the service at once: they come back spread out, nothing lost; two of one name back off",
         slide: "Backoff with full jitter",
         check: reconnect_storm,
         runs_alone: true,
@@ -1211,6 +1211,7 @@ fn start_fleet(ctx: &mut Ctx, service: SocketAddr, no_jitter: bool) -> Check<Vec
 }
 
 fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
+    let twin = start_twins(ctx)?;
     let server = ctx.start_server(&[])?;
     let addr = server.addr;
     let patience = ctx.patience().start;
@@ -1350,6 +1351,7 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
     ctx.expect_running(restarted.id)?;
     // Stopped all at once, not one after another: on a busy machine,
     // programs that each have a moment to exit would take seconds.
+    twins_back_off(ctx, twin)?;
     ctx.step("the fleet and the service are asked to stop (SIGTERM), all together");
     let mut programs: Vec<ProcessId> = fleet.iter().map(|device| device.agent).collect();
     programs.push(restarted.id);
@@ -1361,6 +1363,83 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
         ctx.process(*id).wait_exit(deadline);
     }
     Ok(())
+}
+
+/// Two agents with one device's name, on a service of their own, without
+/// jitter: each connection the service takes replaces the other's. The
+/// first of them, for `twins_back_off`.
+fn start_twins(ctx: &mut Ctx) -> Check<ProcessId> {
+    let service = ctx.start_server(&[])?;
+    ctx.step(format!(
+        "meanwhile, on a second service ({}), two agents start with one device name, twin, \
+         without jitter (--no-jitter): each connection replaces the other's",
+        service.addr
+    ));
+    // A heartbeat a second: a connection counts as one that held after two
+    // (2 s), far longer than the twins let each other stay (about 0.5 s).
+    let first = start_agent_with(ctx, "twin", service.addr, "1", &["--no-jitter"])?;
+    let connected = format!("connected to {} as twin", service.addr);
+    let deadline = Instant::now() + ctx.patience().start;
+    if !ctx
+        .process(first.agent)
+        .wait_for_stdout(connected.as_bytes(), deadline)
+    {
+        let stdout = ctx.process(first.agent).stdout().text();
+        return Err(Failure::new(format!(
+            "the first twin did not print `{connected}` within {:.0} s",
+            ctx.patience().start.as_secs_f64()
+        ))
+        .detail(output_block("its stdout", &stdout)));
+    }
+    start_agent_with(ctx, "twin", service.addr, "1", &["--no-jitter"])?;
+    Ok(first.agent)
+}
+
+/// The first twin, pushed out by the other twice, must wait longer the
+/// second time: a connection that ended at once is a failure, not a
+/// reason to start the backoff over.
+fn twins_back_off(ctx: &mut Ctx, twin: ProcessId) -> Check<()> {
+    ctx.step("the first twin, pushed out twice by the other, waits longer the second time");
+    let within = ctx.patience().seconds(5.0);
+    let deadline = Instant::now() + within;
+    let waits = loop {
+        let waits = reconnect_waits(&ctx.process(twin).stdout().text());
+        if waits.len() >= 2 || Instant::now() >= deadline {
+            break waits;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = ctx.process(twin).stdout().text();
+    match waits[..] {
+        [first, second, ..] if second > first => Ok(()),
+        [first, second, ..] => Err(Failure::new(format!(
+            "pushed out twice by another agent with its device's name, each time right after \
+             it connected, the first twin waited {first:.2} s, then {second:.2} s"
+        ))
+        .detail(output_block("its stdout", &stdout))
+        .hint(format!(
+            "Only a connection that held (two heartbeats) shows the way to the service \
+             works and starts the backoff over. Reset after every connection, two agents \
+             with one name push each other out twice a second, for ever. Where: \
+             {AGENT_FILE}, fn stay_connected, which the course gives: compare it with the \
+             solution's."
+        ))),
+        _ => Err(Failure::new(format!(
+            "the first twin did not say `reconnecting in ... s` twice within {:.0} s",
+            within.as_secs_f64()
+        ))
+        .detail(output_block("its stdout", &stdout))),
+    }
+}
+
+/// The waits an agent announced, in seconds: its `reconnecting in 0.50 s`
+/// lines.
+fn reconnect_waits(stdout: &str) -> Vec<f64> {
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("reconnecting in ")?.strip_suffix(" s"))
+        .filter_map(|seconds| seconds.parse().ok())
+        .collect()
 }
 
 fn durable(ctx: &mut Ctx) -> Check<()> {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
@@ -85,10 +85,20 @@ pub fn run(
 /// Connect, and connect again whenever the connection ends, for ever.
 fn stay_connected(agent: &Agent, mut backoff: Backoff) -> ! {
     loop {
+        let started = Instant::now();
         match agent.session() {
             Ok(why) => {
                 say(format!("connection to {} lost: {why}", agent.service));
-                backoff.reset();
+                // A connection that held proved the way to the service: the
+                // next wait starts from the first. One that ended at once
+                // counts as a failure: the service took it and then closed
+                // it, or another agent with this device's name took its
+                // place. Were the backoff reset after those too, two agents
+                // with one name would push each other out twice a second,
+                // for ever; this way they soon wait the longest wait.
+                if started.elapsed() >= held_long_enough(agent.keepalive) {
+                    backoff.reset();
+                }
             }
             Err(why) => say(format!(
                 "cannot reach the service at {}: {why}",
@@ -99,6 +109,14 @@ fn stay_connected(agent: &Agent, mut backoff: Backoff) -> ! {
         say(format!("reconnecting in {:.2} s", delay.as_secs_f64()));
         thread::sleep(delay);
     }
+}
+
+/// How long a connection must last to count as one that worked: two
+/// heartbeats (a connection still up then has heard the service answer
+/// one, or the deadline in `session` would have cut it), and never less
+/// than a second.
+fn held_long_enough(keepalive: Duration) -> Duration {
+    (keepalive * 2).max(Duration::from_secs(1))
 }
 
 fn say(line: String) {
