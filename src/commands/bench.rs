@@ -822,10 +822,14 @@ fn chat_room(server: &ChatServer) -> Result<(f64, f64)> {
     let times = Mutex::new(Vec::new());
     let all_reading = Barrier::new(ROOM + 1);
     let all_read = Barrier::new(ROOM);
+    // Every writer before any reader: a reader waits at `all_reading` for
+    // this thread, which must not fail before it gets there.
+    let mut writers = members
+        .iter()
+        .map(|member| member.get_ref().try_clone())
+        .collect::<std::io::Result<Vec<_>>>()?;
     thread::scope(|scope| -> Result<()> {
-        let mut writers = Vec::with_capacity(ROOM);
         for (index, member) in members.iter_mut().enumerate() {
-            writers.push(member.get_ref().try_clone()?);
             let said = (0..ROOM_LINES).filter(|line| line % ROOM == index).count();
             let (times, all_reading, all_read) = (&times, &all_reading, &all_read);
             scope.spawn(move || {
