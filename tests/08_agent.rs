@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::{output_block, ProcessId};
 use course::harness::local;
+use course::harness::setup::switched_on;
 use course::net::nat::{MappingInfo, Nat};
 use course::{Check, Conn, Ctx, Failure, Programs, Stage};
 
@@ -1225,7 +1226,7 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
     ));
     // COURSE_NO_JITTER=1 measures the same storm without jitter (the stage
     // then fails, as it should).
-    let no_jitter = std::env::var_os("COURSE_NO_JITTER").is_some_and(|value| value == "1");
+    let no_jitter = switched_on("COURSE_NO_JITTER");
     let fleet = start_fleet(ctx, nat.addr(), no_jitter)?;
     let mut apps = Vec::new();
     for (index, device) in fleet.iter().enumerate() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::harness::ctx::Ctx;
 use crate::harness::failure::{Failure, MissingTool};
 use crate::harness::progress;
-use crate::harness::setup::{test_name, Setup};
+use crate::harness::setup::{switched_on, test_name, Setup};
 use crate::harness::stage::Stage;
 
 /// How a stage that did not fail ended.
@@ -22,7 +22,7 @@ pub enum Completed {
 /// Whether a missing client fails its stage (`COURSE_REQUIRE_CLIENTS=1`, as
 /// CI sets) rather than skipping it.
 fn clients_required() -> bool {
-    std::env::var_os("COURSE_REQUIRE_CLIENTS").is_some_and(|set| set == "1")
+    switched_on("COURSE_REQUIRE_CLIENTS")
 }
 
 /// The longest one stage may run: many times the slowest stage of the

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::harness::escape;
 use crate::harness::journal::Journal;
+use crate::harness::setup::switched_on;
 
 /// The start of every progress line.
 pub const PREFIX: &str = "progress: ";
@@ -33,13 +34,13 @@ fn first_notice() -> Duration {
 }
 
 fn enabled() -> bool {
-    std::env::var_os("COURSE_PROGRESS").is_some_and(|value| value == "1")
+    switched_on("COURSE_PROGRESS")
 }
 
 /// Whether each stage's time is wanted (`COURSE_TIMES=1`), as when the
 /// slowest stages of a suite are looked for: the lines [`finished`] prints.
 pub fn times_wanted() -> bool {
-    std::env::var_os("COURSE_TIMES").is_some_and(|value| value == "1")
+    switched_on("COURSE_TIMES")
 }
 
 /// `mark` is `pass`, `FAIL` or `skip`. Printed with `COURSE_PROGRESS=1`,

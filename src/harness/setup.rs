@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use crate::harness::lesson::Lesson;
 
+/// Whether the environment variable `name` is `1`: how each of the course's
+/// switches (`COURSE_TIMES=1`, `COURSE_PROGRESS=1`, ...) is turned on.
+pub fn switched_on(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|value| value == "1")
+}
+
 /// The two builds of a lesson's binary, as cargo built them for the tests
 /// (`env!("CARGO_BIN_EXE_01-echo")`).
 #[derive(Debug, Clone, Copy)]
