@@ -207,6 +207,12 @@ fn build_peer(project: &Path, folder: &str, bin: &str) -> std::result::Result<Pa
         .ok_or_else(|| format!("cargo built bench/{folder} but did not say where"))
 }
 
+/// What the table says of a peer that could not be built: the first line
+/// of why.
+fn not_built(peer: &str, why: &str) -> String {
+    format!("{peer} not built: {}", why.lines().next().unwrap_or(""))
+}
+
 /// Whether `tool` can be started: asked for its version (or its usage, by
 /// a tool that knows no `--version`), it starts and soon exits.
 fn installed(tool: &str) -> bool {
@@ -441,13 +447,7 @@ fn http_cases(
                         Some(ours.ok_per_second / books.ok_per_second),
                     )
                 }
-                Err(why) => (
-                    format!(
-                        "Book server not built: {}",
-                        why.lines().next().unwrap_or("")
-                    ),
-                    None,
-                ),
+                Err(why) => (not_built("Book server", why), None),
             };
             rows.push(Row {
                 case: "02 vs the Rust Book server, wrk -c50".to_string(),
@@ -714,7 +714,7 @@ fn chat_cases(
             ),
         ),
         Err(why) => {
-            let skipped = format!("tokio peer not built: {}", why.lines().next().unwrap_or(""));
+            let skipped = not_built("tokio peer", why);
             (skipped.clone(), skipped, None, None)
         }
     };
