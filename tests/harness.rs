@@ -70,7 +70,7 @@ fn main() {
             hostile_stderr_is_escaped,
         ),
         Trial::test("no_setsid_grandchild_outlives_the_stage", || {
-            let (result, pids) = run_fake("starts_a_daemon", &quick());
+            let (result, pids) = run_fake("starts_a_daemon", &QUICK);
             result.map_err(|failure| Failed::from(failure.report))?;
             if pids.len() != 2 {
                 return Err(format!("expected the server and its daemon, got {pids:?}").into());
@@ -90,7 +90,7 @@ fn main() {
             suite::says_a_long_stage_is_running,
         ),
         Trial::test("no_program_a_server_started_outlives_the_stage", || {
-            let (result, pids) = run_fake("starts_a_helper", &quick());
+            let (result, pids) = run_fake("starts_a_helper", &QUICK);
             result.map_err(|failure| Failed::from(failure.report))?;
             if pids.len() != 2 {
                 return Err(
@@ -185,10 +185,6 @@ const CASES: [Case; 9] = [
 ];
 
 /// Short deadlines, so the whole file runs in seconds.
-fn quick() -> Patience {
-    QUICK
-}
-
 const QUICK: Patience = Patience {
     start: Duration::from_millis(1500),
     reply: Duration::from_millis(1000),
@@ -268,7 +264,7 @@ fn run_fake_with(
 /// screen, set the window title, overwrite a line with a fake pass. The
 /// report shows each of those bytes escaped, never raw.
 fn hostile_stderr_is_escaped() -> Result<(), Failed> {
-    let (result, pids) = run_fake("writes_terminal_commands", &quick());
+    let (result, pids) = run_fake("writes_terminal_commands", &QUICK);
     let Err(failure) = result else {
         return Err("a server that exits at once passed".into());
     };
@@ -686,7 +682,7 @@ mod suite {
 
     pub fn several_checks_fail() -> Result<(), Failed> {
         let test = "several_checks_fail";
-        let (result, pids) = run_fake_with(test, "echo", &quick(), &STAGES[2]);
+        let (result, pids) = run_fake_with(test, "echo", &QUICK, &STAGES[2]);
         let Err(failure) = result else {
             return Err("three failing checks passed".into());
         };
