@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,19 @@ impl Captured {
 
 /// A captured stream that a reader thread fills and waiters watch.
 type Shared = Arc<(Mutex<Captured>, Condvar)>;
+
+/// What a stream has captured, for a wait that looks again and again: the
+/// first look at once (output printed already is read without a poll's
+/// delay), each later one once the stream changes, or after POLL.
+fn next_look<'a>(shared: &'a Shared, first: &mut bool) -> MutexGuard<'a, Captured> {
+    let (lock, changed) = &**shared;
+    let captured = lock.lock().unwrap();
+    if std::mem::take(first) {
+        captured
+    } else {
+        changed.wait_timeout(captured, POLL).unwrap().0
+    }
+}
 
 fn drain_into(mut source: impl Read + Send + 'static, shared: Shared) {
     thread::spawn(move || {
@@ -227,16 +240,10 @@ impl Running {
     /// Wait until the program has printed its first line, and read the address
     /// from it. The wait ends early when the program exits.
     pub fn wait_for_address(&mut self, deadline: Instant) -> Result<SocketAddr, StartError> {
-        // The first look comes before any wait: a line printed already is
-        // read at once, not a poll later.
         let mut first = true;
         loop {
             let (head, total, ended) = {
-                let (lock, changed) = &*self.stdout;
-                let mut captured = lock.lock().unwrap();
-                if !std::mem::take(&mut first) {
-                    captured = changed.wait_timeout(captured, POLL).unwrap().0;
-                }
+                let captured = next_look(&self.stdout, &mut first);
                 (captured.head.clone(), captured.total, captured.ended)
             };
             if let Some(end) = head.iter().position(|&b| b == b'\n') {
@@ -306,11 +313,7 @@ impl Running {
         let mut first = true;
         loop {
             {
-                let (lock, changed) = &*self.stdout;
-                let mut captured = lock.lock().unwrap();
-                if !std::mem::take(&mut first) {
-                    captured = changed.wait_timeout(captured, POLL).unwrap().0;
-                }
+                let captured = next_look(&self.stdout, &mut first);
                 let haystack = if captured.total <= KEPT_BYTES {
                     &captured.head
                 } else {
@@ -343,12 +346,12 @@ impl Running {
     }
 
     /// What it printed on stdout so far.
-    pub fn stdout(&self) -> std::sync::MutexGuard<'_, Captured> {
+    pub fn stdout(&self) -> MutexGuard<'_, Captured> {
         self.stdout.0.lock().unwrap()
     }
 
     /// What it printed on stderr so far.
-    pub fn stderr(&self) -> std::sync::MutexGuard<'_, Captured> {
+    pub fn stderr(&self) -> MutexGuard<'_, Captured> {
         self.stderr.0.lock().unwrap()
     }
 
@@ -527,7 +530,7 @@ pub fn describe(status: &ExitStatus) -> String {
 
 /// The process groups of programs still running: [`end_all_on_interrupt`]
 /// ends them if the test itself is stopped, where no destructor runs.
-fn live_groups() -> std::sync::MutexGuard<'static, Vec<u32>> {
+fn live_groups() -> MutexGuard<'static, Vec<u32>> {
     static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
     LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
