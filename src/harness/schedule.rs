@@ -199,6 +199,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What a student is asked to do when the course's tests fail by themselves.
+const REPORT_IT: &str = "This is a bug in the course's tests, not in your program. Please \
+                         report it, with the command that replays it:";
+
 /// The result of a stage whose harness itself panicked, outside the check
 /// (which has its own guard): a failure, never a silent pass or a hang.
 fn harness_failed(
@@ -207,15 +211,25 @@ fn harness_failed(
     stage: &Stage,
     panic: &(dyn std::any::Any + Send),
 ) -> Checked {
+    let said = match panic_text(panic) {
+        text if text.is_empty() => "it gave no reason".to_string(),
+        text => text,
+    };
+    let replay = replay_command(setup, number, stage.slug);
     let failure = Failure::new(format!(
-        "the test itself failed while it ran this stage: {}",
-        panic_text(panic)
+        "the test itself failed while it ran this stage: {said}"
     ))
-    .hint(format!(
-        "This is a bug in the course's tests, not in your program. Please report it, with: {}",
-        replay_command(setup, number, stage.slug)
-    ));
-    let report = format!("stage {number}: {}", failure.what);
+    .hint(format!("{REPORT_IT} {replay}"));
+    // The report is what the student reads: the reason, and the replay
+    // command on a line of its own, whole, to copy.
+    let report = format!(
+        "stage {number} of {}: {} ({})\n\n{}\n\n{}\n  {replay}",
+        setup.total,
+        stage.title,
+        stage.slug,
+        crate::harness::report::wrap(&failure.what, "  "),
+        crate::harness::report::wrap(REPORT_IT, "  ")
+    );
     Checked {
         number,
         took: Duration::ZERO,
@@ -342,10 +356,14 @@ mod tests {
             panic!("a panic passed its stage");
         };
         assert!(failures[0].what.contains("a planted panic"), "{report}");
-        let hint = failures[0].hint.clone().unwrap_or_default();
+        // What the student reads: the panic's words, and the replay whole
+        // on one line.
+        assert!(report.contains("a planted panic"), "{report}");
         assert!(
-            hint.contains("COURSE_SEED=1 cargo test --test 01_echo stage_01_first"),
-            "{hint}"
+            report
+                .lines()
+                .any(|line| line.trim() == "COURSE_SEED=1 cargo test --test 01_echo stage_01_first"),
+            "{report}"
         );
     }
 
