@@ -1350,9 +1350,9 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
         app.expect_push(text, deadline).map_err(Failure::new)?;
     }
     ctx.expect_running(restarted.id)?;
+    twins_back_off(ctx, twin)?;
     // Stopped all at once, not one after another: on a busy machine,
     // programs that each have a moment to exit would take seconds.
-    twins_back_off(ctx, twin)?;
     ctx.step("the fleet and the service are asked to stop (SIGTERM), all together");
     let mut programs: Vec<ProcessId> = fleet.iter().map(|device| device.agent).collect();
     programs.push(restarted.id);
@@ -1419,11 +1419,11 @@ fn twins_back_off(ctx: &mut Ctx, twin: ProcessId) -> Check<()> {
         ))
         .detail(output_block("its stdout", &stdout))
         .hint(format!(
-            "Only a connection that held (two heartbeats) shows the way to the service \
-             works and starts the backoff over. Reset after every connection, two agents \
-             with one name push each other out twice a second, for ever. Where: \
-             {AGENT_FILE}, fn stay_connected, which the course gives: compare it with the \
-             solution's."
+            "Only a connection that held (two heartbeats, fn held_long_enough) shows the \
+             way to the service works and starts the backoff over. Reset after every \
+             connection, two agents with one name push each other out twice a second, for \
+             ever. Where: {AGENT_FILE}, fn stay_connected. The course gives that function \
+             written: if it was changed, put back the check around `backoff.reset()`."
         ))),
         _ => Err(Failure::new(format!(
             "the first twin did not say `reconnecting in ... s` twice within {:.0} s",
