@@ -1212,7 +1212,7 @@ fn start_fleet(ctx: &mut Ctx, service: SocketAddr, no_jitter: bool) -> Check<Vec
 }
 
 fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
-    let twin = start_twins(ctx)?;
+    let twins = start_first_twin(ctx)?;
     let server = ctx.start_server(&[])?;
     let addr = server.addr;
     let patience = ctx.patience().start;
@@ -1228,6 +1228,8 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
     // then fails, as it should).
     let no_jitter = switched_on("COURSE_NO_JITTER");
     let fleet = start_fleet(ctx, nat.addr(), no_jitter)?;
+    // The twins push each other out while the storm goes on.
+    let twin = start_second_twin(ctx, twins)?;
     let mut apps = Vec::new();
     for (index, device) in fleet.iter().enumerate() {
         let name = format!("d{index:03}");
@@ -1368,32 +1370,52 @@ fn reconnect_storm(ctx: &mut Ctx) -> Check<()> {
 
 /// Two agents with one device's name, on a service of their own, without
 /// jitter: each connection the service takes replaces the other's. The
-/// first of them, for `twins_back_off`.
-fn start_twins(ctx: &mut Ctx) -> Check<ProcessId> {
+/// first starts here; the second, once the first has connected, in
+/// `start_second_twin`.
+struct Twins {
+    service: SocketAddr,
+    first: ProcessId,
+}
+
+fn start_first_twin(ctx: &mut Ctx) -> Check<Twins> {
     let service = ctx.start_server(&[])?;
     ctx.step(format!(
-        "meanwhile, on a second service ({}), two agents start with one device name, twin, \
-         without jitter (--no-jitter): each connection replaces the other's",
+        "on a second service ({}), an agent starts as device twin, without jitter \
+         (--no-jitter)",
         service.addr
     ));
     // A heartbeat a second: a connection counts as one that held after two
     // (2 s), far longer than the twins let each other stay (about 0.5 s).
     let first = start_agent_with(ctx, "twin", service.addr, "1", &["--no-jitter"])?;
-    let connected = format!("connected to {} as twin", service.addr);
+    Ok(Twins {
+        service: service.addr,
+        first: first.agent,
+    })
+}
+
+/// Once the first twin is connected, start the second: from then on, each
+/// connection the service takes replaces the other's. The first, for
+/// `twins_back_off`.
+fn start_second_twin(ctx: &mut Ctx, twins: Twins) -> Check<ProcessId> {
+    let connected = format!("connected to {} as twin", twins.service);
     let deadline = Instant::now() + ctx.patience().start;
     if !ctx
-        .process(first.agent)
+        .process(twins.first)
         .wait_for_stdout(connected.as_bytes(), deadline)
     {
-        let stdout = ctx.process(first.agent).stdout().text();
+        let stdout = ctx.process(twins.first).stdout().text();
         return Err(Failure::new(format!(
             "the first twin did not print `{connected}` within {:.0} s",
             ctx.patience().start.as_secs_f64()
         ))
         .detail(output_block("its stdout", &stdout)));
     }
-    start_agent_with(ctx, "twin", service.addr, "1", &["--no-jitter"])?;
-    Ok(first.agent)
+    ctx.step(
+        "a second agent starts as device twin too: each connection the service takes \
+         replaces the other's",
+    );
+    start_agent_with(ctx, "twin", twins.service, "1", &["--no-jitter"])?;
+    Ok(twins.first)
 }
 
 /// The first twin, pushed out by the other twice, must wait longer the
