@@ -1408,7 +1408,11 @@ fn start_second_twin(ctx: &mut Ctx, twins: Twins) -> Check<ProcessId> {
             "the first twin did not print `{connected}` within {:.0} s",
             ctx.patience().start.as_secs_f64()
         ))
-        .detail(output_block("its stdout", &stdout)));
+        .detail(output_block("its stdout", &stdout))
+        .hint(format!(
+            "The agent prints `connected to ADDR as DEVICE` once the service has answered \
+             its HELLO with WELCOME, as in stage 1: TODO 1 in {AGENT_FILE}, fn hello."
+        )));
     }
     ctx.step(
         "a second agent starts as device twin too: each connection the service takes \
