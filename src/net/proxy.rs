@@ -294,6 +294,10 @@ mod tests {
         addr
     }
 
+    /// How long a test waits to show that the proxy holds what it has:
+    /// bytes it passed on would come through in well under a millisecond.
+    const HELD: Duration = Duration::from_millis(150);
+
     fn connect(addr: SocketAddr) -> TcpStream {
         let stream = TcpStream::connect(addr).unwrap();
         stream
@@ -319,9 +323,7 @@ mod tests {
         });
         let proxy = start(server, Mode::Buffer, Duration::from_secs(5)).unwrap();
         let mut client = connect(proxy.addr);
-        client
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        client.set_read_timeout(Some(HELD)).unwrap();
         let mut byte = [0u8; 1];
         let early = client.read(&mut byte);
         assert!(early.is_err(), "nothing may pass before the body ends");
@@ -333,9 +335,7 @@ mod tests {
         let mut whole = vec![0u8; head.len() + 10];
         client.read_exact(&mut whole).unwrap();
         assert!(whole.ends_with(b"helloworld"));
-        client
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        client.set_read_timeout(Some(HELD)).unwrap();
         assert!(client.read(&mut byte).is_err(), "an endless body is held");
         release.send(()).unwrap();
         client
@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn the_idle_proxy_closes_a_silent_connection_and_keeps_a_busy_one() {
-        let idle = Duration::from_millis(600);
+        let idle = Duration::from_millis(300);
         let proxy = start(crate::net::testing::echo_server(), Mode::Idle, idle).unwrap();
         // Both at once: the silent connection is closed while the busy one
         // goes on.
@@ -394,7 +394,7 @@ mod tests {
             let read = silent.read(&mut byte);
             (matches!(read, Ok(0)) || read.is_err(), started.elapsed())
         });
-        // Busy: a byte every 200 ms, well under the idle time, past the idle
+        // Busy: a byte every 100 ms, a third of the idle time, past the idle
         // time and past the silent one's end.
         let mut byte = [0u8; 1];
         while !closed.is_finished() || started.elapsed() <= idle {
@@ -402,7 +402,7 @@ mod tests {
                 started.elapsed() < Duration::from_secs(10),
                 "the silent connection is still open"
             );
-            thread::sleep(Duration::from_millis(200));
+            thread::sleep(Duration::from_millis(100));
             busy.write_all(b"x").unwrap();
             busy.read_exact(&mut byte).unwrap();
         }
