@@ -1,22 +1,24 @@
 //! `course`: the course board, and grading for students and instructors.
 //!
-//!     cargo run                                  the board
-//!     cargo run -- grade 01                      lesson 01's stages, your code
-//!     cargo run -- grade 01 --target solutions   against the reference
-//!     cargo run -- grade 01 --cmd "python3 echo.py" --json
-//!     cargo run -- grade all --csv --student "Ada Lovelace"
-//!     cargo run -- check-starters                every starter fails stage 1
-//!     cargo run -- classroom                     write the GitHub Classroom workflow
-//!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
-//!     cargo run -- handout ../course-for-students  the copy students are given
-//!     cargo run -- tap --to 127.0.0.1:7001       watch the wire between nc and a server
-//!     cargo run --release -- push-bench 127.0.0.1:7007
-//!     cargo run -- proxy --mode buffer 127.0.0.1:7006    a middlebox for lesson 06
-//!     cargo run --release -- web-bench 127.0.0.1:7006    lesson 06's four ways, measured
-//!     cargo run -- lossy --to 127.0.0.1:7009 --loss 20   a bad network for lesson 09
-//!     cargo run --release -- game-bench 127.0.0.1:7009   lesson 09's bytes and delay
-//!     cargo run --release -- bench               solutions beside nginx, wrk, python3
-//!     cargo run -- nat --idle 5 --to 127.0.0.1:7008
+//! ```text
+//! cargo run                                  the board
+//! cargo run -- grade 01                      lesson 01's stages, your code
+//! cargo run -- grade 01 --target solutions   against the reference
+//! cargo run -- grade 01 --cmd "python3 echo.py" --json
+//! cargo run -- grade all --csv --student "Ada Lovelace"
+//! cargo run -- check-starters                every starter fails stage 1
+//! cargo run -- classroom                     write the GitHub Classroom workflow
+//! cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 20
+//! cargo run -- handout ../course-for-students  the copy students are given
+//! cargo run -- tap --to 127.0.0.1:7001       watch the wire between nc and a server
+//! cargo run --release -- push-bench 127.0.0.1:7007
+//! cargo run -- proxy --mode buffer 127.0.0.1:7006    a middlebox for lesson 06
+//! cargo run --release -- web-bench 127.0.0.1:7006    lesson 06's four ways, measured
+//! cargo run -- lossy --to 127.0.0.1:7009 --loss 20   a bad network for lesson 09
+//! cargo run --release -- game-bench 127.0.0.1:7009   lesson 09's bytes and delay
+//! cargo run --release -- bench               solutions beside nginx, wrk, python3
+//! cargo run -- nat --idle 5 --to 127.0.0.1:7008
+//! ```
 
 use std::path::Path;
 use std::process::ExitCode;

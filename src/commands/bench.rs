@@ -1,7 +1,9 @@
 //! `course bench`: the reference solutions side by side with the servers a
 //! student would pick instead, on this machine, in one run.
 //!
-//!     cargo run --release -- bench
+//! ```text
+//! cargo run --release -- bench
+//! ```
 //!
 //! Each case runs the solution and its peer in turn (solution, peer,
 //! solution, peer...), so that a machine that gets busier halfway hurts

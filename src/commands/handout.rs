@@ -107,13 +107,14 @@ pub fn write(project: &Path, dir: &Path) -> Result<Summary> {
 const GIVEN: [&str; 3] = ["lessons", "src", "tests"];
 
 /// Every line of an answer: each line of a solution file that stands in no
-/// file of [`GIVEN`], leaving out lines too plain to give anything away
+/// file of `GIVEN`, leaving out lines too plain to give anything away
 /// (`}`, `break;`, `Ok(())`). A later lesson's starter may hold an earlier
 /// lesson's answer (each lesson is whole on its own), and a tool may speak
 /// a lesson's protocol (`course push-bench` acknowledges as lesson 07's
-/// device does): what the handout must hold is given out anyway. Keyed by the line without its indentation
-/// (a method chain's lines joined, see [`statements`]), valued by where it
-/// stands (`solutions/01-echo/server.rs:12`).
+/// device does): what the handout must hold is given out anyway. Keyed by
+/// the line without its indentation (a method chain's lines joined, see
+/// `statements`), valued by where it stands
+/// (`solutions/01-echo/server.rs:12`).
 pub fn answer_lines(project: &Path) -> Result<BTreeMap<String, String>> {
     let mut answers = BTreeMap::new();
     let solutions = project.join("solutions");

@@ -83,7 +83,7 @@ pub struct Checked {
 
 /// Run one stage. Every program it started, and every process those left
 /// behind, has ended when it returns. Nothing is recorded yet: stages run
-/// at once, and are recorded in order ([`record`]).
+/// at once, and are recorded in order (the runner's `record`).
 pub fn check_stage(setup: &Setup, number: usize, stage: &Stage) -> Checked {
     let started = Instant::now();
     let mut ctx = Ctx::new(setup, number);

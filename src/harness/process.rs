@@ -26,9 +26,9 @@ const POLL: Duration = Duration::from_millis(10);
 /// What a program wrote on one stream: its start and its end, and how much.
 #[derive(Debug, Default)]
 pub struct Captured {
-    /// The first bytes, up to [`KEPT_BYTES`].
+    /// The first bytes, up to `KEPT_BYTES`.
     pub head: Vec<u8>,
-    /// The last bytes, up to [`KEPT_BYTES`].
+    /// The last bytes, up to `KEPT_BYTES`.
     tail: Vec<u8>,
     /// Bytes in all.
     pub total: usize,
@@ -609,7 +609,7 @@ fn become_subreaper() {
 fn become_subreaper() {}
 
 /// End every stray: a process that came back to this one as an orphan (see
-/// [`become_subreaper`]) and is not a program still in use, and everything
+/// `become_subreaper`) and is not a program still in use, and everything
 /// it started. Called when a stage ends. Only orphans that left this
 /// process's group are strays, so the test's own children (cargo, a
 /// command it runs itself) are left alone.

@@ -59,7 +59,7 @@ pub struct Watch {
     _stop: Option<mpsc::Sender<()>>,
 }
 
-/// Say, after [`first_notice`] and then every [`NEXT_NOTICE`], that stage
+/// Say, after `first_notice` and then every `NEXT_NOTICE`, that stage
 /// `number` is still running and what its last step was, until the returned
 /// [`Watch`] is dropped.
 pub fn watch(number: usize, slug: &'static str, journal: Journal) -> Watch {

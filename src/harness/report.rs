@@ -118,7 +118,7 @@ fn write_details(text: &mut String, details: &[String], indent: &str) {
     }
 }
 
-/// Wrap prose at [`WIDTH`] columns, each line starting with `indent`.
+/// Wrap prose at `WIDTH` columns, each line starting with `indent`.
 /// Paragraphs (separated by blank lines) stay apart; code spans are not split.
 pub fn wrap(prose: &str, indent: &str) -> String {
     let mut lines = Vec::new();

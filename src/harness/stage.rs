@@ -20,7 +20,7 @@ pub struct Stage {
     pub title: &'static str,
     /// The heading, in the lesson's slide file, to read when it fails.
     pub slide: &'static str,
-    /// The check. It fails by returning a [`Failure`].
+    /// The check. It fails by returning a [`Failure`](crate::harness::failure::Failure).
     pub check: fn(&mut Ctx) -> Check<()>,
     /// Whether the stage must run with no other stage beside it. A
     /// lesson's stages run at the same time as each other, because most of

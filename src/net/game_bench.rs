@@ -1,8 +1,10 @@
 //! `course game-bench ADDR`: what lesson 09's game costs on the wire, and how
 //! far in the past a client must draw as the network gets worse.
 //!
-//!     cargo run --bin 09-game-solution -- server
-//!     cargo run --release -- game-bench 127.0.0.1:7009
+//! ```text
+//! cargo run --bin 09-game-solution -- server
+//! cargo run --release -- game-bench 127.0.0.1:7009
+//! ```
 //!
 //! 1. Bandwidth: `--players` bots join; half of them press a key every tick,
 //!    half stand still. It counts the bytes of every snapshot each bot gets

@@ -1,7 +1,9 @@
 //! `course load`: many clients at once against one server, and what they
 //! measured: throughput, latency percentiles, errors.
 //!
-//!     cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 100
+//! ```text
+//! cargo run -- load 127.0.0.1:7004 --protocol mailbox --clients 100 --requests 100
+//! ```
 //!
 //! It speaks the echo protocol of lesson 01, HTTP/1.1 (lesson 02) or the
 //! mailbox of lesson 03 to any server that keeps to them, whatever its

@@ -1,6 +1,8 @@
 //! `course lossy`: a UDP relay that makes the network bad on purpose.
 //!
-//!     cargo run -- lossy --to 127.0.0.1:7009 --loss 20 --delay 50 --jitter 30 --dup 5
+//! ```text
+//! cargo run -- lossy --to 127.0.0.1:7009 --loss 20 --delay 50 --jitter 30 --dup 5
+//! ```
 //!
 //! Datagrams sent to the relay go on to `--to`, and the answers come back,
 //! each one lost, delayed, jittered (and so reordered) or duplicated as the

@@ -3,7 +3,9 @@
 //! carrier's NAT does: no FIN, no RST, nothing. Both ends keep an open
 //! socket; every byte after that goes nowhere.
 //!
-//!     cargo run -- nat --idle 5 --to 127.0.0.1:7008
+//! ```text
+//! cargo run -- nat --idle 5 --to 127.0.0.1:7008
+//! ```
 //!
 //! It prints `listening on IP:PORT`; point an agent's `--connect` there. On
 //! its standard input, the line `drop` forgets every mapping at once (as a

@@ -1,8 +1,10 @@
 //! `course proxy`: two middleboxes that stand between a browser and a
 //! server, as many real networks do, and break what a push-like way needs.
 //!
-//!     cargo run -- proxy --mode buffer 127.0.0.1:7006      a proxy that buffers each response until it ends
-//!     cargo run -- proxy --mode idle --idle 5 127.0.0.1:7006   one that closes connections silent for 5 s
+//! ```text
+//! cargo run -- proxy --mode buffer 127.0.0.1:7006      a proxy that buffers each response until it ends
+//! cargo run -- proxy --mode idle --idle 5 127.0.0.1:7006   one that closes connections silent for 5 s
+//! ```
 //!
 //! Each prints `listening on IP:PORT`; point the browser there. A buffering
 //! proxy (nginx with `proxy_buffering on`, many corporate proxies and

@@ -5,7 +5,9 @@
 //! prints the delivery latency (from SEND to arrival) and how many requests
 //! each device made, per notification and while nothing happened.
 //!
-//!     cargo run --release -- push-bench 127.0.0.1:7007
+//! ```text
+//! cargo run --release -- push-bench 127.0.0.1:7007
+//! ```
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,8 +3,10 @@
 //! `→` from the client, `←` from the server, the bytes escaped, the time
 //! since the connection opened, and the byte counts.
 //!
-//!     cargo run -- tap --to 127.0.0.1:7001          listens on 127.0.0.1:7000
-//!     nc 127.0.0.1 7000                              in another terminal
+//! ```text
+//! cargo run -- tap --to 127.0.0.1:7001          listens on 127.0.0.1:7000
+//! nc 127.0.0.1 7000                              in another terminal
+//! ```
 //!
 //! Each connection gets a label (`#1`, `#2`, ...) and runs on threads of its
 //! own, so several at once interleave line by line. With `--udp` it relays

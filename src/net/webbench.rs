@@ -1,7 +1,9 @@
 //! `course web-bench`: what each way of putting a chat room in a browser
 //! costs, measured against a running lesson 06 server.
 //!
-//!     cargo run --release -- web-bench 127.0.0.1:7006
+//! ```text
+//! cargo run --release -- web-bench 127.0.0.1:7006
+//! ```
 //!
 //! For each way (short polling every second, long polling, Server-Sent
 //! Events, WebSocket), one member says 100 lines at 10 a second and another
