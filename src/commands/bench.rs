@@ -17,7 +17,8 @@
 //! (`bench/tokio-chat`: a task and an unbounded channel per member,
 //! speaking the course's protocol). The bench builds the peers in `bench/`
 //! with cargo. A peer that is not installed, or cannot be built, is
-//! skipped, and the table says so.
+//! skipped, and the table says so. What the table shows, each ratio with
+//! the range of its rounds, is in `table.rs`.
 //! Everything runs on loopback; the load shares the cores with the server.
 
 use std::fs;
@@ -38,6 +39,9 @@ use crate::harness::resources::resident_bytes;
 use crate::net::load::{self, LoadArgs, Protocol};
 
 mod idle;
+mod table;
+
+use table::{print_table, Machine, Ratio, Row};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -77,16 +81,6 @@ while True:
             conn.sendall(data)
 "#;
 
-/// One line of the table: a case, what the solution measured, what its peer
-/// measured, and the goal.
-struct Row {
-    case: String,
-    solution: String,
-    peer: String,
-    ratio: Option<f64>,
-    goal: &'static str,
-}
-
 pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
     if args.seconds == 0 {
         bail!("--seconds must be at least 1");
@@ -97,6 +91,7 @@ pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
         None => Programs::build(project)?,
     };
     let scratch = Scratch::new()?;
+    let machine = Machine::now();
     let mut rows = Vec::new();
     if wants("01") {
         rows.extend(echo_cases(&programs, &scratch, args)?);
@@ -111,7 +106,7 @@ pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
         let peer = tokio_chat(project);
         rows.extend(chat_cases(&programs.chat, &peer, args)?);
     }
-    print_table(&rows, args.rounds);
+    print_table(&rows, args.rounds, &machine);
     Ok(())
 }
 
@@ -253,16 +248,15 @@ fn echo_cases(programs: &Programs, scratch: &Scratch, args: &BenchArgs) -> Resul
             theirs.push(echo_throughput(addr)?);
         }
     }
-    let ours = median(ours);
-    let (peer, ratio) = if python {
-        let theirs = median(theirs);
-        (format!("python3: {theirs:.0} MB/s"), Some(ours / theirs))
+    let ratio = Ratio::of(&ours, &theirs);
+    let peer = if python {
+        format!("python3: {:.0} MB/s", median(theirs))
     } else {
-        ("python3 not installed".to_string(), None)
+        "python3 not installed".to_string()
     };
     Ok(vec![Row {
         case: "01 echo, 256 MiB on one connection".to_string(),
-        solution: format!("{ours:.0} MB/s"),
+        solution: format!("{:.0} MB/s", median(ours)),
         peer,
         ratio,
         goal: ">= 1.2",
@@ -406,12 +400,11 @@ fn http_cases(
                 books.push(http_load(load, addr, args.seconds)?);
             }
         }
-        let ours = median_run(&ours);
+        let rates = |runs: &[HttpRun]| runs.iter().map(|run| run.ok_per_second).collect::<Vec<_>>();
         let (peer, ratio) = if nginx {
-            let theirs = median_run(&theirs);
             (
-                format!("nginx: {}", theirs.shown()),
-                Some(ours.ok_per_second / theirs.ok_per_second),
+                format!("nginx: {}", median_run(&theirs).shown()),
+                Ratio::of(&rates(&ours), &rates(&theirs)),
             )
         } else {
             ("nginx not installed".to_string(), None)
@@ -429,7 +422,7 @@ fn http_cases(
         };
         rows.push(Row {
             case,
-            solution: ours.shown(),
+            solution: median_run(&ours).shown(),
             peer,
             ratio,
             goal,
@@ -437,23 +430,23 @@ fn http_cases(
         if with_book {
             let (peer, ratio) = match &book {
                 Ok(_) => {
-                    let books = median_run(&books);
-                    let mut shown = books.shown();
+                    let book = median_run(&books);
+                    let mut shown = book.shown();
                     // It sends no `Connection: close` and closes anyway:
                     // wrk counts each close as a read error.
-                    if books.errors > 0.0 {
+                    if book.errors > 0.0 {
                         shown.push_str(" (wrk counts each close as one)");
                     }
                     (
                         format!("Book ch21: {shown}"),
-                        Some(ours.ok_per_second / books.ok_per_second),
+                        Ratio::of(&rates(&ours), &rates(&books)),
                     )
                 }
                 Err(why) => (not_built("Book server", why), None),
             };
             rows.push(Row {
                 case: "02 vs the Rust Book server, wrk -c50".to_string(),
-                solution: ours.shown(),
+                solution: median_run(&ours).shown(),
                 peer,
                 ratio,
                 goal: ">= 3.0",
@@ -681,8 +674,10 @@ fn chat_cases(
             theirs.push(chat_round(peer, args.seconds)?);
         }
     }
-    let median_of =
-        |rounds: &[ChatRound], get: fn(&ChatRound) -> f64| median(rounds.iter().map(get).collect());
+    let each = |rounds: &[ChatRound], get: fn(&ChatRound) -> f64| -> Vec<f64> {
+        rounds.iter().map(get).collect()
+    };
+    let median_of = |rounds: &[ChatRound], get: fn(&ChatRound) -> f64| median(each(rounds, get));
     let room = |rounds: &[ChatRound]| {
         format!(
             "p50 {:.1} ms, p99 {:.1} ms",
@@ -706,13 +701,13 @@ fn chat_cases(
             format!("tokio: {}", flood(&theirs)),
             // Lower is better for a delay and for CPU: the ratio is the
             // peer's over ours, so that above 1 still means ours does better.
-            Some(
-                median_of(&theirs, |round| round.room_p99)
-                    / median_of(&ours, |round| round.room_p99),
+            Ratio::of(
+                &each(&theirs, |round| round.room_p99),
+                &each(&ours, |round| round.room_p99),
             ),
-            Some(
-                median_of(&theirs, |round| round.flood.cpu_percent)
-                    / median_of(&ours, |round| round.flood.cpu_percent),
+            Ratio::of(
+                &each(&theirs, |round| round.flood.cpu_percent),
+                &each(&ours, |round| round.flood.cpu_percent),
             ),
         ),
         Err(why) => {
@@ -976,25 +971,6 @@ fn cpu_time(pid: u32) -> Option<f64> {
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     // Linux reports in clock ticks of 1/100 s on every common system.
     Some(ticks / 100.0)
-}
-
-// ---- The table -------------------------------------------------------------
-
-fn print_table(rows: &[Row], rounds: u32) {
-    println!();
-    println!("Medians of {rounds} alternating runs; ratio = solution / peer (higher is better).");
-    println!();
-    println!("| case | solution | peer | ratio | goal |");
-    println!("|---|---|---|---|---|");
-    for row in rows {
-        let ratio = row
-            .ratio
-            .map_or(String::new(), |ratio| format!("{ratio:.2}"));
-        println!(
-            "| {} | {} | {} | {ratio} | {} |",
-            row.case, row.solution, row.peer, row.goal
-        );
-    }
 }
 
 #[cfg(test)]
