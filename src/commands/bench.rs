@@ -85,13 +85,15 @@ pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
     if args.seconds == 0 {
         bail!("--seconds must be at least 1");
     }
+    // Before the build: the load average at the start then says what else
+    // the machine was doing, not what the compiler was.
+    let machine = Machine::now();
     let wants = |lesson: &str| args.only.is_empty() || args.only.iter().any(|o| o == lesson);
     let programs = match &args.solutions {
         Some(folder) => Programs::in_folder(folder),
         None => Programs::build(project)?,
     };
     let scratch = Scratch::new()?;
-    let machine = Machine::now();
     let mut rows = Vec::new();
     if wants("01") {
         rows.extend(echo_cases(&programs, &scratch, args)?);
