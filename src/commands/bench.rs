@@ -17,7 +17,7 @@
 //! (`bench/tokio-chat`: a task and an unbounded channel per member,
 //! speaking the course's protocol). The bench builds the peers in `bench/`
 //! with cargo. A peer that is not installed, or cannot be built, is
-//! skipped, and the table says so. What the table shows, each ratio with
+//! skipped, and the table says so. What the table shows, each ratio and
 //! the range of its rounds, is in `table.rs`.
 //! Everything runs on loopback; the load shares the cores with the server.
 

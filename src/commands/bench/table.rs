@@ -1,5 +1,6 @@
 //! What `course bench` prints: a row per case, each ratio with how far it
-//! moved from round to round, and the state of the machine it ran on.
+//! moved from round to round (in a last column), and the state of the
+//! machine it ran on.
 //!
 //! A median hides how much the rounds disagreed. On a shared machine one
 //! round can come out at half another, and a reader comparing two tables
@@ -43,17 +44,23 @@ impl Ratio {
         })
     }
 
-    /// `0.72`, or `0.72 (0.45 to 1.05)` where the rounds disagreed.
+    /// The ratio of the medians, `0.72`: a number alone, for a script
+    /// that reads the table.
     fn shown(&self) -> String {
-        let median = format!("{:.2}", self.of_medians);
+        format!("{:.2}", self.of_medians)
+    }
+
+    /// The range of the rounds, `0.45 to 1.05`, or one number where they
+    /// agreed.
+    fn range(&self) -> String {
         let (lowest, highest) = (
             format!("{:.2}", self.lowest),
             format!("{:.2}", self.highest),
         );
         if lowest == highest {
-            median
+            lowest
         } else {
-            format!("{median} ({lowest} to {highest})")
+            format!("{lowest} to {highest}")
         }
     }
 }
@@ -128,17 +135,20 @@ fn cpu_times() -> Option<CpuTimes> {
 pub fn print_table(rows: &[Row], rounds: u32, machine: &Machine) {
     println!();
     println!(
-        "Medians of {rounds} alternating runs; ratio = solution / peer (higher is better), \
-         with its lowest and highest round."
+        "Medians of {rounds} alternating runs; ratio = solution / peer (higher is better); \
+         rounds = the lowest and highest ratio of one round."
     );
     println!("Machine: {}.", machine.summary());
     println!();
-    println!("| case | solution | peer | ratio | goal |");
-    println!("|---|---|---|---|---|");
+    // The range comes last: the columns before it stay where they were.
+    println!("| case | solution | peer | ratio | goal | rounds |");
+    println!("|---|---|---|---|---|---|");
     for row in rows {
-        let ratio = row.ratio.map_or(String::new(), |ratio| ratio.shown());
+        let (ratio, range) = row.ratio.map_or((String::new(), String::new()), |ratio| {
+            (ratio.shown(), ratio.range())
+        });
         println!(
-            "| {} | {} | {} | {ratio} | {} |",
+            "| {} | {} | {} | {ratio} | {} | {range} |",
             row.case, row.solution, row.peer, row.goal
         );
     }
@@ -159,13 +169,14 @@ mod tests {
                 highest: 2.0
             }
         );
-        assert_eq!(ratio.shown(), "1.50 (0.50 to 2.00)");
+        assert_eq!(ratio.shown(), "1.50");
+        assert_eq!(ratio.range(), "0.50 to 2.00");
     }
 
     #[test]
     fn rounds_that_agree_show_one_number() {
         let ratio = Ratio::of(&[2.0, 2.0], &[1.0, 1.0]).unwrap();
-        assert_eq!(ratio.shown(), "2.00");
+        assert_eq!(ratio.range(), "2.00");
     }
 
     #[test]
