@@ -1397,7 +1397,8 @@ fn start_twins(ctx: &mut Ctx) -> Check<ProcessId> {
         .hint(format!(
             "The agent prints `connected to ADDR as DEVICE` once the service has answered \
              its HELLO with WELCOME, as in stage 1: TODO 1 in {AGENT_FILE}, fn hello."
-        )));
+        ))
+        .without_wire());
     }
     ctx.step(
         "a second agent starts as device twin too: each connection the service takes \
@@ -1435,12 +1436,22 @@ fn twins_back_off(ctx: &mut Ctx, twin: ProcessId) -> Check<()> {
              connection, two agents with one name push each other out twice a second, for \
              ever. Where: {AGENT_FILE}, fn stay_connected. The course gives that function \
              written: if it was changed, put back the check around `backoff.reset()`."
-        ))),
+        ))
+        .without_wire()),
         _ => Err(Failure::new(format!(
             "the first twin did not say `reconnecting in ... s` twice within {:.0} s",
             within.as_secs_f64()
         ))
-        .detail(output_block("its stdout", &stdout))),
+        .detail(output_block("its stdout", &stdout))
+        .hint(format!(
+            "Each time its connection ends, the agent says `reconnecting in SECS s` and \
+             waits that long (fn stay_connected, given in {AGENT_FILE}). The other twin \
+             pushes it out each time it connects: about every half second here, so two \
+             such lines should come within a second or two. Its stdout above shows where \
+             it stopped: a connection that never ended, or a wait far longer than 1 s \
+             (fn next_delay in lessons/08-agent/backoff.rs)."
+        ))
+        .without_wire()),
     }
 }
 

@@ -645,4 +645,28 @@ mod tests {
         let said = what("thread 'main' panicked at 7001\nnote: ...\n").unwrap_err();
         assert!(said.ends_with("; it panicked"), "{said}");
     }
+
+    #[test]
+    fn a_failure_without_wire_leaves_the_stages_other_traffic_out() {
+        let mut ctx = ctx();
+        let id = ctx.journal().new_connection();
+        let sent = b"SEND unrelated".to_vec();
+        ctx.journal().wire(
+            id,
+            crate::harness::journal::Wire::Sent {
+                total: sent.len(),
+                bytes: sent,
+            },
+        );
+        let report =
+            |ctx: &mut Ctx, failure: Failure| ctx.report("slug", "title", "slide", &[failure]);
+        let with = report(&mut ctx, Failure::new("it did not say so"));
+        assert!(
+            with.contains("On the wire") && with.contains("SEND unrelated"),
+            "{with}"
+        );
+        let without = report(&mut ctx, Failure::new("it did not say so").without_wire());
+        assert!(!without.contains("On the wire"), "{without}");
+        assert!(!without.contains("SEND unrelated"), "{without}");
+    }
 }

@@ -141,6 +141,14 @@ impl Failure {
         failure
     }
 
+    /// A failure that the test's own bytes on the wire do not show (a
+    /// program's output does, as a detail): the report leaves the wire
+    /// out, where it would show the stage's other, unrelated traffic.
+    pub fn without_wire(mut self) -> Failure {
+        self.wire = Some(String::new());
+        self
+    }
+
     pub fn slide(mut self, slide: impl Into<String>) -> Failure {
         self.slide = Some(slide.into());
         self
