@@ -79,7 +79,7 @@ const STAGES: [Stage; 9] = [
         title: "behind 300 clients that send a byte at a time, a new client is answered within 1 s",
         slide: "Slow clients hold threads, not workers",
         check: slowloris,
-        runs_alone: true,
+        runs_alone: false,
     },
     Stage {
         slug: "owns-its-folder",

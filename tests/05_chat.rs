@@ -77,14 +77,14 @@ const STAGES: [Stage; 10] = [
         title: "a member who never reads is dropped; the others never wait",
         slide: "The slow reader",
         check: slow_reader,
-        runs_alone: true,
+        runs_alone: false,
     },
     Stage {
         slug: "full-room",
         title: "200 members: every line reaches the 199 others, in order, in time",
         slide: "A full room",
         check: full_room,
-        runs_alone: true,
+        runs_alone: false,
     },
     Stage {
         slug: "the-client",

@@ -90,7 +90,7 @@ const STAGES: [Stage; 11] = [
         title: "500 held polls and streams do not stop a newcomer; past the bound, 503",
         slide: "Held connections",
         check: held_connections,
-        runs_alone: true,
+        runs_alone: false,
     },
     Stage {
         slug: "the-client",

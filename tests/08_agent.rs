@@ -89,7 +89,7 @@ const STAGES: [Stage; 12] = [
         title: "50 agents lose the service at once: they come back spread out, nothing lost; two of one name back off",
         slide: "Backoff with full jitter",
         check: reconnect_storm,
-        runs_alone: true,
+        runs_alone: false,
     },
     Stage {
         slug: "durable",

@@ -11,9 +11,8 @@
 //!    before, and a board of nine starters does not start every stage.
 //! 2. Then the others start at once, at most [`AT_ONCE`] together, in the
 //!    order of their numbers.
-//! 3. Last, each stage that `runs_alone` (it measures time, or loads the
-//!    machine with hundreds of connections or processes), with no other
-//!    stage beside it.
+//! 3. Last, each stage that `runs_alone` (a bound on time so tight that
+//!    the others' load could break it), with no other stage beside it.
 //!
 //! In a run that stops at the first failure, no stage numbered after a
 //! failed one starts once it has failed.

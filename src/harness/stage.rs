@@ -24,9 +24,12 @@ pub struct Stage {
     pub check: fn(&mut Ctx) -> Check<()>,
     /// Whether the stage must run with no other stage beside it. A
     /// lesson's stages run at the same time as each other, because most of
-    /// a stage is waiting on sockets; a stage that measures time (a tick
-    /// rate, a latency) or loads the machine (hundreds of connections or
-    /// processes) would be disturbed by the others, and disturb them.
+    /// a stage is waiting on sockets. A stage whose check holds a bound
+    /// tight enough that the others' load could break it (lesson 06's held
+    /// poll must answer within 20 ms) runs alone, so that it fails only for
+    /// a fault of the program. Loading the machine is not reason enough:
+    /// lessons 05 and 08 run a full room and a reconnect storm with the
+    /// others, as their bounds hold beside them and two busy loops.
     pub runs_alone: bool,
 }
 
