@@ -645,19 +645,14 @@ fn tokio_chat(project: &Path) -> std::result::Result<ChatServer, String> {
 
 /// One round of both chat cases against one server.
 struct ChatRound {
-    room_p50: f64,
-    room_p99: f64,
+    room: Room,
     flood: Flood,
 }
 
 fn chat_round(server: &ChatServer, seconds: u64) -> Result<ChatRound> {
-    let (room_p50, room_p99) = chat_room(server)?;
+    let room = chat_room(server)?;
     let flood = chat_flood(server, seconds)?;
-    Ok(ChatRound {
-        room_p50,
-        room_p99,
-        flood,
-    })
+    Ok(ChatRound { room, flood })
 }
 
 fn chat_cases(
@@ -681,10 +676,16 @@ fn chat_cases(
     };
     let median_of = |rounds: &[ChatRound], get: fn(&ChatRound) -> f64| median(each(rounds, get));
     let room = |rounds: &[ChatRound]| {
+        let cpu = median_of(rounds, |round| round.room.cpu_ms_per_line);
         format!(
-            "p50 {:.1} ms, p99 {:.1} ms",
-            median_of(rounds, |round| round.room_p50),
-            median_of(rounds, |round| round.room_p99)
+            "p50 {:.1} ms, p99 {:.1} ms{}",
+            median_of(rounds, |round| round.room.p50_ms),
+            median_of(rounds, |round| round.room.p99_ms),
+            if cpu.is_nan() {
+                String::new()
+            } else {
+                format!(", CPU {cpu:.1} ms a line")
+            }
         )
     };
     let flood = |rounds: &[ChatRound]| {
@@ -704,8 +705,8 @@ fn chat_cases(
             // Lower is better for a delay and for CPU: the ratio is the
             // peer's over ours, so that above 1 still means ours does better.
             Ratio::of(
-                &each(&theirs, |round| round.room_p99),
-                &each(&ours, |round| round.room_p99),
+                &each(&theirs, |round| round.room.p99_ms),
+                &each(&ours, |round| round.room.p99_ms),
             ),
             Ratio::of(
                 &each(&theirs, |round| round.flood.cpu_percent),
@@ -809,8 +810,8 @@ fn percentile_ms(times: &mut [Duration], fraction: f64) -> f64 {
 /// is running before the first line, WARM_UP lines go round unmeasured, and
 /// no reader ends (a thread's exit unmaps its stack, which stalls the
 /// process's other threads) until every reader has every line.
-fn chat_room(server: &ChatServer) -> Result<(f64, f64)> {
-    let (_server, addr) = server.start()?;
+fn chat_room(server: &ChatServer) -> Result<Room> {
+    let (running, addr) = server.start()?;
     let mut members = Vec::with_capacity(ROOM);
     for index in 0..ROOM {
         members.push(join(addr, &format!("m{index:03}"))?);
@@ -827,7 +828,7 @@ fn chat_room(server: &ChatServer) -> Result<(f64, f64)> {
         .iter()
         .map(|member| member.get_ref().try_clone())
         .collect::<std::io::Result<Vec<_>>>()?;
-    thread::scope(|scope| -> Result<()> {
+    let cpu_before = thread::scope(|scope| -> Result<Option<f64>> {
         for (index, member) in members.iter_mut().enumerate() {
             let said = (0..ROOM_LINES).filter(|line| line % ROOM == index).count();
             let (times, all_reading, all_read) = (&times, &all_reading, &all_read);
@@ -845,6 +846,7 @@ fn chat_room(server: &ChatServer) -> Result<(f64, f64)> {
             writers[ROOM - 1 - line].write_all(b"warm up\n")?;
             thread::sleep(LINE_EVERY);
         }
+        let cpu_before = cpu_time(running.pid());
         let start = epoch.elapsed();
         for line in 0..ROOM_LINES {
             let at = start + LINE_EVERY * line as u32;
@@ -852,17 +854,31 @@ fn chat_room(server: &ChatServer) -> Result<(f64, f64)> {
             let text = format!("{line} {}\n", epoch.elapsed().as_micros());
             writers[line % ROOM].write_all(text.as_bytes())?;
         }
-        Ok(())
+        Ok(cpu_before)
     })?;
+    // Every reader has every line by now: the server's work for them is done.
+    let cpu_used = cpu_time(running.pid())
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let mut times = times.into_inner().unwrap();
     let expected = ROOM_LINES * (ROOM - 1);
     if times.len() < expected {
         bail!("the room delivered {} of {expected} lines", times.len());
     }
-    Ok((
-        percentile_ms(&mut times, 0.5),
-        percentile_ms(&mut times, 0.99),
-    ))
+    Ok(Room {
+        p50_ms: percentile_ms(&mut times, 0.5),
+        p99_ms: percentile_ms(&mut times, 0.99),
+        cpu_ms_per_line: cpu_used.map_or(f64::NAN, |seconds| seconds * 1e3 / ROOM_LINES as f64),
+    })
+}
+
+/// What the room case measured: delivery times, and what they cost.
+struct Room {
+    p50_ms: f64,
+    p99_ms: f64,
+    /// The server's CPU time over the measured lines, per line: the price
+    /// of its delivery times. NaN where it cannot be measured.
+    cpu_ms_per_line: f64,
 }
 
 /// What the flood measured.
