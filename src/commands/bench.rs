@@ -7,18 +7,20 @@
 //!
 //! Each case runs the solution and its peer in turn (solution, peer,
 //! solution, peer...), so that a machine that gets busier halfway hurts
-//! both alike, and prints the median of the rounds. The peers: a 15-line
-//! Python echo server for lesson 01, nginx with two workers serving the
-//! same file for lesson 02, measured with wrk and with the course's own load
-//! tool, and at `wrk -c50` also a server in the design of the Rust Book's
-//! chapter 21 (`bench/book-server`); for lesson 04, lesson 03's sequential
-//! server, both with hundreds of idle connections held open (`idle.rs`);
-//! for lesson 05 a chat server built the way tokio's chat example is
-//! (`bench/tokio-chat`: a task and an unbounded channel per member,
-//! speaking the course's protocol). The bench builds the peers in `bench/`
-//! with cargo. A peer that is not installed, or cannot be built, is
-//! skipped, and the table says so. What the table shows, each ratio and
-//! the range of its rounds, is in `table.rs`.
+//! both alike, and prints the median of the rounds. The peers: for lesson
+//! 01, a 15-line Python echo server and one in the design of tokio's echo
+//! example (a task per connection, 1 KiB reads); for lesson 02, nginx with
+//! two workers serving the same file, measured with wrk and with the
+//! course's own load tool, and at `wrk -c50` also a server in the design
+//! of the Rust Book's chapter 21 (`bench/book-server`); for lesson 04,
+//! lesson 03's sequential server, both with hundreds of idle connections
+//! held open (`idle.rs`); for lesson 05 a chat server built the way
+//! tokio's chat example is (a task and an unbounded channel per member,
+//! speaking the course's protocol). Both tokio peers are in
+//! `bench/tokio-peers`. The bench builds the peers in `bench/` with cargo.
+//! A peer that is not installed, or cannot be built, is skipped, and the
+//! table says so. What the table shows, each ratio and the range of its
+//! rounds, is in `table.rs`.
 //! Everything runs on loopback; the load shares the cores with the server.
 
 use std::fs;
@@ -96,7 +98,8 @@ pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
     let scratch = Scratch::new()?;
     let mut rows = Vec::new();
     if wants("01") {
-        rows.extend(echo_cases(&programs, &scratch, args)?);
+        let tokio = build_peer(project, "tokio-peers", "tokio-echo-peer");
+        rows.extend(echo_cases(&programs, &scratch, &tokio, args)?);
     }
     if wants("02") {
         rows.extend(http_cases(project, &programs, &scratch, args)?);
@@ -238,31 +241,53 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Bytes sent through the echo server on one connection.
 const ECHO_BYTES: u64 = 256 << 20;
 
-fn echo_cases(programs: &Programs, scratch: &Scratch, args: &BenchArgs) -> Result<Vec<Row>> {
+/// Lesson 01 beside two echo servers: Python's, and one in the design of
+/// tokio's example (`tokio`, or why it was not built). Each round runs the
+/// solution, then each peer.
+fn echo_cases(
+    programs: &Programs,
+    scratch: &Scratch,
+    tokio: &std::result::Result<PathBuf, String>,
+    args: &BenchArgs,
+) -> Result<Vec<Row>> {
     let python = installed("python3");
-    let script = scratch.0.join("echo.py");
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let script = scratch.0.join("echo.py").display().to_string();
+    let (mut ours, mut pythons, mut tokios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         let (_server, addr) = start(&programs.echo, &["server", "--bind", "127.0.0.1:0"])?;
         ours.push(echo_throughput(addr)?);
         if python {
-            let (_server, addr) = start(Path::new("python3"), &[&script.display().to_string()])?;
-            theirs.push(echo_throughput(addr)?);
+            let (_server, addr) = start(Path::new("python3"), &[&script])?;
+            pythons.push(echo_throughput(addr)?);
+        }
+        if let Ok(program) = tokio {
+            let (_server, addr) = start(program, &["127.0.0.1:0"])?;
+            tokios.push(echo_throughput(addr)?);
         }
     }
-    let ratio = Ratio::of(&ours, &theirs);
-    let peer = if python {
-        format!("python3: {:.0} MB/s", median(theirs))
-    } else {
-        "python3 not installed".to_string()
-    };
-    Ok(vec![Row {
+    let ours_shown = format!("{:.0} MB/s", median(ours.clone()));
+    let beside_python = Row {
         case: "01 echo, 256 MiB on one connection".to_string(),
-        solution: format!("{:.0} MB/s", median(ours)),
-        peer,
-        ratio,
+        solution: ours_shown.clone(),
+        peer: if python {
+            format!("python3: {:.0} MB/s", median(pythons.clone()))
+        } else {
+            "python3 not installed".to_string()
+        },
+        ratio: Ratio::of(&ours, &pythons),
         goal: ">= 1.2",
-    }])
+    };
+    let beside_tokio = Row {
+        case: "01 echo, 256 MiB on one connection, beside tokio's echo example".to_string(),
+        solution: ours_shown,
+        peer: match tokio {
+            Ok(_) => format!("tokio, 1 KiB reads: {:.0} MB/s", median(tokios.clone())),
+            Err(why) => not_built("tokio peer", why),
+        },
+        ratio: Ratio::of(&ours, &tokios),
+        goal: ">= 1.5",
+    };
+    Ok(vec![beside_python, beside_tokio])
 }
 
 /// Megabytes per second through the echo server at `addr`: one thread
@@ -634,11 +659,11 @@ impl ChatServer {
     }
 }
 
-/// The peer of lesson 05, built from `bench/tokio-chat`; why not, when it
+/// The peer of lesson 05, built from `bench/tokio-peers`; why not, when it
 /// cannot be built.
 fn tokio_chat(project: &Path) -> std::result::Result<ChatServer, String> {
     Ok(ChatServer {
-        program: build_peer(project, "tokio-chat", "tokio-chat-peer")?,
+        program: build_peer(project, "tokio-peers", "tokio-chat-peer")?,
         args: &["127.0.0.1:0"],
     })
 }

@@ -8,24 +8,21 @@
 //! member who stops reading makes its channel grow for as long as the room
 //! talks. The bench shows what that costs.
 //!
-//!     cargo run --release -- 127.0.0.1:0      prints `listening on ADDR`
+//!     cargo run --release --bin tokio-chat-peer -- 127.0.0.1:0
+//!                                   prints `listening on ADDR`
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 type Members = Arc<Mutex<HashMap<String, UnboundedSender<Arc<str>>>>>;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:0".into());
-    let listener = TcpListener::bind(&addr).await?;
-    println!("listening on {}", listener.local_addr()?);
+    let listener = tokio_peers::listen().await?;
     let members: Members = Arc::default();
     loop {
         let (stream, _) = listener.accept().await?;
