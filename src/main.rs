@@ -105,9 +105,11 @@ enum Action {
     /// Lesson 06's four ways against a running server: delay, requests and
     /// bytes per line, directly and through both middleboxes.
     WebBench(course::net::webbench::WebBenchArgs),
-    /// The reference solutions side by side with nginx, wrk and a Python
-    /// echo server, where installed: medians and ratios, as a table. Build
-    /// with --release (`cargo run --release -- bench`).
+    /// The reference solutions side by side with a Python echo server,
+    /// nginx under wrk, and peers built in bench/ in the design of tokio's
+    /// echo and chat examples and of the Rust Book's server, where
+    /// installed: medians and ratios, as a table. Build with --release
+    /// (`cargo run --release -- bench`).
     Bench(course::commands::bench::BenchArgs),
     /// A userspace NAT: relays TCP and silently forgets idle connections.
     Nat(course::net::nat::NatArgs),
