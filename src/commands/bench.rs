@@ -83,9 +83,17 @@ while True:
             conn.sendall(data)
 "#;
 
+/// What the bench says in a copy of the course without solutions/: cargo
+/// would only say that no such program exists.
+const NO_SOLUTIONS: &str = "this copy of the course has no solutions/ (it is a student's \
+     handout): the bench measures the reference solutions, so it has nothing to measure here";
+
 pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
     if args.seconds == 0 {
         bail!("--seconds must be at least 1");
+    }
+    if args.solutions.is_none() && !project.join("solutions").is_dir() {
+        bail!(NO_SOLUTIONS);
     }
     // Before the build: the load average at the start then says what else
     // the machine was doing, not what the compiler was.
@@ -1019,6 +1027,21 @@ fn cpu_time(pid: u32) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_without_solutions_is_told_so_before_anything_is_built() {
+        let handout = std::env::temp_dir().join(format!("bench-handout-{}", std::process::id()));
+        fs::create_dir_all(&handout).unwrap();
+        let args = BenchArgs {
+            rounds: 1,
+            seconds: 1,
+            only: Vec::new(),
+            solutions: None,
+        };
+        let error = run(&handout, &args).unwrap_err().to_string();
+        fs::remove_dir_all(&handout).unwrap();
+        assert_eq!(error, NO_SOLUTIONS);
+    }
 
     #[test]
     fn reads_a_wrk_report() {
