@@ -16,7 +16,7 @@
 //! cargo run --release -- web-bench 127.0.0.1:7006    lesson 06's four ways, measured
 //! cargo run -- lossy --to 127.0.0.1:7009 --loss 20   a bad network for lesson 09
 //! cargo run --release -- game-bench 127.0.0.1:7009   lesson 09's bytes and delay
-//! cargo run --release -- bench               solutions beside nginx, wrk, python3
+//! cargo run --release -- bench               solutions beside nginx, Python, tokio
 //! cargo run -- nat --idle 5 --to 127.0.0.1:7008
 //! ```
 
