@@ -3,6 +3,7 @@
 //! `Sun, 06 Nov 1994 08:49:37 GMT`. An origin server with a clock must send
 //! it (section 6.6.1); caches use it to tell how old a response is.
 
+use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
@@ -10,14 +11,38 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// `time` as an IMF-fixdate, in GMT (UTC), as HTTP wants it. Without a
-/// crate: the calendar arithmetic is short, and a good exercise in reading
-/// a specification.
+thread_local! {
+    /// The last date this thread wrote, and the second it stands for.
+    static LAST_DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// `time` as an IMF-fixdate, in GMT (UTC), as HTTP wants it.
+///
+/// The text changes once a second, yet a busy server answers thousands of
+/// requests a second: written anew for each, the date was a fifth of the
+/// work a request cost this program outside the kernel (slides/02-http.md,
+/// "Work a request costs"). So each thread keeps the last one it wrote and
+/// writes it again only when the second has changed. nginx and hyper keep
+/// their date text the same way; a thread of its own, rather than a lock,
+/// keeps threads from waiting on one another for it.
 pub fn http_date(time: SystemTime) -> String {
     // A clock set before 1970 is wrong anyway; it reads as 1970.
     let seconds = time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
+    LAST_DATE.with_borrow_mut(|(second, text)| {
+        if *second != seconds {
+            *text = imf_fixdate(seconds);
+            *second = seconds;
+        }
+        text.clone()
+    })
+}
+
+/// The IMF-fixdate of the second `seconds` after 1970. Without a crate: the
+/// calendar arithmetic is short, and a good exercise in reading a
+/// specification.
+fn imf_fixdate(seconds: u64) -> String {
     let days = seconds / 86_400;
     let of_day = seconds % 86_400;
     let (year, month, day) = civil_date(days);

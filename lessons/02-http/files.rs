@@ -17,33 +17,34 @@ pub fn resolve(root: &Path, target: &str) -> Option<(PathBuf, Metadata)> {
     // the root, and follows a symbolic link inside the root wherever it
     // leads. (The trim keeps `//etc/passwd` inside the root: `join` of a
     // path that starts with `/` would replace the root altogether.) Build
-    // the path one `/`-separated segment at a time: skip empty segments
+    // `below_root` one `/`-separated segment at a time: skip empty segments
     // and `.`, refuse `..` and names holding a backslash or a NUL (return
     // None). Then write the last guard, fn inside_root below.
-    let mut file = root.join(path.trim_start_matches('/'));
+    let mut below_root = PathBuf::from(path.trim_start_matches('/'));
     // A folder stands for its index.html. The root is a folder (server.rs
     // checked), so `/` needs no look at the disk to know it.
-    if file == root {
-        file.push("index.html");
+    if below_root.as_os_str().is_empty() {
+        below_root.push("index.html");
     }
-    let (mut file, mut metadata) = inside_root(root, file)?;
+    let (mut file, mut metadata) = inside_root(root, &below_root)?;
     if metadata.is_dir() {
-        file.push("index.html");
-        (file, metadata) = inside_root(root, file)?;
+        below_root.push("index.html");
+        (file, metadata) = inside_root(root, &below_root)?;
     }
     Some((file, metadata))
 }
 
-/// The last guard: where `file` really leads, and what it is there, when
-/// that is inside `root`. A symbolic link inside the root may point
-/// anywhere on the disk.
-fn inside_root(root: &Path, file: PathBuf) -> Option<(PathBuf, Metadata)> {
+/// The last guard: where `below_root`, taken from `root`, really leads, and
+/// what it is there, when that is inside `root`. A symbolic link inside the
+/// root may point anywhere on the disk.
+fn inside_root(root: &Path, below_root: &Path) -> Option<(PathBuf, Metadata)> {
     // TODO 5, the last guard (slides/02-http.md, "Path traversal"): a
     // symbolic link inside the root may lead anywhere on the disk, and this
     // stand-in follows it. `canonicalize` the file (it follows every link)
     // and answer None unless the result `starts_with(root)`; then answer the
     // result, with its `metadata()`. (The same, in fewer system calls: the
     // slide "Path traversal, faster".)
+    let file = root.join(below_root);
     let metadata = file.metadata().ok()?;
     Some((file, metadata))
 }

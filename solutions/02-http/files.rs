@@ -12,7 +12,7 @@ pub fn resolve(root: &Path, target: &str) -> Option<(PathBuf, Metadata)> {
     // Decode first, check after: checked before decoding, `%2e%2e` would
     // pass as a harmless name and become `..` later.
     let path = percent_decode(path)?;
-    let mut file = root.to_path_buf();
+    let mut below_root = PathBuf::new();
     for segment in path.split('/') {
         match segment {
             "" | "." => {}
@@ -24,26 +24,26 @@ pub fn resolve(root: &Path, target: &str) -> Option<(PathBuf, Metadata)> {
             name if name.contains(['\\', '\0']) => return None,
             // One plain name. `push` of a segment that started with `/`
             // would replace the whole path: splitting on `/` rules it out.
-            name => file.push(name),
+            name => below_root.push(name),
         }
     }
     // A folder stands for its index.html. The root is a folder (server.rs
     // checked), so `/` needs no look at the disk to know it.
-    if file == root {
-        file.push("index.html");
+    if below_root.as_os_str().is_empty() {
+        below_root.push("index.html");
     }
-    let (mut file, mut metadata) = inside_root(root, file)?;
+    let (mut file, mut metadata) = inside_root(root, &below_root)?;
     if metadata.is_dir() {
-        file.push("index.html");
-        (file, metadata) = inside_root(root, file)?;
+        below_root.push("index.html");
+        (file, metadata) = inside_root(root, &below_root)?;
     }
     Some((file, metadata))
 }
 
-/// The last guard: where `file` really leads, and what it is there, when
-/// that is inside `root`. A symbolic link inside the root may point
-/// anywhere on the disk.
-fn inside_root(root: &Path, file: PathBuf) -> Option<(PathBuf, Metadata)> {
+/// The last guard: where `below_root`, taken from `root`, really leads, and
+/// what it is there, when that is inside `root`. A symbolic link inside the
+/// root may point anywhere on the disk.
+fn inside_root(root: &Path, below_root: &Path) -> Option<(PathBuf, Metadata)> {
     // `canonicalize` would answer, but it asks the system about every name
     // of the whole path from `/` to see whether it is a link: a system call
     // each, on every request. Yet the root is canonical already, and the
@@ -52,13 +52,13 @@ fn inside_root(root: &Path, file: PathBuf) -> Option<(PathBuf, Metadata)> {
     // name is, a link not followed) for each name below the root, and
     // `canonicalize` only when one is a link. The last one says what the
     // file is, too.
-    let mut walked = root.to_path_buf();
+    let mut file = root.to_path_buf();
     let mut metadata = None;
-    for name in file.strip_prefix(root).ok()? {
-        walked.push(name);
-        let here = fs::symlink_metadata(&walked).ok()?;
+    for name in below_root {
+        file.push(name);
+        let here = fs::symlink_metadata(&file).ok()?;
         if here.is_symlink() {
-            let real = file.canonicalize().ok()?;
+            let real = root.join(below_root).canonicalize().ok()?;
             if !real.starts_with(root) {
                 return None;
             }
