@@ -1189,7 +1189,7 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 /// each waiting for the one before, would take seconds on a busy machine).
 fn start_fleet(ctx: &mut Ctx, service: SocketAddr, no_jitter: bool) -> Check<Vec<Device>> {
     let service = service.to_string();
-    let mut started = Vec::new();
+    let mut runs = Vec::new();
     for index in 0..FLEET {
         let name = format!("d{index:03}");
         let mut args = agent_args(&name, &service, "60").to_vec();
@@ -1197,8 +1197,9 @@ fn start_fleet(ctx: &mut Ctx, service: SocketAddr, no_jitter: bool) -> Check<Vec
         if no_jitter {
             args.push("--no-jitter");
         }
-        started.push(ctx.start(&args)?);
+        runs.push(args.into_iter().map(String::from).collect());
     }
+    let started = ctx.start_each(&runs)?;
     let deadline = Instant::now() + ctx.patience().start;
     let mut fleet = Vec::new();
     for agent in started {

@@ -152,17 +152,54 @@ impl Ctx {
         })
     }
 
+    /// Start the program under test once for each of `runs`, its words
+    /// after the program's, noted as one step: the first command and the
+    /// last. A fleet of fifty would otherwise fill the report with fifty
+    /// lines that differ in a word, and push out the steps that matter.
+    pub fn start_each(&mut self, runs: &[Vec<String>]) -> Check<Vec<ProcessId>> {
+        let program = self.setup.program.clone();
+        let mut started = Vec::new();
+        for args in runs {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            started.push(self.spawn(&program, &args).map_err(|failure| {
+                failure.hint(
+                    "The program could not be started. Does it build? Run `cargo build` \
+                     and read the first error.",
+                )
+            })?);
+        }
+        let shown = |id: &ProcessId| shown_command(&self.processes[id.0].command_line);
+        match started.as_slice() {
+            [] => {}
+            [only] => self.step(format!("started `{}`", shown(only))),
+            [first, .., last] => self.step(format!(
+                "started {} copies of the program, the first `{}`, the last `{}`",
+                started.len(),
+                shown(first),
+                shown(last)
+            )),
+        }
+        Ok(started)
+    }
+
     fn launch(&mut self, program: &[String], args: &[&str]) -> Check<ProcessId> {
+        let id = self.spawn(program, args)?;
+        self.step(format!(
+            "started `{}`",
+            shown_command(&self.processes[id.0].command_line)
+        ));
+        Ok(id)
+    }
+
+    /// Start `program` with `args`, kept to be ended with the stage; no step
+    /// is noted unless it fails.
+    fn spawn(&mut self, program: &[String], args: &[&str]) -> Check<ProcessId> {
         let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         let mut running = Running::start(program, &args).map_err(|error| {
             self.step("tried to start the program");
             Failure::new(error)
         })?;
         running.set_grace(self.grace());
-        self.step(format!(
-            "started `{}`",
-            shown_command(&running.command_line)
-        ));
         self.processes.push(running);
         Ok(ProcessId(self.processes.len() - 1))
     }
@@ -644,6 +681,23 @@ mod tests {
         assert!(said.ends_with("; it printed 2 lines"), "{said}");
         let said = what("thread 'main' panicked at 7001\nnote: ...\n").unwrap_err();
         assert!(said.ends_with("; it panicked"), "{said}");
+    }
+
+    #[test]
+    fn a_fleet_started_at_once_is_one_step() {
+        let mut ctx = ctx();
+        ctx.setup.program = vec!["true".into()];
+        let runs: Vec<Vec<String>> = (0..3).map(|n| vec![format!("d{n:03}")]).collect();
+        let started = ctx.start_each(&runs).expect("`true` starts");
+        assert_eq!(started.len(), 3);
+        let steps = ctx.journal().steps();
+        assert_eq!(steps.lines().count(), 1, "{steps}");
+        assert!(
+            steps.contains(
+                "started 3 copies of the program, the first `true d000`, the last `true d002`"
+            ),
+            "{steps}"
+        );
     }
 
     #[test]
