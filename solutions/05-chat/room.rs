@@ -23,12 +23,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+/// The most bytes of lines said together that go to the room as one run:
+/// one write to each member, and one entry in an outbox. A member who talks
+/// faster than the room can carry line by line (a paste, a bot) gets
+/// through in runs. With runs of 4 KiB, three lines of 1 KiB a run, a room
+/// of 200 fell a second behind a member saying 1000 such lines a second;
+/// with 16 KiB it keeps up. See slides/05-chat.md,
+/// "Lines that came together leave together".
+pub const RUN_LIMIT: usize = 16 * 1024;
+
 /// How many lines may wait for one member (a run of lines said together
 /// counts as one). A member this far behind has stopped reading (or reads far
 /// slower than the room talks), and waiting for it would cost memory without
-/// end: it is dropped. Lines, and runs, are about 4 KiB at most, so one
-/// member holds at most about 4 MiB here.
-pub const OUTBOX_LINES: usize = 1024;
+/// end: it is dropped. Runs are RUN_LIMIT at most, so one member holds at
+/// most 4 MiB here.
+pub const OUTBOX_LINES: usize = 256;
 
 /// How long a write to a member may wait for the member's socket to take a
 /// byte. Without it, a member that stops reading and then quits leaves its

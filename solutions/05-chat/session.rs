@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::lines::{clean, read_line, DeadlineReader, Incoming, LINE_LIMIT};
-use crate::room::{Membership, Room};
+use crate::room::{Membership, Room, RUN_LIMIT};
 
 /// The longest name, in characters.
 const NAME_LIMIT: usize = 16;
@@ -23,7 +23,9 @@ pub fn serve(stream: TcpStream, room: &Room, name_wait: Duration) -> io::Result<
     // One socket, shared by this reader, the member's writer and its entry
     // in the room: one file descriptor per member, not one each.
     let stream = Arc::new(stream);
-    let mut reader = BufReader::new(DeadlineReader::new(&stream));
+    // Room for a whole run: lines can be said together only once they are
+    // here (fn more_said_waiting).
+    let mut reader = BufReader::with_capacity(RUN_LIMIT, DeadlineReader::new(&stream));
     (&*stream).write_all(b"* what is your name?\n")?;
     reader
         .get_mut()
@@ -103,8 +105,8 @@ fn converse(
 
 /// Whether the next line has come whole already, is said to the room (not a
 /// command, which must not pass lines said before it) and fits with `said`
-/// in one outbox entry of about LINE_LIMIT bytes, so that the outbox bound
-/// holds. If so, reading it cannot wait, fail, or find it too long.
+/// in one run of RUN_LIMIT bytes, so that the outbox bound holds. If so,
+/// reading it cannot wait, fail, or find it too long.
 fn more_said_waiting(reader: &BufReader<DeadlineReader>, said: &[String]) -> bool {
     let waiting = reader.buffer();
     let Some(end) = waiting.iter().position(|&byte| byte == b'\n') else {
@@ -112,7 +114,7 @@ fn more_said_waiting(reader: &BufReader<DeadlineReader>, said: &[String]) -> boo
     };
     // Each line goes out as `[NAME] TEXT` and a newline.
     let together: usize = said.iter().map(|text| text.len() + NAME_LIMIT + 4).sum();
-    waiting[0] != b'/' && together + end < LINE_LIMIT
+    waiting[0] != b'/' && together + end < RUN_LIMIT
 }
 
 enum Next {
