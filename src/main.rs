@@ -22,6 +22,8 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 
 use anyhow::{bail, Result};
@@ -160,39 +162,62 @@ fn show_board() -> Result<ExitCode> {
     eprintln!("Building the lessons and their stages (the first time takes a minute or two)...");
     let suites = grade::build_suites(project(), LESSONS)?;
     let subject = Subject::Build(Target::Lessons);
-    // Lessons are independent programs: grade them side by side.
-    let standings: Vec<Standing> = thread::scope(|scope| {
-        let running: Vec<_> = LESSONS
-            .iter()
-            .map(|lesson| {
-                let suites = &suites;
-                let subject = &subject;
-                // Where a student stands needs only the stages up to the
-                // first that fails: the board stays quick.
-                scope.spawn(move || run_lesson(suites, lesson, subject, true))
+    // Lessons are independent programs: grade them side by side, but no
+    // more at once than the machine has cores. Each lesson runs its stages
+    // side by side too, and some stages bound a time (a server stopped
+    // within 5 s, a held poll answered within 20 ms): with all nine lessons
+    // at once on 2 cores that were busy already, correct lessons failed such
+    // stages on 2 boards of 3. A board that blames correct code is worse
+    // than a slower one.
+    let at_once = thread::available_parallelism().map_or(1, usize::from);
+    let next = AtomicUsize::new(0);
+    let graded: Mutex<Vec<Option<Graded>>> = Mutex::new(LESSONS.iter().map(|_| None).collect());
+    thread::scope(|scope| {
+        let graders: Vec<_> = (0..at_once.min(LESSONS.len()))
+            .map(|_| {
+                scope.spawn(|| loop {
+                    // Each grader takes the next lesson no one has taken.
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(lesson) = LESSONS.get(index) else {
+                        break;
+                    };
+                    // Where a student stands needs only the stages up to
+                    // the first that fails: the board stays quick.
+                    let records = run_lesson(&suites, lesson, &subject, true);
+                    graded.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(records);
+                })
             })
             .collect();
-        LESSONS
-            .iter()
-            .zip(running)
-            .map(|(lesson, handle)| Standing {
-                lesson,
-                records: handle
-                    .join()
-                    .unwrap_or_else(|_| Err("the grader stopped unexpectedly".into())),
-            })
-            .collect()
+        // Joined here, a grader that panicked leaves its lesson without
+        // records, rather than take the whole board down with it.
+        for grader in graders {
+            let _ = grader.join();
+        }
     });
+    let mut graded = graded.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let standings: Vec<Standing> = LESSONS
+        .iter()
+        .zip(graded.iter_mut())
+        .map(|(lesson, records)| Standing {
+            lesson,
+            records: records
+                .take()
+                .unwrap_or_else(|| Err("the grader stopped unexpectedly".into())),
+        })
+        .collect();
     print!("{}", board::render(&standings));
     Ok(ExitCode::SUCCESS)
 }
+
+/// A lesson's stage records, or why its stages could not run.
+type Graded = Result<Vec<StageRecord>, String>;
 
 fn run_lesson(
     suites: &std::collections::BTreeMap<String, std::path::PathBuf>,
     lesson: &Lesson,
     subject: &Subject,
     fail_fast: bool,
-) -> Result<Vec<StageRecord>, String> {
+) -> Graded {
     let executable = suites
         .get(&lesson.test_target())
         .ok_or_else(|| format!("cargo built no tests/{}.rs", lesson.test_target()))?;

@@ -106,7 +106,8 @@ pub fn run_suite(
     let _ = std::fs::remove_file(&report);
     let mut command = Command::new(executable);
     // A full grade is watched, and can take minutes: its progress is shown
-    // as it happens. The board runs lessons side by side, quietly.
+    // as it happens. The board runs lessons side by side (as many at once
+    // as the machine has cores), quietly.
     let watched = !fail_fast;
     command
         .arg("--quiet")
