@@ -35,9 +35,12 @@ pub const RUN_LIMIT: usize = 16 * 1024;
 /// How many lines may wait for one member (a run of lines said together
 /// counts as one). A member this far behind has stopped reading (or reads far
 /// slower than the room talks), and waiting for it would cost memory without
-/// end: it is dropped. Runs are RUN_LIMIT at most, so one member holds at
-/// most 4 MiB here.
-pub const OUTBOX_LINES: usize = 256;
+/// end: it is dropped. A line is at most 4 KiB and a run RUN_LIMIT, so one
+/// member holds at most 4 MiB here while lines come one at a time, and
+/// 16 MiB at worst. Fewer would leave little room for a member who reads
+/// but joined early: stage 8's full room sends each such member up to 199
+/// join notices before it reads any.
+pub const OUTBOX_LINES: usize = 1024;
 
 /// How long a write to a member may wait for the member's socket to take a
 /// byte. Without it, a member that stops reading and then quits leaves its
