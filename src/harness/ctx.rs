@@ -144,12 +144,8 @@ impl Ctx {
     /// output captured. It is ended when the stage ends.
     pub fn start(&mut self, args: &[&str]) -> Check<ProcessId> {
         let program = self.setup.program.clone();
-        self.launch(&program, args).map_err(|failure| {
-            failure.hint(
-                "The program could not be started. Does it build? Run `cargo build` and \
-                 read the first error.",
-            )
-        })
+        self.launch(&program, args)
+            .map_err(|failure| failure.hint(NOT_STARTED_HINT))
     }
 
     /// Start the program under test once for each of `runs`, its words
@@ -161,12 +157,10 @@ impl Ctx {
         let mut started = Vec::new();
         for args in runs {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            started.push(self.spawn(&program, &args).map_err(|failure| {
-                failure.hint(
-                    "The program could not be started. Does it build? Run `cargo build` \
-                     and read the first error.",
-                )
-            })?);
+            started.push(
+                self.spawn(&program, &args)
+                    .map_err(|failure| failure.hint(NOT_STARTED_HINT))?,
+            );
         }
         let shown = |id: &ProcessId| shown_command(&self.processes[id.0].command_line);
         match started.as_slice() {
@@ -629,6 +623,10 @@ pub fn output_block(title: &str, output: &str) -> String {
 
 /// A command line as a student would type it: every path inside the project
 /// (the program's, a folder it serves) relative to the project.
+/// The hint when the program under test could not be started at all.
+const NOT_STARTED_HINT: &str =
+    "The program could not be started. Does it build? Run `cargo build` and read the first error.";
+
 fn shown_command(command_line: &str) -> String {
     let Ok(here) = std::env::current_dir() else {
         return command_line.to_string();
