@@ -41,7 +41,7 @@ const STAGES: [Stage; 10] = [
     },
     Stage {
         slug: "tick-rate",
-        title: "snapshots come at --tick-hz, within 10%, timed over half a second",
+        title: "snapshots come at --tick-hz, within 5%, timed over half a second",
         slide: "The tick",
         check: tick_rate,
         runs_alone: false,
@@ -352,7 +352,9 @@ fn tick_rate(ctx: &mut Ctx) -> Check<()> {
     // quiet moment, or comes with each datagram, shows at once. And the
     // highest rate, whose player sends seldom: there a tick scheduled an
     // interval after the last one's work (not at a fixed time) falls behind
-    // by every late wake-up, which at 100 a second is far more than 10%.
+    // by every late wake-up: a socket's read timeout wakes up to 4 ms late
+    // on many Linux systems, and about 1 ms late on those that count time
+    // in milliseconds, which at 100 a second is 10% (see RATE_TOLERANCE).
     let rates = [
         (&[][..], 20u32, Duration::from_millis(20)),
         (&["--tick-hz", "100"][..], 100, Duration::from_millis(100)),
@@ -382,36 +384,51 @@ fn tick_rate(ctx: &mut Ctx) -> Check<()> {
     for attempt in 1..=3 {
         time_snapshots(&mut servers, RATE_WINDOW)?;
         let result = check_rates(&servers);
-        if result.is_ok() || attempt == 3 {
-            return result;
-        }
         let measured: Vec<String> = servers
             .iter()
             .map(|server| {
                 format!(
-                    "{} a second from the server at {}",
-                    (rate_of(&server.arrivals) * 10.0).round() / 10.0,
+                    "{:.2} a second from the server at {}",
+                    rate_of(&server.arrivals),
                     server.hz
                 )
             })
             .collect();
+        if result.is_ok() {
+            ctx.measured(format!("snapshots: {}", measured.join(", ")));
+        }
+        if result.is_ok() || attempt == 3 {
+            return result;
+        }
         ctx.step(format!("{}: timing once more", measured.join(", ")));
     }
     unreachable!("the third attempt returns")
 }
 
 /// How long the snapshots are timed: at 20 a second, ten of them, and 45
-/// pairs for the median rate (see [`rate_of`]); a rate off by more than 10%
-/// is off in every pair, over any window.
+/// pairs for the median rate (see [`rate_of`]); a rate off by more than
+/// RATE_TOLERANCE is off in every pair, over any window.
 const RATE_WINDOW: Duration = Duration::from_millis(500);
 
-/// Each server's window: the rate of its snapshots within 10% of its own,
-/// and at least half the snapshots of the window.
+/// How far a window's rate may be from the server's. A server that keeps
+/// fixed times measured within 1.4% of its rate (28 runs, 22 of them beside
+/// two or four busy loops). One that pauses an interval after each tick,
+/// woken 0.5 ms late each time, ticks 94 times a second at 100; woken 1 ms
+/// late (a read timeout on a system that counts time in milliseconds), 90:
+/// at 10% it passed. A pause woken precisely (`thread::sleep`, 97 to 99 a
+/// second) is closer than any half-second window can tell.
+const RATE_TOLERANCE: f64 = 0.05;
+
+/// Each server's window: the rate of its snapshots within RATE_TOLERANCE of
+/// its own, and at least half the snapshots of the window.
 fn check_rates(servers: &[Ticking]) -> Check<()> {
     for server in servers {
         let hz = server.hz;
         let rate = rate_of(&server.arrivals);
-        let (low, high) = (f64::from(hz) * 0.9, f64::from(hz) * 1.1);
+        let (low, high) = (
+            f64::from(hz) * (1.0 - RATE_TOLERANCE),
+            f64::from(hz) * (1.0 + RATE_TOLERANCE),
+        );
         // At least half the window's snapshots, so that a few that happen
         // to come at the right pace do not pass for a tick.
         let at_least = (f64::from(hz) * RATE_WINDOW.as_secs_f64() / 2.0) as usize;
