@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 
 use crate::backoff::Backoff;
-use crate::frame::{read_frame, write_frame, FrameError};
+use crate::frame::{read_frame, write_frame, write_frame_within, FrameError};
 use crate::protocol::Message;
 
 /// Apps registered at once: each holds a socket and a thread.
@@ -29,7 +29,7 @@ const MAX_APP_CONNECTIONS: usize = 2 * MAX_APPS;
 const HANDSHAKE: Duration = Duration::from_secs(5);
 /// How long a write may wait for the service to read.
 const WRITE_WAIT: Duration = Duration::from_secs(5);
-/// How long a write may wait for an app to read. An app on the phone reads
+/// How long a frame may take to write to an app. An app on the phone reads
 /// at once; one whose socket is full has stopped. Waiting for it would hold
 /// the reader of the one connection, every other app's notifications with
 /// it, and past two heartbeats the service would cut the device. So it is
@@ -248,7 +248,7 @@ impl Agent {
             id,
             text: text.to_string(),
         };
-        if write_frame(app_stream, &push.encode()).is_err() {
+        if write_frame_within(app_stream, &push.encode(), APP_WRITE_WAIT).is_err() {
             // Cut: a frame half written would garble what follows.
             let _ = app_stream.shutdown(Shutdown::Both);
             apps.remove(app);

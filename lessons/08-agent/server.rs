@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 
 use crate::disk::Disk;
-use crate::frame::{read_frame, read_frame_within, write_frame, FrameError};
+use crate::frame::{read_frame, read_frame_within, write_frame_within, FrameError};
 use crate::protocol::Message;
 use crate::store::Service;
 
@@ -22,7 +22,8 @@ const MAX_CONNECTIONS: usize = 1000;
 /// How long a new connection has to say who it is, and a sender to send
 /// its next notification: the whole frame, however it trickles in.
 const FIRST_FRAME: Duration = Duration::from_secs(10);
-/// How long a write may wait for an agent without heartbeats to read.
+/// How long a frame may take to write to a peer that reads it: to a
+/// sender, or to an agent without heartbeats.
 const WRITE_WAIT: Duration = Duration::from_secs(10);
 
 /// Bind `addr`, say where we listen, and serve every connection at once.
@@ -80,15 +81,12 @@ fn accept_loop(listener: &TcpListener, service: Arc<Service>) {
     }
 }
 
-fn reply(mut stream: &TcpStream, message: Message) -> io::Result<()> {
-    write_frame(&mut stream, &message.encode())
+fn reply(stream: &TcpStream, message: Message) -> io::Result<()> {
+    write_frame_within(stream, &message.encode(), WRITE_WAIT)
 }
 
 /// Serve one connection to its end; its trouble is its own.
 fn serve(stream: &TcpStream, service: &Service) -> Result<(), String> {
-    stream
-        .set_write_timeout(Some(WRITE_WAIT))
-        .map_err(|error| error.to_string())?;
     let first = read_frame_within(stream, FIRST_FRAME)
         .map_err(|error| refuse(stream, &error.to_string()))?;
     match Message::parse(&first) {
@@ -151,12 +149,16 @@ fn serve_agent(
     let deadline = two_heartbeats(keepalive);
     stream
         .set_read_timeout(deadline)
-        .and_then(|()| stream.set_write_timeout(Some(deadline.unwrap_or(WRITE_WAIT))))
         .map_err(|error| error.to_string())?;
-    let writer = Mutex::new(stream.try_clone().map_err(|error| error.to_string())?);
+    let writer = Writer {
+        stream: Mutex::new(stream.try_clone().map_err(|error| error.to_string())?),
+        wait: deadline.unwrap_or(WRITE_WAIT),
+    };
     let connection = service.connect(device);
     println!("{device}: connected (connection {connection})");
-    send(&writer, Message::Welcome).map_err(|error| error.to_string())?;
+    writer
+        .send(Message::Welcome)
+        .map_err(|error| error.to_string())?;
     let ended = thread::scope(|scope| {
         scope.spawn(|| {
             push_loop(service, device, connection, &writer);
@@ -187,16 +189,26 @@ fn two_heartbeats(keepalive: Duration) -> Option<Duration> {
     None
 }
 
-fn send(writer: &Mutex<TcpStream>, message: Message) -> io::Result<()> {
-    let mut stream = writer
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    write_frame(&mut *stream, &message.encode())
+/// What writes to an agent: one frame at a time (through a lock: a PONG or
+/// an ERR must not land in the middle of a PUSH), each whole within `wait`.
+struct Writer {
+    stream: Mutex<TcpStream>,
+    wait: Duration,
+}
+
+impl Writer {
+    fn send(&self, message: Message) -> io::Result<()> {
+        let stream = self
+            .stream
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        write_frame_within(&stream, &message.encode(), self.wait)
+    }
 }
 
 /// Send every notification for a registered app, as it comes, until the
 /// connection is no longer the device's or a write fails.
-fn push_loop(service: &Service, device: &str, connection: u64, writer: &Mutex<TcpStream>) {
+fn push_loop(service: &Service, device: &str, connection: u64, writer: &Writer) {
     while let Some(batch) = service.next_to_send(device, connection) {
         for (app, note) in batch {
             let push = Message::Push {
@@ -204,7 +216,7 @@ fn push_loop(service: &Service, device: &str, connection: u64, writer: &Mutex<Tc
                 id: note.id,
                 text: note.text,
             };
-            if send(writer, push).is_err() {
+            if writer.send(push).is_err() {
                 // Not read for two heartbeats (or WRITE_WAIT): only this
                 // connection goes. What was not acknowledged still waits.
                 return;
@@ -218,19 +230,16 @@ fn read_loop(
     service: &Service,
     device: &str,
     connection: u64,
-    writer: &Mutex<TcpStream>,
+    writer: &Writer,
     deadline: Option<Duration>,
 ) -> Result<(), String> {
-    // Through the writer's lock: an ERR must not land in the middle of a
-    // PUSH that the writer thread is sending.
+    // Through the writer: an ERR must not land in the middle of a PUSH
+    // that the writer thread is sending.
     let refuse = |reason: &str| {
         let reason = reason.to_string();
-        let _ = send(
-            writer,
-            Message::Err {
-                reason: reason.clone(),
-            },
-        );
+        let _ = writer.send(Message::Err {
+            reason: reason.clone(),
+        });
         reason
     };
     loop {
@@ -252,7 +261,9 @@ fn read_loop(
             Err(error) => return Err(refuse(&error.to_string())),
         };
         match Message::parse(&body) {
-            Ok(Message::Ping) => send(writer, Message::Pong).map_err(|error| error.to_string())?,
+            Ok(Message::Ping) => writer
+                .send(Message::Pong)
+                .map_err(|error| error.to_string())?,
             Ok(Message::Register { app, last }) => service.register(device, connection, &app, last),
             Ok(Message::Unregister { app }) => service.unregister(device, connection, &app),
             Ok(Message::Ack { app, id }) => service.ack(device, &app, id),

@@ -95,6 +95,43 @@ impl Read for ReadBy<'_> {
     }
 }
 
+/// Write `body` as one frame to `stream`, all of it within `time`. A
+/// socket's write deadline bounds each write alone, and a peer that never
+/// reads still takes a few hundred bytes now and then (its system answers
+/// the probes of a full window), each of which starts the wait again: a
+/// peer that reads nothing could hold the writer for seconds more. Here
+/// each write waits only for what is left of `time`.
+pub fn write_frame_within(stream: &TcpStream, body: &str, time: Duration) -> io::Result<()> {
+    write_frame(
+        &mut WriteBy {
+            stream,
+            deadline: Instant::now() + time,
+        },
+        body,
+    )
+}
+
+/// A socket whose writes must all be done by `deadline`.
+struct WriteBy<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Write for WriteBy<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.stream.set_write_timeout(Some(left))?;
+        (&mut &*self.stream).write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Fill `buffer`; `Closed` if the stream ends before its first byte.
 fn read_all(reader: &mut impl Read, buffer: &mut [u8]) -> Result<(), FrameError> {
     let mut filled = 0;
