@@ -35,6 +35,12 @@ const WRITE_WAIT: Duration = Duration::from_secs(5);
 /// it, and past two heartbeats the service would cut the device. So it is
 /// dropped, and what it missed waits at the service until it registers.
 const APP_WRITE_WAIT: Duration = Duration::from_millis(20);
+/// What the system may hold for one app, written and not yet read: 64
+/// notifications of the largest size. Left to itself, Linux lets a loopback
+/// socket's send buffer grow to 4 MiB: 64 apps could hold 256 MiB of a
+/// phone's memory, and an app that stopped reading would be seen to stop
+/// only some 4000 notifications later.
+const APP_BUFFER: usize = 64 * 1024;
 
 pub struct Agent {
     device: String,
@@ -298,10 +304,35 @@ fn accept_apps(listener: &TcpListener, agent: &Arc<Agent>) {
     }
 }
 
+/// Keep the system from holding more than `bytes` written to `stream` and
+/// not yet taken by its reader (`SO_SNDBUF`, which std does not set). Should
+/// it fail, the system's own bound still holds.
+#[cfg(unix)]
+fn bound_send_buffer(stream: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `setsockopt` reads one `c_int` from `&size`, which lives
+    // through the call, and keeps no pointer to it.
+    let _ = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Elsewhere, the system's own bound.
+#[cfg(not(unix))]
+fn bound_send_buffer(_stream: &TcpStream, _bytes: usize) {}
+
 /// One app, from its `REGISTER` to its end.
 fn serve_app(stream: &TcpStream, agent: &Agent, number: u64) {
     let _ = stream.set_read_timeout(Some(HANDSHAKE));
     let _ = stream.set_write_timeout(Some(APP_WRITE_WAIT));
+    bound_send_buffer(stream, APP_BUFFER);
     let app = match read_frame(&mut &*stream).map(|body| Message::parse(&body)) {
         Ok(Ok(Message::Register { app, .. })) => app,
         Ok(Ok(_)) => return refuse(stream, "an app starts with REGISTER NAME 0"),
