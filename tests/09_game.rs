@@ -62,7 +62,7 @@ const STAGES: [Stage; 10] = [
     },
     Stage {
         slug: "spoofing",
-        title: "a datagram for a player from another address is ignored",
+        title: "a datagram for a player from another address is ignored; a silent JOIN gets no snapshots",
         slide: "Who sent this?",
         check: spoofing,
         runs_alone: false,
@@ -278,7 +278,7 @@ fn join_all(
                 if announce {
                     ctx.step(format!("{name} joined: WELCOME, id {id}"));
                 }
-                players[index] = Some(Player {
+                let mut player = Player {
                     udp,
                     server,
                     id,
@@ -287,7 +287,12 @@ fn join_all(
                     // The JOIN was a sign of life too.
                     last_sent: Some(Instant::now()),
                     longest_pause: Duration::ZERO,
-                });
+                };
+                // As a real client does at once: INPUTS with the token, from
+                // the address the WELCOME came to, show the server that the
+                // JOIN was really the player's. Snapshots come only then.
+                player.send_inputs(&[])?;
+                players[index] = Some(player);
             }
         }
     }
@@ -780,7 +785,7 @@ fn spoofing(ctx: &mut Ctx) -> Check<()> {
         .hint("Did a forged datagram remove ada, or take input number 1 for her?"));
     };
     let expected = (start.0 - CELL, start.1);
-    match settled.position(ada.id) {
+    let placed = match settled.position(ada.id) {
         Some(position) if position == expected => Ok(()),
         None => Err(
             Failure::new("ada is gone from the snapshots: mallory's LEAVE was obeyed").hint(
@@ -800,7 +805,66 @@ fn spoofing(ctx: &mut Ctx) -> Check<()> {
              apply anything. Mallory sent from another address; the wrong token came from \
              ada's address."
         ))),
+    };
+    placed?;
+    join_never_followed(ctx, server.addr, &ada)
+}
+
+/// How long the address of a JOIN that never speaks again is watched: six
+/// ticks at 20 a second.
+const GHOST_WATCH: Duration = Duration::from_millis(300);
+
+/// A JOIN whose address says nothing more, as when the JOIN carried someone
+/// else's address: the server may answer it a WELCOME, about as small as
+/// the JOIN, and must send that address nothing else, nor show a player for
+/// it.
+fn join_never_followed(ctx: &mut Ctx, server: SocketAddr, ada: &Player) -> Check<()> {
+    let ghost = socket(ctx.journal(), "ghost")?;
+    ctx.step(format!(
+        "from a third address, a JOIN as ghost, then silence; that address is watched for \
+         {} ms (as if the JOIN had carried someone else's address)",
+        GHOST_WATCH.as_millis()
+    ));
+    ghost.send_to(&join_datagram("ghost"), server)?;
+    let hint = format!(
+        "A JOIN's source address is only what the datagram says, and anyone can write \
+         someone else's. Answer it a WELCOME (about as small as the JOIN), but send snapshots \
+         only to players who have `answered`: spoken since from that address, with the \
+         token of their WELCOME (given code in {SERVER_FILE}, fn receive and fn tick; TODO 1 \
+         seats a player with `answered: false`). Otherwise one JOIN of some 30 bytes has \
+         the server send 20 snapshots a second, of up to 1200 bytes each, to whoever's \
+         address it carried."
+    );
+    let watch_until = Instant::now() + GHOST_WATCH;
+    while let Some((bytes, from)) = ghost.receive_before(watch_until)? {
+        ghost.journal_received(&bytes, from);
+        if let Ok(FromServer::Snapshot(_)) = parse(&bytes) {
+            return Err(Failure::new(
+                "the address of a JOIN that said nothing more got a SNAPSHOT",
+            )
+            .hint(hint));
+        }
     }
+    // The newest of ada's snapshots: the older ones waiting for her may be
+    // from before the JOIN.
+    let mut snapshot = ada.snapshot(Duration::from_secs(2))?;
+    while let Some((bytes, _)) = ada
+        .udp
+        .receive_before(Instant::now() + Duration::from_millis(1))?
+    {
+        if let Ok(FromServer::Snapshot(newer)) = parse(&bytes) {
+            snapshot = newer;
+        }
+    }
+    if snapshot.players.len() != 1 {
+        return Err(Failure::new(format!(
+            "ada's snapshot lists {} players; only ada has spoken since her JOIN, so only \
+             she is in the game",
+            snapshot.players.len()
+        ))
+        .hint(hint));
+    }
+    Ok(())
 }
 
 /// The silence after which the timeout stage's server lets a player go:
@@ -1011,6 +1075,28 @@ fn join_quietly(ctx: &mut Ctx, server: SocketAddr, name: &str) -> Check<Player> 
     join_with(ctx, udp, server, name, false)
 }
 
+/// Where `player` first sees itself, through a lossy relay: the INPUTS that
+/// showed the server its address may have been lost, as may any snapshot,
+/// so it sends empty INPUTS every 100 ms until one comes that has it.
+fn first_sight(player: &mut Player, patience: Duration) -> Check<(i32, i32)> {
+    let (id, deadline) = (player.id, Instant::now() + patience);
+    while Instant::now() < deadline {
+        let until = (Instant::now() + Duration::from_millis(100)).min(deadline);
+        while let Some((bytes, _)) = player.udp.receive_before(until)? {
+            if let Ok(FromServer::Snapshot(snapshot)) = parse(&bytes) {
+                if let Some(position) = snapshot.position(id) {
+                    return Ok(position);
+                }
+            }
+        }
+        player.send_inputs(&[])?;
+    }
+    Err(Failure::new(format!(
+        "player {id} never saw itself in a snapshot within {} s",
+        patience.as_secs()
+    )))
+}
+
 /// Where a player ends after `inputs` from `start`, by the rules of the
 /// README: one cell per button, inside the arena.
 fn moved(start: (i32, i32), inputs: &[u8]) -> (i32, i32) {
@@ -1046,13 +1132,7 @@ fn lossy_network(ctx: &mut Ctx) -> Check<()> {
     // Each player's start, from the first snapshot that has it.
     let mut starts = Vec::new();
     for player in players.iter_mut() {
-        let id = player.id;
-        let first = player
-            .snapshot_until(Duration::from_secs(3), |snapshot| {
-                snapshot.position(id).is_some()
-            })?
-            .ok_or_else(|| Failure::new(format!("player {id} never saw itself in a snapshot")))?;
-        starts.push(first.position(id).unwrap_or_default());
+        starts.push(first_sight(player, Duration::from_secs(3))?);
     }
     let plans: Vec<Vec<u8>> = (0..players.len())
         .map(|_| {

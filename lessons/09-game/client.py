@@ -95,16 +95,36 @@ def main():
     pending = []  # (number, buttons) the server has not confirmed yet
     pressed = 0
     next_press = time.monotonic() + 1.0
-    sock.settimeout(3.0)
+
+    def send_inputs():
+        # Every unconfirmed input, in every datagram: one lost loses nothing.
+        body = struct.pack(">BQB", my_id, token, len(pending[:32]))
+        body += b"".join(struct.pack(">IB", n, b) for n, b in pending[:32])
+        sock.sendto(link.header(INPUTS) + body, server)
+
+    # Speak first: snapshots come only once the server has heard INPUTS from
+    # this address with the token. Should they be lost, say it again every
+    # 250 ms; 3 s without a snapshot, and the server has gone.
+    send_inputs()
+    last_snapshot = time.monotonic()
+    sock.settimeout(0.25)
     try:
         while True:
-            datagram, sender = sock.recvfrom(2048)
+            try:
+                datagram, sender = sock.recvfrom(2048)
+            except socket.timeout:
+                if time.monotonic() - last_snapshot > 3.0:
+                    print("no snapshot for 3 s: the server has gone")
+                    break
+                send_inputs()
+                continue
             got = parse(datagram)
             if sender != server or got is None or got[1] != SNAPSHOT:
                 continue
             sequence, _kind, body = got
             if len(body) < 9 or len(body) != 9 + 5 * body[8]:
                 continue
+            last_snapshot = time.monotonic()
             link.received(sequence)
             tick, applied, count = struct.unpack_from(">IIB", body)
             players = [struct.unpack_from(">BHH", body, 9 + 5 * i) for i in range(count)]
@@ -116,12 +136,7 @@ def main():
                 pressed += 1
                 pending.append((pressed, RIGHT))
                 next_press += 1.0
-            # Every unconfirmed input, in every datagram: one lost loses nothing.
-            body = struct.pack(">BQB", my_id, token, len(pending[:32]))
-            body += b"".join(struct.pack(">IB", n, b) for n, b in pending[:32])
-            sock.sendto(link.header(INPUTS) + body, server)
-    except socket.timeout:
-        print("no snapshot for 3 s: the server has gone")
+            send_inputs()
     except KeyboardInterrupt:
         pass
     finally:

@@ -34,6 +34,11 @@ struct Client {
     /// tick, at most INPUT_BURST (see `spend_input`).
     input_budget: u32,
     last_heard: Instant,
+    /// Whether they have spoken from their address with their token. Until
+    /// then the address is only what a JOIN said, and anyone can write any
+    /// source address on a datagram: snapshots, 20 a second, would go to
+    /// someone who never asked. Until then they get a WELCOME, no more.
+    answered: bool,
     /// Our datagrams to them are numbered; theirs to us are acknowledged.
     link: Link,
 }
@@ -127,6 +132,7 @@ impl Game {
             Message::Inputs { id, token, inputs } => {
                 if let Some(client) = self.proven(id, token, from) {
                     client.last_heard = now;
+                    client.answered = true;
                     if client.link.received.record(header.sequence) {
                         apply_new_inputs(client, inputs);
                     }
@@ -168,6 +174,7 @@ impl Game {
                     applied: 0,
                     input_budget: INPUT_BURST,
                     last_heard: now,
+                    answered: false,
                     link: Link::default(),
                 };
                 let token = client.token;
@@ -210,9 +217,16 @@ impl Game {
             }
             alive
         });
-        let mut players: Vec<_> = self.clients.values().map(|c| c.player.state()).collect();
+        // Only players who answered: a forged JOIN is not in the game, and
+        // gets nothing but its WELCOME.
+        let mut players: Vec<_> = self
+            .clients
+            .values()
+            .filter(|client| client.answered)
+            .map(|client| client.player.state())
+            .collect();
         players.sort_by_key(|player| player.id);
-        for client in self.clients.values_mut() {
+        for client in self.clients.values_mut().filter(|client| client.answered) {
             client.input_budget = (client.input_budget + INPUTS_PER_TICK).min(INPUT_BURST);
             let snapshot = Message::Snapshot {
                 tick: self.tick,
