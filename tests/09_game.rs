@@ -62,7 +62,7 @@ const STAGES: [Stage; 10] = [
     },
     Stage {
         slug: "spoofing",
-        title: "a datagram for a player from another address is ignored; a silent JOIN gets no snapshots",
+        title: "a datagram for a player from another address is ignored; a silent JOIN gets no snapshots, and gives up its seat",
         slide: "Who sent this?",
         check: spoofing,
         runs_alone: false,
@@ -807,7 +807,8 @@ fn spoofing(ctx: &mut Ctx) -> Check<()> {
         ))),
     };
     placed?;
-    join_never_followed(ctx, server.addr, &ada)
+    join_never_followed(ctx, server.addr, &ada)?;
+    silent_joins_give_way(ctx, server.addr)
 }
 
 /// How long the address of a JOIN that never speaks again is watched: six
@@ -863,6 +864,68 @@ fn join_never_followed(ctx: &mut Ctx, server: SocketAddr, ada: &Player) -> Check
             snapshot.players.len()
         ))
         .hint(hint));
+    }
+    Ok(())
+}
+
+/// Seats in the arena.
+const SEATS: usize = 64;
+
+/// JOINs that never answer, as many as the seats that ada and ghost left:
+/// every seat is taken. A newcomer who answers still gets in, in the seat of
+/// one who never answered, and ada keeps hers.
+fn silent_joins_give_way(ctx: &mut Ctx, server: SocketAddr) -> Check<()> {
+    let silent = SEATS - 2;
+    ctx.step(format!(
+        "{silent} more JOINs, from as many addresses, none of which says anything more: \
+         every seat is taken"
+    ));
+    let mut sockets = Vec::with_capacity(silent);
+    for index in 0..silent {
+        // Without a journal: 62 joins would fill the report.
+        let udp = socket(&Journal::new(), &format!("s{index}"))?;
+        udp.send_to(&join_datagram(&format!("s{index}")), server)?;
+        sockets.push(udp);
+    }
+    let deadline = Instant::now() + ctx.patience().reply;
+    for (index, udp) in sockets.iter().enumerate() {
+        let welcomed = loop {
+            match udp.receive_before(deadline)? {
+                None => break false,
+                Some((bytes, _)) => {
+                    if let Ok(FromServer::Welcome { .. }) = parse(&bytes) {
+                        break true;
+                    }
+                }
+            }
+        };
+        if !welcomed {
+            return Err(Failure::new(format!(
+                "the JOIN from s{index} got no WELCOME within {} ms",
+                ctx.patience().reply.as_millis()
+            )));
+        }
+    }
+    ctx.step("bob joins, and answers");
+    let mut bob = join(ctx, server, "bob").map_err(|failure| {
+        failure.more_hint(format!(
+            "Every seat but ada's is held by a JOIN that never answered, perhaps with \
+             someone else's address: a newcomer must still get in, or a few JOINs a second \
+             would keep the game full. TODO 1 in {SERVER_FILE} seats a player at \
+             `self.free_seat()` (given), which takes back such a seat when no id is free."
+        ))
+    })?;
+    let bob_id = bob.id;
+    let seen = bob
+        .snapshot_until(Duration::from_secs(2), |snapshot| {
+            snapshot.position(bob_id).is_some()
+        })?
+        .ok_or_else(|| Failure::new("bob joined, answered, and never saw himself"))?;
+    if seen.players.len() != 2 {
+        return Err(Failure::new(format!(
+            "bob's snapshot lists {} players; only ada and bob have answered",
+            seen.players.len()
+        )));
     }
     Ok(())
 }

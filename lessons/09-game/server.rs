@@ -147,10 +147,34 @@ impl Game {
         }
         // TODO 1 (slides/09-game.md, "Joining without a connection"): if a
         // player already joined from `from`, send them the same WELCOME again
-        // (theirs was lost). Otherwise seat them at the first free id (none
+        // (theirs was lost). Otherwise seat them at `self.free_seat()` (none
         // free: send FULL), with `random_token()`, `Player::spawn(id)`, a
         // full `input_budget` (INPUT_BURST) and `answered: false`, and send
         // WELCOME { id, token, tick_hz } with `client.link.next_header()`.
+    }
+
+    /// A seat for a newcomer: the first free id, or else the seat of the
+    /// player who joined longest ago and never answered their WELCOME. That
+    /// JOIN may have carried someone else's address; without this, a stream
+    /// of such JOINs would keep the game full for everyone, where now they
+    /// only push out each other. A player who answered keeps their seat.
+    fn free_seat(&mut self) -> Option<u8> {
+        if let Some(id) = (0..MAX_PLAYERS as u8).find(|id| !self.clients.contains_key(id)) {
+            return Some(id);
+        }
+        let id = self
+            .clients
+            .iter()
+            .filter(|(_, client)| !client.answered)
+            .min_by_key(|(_, client)| client.last_heard)
+            .map(|(id, _)| *id)?;
+        if let Some(gone) = self.clients.remove(&id) {
+            eprintln!(
+                "{} lost their seat: they never answered their WELCOME",
+                gone.name
+            );
+        }
+        Some(id)
     }
 
     /// The client `id`, if this datagram really is theirs: from the address

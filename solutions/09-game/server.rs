@@ -160,8 +160,7 @@ impl Game {
         let (id, token) = match known {
             Some((id, client)) => (*id, client.token),
             None => {
-                let Some(id) = (0..MAX_PLAYERS as u8).find(|id| !self.clients.contains_key(id))
-                else {
+                let Some(id) = self.free_seat() else {
                     send(socket, from, Header::default(), &Message::Full);
                     return;
                 };
@@ -191,6 +190,30 @@ impl Game {
             header,
             &Message::Welcome { id, token, tick_hz },
         );
+    }
+
+    /// A seat for a newcomer: the first free id, or else the seat of the
+    /// player who joined longest ago and never answered their WELCOME. That
+    /// JOIN may have carried someone else's address; without this, a stream
+    /// of such JOINs would keep the game full for everyone, where now they
+    /// only push out each other. A player who answered keeps their seat.
+    fn free_seat(&mut self) -> Option<u8> {
+        if let Some(id) = (0..MAX_PLAYERS as u8).find(|id| !self.clients.contains_key(id)) {
+            return Some(id);
+        }
+        let id = self
+            .clients
+            .iter()
+            .filter(|(_, client)| !client.answered)
+            .min_by_key(|(_, client)| client.last_heard)
+            .map(|(id, _)| *id)?;
+        if let Some(gone) = self.clients.remove(&id) {
+            eprintln!(
+                "{} lost their seat: they never answered their WELCOME",
+                gone.name
+            );
+        }
+        Some(id)
     }
 
     /// The client `id`, if this datagram really is theirs: from the address
