@@ -405,7 +405,6 @@ fn follow_room(
 /// for a moment (its own close frame), then let the connection go.
 fn close_after(socket: &Socket, reader: &mut impl Read) {
     let _ = socket.stream.shutdown(Shutdown::Write);
-    let _ = socket.stream.set_read_timeout(Some(Duration::from_secs(1)));
-    drain_briefly(reader, MAX_MESSAGE);
+    drain_briefly(&socket.stream, reader, MAX_MESSAGE);
     let _ = socket.stream.shutdown(Shutdown::Both);
 }

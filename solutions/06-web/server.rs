@@ -203,20 +203,25 @@ fn read_body(reader: &mut impl Read, request: &Request) -> io::Result<Result<Vec
 /// client reads the answer rather than a reset (lesson 02).
 fn close_after_answer(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    drain_briefly(&mut &*stream, 64 * 1024);
+    drain_briefly(stream, &mut &*stream, 64 * 1024);
 }
 
-/// Read and throw away what the client still sends, `most` bytes at most,
-/// for about a second in all: the read timeout bounds each read, and the
-/// clock the whole (a read begun just before the second ends may take its
-/// own timeout more: two seconds at the most), or a client sending a byte a
-/// second would hold the thread for as long as it liked.
-pub fn drain_briefly(reader: &mut impl Read, most: u64) {
+/// Read from `reader` (over `stream`) and throw away what the client still
+/// sends, `most` bytes at most, for a second in all. Each read waits only
+/// for what is left of the second: with a timeout of its own for each read,
+/// a client sending a byte just before each timeout would hold the thread
+/// for as long as it liked, or, with the clock checked between reads, a
+/// read begun at the end of the second would take another.
+pub fn drain_briefly(stream: &TcpStream, reader: &mut impl Read, most: u64) {
     let until = Instant::now() + Duration::from_secs(1);
     let mut buffer = [0; 4096];
     let mut left = most;
-    while left > 0 && Instant::now() < until {
+    while left > 0 {
+        let wait = until.saturating_duration_since(Instant::now());
+        // std refuses a zero timeout (the system would read it as none).
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
         let room = buffer.len().min(left as usize);
         match reader.read(&mut buffer[..room]) {
             Ok(0) | Err(_) => return,
