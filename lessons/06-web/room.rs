@@ -62,12 +62,24 @@ struct Member {
     /// Requests of this member being served now (a held poll, a stream).
     busy: u32,
     /// The connection that streams the room to this member (SSE, WebSocket,
-    /// nc), and the id of the last line written to it: a stream that falls a
-    /// whole log behind has stopped reading, and is cut.
-    stream: Option<(Arc<TcpStream>, u64)>,
+    /// nc): a stream that falls a whole log behind has stopped reading, and
+    /// is cut.
+    stream: Option<Streaming>,
     /// The id of the last line for this member that went out of the log: a
     /// cursor before it has missed lines (those for others do not count).
     last_forgotten: u64,
+}
+
+/// A connection that streams the room to a member.
+struct Streaming {
+    socket: Arc<TcpStream>,
+    /// The id of the last line written to it.
+    delivered: u64,
+    /// The id of the first line said after it began. A line from before,
+    /// gone from the log before the stream wrote it, is one it missed (and
+    /// is told so), not a sign that it stopped reading: a browser that comes
+    /// back with an old Last-Event-ID begins a whole log behind.
+    began: u64,
 }
 
 /// Members by name; a `BTreeMap` keeps them sorted for `/who`.
@@ -322,12 +334,16 @@ impl Room {
         let mut state = self.state();
         // Lines that went before the stream began are not its to deliver.
         let oldest = state.log.front().map_or(state.next_line, |entry| entry.id);
-        let cursor = cursor.max(oldest - 1);
+        let streaming = Streaming {
+            socket: Arc::clone(stream),
+            delivered: cursor.max(oldest - 1),
+            began: state.next_line,
+        };
         if let Some(entry) = state.members.get_mut(&member.name) {
             if entry.id == member.id {
-                if let Some((old, _)) = entry.stream.replace((Arc::clone(stream), cursor)) {
-                    if !Arc::ptr_eq(&old, stream) {
-                        let _ = old.shutdown(Shutdown::Both);
+                if let Some(old) = entry.stream.replace(streaming) {
+                    if !Arc::ptr_eq(&old.socket, stream) {
+                        let _ = old.socket.shutdown(Shutdown::Both);
                     }
                 }
             }
@@ -339,7 +355,8 @@ impl Room {
         let mut state = self.state();
         if let Some(entry) = state.members.get_mut(&member.name) {
             let attached = entry.stream.as_ref();
-            if entry.id == member.id && attached.is_some_and(|(s, _)| Arc::ptr_eq(s, stream)) {
+            let ours = attached.is_some_and(|streaming| Arc::ptr_eq(&streaming.socket, stream));
+            if entry.id == member.id && ours {
                 entry.stream = None;
             }
         }
@@ -378,8 +395,8 @@ impl Room {
     pub fn delivered(&self, member: &Membership, cursor: u64) {
         let mut state = self.state();
         if let Some(entry) = state.members.get_mut(&member.name) {
-            if let (true, Some((_, delivered))) = (entry.id == member.id, entry.stream.as_mut()) {
-                *delivered = cursor;
+            if let (true, Some(streaming)) = (entry.id == member.id, entry.stream.as_mut()) {
+                streaming.delivered = cursor;
             }
         }
     }
@@ -387,9 +404,9 @@ impl Room {
 
 impl State {
     /// Add a line to the log; the oldest goes once the log is full. A
-    /// stream that had not written it yet is a whole log behind: it is cut,
-    /// and its member dropped, as lesson 05 drops a member whose outbox is
-    /// full.
+    /// stream that began before that line was said, and had not written it
+    /// yet, is a whole log behind: it is cut, and its member dropped, as
+    /// lesson 05 drops a member whose outbox is full.
     fn append(&mut self, text: String, audience: Audience) {
         let id = self.next_line;
         self.next_line += 1;
@@ -413,18 +430,17 @@ impl State {
             .members
             .iter()
             .filter(|(_, member)| {
-                let behind = member
-                    .stream
-                    .as_ref()
-                    .is_some_and(|(_, delivered)| *delivered < forgotten.id);
+                let behind = member.stream.as_ref().is_some_and(|streaming| {
+                    streaming.began <= forgotten.id && streaming.delivered < forgotten.id
+                });
                 behind && forgotten.is_for(member.id)
             })
             .map(|(name, _)| name.clone())
             .collect();
         for name in too_slow {
             if let Some(member) = self.members.remove(&name) {
-                if let Some((stream, _)) = member.stream {
-                    let _ = stream.shutdown(Shutdown::Both);
+                if let Some(streaming) = member.stream {
+                    let _ = streaming.socket.shutdown(Shutdown::Both);
                 }
                 self.append(
                     format!("* {name} left (dropped: not reading)"),
