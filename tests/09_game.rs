@@ -832,8 +832,8 @@ fn join_never_followed(ctx: &mut Ctx, server: SocketAddr, ada: &Player) -> Check
          someone else's. Answer it a WELCOME (about as small as the JOIN), but send snapshots \
          only to players who have `answered`: spoken since from that address, with the \
          token of their WELCOME (given code in {SERVER_FILE}, fn receive and fn tick; TODO 1 \
-         seats a player with `answered: false`). Otherwise one JOIN of some 30 bytes has \
-         the server send 20 snapshots a second, of up to 1200 bytes each, to whoever's \
+         seats a player with `answered: false`). Otherwise one JOIN, of 31 bytes at most, \
+         has the server send 20 snapshots a second, of up to 1200 bytes each, to whoever's \
          address it carried."
     );
     let watch_until = Instant::now() + GHOST_WATCH;
