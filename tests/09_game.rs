@@ -808,7 +808,7 @@ fn spoofing(ctx: &mut Ctx) -> Check<()> {
     };
     placed?;
     join_never_followed(ctx, server.addr, &ada)?;
-    silent_joins_give_way(ctx, server.addr)
+    silent_joins_give_way(ctx, server.addr, ada.id)
 }
 
 /// How long the address of a JOIN that never speaks again is watched: six
@@ -846,26 +846,47 @@ fn join_never_followed(ctx: &mut Ctx, server: SocketAddr, ada: &Player) -> Check
             .hint(hint));
         }
     }
-    // The newest of ada's snapshots: the older ones waiting for her may be
-    // from before the JOIN.
-    let mut snapshot = ada.snapshot(Duration::from_secs(2))?;
-    while let Some((bytes, _)) = ada
-        .udp
-        .receive_before(Instant::now() + Duration::from_millis(1))?
-    {
-        if let Ok(FromServer::Snapshot(newer)) = parse(&bytes) {
-            snapshot = newer;
+    expect_players(ada, &[ada.id]).map_err(|failure| failure.hint(hint))
+}
+
+/// The newest snapshot waiting for `player` (older ones may be from before
+/// the step that is checked) must list exactly the players `expected`.
+/// Failing, it shows that snapshot on the wire.
+fn expect_players(player: &Player, expected: &[u8]) -> Check<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut newest = None;
+    loop {
+        // Wait for a first snapshot; then take whatever is already here.
+        let until = match newest {
+            None => deadline,
+            Some(_) => Instant::now() + Duration::from_millis(1),
+        };
+        let Some((bytes, from)) = player.udp.receive_before(until)? else {
+            break;
+        };
+        if let Ok(FromServer::Snapshot(snapshot)) = parse(&bytes) {
+            newest = Some((snapshot, bytes, from));
         }
     }
-    if snapshot.players.len() != 1 {
+    let Some((snapshot, bytes, from)) = newest else {
         return Err(Failure::new(format!(
-            "ada's snapshot lists {} players; only ada has spoken since her JOIN, so only \
-             she is in the game",
-            snapshot.players.len()
-        ))
-        .hint(hint));
+            "player {} got no SNAPSHOT for 2000 ms",
+            player.id
+        )));
+    };
+    let mut listed: Vec<u8> = snapshot.players.iter().map(|(id, _, _)| *id).collect();
+    listed.sort_unstable();
+    let mut wanted = expected.to_vec();
+    wanted.sort_unstable();
+    if listed == wanted {
+        return Ok(());
     }
-    Ok(())
+    player.udp.journal_received(&bytes, from);
+    Err(Failure::new(format!(
+        "player {}'s newest snapshot lists the players {listed:?}; expected {wanted:?}, \
+         those who have answered",
+        player.id
+    )))
 }
 
 /// Seats in the arena.
@@ -874,7 +895,7 @@ const SEATS: usize = 64;
 /// JOINs that never answer, as many as the seats that ada and ghost left:
 /// every seat is taken. A newcomer who answers still gets in, in the seat of
 /// one who never answered, and ada keeps hers.
-fn silent_joins_give_way(ctx: &mut Ctx, server: SocketAddr) -> Check<()> {
+fn silent_joins_give_way(ctx: &mut Ctx, server: SocketAddr, ada_id: u8) -> Check<()> {
     let silent = SEATS - 2;
     ctx.step(format!(
         "{silent} more JOINs, from as many addresses, none of which says anything more: \
@@ -916,18 +937,20 @@ fn silent_joins_give_way(ctx: &mut Ctx, server: SocketAddr) -> Check<()> {
         ))
     })?;
     let bob_id = bob.id;
-    let seen = bob
-        .snapshot_until(Duration::from_secs(2), |snapshot| {
-            snapshot.position(bob_id).is_some()
-        })?
-        .ok_or_else(|| Failure::new("bob joined, answered, and never saw himself"))?;
-    if seen.players.len() != 2 {
+    let keeps_seats = "A player who answered keeps their seat: only one who never answered \
+                       gives it up to a newcomer (fn free_seat).";
+    if bob_id == ada_id {
         return Err(Failure::new(format!(
-            "bob's snapshot lists {} players; only ada and bob have answered",
-            seen.players.len()
-        )));
+            "bob was seated as id {bob_id}, ada's: the server took the seat of a player who \
+             had answered"
+        ))
+        .hint(keeps_seats));
     }
-    Ok(())
+    bob.snapshot_until(Duration::from_secs(2), |snapshot| {
+        snapshot.position(bob_id).is_some()
+    })?
+    .ok_or_else(|| Failure::new("bob joined, answered, and never saw himself"))?;
+    expect_players(&bob, &[ada_id, bob_id]).map_err(|failure| failure.hint(keeps_seats))
 }
 
 /// The silence after which the timeout stage's server lets a player go:
