@@ -419,6 +419,12 @@ fn write_handout(dir: &Path) -> Result<ExitCode> {
     for slide in &summary.slides_left_out {
         println!("  left out, the instructor's: {slide}");
     }
+    if !summary.untracked_left_out.is_empty() {
+        println!(
+            "  left out, as git does not track them: {}",
+            summary.untracked_left_out.join(", ")
+        );
+    }
     println!("  no line of any answer stands anywhere in it (checked)");
     Ok(ExitCode::SUCCESS)
 }

@@ -39,6 +39,8 @@ pub struct Summary {
     pub tests_dropped: Vec<String>,
     pub slides_left_out: Vec<String>,
     pub code_blocks_replaced: usize,
+    /// Files in the course's folder that git does not track, left out.
+    pub untracked_left_out: Vec<String>,
 }
 
 /// Write the student's copy of the course at `project` into `dir`, which
@@ -63,7 +65,7 @@ pub fn write(project: &Path, dir: &Path) -> Result<Summary> {
     let handout_manifest = student_manifest(&manifest, &mut summary);
     let kept_tests: Vec<PathBuf> = kept_test_paths(&handout_manifest);
 
-    for file in files_below(project, project)? {
+    for file in course_files(project, &mut summary)? {
         let relative = file.strip_prefix(project).expect("below the project");
         let first = relative.components().next().map(|c| c.as_os_str());
         if first.is_some_and(|first| LEFT_OUT.iter().any(|left| first == *left)) {
@@ -486,6 +488,53 @@ fn exercise(project: &Path, lesson: &str, title: &str, starter: &str, quote_todo
     )
 }
 
+/// The files of the course at `project`: in a git checkout, those git
+/// tracks, and no other. The folder also holds what its users made there:
+/// the README's own `grade all --csv > grades.csv` leaves a gradebook with
+/// students' names in it, which a copy of every file would hand out. Those
+/// left out are named in the summary. Outside a git checkout (an unpacked
+/// archive), every file.
+fn course_files(project: &Path, summary: &mut Summary) -> Result<Vec<PathBuf>> {
+    let Some(tracked) = git_files(project, &["--cached"]) else {
+        return files_below(project, project);
+    };
+    summary.untracked_left_out =
+        git_files(project, &["--others", "--exclude-standard"]).unwrap_or_default();
+    let mut files: Vec<PathBuf> = tracked
+        .iter()
+        .map(|name| project.join(name))
+        // A file deleted from the working tree but not yet from git.
+        .filter(|file| file.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// `git ls-files` with `which` in `project`: paths relative to it, or `None`
+/// where git is missing or this is no checkout.
+fn git_files(project: &Path, which: &[&str]) -> Option<Vec<String>> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(project)
+        .args(["ls-files", "-z"])
+        .args(which)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let names = String::from_utf8(output.stdout).ok()?;
+    Some(
+        names
+            .split('\0')
+            .filter(|name| !name.is_empty())
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
 /// Every file below `dir`, leaving out the folders no copy takes (`.git`,
 /// `target`), sorted.
 fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
@@ -568,5 +617,39 @@ mod tests {
         assert!(!out.contains("write_all") && !out.contains("let n = 1"));
         assert!(!out.contains("Answer key"));
         assert_eq!(slides::split(&out).1.len(), 3);
+    }
+
+    #[test]
+    fn a_checkout_gives_only_what_git_tracks() {
+        let project = std::env::temp_dir().join(format!("handout-git-{}", std::process::id()));
+        std::fs::create_dir_all(project.join("lessons")).unwrap();
+        std::fs::write(project.join("lessons/server.rs"), "fn main() {}\n").unwrap();
+        std::fs::write(project.join("grades.csv"), "student,points\nada,3\n").unwrap();
+        let folder = |summary: &mut Summary| {
+            let files = course_files(&project, summary).unwrap();
+            let names: Vec<String> = files
+                .iter()
+                .map(|file| file.strip_prefix(&project).unwrap().display().to_string())
+                .collect();
+            names
+        };
+        // Not a checkout (an unpacked archive): every file.
+        let mut summary = Summary::default();
+        assert_eq!(folder(&mut summary), ["grades.csv", "lessons/server.rs"]);
+        let git = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&project)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            status.is_ok_and(|status| status.success())
+        };
+        assert!(git(&["init", "-q"]) && git(&["add", "lessons/server.rs"]));
+        let mut summary = Summary::default();
+        assert_eq!(folder(&mut summary), ["lessons/server.rs"]);
+        assert_eq!(summary.untracked_left_out, ["grades.csv"]);
+        std::fs::remove_dir_all(&project).unwrap();
     }
 }
