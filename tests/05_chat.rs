@@ -642,7 +642,7 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
         "A write to a member who does not read blocks once the buffers between you fill \
          up. If the room writes to sockets itself, or waits for room in a full outbox \
          (`send` on a sync_channel), everyone waits for slow. Where: TODO 8 in {ROOM_FILE}, \
-         fn deliver: `try_send`, and drop the member whose outbox is full."
+         fn send_each: `try_send`, and drop the member whose outbox is full."
     );
 
     ctx.step(format!(
@@ -697,7 +697,7 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
                      read. Give each outbox a capacity (`sync_channel(OUTBOX_LINES)`), and \
                      drop the member whose outbox is full.",
                 )
-                .more_hint(format!("Where: TODO 8 in {ROOM_FILE}, fn deliver.")));
+                .more_hint(format!("Where: TODO 8 in {ROOM_FILE}, fn send_each.")));
             }
         }
         // Once slow is gone, a few more lines show the room goes on.
@@ -719,7 +719,7 @@ fn slow_reader(ctx: &mut Ctx) -> Check<()> {
             "A member whose outbox is full is not reading: drop it (cut its connection), \
              and tell the others `* NAME left (dropped: not reading)`.",
         )
-        .more_hint(format!("Where: TODO 8 in {ROOM_FILE}, fn deliver.")));
+        .more_hint(format!("Where: TODO 8 in {ROOM_FILE}, fn send_each.")));
     };
     ctx.step(format!("slow was dropped during line {at}"));
     let (p99, slowest) = (times.at(0.99), times.at(1.0));

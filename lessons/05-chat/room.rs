@@ -12,14 +12,15 @@
 //! (the fast path, nearly always); what a socket does not take goes to the
 //! member's outbox, and the member's writer thread sends it. Each outbox
 //! holds at most [`OUTBOX_LINES`] lines; a member whose outbox is full is
-//! dropped.
+//! dropped. In a big room, the sends of one line are shared among the
+//! machine's cores ([`SENDS_PER_THREAD`]).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -214,12 +215,62 @@ fn names(members: &Members) -> String {
 /// whose outbox is full is dropped, and that is announced.
 fn deliver(members: &mut Members, line: String, wanted: impl Fn(&str) -> bool) {
     let line: Outgoing = line.into_bytes().into();
-    let mut too_slow: Vec<String> = Vec::new();
-    for (name, member) in members.iter() {
-        if !wanted(name) {
-            continue;
+    let recipients: Vec<(&String, &Member)> =
+        members.iter().filter(|(name, _)| wanted(name)).collect();
+    let too_slow = send_on_every_core(&recipients, &line);
+    for name in too_slow {
+        drop_member(members, &name);
+    }
+}
+
+/// Recipients that make a second thread worth starting. One send costs
+/// some microseconds, most of them waking the reader; starting and ending
+/// a thread costs some tens. See slides/05-chat.md, "One line, two cores".
+const SENDS_PER_THREAD: usize = 64;
+
+/// Share the sends of one line among up to one thread a core, each thread
+/// a part of the recipients; the names of those too slow to keep. A room of
+/// 200 on 2 cores sends to 100 members here while a helper sends to 99.
+/// Every part is done before this returns, still under the room lock: each
+/// member gets its lines in the order said, from one thread at a time.
+fn send_on_every_core(recipients: &[(&String, &Member)], line: &Outgoing) -> Vec<String> {
+    let threads = cores().min(recipients.len() / SENDS_PER_THREAD).max(1);
+    let mut parts = recipients.chunks(recipients.len().div_ceil(threads).max(1));
+    let mine = parts.next().unwrap_or_default();
+    // Scoped threads may borrow the members, which this lock holds: the
+    // scope ends only once every thread started in it has.
+    thread::scope(|scope| {
+        let helpers: Vec<_> = parts
+            .map(|part| {
+                let helper = thread::Builder::new().spawn_scoped(scope, || send_each(part, line));
+                (part, helper)
+            })
+            .collect();
+        let mut too_slow = send_each(mine, line);
+        for (part, helper) in helpers {
+            match helper.map(|helper| helper.join()) {
+                Ok(Ok(theirs)) => too_slow.extend(theirs),
+                // No thread to be had (or it panicked): this one sends
+                // that part too. Slower, but the line still goes out.
+                _ => too_slow.extend(send_each(part, line)),
+            }
         }
-        let Some(rest) = member.write_now(&line) else {
+        too_slow
+    })
+}
+
+/// The cores this server may use, asked once: the answer takes system calls.
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Send `line` to each of `recipients`, one after another; the names of
+/// those whose outbox is full.
+fn send_each(recipients: &[(&String, &Member)], line: &Outgoing) -> Vec<String> {
+    let mut too_slow = Vec::new();
+    for &(name, member) in recipients {
+        let Some(rest) = member.write_now(line) else {
             continue;
         };
         // Counted before it is queued, so the writer never counts it off
@@ -229,13 +280,11 @@ fn deliver(members: &mut Members, line: String, wanted: impl Fn(&str) -> bool) {
         // TODO 8 (slides/05-chat.md, "The slow reader"): `send` waits while
         // this member's outbox is full, and the whole room waits with it,
         // lock held. Use `try_send`: on `TrySendError::Full`, push the name
-        // to `too_slow` (the loop below drops them); on `Disconnected`, the
+        // to `too_slow` (fn deliver drops them); on `Disconnected`, the
         // member's writer has stopped, and its session will leave.
         let _ = member.outbox.send(rest);
     }
-    for name in too_slow {
-        drop_member(members, &name);
-    }
+    too_slow
 }
 
 impl Member {
