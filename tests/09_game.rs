@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use course::harness::bind::start_server_at_chosen_address;
 use course::harness::ctx::ProcessId;
+use course::harness::escape::escape;
 use course::harness::game::{
     datagram, describe, inputs_datagram, join_datagram, leave_datagram, parse, FromServer,
     Snapshot, CELL, DOWN, HEIGHT, JOIN, LEFT, RIGHT, SNAPSHOT, UP, WELCOME, WIDTH,
@@ -910,6 +911,9 @@ fn silent_joins_give_way(ctx: &mut Ctx, server: SocketAddr, ada_id: u8) -> Check
     }
     let deadline = Instant::now() + ctx.patience().reply;
     for (index, udp) in sockets.iter().enumerate() {
+        // What came instead of a WELCOME, for the report: these sockets
+        // keep no journal of their own.
+        let mut instead: Option<Vec<u8>> = None;
         let welcomed = loop {
             match udp.receive_before(deadline)? {
                 None => break false,
@@ -917,13 +921,27 @@ fn silent_joins_give_way(ctx: &mut Ctx, server: SocketAddr, ada_id: u8) -> Check
                     if let Ok(FromServer::Welcome { .. }) = parse(&bytes) {
                         break true;
                     }
+                    instead = Some(bytes);
                 }
             }
         };
         if !welcomed {
+            let sent = join_datagram(&format!("s{index}"));
+            let said = |bytes: &[u8]| describe(bytes).unwrap_or_else(|| escape(bytes));
+            let received = instead.as_deref().map_or("nothing".to_string(), said);
             return Err(Failure::new(format!(
                 "the JOIN from s{index} got no WELCOME within {} ms",
                 ctx.patience().reply.as_millis()
+            ))
+            .detail(format!(
+                "s{index} sent {}; the last it received: {received}",
+                said(&sent)
+            ))
+            .hint(format!(
+                "Only ada and ghost were seated before: there are seats for {} more. Every \
+                 JOIN from a new address gets a WELCOME while a seat is free (TODO 1 in \
+                 {SERVER_FILE}).",
+                SEATS - 2
             )));
         }
     }
