@@ -248,11 +248,13 @@ fn send_on_every_core(recipients: &[(&String, &Member)], line: &Outgoing) -> Vec
             .collect();
         let mut too_slow = send_each(mine, line);
         for (part, helper) in helpers {
-            match helper.map(|helper| helper.join()) {
-                Ok(Ok(theirs)) => too_slow.extend(theirs),
-                // No thread to be had (or it panicked): this one sends
-                // that part too. Slower, but the line still goes out.
-                _ => too_slow.extend(send_each(part, line)),
+            match helper {
+                // A helper that panicked (a bug) sent what it sent: its
+                // part again could give someone the line twice.
+                Ok(helper) => too_slow.extend(helper.join().unwrap_or_default()),
+                // No thread to be had: this one sends that part too.
+                // Slower, but the line still goes out.
+                Err(_) => too_slow.extend(send_each(part, line)),
             }
         }
         too_slow
