@@ -447,6 +447,7 @@ fn check_rates(servers: &[Ticking]) -> Check<()> {
                 RATE_WINDOW.as_millis(),
                 server.arrivals.len(),
             ))
+            .detail(gaps(&server.arrivals, hz))
             .hint(format!(
                 "The tick (TODO 2 in {SERVER_FILE}): one snapshot per player every 1/{hz} s, \
                  whether datagrams come or not (ada{hz} sent INPUTS every {} ms). Schedule \
@@ -458,6 +459,36 @@ fn check_rates(servers: &[Ticking]) -> Check<()> {
         }
     }
     Ok(())
+}
+
+/// The time between one snapshot and the next, as the report shows it: a
+/// server that pauses after its work shows each gap a little long, one
+/// that waits for datagrams shows them uneven.
+fn gaps(arrivals: &[Instant], hz: u32) -> String {
+    /// Enough gaps to see a pattern, few enough to read.
+    const SHOWN: usize = 24;
+    let gaps: Vec<String> = arrivals
+        .windows(2)
+        .take(SHOWN)
+        .map(|pair| format!("{:.1}", (pair[1] - pair[0]).as_secs_f64() * 1e3))
+        .collect();
+    if gaps.is_empty() {
+        return format!(
+            "no two snapshots came, so no gap to show (each should be {:.1} ms)",
+            1e3 / f64::from(hz)
+        );
+    }
+    let more = arrivals.len().saturating_sub(1 + SHOWN);
+    format!(
+        "the gaps between ada{hz}'s snapshots, in ms (each should be {:.1}): {}{}",
+        1e3 / f64::from(hz),
+        gaps.join(" "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// For `window`, each player sends INPUTS at her pace and notes when her
