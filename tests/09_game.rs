@@ -889,9 +889,11 @@ fn expect_players(player: &Player, expected: &[u8]) -> Check<()> {
     let mut newest = None;
     loop {
         // Wait for a first snapshot; then take whatever is already here.
+        // Never past the deadline: a server that sends without pause would
+        // otherwise keep this loop reading for ever.
         let until = match newest {
             None => deadline,
-            Some(_) => Instant::now() + Duration::from_millis(1),
+            Some(_) => (Instant::now() + Duration::from_millis(1)).min(deadline),
         };
         let Some((bytes, from)) = player.udp.receive_before(until)? else {
             break;
