@@ -110,12 +110,14 @@ def main():
     sock.settimeout(0.25)
     try:
         while True:
+            # Checked before each read, not only when one times out: other
+            # datagrams coming all the time must not hide a server gone.
+            if time.monotonic() - last_snapshot > 3.0:
+                print("no snapshot for 3 s: the server has gone")
+                break
             try:
                 datagram, sender = sock.recvfrom(2048)
             except socket.timeout:
-                if time.monotonic() - last_snapshot > 3.0:
-                    print("no snapshot for 3 s: the server has gone")
-                    break
                 send_inputs()
                 continue
             got = parse(datagram)
