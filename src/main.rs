@@ -20,10 +20,10 @@
 //! cargo run -- nat --idle 5 --to 127.0.0.1:7008
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread;
 
 use anyhow::{bail, Result};
@@ -31,8 +31,9 @@ use clap::{Parser, Subcommand};
 
 use course::commands::board::{self, Standing};
 use course::commands::classroom;
-use course::commands::grade::{self, Subject};
+use course::commands::grade::{self, BuildFolder, Subject};
 use course::commands::gradebook;
+use course::harness::checkout;
 use course::harness::lesson::{self, Lesson, LESSONS};
 use course::harness::report::wrap;
 use course::harness::stage::{StageRecord, Status};
@@ -117,9 +118,11 @@ enum Action {
     Nat(course::net::nat::NatArgs),
 }
 
-/// The project the course tool belongs to, wherever it is run from.
+/// The checkout the course tool works on: the one `cargo run` runs it in,
+/// wherever this program was built (see `course::harness::checkout`).
 fn project() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    static PROJECT: OnceLock<PathBuf> = OnceLock::new();
+    PROJECT.get_or_init(checkout::this_checkout)
 }
 
 fn main() -> ExitCode {
@@ -160,7 +163,7 @@ fn main() -> ExitCode {
 
 fn show_board() -> Result<ExitCode> {
     eprintln!("Building the lessons and their stages (the first time takes a minute or two)...");
-    let suites = grade::build_suites(project(), LESSONS)?;
+    let suites = grade::build_suites(project(), LESSONS, BuildFolder::AsConfigured)?;
     let subject = Subject::Build(Target::Lessons);
     // Lessons are independent programs: grade them side by side, but no
     // more at once than the machine has cores. Each lesson runs its stages
@@ -257,7 +260,11 @@ fn grade_lesson(
         }
         None => Subject::Build(target),
     };
-    let suites = grade::build_suites(project(), &lessons)?;
+    // A grade is recorded: it is built where no other checkout builds.
+    if let Some(note) = grade::own_build_folder_note(project()) {
+        eprintln!("{note}");
+    }
+    let suites = grade::build_suites(project(), &lessons, BuildFolder::Own)?;
     // A command is graded from where the instructor stands, usually the
     // student's checkout; a build of this project, from the project.
     let checkout = match &subject {
@@ -270,8 +277,8 @@ fn grade_lesson(
     }
     let mut all_passed = true;
     for lesson in &lessons {
-        let mut records =
-            run_lesson(&suites, lesson, &subject, false).map_err(anyhow::Error::msg)?;
+        let mut records = run_lesson(&suites, lesson, &subject, false)
+            .map_err(|error| anyhow::anyhow!("lesson {}: {error}", lesson.name()))?;
         let target = graded_target(lesson, &subject);
         for record in &mut records {
             record.target = target.clone();
@@ -364,7 +371,7 @@ fn grade_report(lesson: &Lesson, subject: &Subject, records: &[StageRecord]) -> 
 }
 
 fn check_starters() -> Result<ExitCode> {
-    let suites = grade::build_suites(project(), LESSONS)?;
+    let suites = grade::build_suites(project(), LESSONS, BuildFolder::AsConfigured)?;
     let subject = Subject::Build(Target::Lessons);
     let mut solved = 0;
     for lesson in LESSONS {

@@ -103,9 +103,17 @@ fn main() {
             "a_stuck_stage_stops_the_run",
             suite::stuck_stage_stops_the_run,
         ),
+        Trial::test(
+            "another_checkouts_build_runs_no_stage",
+            suite::refuses_another_checkouts_build,
+        ),
         Trial::test("course_board_lists_every_lesson", cli::board),
         Trial::test("course_grade_json_has_a_record_per_stage", cli::grade_json),
         Trial::test("course_grade_csv_has_a_row_per_lesson", cli::grade_csv),
+        Trial::test(
+            "course_grade_builds_in_the_checkouts_own_target",
+            cli::grade_own_build_folder,
+        ),
         Trial::test("course_grade_cmd_grades_any_program", cli::grade_cmd_silent),
         Trial::test(
             "course_grade_cmd_leaves_no_setsid_grandchild",
@@ -842,6 +850,34 @@ mod suite {
         )
     }
 
+    /// Run for a checkout other than the one it was built from (as cargo
+    /// does in a build folder two checkouts share), the suite runs no
+    /// stage, and says why and what to do.
+    pub fn refuses_another_checkouts_build() -> Result<(), Failed> {
+        let elsewhere = "/nonexistent/another-checkout";
+        let (code, stdout, stderr, records) = run_suite(
+            "elsewhere",
+            "echo",
+            &[],
+            &[("CARGO_MANIFEST_DIR", elsewhere)],
+        );
+        if code != Some(2) || !records.is_empty() {
+            return Err(format!(
+                "exit {code:?} with {} records, expected 2 and none:\n{stdout}{stderr}",
+                records.len()
+            )
+            .into());
+        }
+        expect_in(
+            &stderr,
+            &[
+                "error: these stages were built from the course in",
+                "not from this checkout (/nonexistent/another-checkout)",
+                "unset CARGO_TARGET_DIR",
+            ],
+        )
+    }
+
     /// With `COURSE_REQUIRE_CLIENTS=1` (as CI sets) the missing client fails
     /// its stage; with `COURSE_ALL_STAGES=1` every stage runs, and one that
     /// passes after a failure is not counted.
@@ -970,6 +1006,34 @@ mod cli {
         }
         if !lines[1].starts_with(&points) {
             return Err(format!("expected the row to start with {points}:\n{stdout}").into());
+        }
+        Ok(())
+    }
+
+    /// With CARGO_TARGET_DIR naming a folder of its own, a grade still
+    /// builds in the checkout's target/ (where this test's build already
+    /// is), says so, and puts nothing in that folder.
+    pub fn grade_own_build_folder() -> Result<(), Failed> {
+        let shared = std::env::temp_dir().join(format!("course-shared-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&shared);
+        let graded = course()
+            .env("CARGO_TARGET_DIR", &shared)
+            .args(["grade", "01", "--target", "solutions", "--csv"])
+            .assert()
+            .success()
+            .stderr(
+                contains("note: grading builds in")
+                    .and(contains("rather than in CARGO_TARGET_DIR")),
+            );
+        let built_there = shared.exists();
+        let _ = std::fs::remove_dir_all(&shared);
+        if built_there {
+            return Err(format!("cargo built in {}", shared.display()).into());
+        }
+        let stdout = String::from_utf8_lossy(&graded.get_output().stdout).to_string();
+        let points = format!(",01-echo,{LESSON_01_STAGES},{LESSON_01_STAGES},");
+        if !stdout.contains(&points) {
+            return Err(format!("expected a row with {points}:\n{stdout}").into());
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::commands::grade::cargo_build;
+use crate::commands::grade::{cargo_build, BuildFolder};
 use crate::harness::process::Running;
 use crate::harness::resources::resident_bytes;
 use crate::net::load::{self, LoadArgs, Protocol};
@@ -164,7 +164,8 @@ impl Programs {
         for name in Self::NAMES {
             args.extend(["--bin".to_string(), name.to_string()]);
         }
-        let built = cargo_build(project, &args, "bin")?;
+        // Measured from this checkout's own build, as a grade is.
+        let built = cargo_build(project, &args, "bin", BuildFolder::Own)?;
         Self::from_paths(Self::NAMES.map(|name| built.get(name).cloned()))
             .ok_or_else(|| anyhow!("cargo built the solutions but did not say where"))
     }
@@ -210,7 +211,8 @@ fn build_peer(project: &Path, folder: &str, bin: &str) -> std::result::Result<Pa
         .into_iter()
         .chain([manifest.display().to_string()])
         .collect::<Vec<_>>();
-    let built = cargo_build(project, &args, "bin").map_err(|error| format!("{error:#}"))?;
+    let built = cargo_build(project, &args, "bin", BuildFolder::AsConfigured)
+        .map_err(|error| format!("{error:#}"))?;
     built
         .get(bin)
         .cloned()

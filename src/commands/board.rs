@@ -27,8 +27,15 @@ pub fn render(standings: &[Standing]) -> String {
         .map(|standing| standing.lesson.title.chars().count())
         .max()
         .unwrap_or(0);
-    for standing in standings {
+    for (index, standing) in standings.iter().enumerate() {
         let lesson = standing.lesson;
+        // A reason shared by every lesson (a build from another checkout)
+        // is said once, not nine times.
+        let said_before = |error: &String| {
+            standings[..index]
+                .iter()
+                .find(|earlier| earlier.records.as_ref().err() == Some(error))
+        };
         let status = match &standing.records {
             Ok(records) => {
                 // The board and a gradebook count the same stages: those that
@@ -60,7 +67,13 @@ pub fn render(standings: &[Standing]) -> String {
                 };
                 format!("[{marks}] {counted} of {}{done}{unchecked}", records.len())
             }
-            Err(error) => format!("could not run its stages: {error}"),
+            Err(error) => match said_before(error) {
+                Some(earlier) => format!(
+                    "could not run its stages, for the reason given for lesson {}",
+                    earlier.lesson.number
+                ),
+                None => format!("could not run its stages: {error}"),
+            },
         };
         let _ = writeln!(
             text,
@@ -246,6 +259,27 @@ mod tests {
         assert!(board.contains("Next: lesson 01, stage 3"), "{board}");
         assert!(
             board.contains("edit   lessons/01-echo/client.rs\n"),
+            "{board}"
+        );
+    }
+
+    #[test]
+    fn a_reason_every_lesson_shares_is_given_once() {
+        let why = "its stages did not run: error: built from another checkout";
+        let standings: Vec<Standing> = LESSONS[..3]
+            .iter()
+            .map(|lesson| Standing {
+                lesson,
+                records: Err(why.to_string()),
+            })
+            .collect();
+        let board = render(&standings);
+        assert_eq!(board.matches(why).count(), 1, "{board}");
+        assert_eq!(
+            board
+                .matches("could not run its stages, for the reason given for lesson 01")
+                .count(),
+            2,
             "{board}"
         );
     }

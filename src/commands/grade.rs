@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::harness::checkout;
 use crate::harness::lesson::Lesson;
 use crate::harness::progress;
 use crate::harness::stage::StageRecord;
@@ -26,29 +27,72 @@ pub enum Subject {
     Command(String),
 }
 
-/// Build the stage suites of `lessons` (and so every lesson's binaries), and
-/// return where each suite's executable is, by test target (`01_echo`).
-/// Compile errors reach the user as cargo prints them.
-pub fn build_suites(project: &Path, lessons: &[Lesson]) -> Result<BTreeMap<String, PathBuf>> {
+/// Where cargo builds the stages and the programs they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildFolder {
+    /// Where cargo is told to: `CARGO_TARGET_DIR`, else the checkout's
+    /// target/. Quick for a student's own checkout; shared between two
+    /// checkouts, it may hold the other's build, which the stages refuse
+    /// to run (`harness::checkout`).
+    AsConfigured,
+    /// The checkout's own target/, whatever cargo is told: no other
+    /// checkout's build can be found there. What a grade, or a bench of
+    /// the solutions, is built in.
+    Own,
+}
+
+/// Build the stage suites of `lessons` (and so every lesson's binaries) in
+/// `folder`, and return where each suite's executable is, by test target
+/// (`01_echo`). Compile errors reach the user as cargo prints them.
+pub fn build_suites(
+    project: &Path,
+    lessons: &[Lesson],
+    folder: BuildFolder,
+) -> Result<BTreeMap<String, PathBuf>> {
     let mut args = vec!["test".to_string(), "--no-run".to_string()];
     for lesson in lessons {
         args.extend(["--test".to_string(), lesson.test_target()]);
     }
-    cargo_build(project, &args, "test")
+    cargo_build(project, &args, "test", folder)
 }
 
-/// Run cargo with `args` (a build) in `project`, and return the executables
-/// of the targets of `kind` it built, by target name. Compile errors reach
-/// the user as cargo prints them.
+fn own_build_folder(project: &Path) -> PathBuf {
+    project.join("target")
+}
+
+/// What a grade says when `CARGO_TARGET_DIR` names a folder that is not
+/// the checkout's own: that it builds there all the same, and why.
+pub fn own_build_folder_note(project: &Path) -> Option<String> {
+    let told = std::env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty())?;
+    let own = own_build_folder(project);
+    if checkout::same_folder(Path::new(&told), &own) {
+        return None;
+    }
+    Some(format!(
+        "note: grading builds in {} rather than in CARGO_TARGET_DIR ({}): a build \
+         folder shared with another checkout can hold that checkout's programs, \
+         and a grade must be of this one's",
+        own.display(),
+        Path::new(&told).display()
+    ))
+}
+
+/// Run cargo with `args` (a build) in `project`, building in `folder`, and
+/// return the executables of the targets of `kind` it built, by target
+/// name. Compile errors reach the user as cargo prints them.
 pub fn cargo_build(
     project: &Path,
     args: &[String],
     kind: &str,
+    folder: BuildFolder,
 ) -> Result<BTreeMap<String, PathBuf>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(&cargo)
-        .current_dir(project)
-        .args(args)
+    let mut command = Command::new(&cargo);
+    command.current_dir(project).args(args);
+    if folder == BuildFolder::Own {
+        command.arg("--target-dir").arg(own_build_folder(project));
+    }
+    let output = command
         .args(["--quiet", "--message-format=json-render-diagnostics"])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -145,11 +189,7 @@ pub fn run_suite(
         .collect::<Result<_, _>>()
         .context("a stage record could not be read")?;
     if records.is_empty() {
-        bail!(
-            "the stages of lesson {} did not run: {}",
-            lesson.name(),
-            stderr.trim()
-        );
+        bail!("its stages did not run: {}", stderr.trim());
     }
     records.sort_by_key(|record| record.stage);
     Ok(records)

@@ -13,6 +13,7 @@
 pub mod bind;
 pub mod browser;
 pub mod check;
+pub mod checkout;
 pub mod conn;
 pub mod ctx;
 pub mod escape;

@@ -23,6 +23,7 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 pub use crate::harness::check::Completed;
 use crate::harness::check::{check_stage, Checked};
+use crate::harness::checkout;
 use crate::harness::failure::MissingTool;
 use crate::harness::lesson;
 use crate::harness::progress;
@@ -204,6 +205,9 @@ fn summary(notes: &[Note]) -> String {
 }
 
 fn setup(lesson_number: &str, programs: Programs, total: usize) -> Result<Setup, String> {
+    // Another checkout's build would grade that checkout's programs as this
+    // one's: no stage runs on it.
+    checkout::built_here()?;
     let lesson = lesson::find(lesson_number)
         .ok_or_else(|| format!("lesson {lesson_number} is not in src/harness/lesson.rs"))?;
     let target = Target::from_env()?;
