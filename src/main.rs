@@ -33,6 +33,7 @@ use course::commands::board::{self, Standing};
 use course::commands::classroom;
 use course::commands::grade::{self, BuildFolder, Subject};
 use course::commands::gradebook;
+use course::commands::grading_copy;
 use course::harness::checkout;
 use course::harness::lesson::{self, Lesson, LESSONS};
 use course::harness::report::wrap;
@@ -76,6 +77,12 @@ enum Action {
         /// checkout's git `user.name <user.email>`.
         #[arg(long, value_name = "NAME")]
         student: Option<String>,
+        /// Grade the lessons/ of the student's checkout in DIR with this
+        /// checkout's stages: only lessons/ is taken from DIR, so edits to
+        /// the stages (tests/, src/) there count for nothing. Built in
+        /// target/grading.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["cmd", "target"])]
+        checkout: Option<PathBuf>,
     },
     /// Check that every starter in lessons/ fails its first stage, with a
     /// report that names a TODO: no exercise ships solved.
@@ -136,7 +143,15 @@ fn main() -> ExitCode {
             json,
             csv,
             student,
-        } => grade_lesson(&lesson, target, cmd, Output { json, csv, student }),
+            checkout,
+        } => {
+            let subject = match (cmd, checkout) {
+                (Some(line), _) => ToGrade::Command(line),
+                (None, Some(dir)) => ToGrade::Checkout(dir),
+                (None, None) => ToGrade::Build(target),
+            };
+            grade_lesson(&lesson, subject, Output { json, csv, student })
+        }
         Action::CheckStarters => check_starters(),
         Action::Load(args) => course::net::load::run(&args).map(|()| ExitCode::SUCCESS),
         Action::Handout { dir } => write_handout(&dir),
@@ -186,7 +201,7 @@ fn show_board() -> Result<ExitCode> {
                     };
                     // Where a student stands needs only the stages up to
                     // the first that fails: the board stays quick.
-                    let records = run_lesson(&suites, lesson, &subject, true);
+                    let records = run_lesson(&suites, project(), lesson, &subject, true);
                     graded.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(records);
                 })
             })
@@ -215,8 +230,10 @@ fn show_board() -> Result<ExitCode> {
 /// A lesson's stage records, or why its stages could not run.
 type Graded = Result<Vec<StageRecord>, String>;
 
+/// Run `lesson`'s suite, one of `suites` built in the course at `built_in`.
 fn run_lesson(
     suites: &std::collections::BTreeMap<String, std::path::PathBuf>,
+    built_in: &Path,
     lesson: &Lesson,
     subject: &Subject,
     fail_fast: bool,
@@ -224,7 +241,8 @@ fn run_lesson(
     let executable = suites
         .get(&lesson.test_target())
         .ok_or_else(|| format!("cargo built no tests/{}.rs", lesson.test_target()))?;
-    grade::run_suite(executable, lesson, subject, fail_fast).map_err(|error| format!("{error:#}"))
+    grade::run_suite(executable, built_in, lesson, subject, fail_fast)
+        .map_err(|error| format!("{error:#}"))
 }
 
 /// How `grade` reports: for people (the default), or for a gradebook.
@@ -234,12 +252,17 @@ struct Output {
     student: Option<String>,
 }
 
-fn grade_lesson(
-    number: &str,
-    target: Target,
-    cmd: Option<String>,
-    output: Output,
-) -> Result<ExitCode> {
+/// What `grade` was asked to grade.
+enum ToGrade {
+    /// A build of this checkout: the student's lessons/, or solutions/.
+    Build(Target),
+    /// Any program that keeps the contract.
+    Command(String),
+    /// The lessons/ of a student's checkout, with this checkout's stages.
+    Checkout(PathBuf),
+}
+
+fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitCode> {
     let lessons: Vec<Lesson> = if number == "all" {
         LESSONS.to_vec()
     } else {
@@ -252,34 +275,41 @@ fn grade_lesson(
         };
         vec![*lesson]
     };
-    let subject = match cmd {
-        Some(line) => {
+    // What the stages run, whose work it is (the checkout its facts come
+    // from), and where the stages are built.
+    let (subject, checkout, built_in) = match to_grade {
+        ToGrade::Command(line) => {
             // Check the words now, so a typo is one clear line, once.
             split_command(&line).map_err(anyhow::Error::msg)?;
-            Subject::Command(line)
+            // Graded from where the instructor stands, usually the
+            // student's checkout.
+            let here = std::env::current_dir()?;
+            (Subject::Command(line), here, project().to_path_buf())
         }
-        None => Subject::Build(target),
+        ToGrade::Build(target) => (
+            Subject::Build(target),
+            project().to_path_buf(),
+            project().to_path_buf(),
+        ),
+        ToGrade::Checkout(dir) => {
+            let copy = grading_copy::prepare(project(), &dir)?;
+            (Subject::Build(Target::Lessons), dir, copy)
+        }
     };
     // A grade is recorded: it is built where no other checkout builds.
-    if let Some(note) = grade::own_build_folder_note(project()) {
+    if let Some(note) = grade::own_build_folder_note(&built_in) {
         eprintln!("{note}");
     }
-    let suites = grade::build_suites(project(), &lessons, BuildFolder::Own)?;
-    // A command is graded from where the instructor stands, usually the
-    // student's checkout; a build of this project, from the project.
-    let checkout = match &subject {
-        Subject::Command(_) => std::env::current_dir()?,
-        Subject::Build(_) => project().to_path_buf(),
-    };
+    let suites = grade::build_suites(&built_in, &lessons, BuildFolder::Own)?;
     let run = gradebook::Run::starting_now(&checkout, output.student);
     if output.csv {
         println!("{}", gradebook::CSV_HEADER);
     }
     let mut all_passed = true;
     for lesson in &lessons {
-        let mut records = run_lesson(&suites, lesson, &subject, false)
+        let mut records = run_lesson(&suites, &built_in, lesson, &subject, false)
             .map_err(|error| anyhow::anyhow!("lesson {}: {error}", lesson.name()))?;
-        let target = graded_target(lesson, &subject);
+        let target = graded_target(lesson, &subject, &checkout);
         for record in &mut records {
             record.target = target.clone();
         }
@@ -296,7 +326,7 @@ fn grade_lesson(
             let row = gradebook::csv_row(&run, &lesson.name(), &target, points, records.len());
             println!("{row}");
         } else {
-            print!("{}", grade_report(lesson, &subject, &records));
+            print!("{}", grade_report(lesson, &subject, &checkout, &records));
         }
         all_passed &= records.iter().all(|record| record.passed);
     }
@@ -309,9 +339,9 @@ fn grade_lesson(
 
 /// What was graded, as a gradebook keeps it: the folder of the code, or the
 /// command line.
-fn graded_target(lesson: &Lesson, subject: &Subject) -> String {
+fn graded_target(lesson: &Lesson, subject: &Subject, checkout: &Path) -> String {
     match subject {
-        Subject::Build(target) => project()
+        Subject::Build(target) => checkout
             .join(target.name())
             .join(lesson.name())
             .display()
@@ -321,8 +351,17 @@ fn graded_target(lesson: &Lesson, subject: &Subject) -> String {
 }
 
 /// A line per stage, and the full report under the first that fails.
-fn grade_report(lesson: &Lesson, subject: &Subject, records: &[StageRecord]) -> String {
+fn grade_report(
+    lesson: &Lesson,
+    subject: &Subject,
+    checkout: &Path,
+    records: &[StageRecord],
+) -> String {
     let whose = match subject {
+        Subject::Build(Target::Lessons) if checkout != project() => format!(
+            "the code in {}, with this course's stages",
+            checkout.join("lessons").join(lesson.name()).display()
+        ),
         Subject::Build(Target::Lessons) => format!("your code in lessons/{}", lesson.name()),
         Subject::Build(Target::Solutions) => {
             format!("the reference in solutions/{}", lesson.name())
@@ -375,7 +414,8 @@ fn check_starters() -> Result<ExitCode> {
     let subject = Subject::Build(Target::Lessons);
     let mut solved = 0;
     for lesson in LESSONS {
-        let records = run_lesson(&suites, lesson, &subject, true).map_err(anyhow::Error::msg)?;
+        let records =
+            run_lesson(&suites, project(), lesson, &subject, true).map_err(anyhow::Error::msg)?;
         let first = records.first();
         let verdict = match first {
             Some(stage) if stage.passed => "PASSES stage 1: the exercise ships solved",

@@ -4,10 +4,12 @@
 //! The first test writes a handout and reads it: what is left out, what the
 //! manifest keeps, the slides, every line of every answer (a second). The
 //! second builds the handout as a project of its own and grades lesson 01
-//! in it, in `target/handout-check` (its own copy of every dependency the
-//! first time, a minute or two; seconds after that): it is ignored by a
-//! plain `cargo test`, and CI runs it with `cargo test --test handout --
-//! --ignored`.
+//! in it, in `target/handout-check`; the third grades a student's checkout
+//! with `course grade --checkout`, whose copy of the course is the
+//! handout's files and the student's `lessons/` (in `target/grading`). Each
+//! builds its own copy of every dependency the first time, a minute or two,
+//! and takes seconds after that: both are ignored by a plain `cargo test`,
+//! and CI runs them with `cargo test --test handout -- --ignored`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -268,4 +270,69 @@ fn a_handout_builds_and_grades_the_starters() {
         .map(String::from)
         .collect();
     assert_eq!(said.len(), 1, "{}", text(&solutions));
+}
+
+/// Copy every file below `from` into `to`.
+fn copy_folder(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_folder(&path, &target);
+        } else {
+            std::fs::create_dir_all(to).unwrap();
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "builds the grading copy: a minute or two the first time. \
+            CI runs it: cargo test --test handout -- --ignored"]
+fn a_checkout_is_graded_with_the_courses_stages_not_its_own() {
+    let student =
+        Folder(std::env::temp_dir().join(format!("course-student-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&student.0);
+    // A student's checkout with lesson 01 unsolved, whose manifest builds
+    // lesson 01 from a file of the student's own that holds the answer
+    // (within their own checkout, that passed every stage).
+    copy_folder(&project().join("lessons"), &student.0.join("lessons"));
+    copy_folder(
+        &project().join("solutions/01-echo"),
+        &student.0.join("lessons/answer"),
+    );
+    let manifest = handout::student_course(project(), &mut handout::Summary::default())
+        .unwrap()
+        .manifest
+        .replace("lessons/01-echo/main.rs", "lessons/answer/main.rs");
+    std::fs::write(student.0.join("Cargo.toml"), manifest).unwrap();
+    let row = || {
+        let graded = Command::new(env!("CARGO_BIN_EXE_course"))
+            .args(["grade", "01", "--csv", "--student", "ada", "--checkout"])
+            .arg(&student.0)
+            .env_remove("COURSE_TARGET")
+            .env_remove("COURSE_CMD")
+            .output()
+            .unwrap();
+        let rows = text(&graded);
+        rows.lines()
+            .find(|line| line.starts_with("ada,"))
+            .unwrap_or_else(|| panic!("no row for ada:\n{rows}"))
+            .to_string()
+    };
+    let unsolved = row();
+    assert!(unsolved.starts_with("ada,01-echo,0,8,"), "{unsolved}");
+    let graded_folder = student.0.join("lessons").join("01-echo");
+    assert!(
+        unsolved.ends_with(&graded_folder.display().to_string()),
+        "{unsolved}"
+    );
+
+    // Solved in lessons/01-echo: graded 8 of 8, from the same copy rebuilt.
+    copy_folder(
+        &project().join("solutions/01-echo"),
+        &student.0.join("lessons/01-echo"),
+    );
+    let solved = row();
+    assert!(solved.starts_with("ada,01-echo,8,8,"), "{solved}");
 }

@@ -133,11 +133,13 @@ fn executables_in(messages: &str, kind: &str) -> BTreeMap<String, PathBuf> {
         .collect()
 }
 
-/// Run one lesson's suite against `subject` and return its records, in
-/// stage order. With `fail_fast`, the stages after the first failure are
-/// recorded as failed without being run.
+/// Run one lesson's suite, built in the course at `built_in`, against
+/// `subject`, and return its records, in stage order. With `fail_fast`,
+/// the stages after the first failure are recorded as failed without being
+/// run.
 pub fn run_suite(
     executable: &Path,
+    built_in: &Path,
     lesson: &Lesson,
     subject: &Subject,
     fail_fast: bool,
@@ -155,6 +157,9 @@ pub fn run_suite(
     let watched = !fail_fast;
     command
         .arg("--quiet")
+        // What `cargo test` would say: the suite checks that it was built
+        // from this course (`harness::checkout`).
+        .env("CARGO_MANIFEST_DIR", built_in)
         .env("COURSE_REPORT", &report)
         .env_remove("COURSE_CMD")
         .env("COURSE_FAIL_FAST", if fail_fast { "1" } else { "0" })

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::commands::files::{course_files, files_below};
 use crate::commands::slides;
 use crate::harness::lesson::LESSONS;
 
@@ -61,25 +62,15 @@ pub fn write(project: &Path, dir: &Path) -> Result<Summary> {
     }
     let answers = answer_lines(project)?;
     let mut summary = Summary::default();
-    let manifest = std::fs::read_to_string(project.join("Cargo.toml"))?;
-    let handout_manifest = student_manifest(&manifest, &mut summary);
-    let kept_tests: Vec<PathBuf> = kept_test_paths(&handout_manifest);
-
-    for file in course_files(project, &mut summary)? {
+    let course = student_course(project, &mut summary)?;
+    for file in course.files {
         let relative = file.strip_prefix(project).expect("below the project");
-        let first = relative.components().next().map(|c| c.as_os_str());
-        if first.is_some_and(|first| LEFT_OUT.iter().any(|left| first == *left)) {
-            continue;
-        }
-        if relative.starts_with("tests") && !is_kept_test_file(relative, &kept_tests, project) {
-            continue;
-        }
         let target = dir.join(relative);
         std::fs::create_dir_all(target.parent().expect("a file has a folder"))?;
         let text = std::fs::read_to_string(&file).ok();
         let name = relative.to_string_lossy().replace('\\', "/");
         match (name.as_str(), text) {
-            ("Cargo.toml", _) => std::fs::write(&target, &handout_manifest)?,
+            ("Cargo.toml", _) => std::fs::write(&target, &course.manifest)?,
             ("README.md", Some(text)) => std::fs::write(&target, student_readme(&text))?,
             (name, Some(text)) if name.starts_with("slides/") && name.ends_with(".md") => {
                 let deck = student_slides(project, name, &text, &answers, &mut summary);
@@ -102,6 +93,40 @@ pub fn write(project: &Path, dir: &Path) -> Result<Summary> {
         );
     }
     Ok(summary)
+}
+
+/// What a student's copy of the course is made of.
+pub struct StudentCourse {
+    /// Full paths, sorted: the files git tracks, but for the answers, the
+    /// maintainers' CI, bench peers and tests.
+    pub files: Vec<PathBuf>,
+    /// What its `Cargo.toml` says instead: no binary built from
+    /// `solutions/`, no test that is not a lesson's stages.
+    pub manifest: String,
+}
+
+/// The files of a student's copy of the course at `project`, and its
+/// manifest. The handout rewrites some of them (the slides, the README);
+/// `grade --checkout` builds them as they are, with a student's lessons.
+pub fn student_course(project: &Path, summary: &mut Summary) -> Result<StudentCourse> {
+    let manifest = std::fs::read_to_string(project.join("Cargo.toml"))?;
+    let manifest = student_manifest(&manifest, summary);
+    let kept_tests: Vec<PathBuf> = kept_test_paths(&manifest);
+    let course = course_files(project)?;
+    summary.untracked_left_out = course.untracked;
+    let files = course
+        .files
+        .into_iter()
+        .filter(|file| {
+            let relative = file.strip_prefix(project).expect("below the project");
+            let first = relative.components().next().map(|c| c.as_os_str());
+            let left_out = first.is_some_and(|first| LEFT_OUT.iter().any(|left| first == *left));
+            let a_maintainers_test =
+                relative.starts_with("tests") && !is_kept_test_file(relative, &kept_tests, project);
+            !left_out && !a_maintainers_test
+        })
+        .collect();
+    Ok(StudentCourse { files, manifest })
 }
 
 /// The folders every handout holds, whatever they say: the starters, and the
@@ -488,75 +513,6 @@ fn exercise(project: &Path, lesson: &str, title: &str, starter: &str, quote_todo
     )
 }
 
-/// The files of the course at `project`: in a git checkout, those git
-/// tracks, and no other. The folder also holds what its users made there:
-/// the README's own `grade all --csv > grades.csv` leaves a gradebook with
-/// students' names in it, which a copy of every file would hand out. Those
-/// left out are named in the summary. Outside a git checkout (an unpacked
-/// archive), every file.
-fn course_files(project: &Path, summary: &mut Summary) -> Result<Vec<PathBuf>> {
-    let Some(tracked) = git_files(project, &["--cached"]) else {
-        return files_below(project, project);
-    };
-    summary.untracked_left_out =
-        git_files(project, &["--others", "--exclude-standard"]).unwrap_or_default();
-    let mut files: Vec<PathBuf> = tracked
-        .iter()
-        .map(|name| project.join(name))
-        // A file deleted from the working tree but not yet from git.
-        .filter(|file| file.is_file())
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// `git ls-files` with `which` in `project`: paths relative to it, or `None`
-/// where git is missing or this is no checkout.
-fn git_files(project: &Path, which: &[&str]) -> Option<Vec<String>> {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(project)
-        .args(["ls-files", "-z"])
-        .args(which)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let names = String::from_utf8(output.stdout).ok()?;
-    Some(
-        names
-            .split('\0')
-            .filter(|name| !name.is_empty())
-            .map(str::to_string)
-            .collect(),
-    )
-}
-
-/// Every file below `dir`, leaving out the folders no copy takes (`.git`,
-/// `target`), sorted.
-fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    for entry in entries {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default();
-        if path.is_dir() {
-            if dir == root && (name == ".git" || name == "target") {
-                continue;
-            }
-            found.extend(files_below(&path, root)?);
-        } else {
-            found.push(path);
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,39 +573,5 @@ mod tests {
         assert!(!out.contains("write_all") && !out.contains("let n = 1"));
         assert!(!out.contains("Answer key"));
         assert_eq!(slides::split(&out).1.len(), 3);
-    }
-
-    #[test]
-    fn a_checkout_gives_only_what_git_tracks() {
-        let project = std::env::temp_dir().join(format!("handout-git-{}", std::process::id()));
-        std::fs::create_dir_all(project.join("lessons")).unwrap();
-        std::fs::write(project.join("lessons/server.rs"), "fn main() {}\n").unwrap();
-        std::fs::write(project.join("grades.csv"), "student,points\nada,3\n").unwrap();
-        let folder = |summary: &mut Summary| {
-            let files = course_files(&project, summary).unwrap();
-            let names: Vec<String> = files
-                .iter()
-                .map(|file| file.strip_prefix(&project).unwrap().display().to_string())
-                .collect();
-            names
-        };
-        // Not a checkout (an unpacked archive): every file.
-        let mut summary = Summary::default();
-        assert_eq!(folder(&mut summary), ["grades.csv", "lessons/server.rs"]);
-        let git = |args: &[&str]| {
-            let status = std::process::Command::new("git")
-                .arg("-C")
-                .arg(&project)
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-            status.is_ok_and(|status| status.success())
-        };
-        assert!(git(&["init", "-q"]) && git(&["add", "lessons/server.rs"]));
-        let mut summary = Summary::default();
-        assert_eq!(folder(&mut summary), ["lessons/server.rs"]);
-        assert_eq!(summary.untracked_left_out, ["grades.csv"]);
-        std::fs::remove_dir_all(&project).unwrap();
     }
 }

@@ -1,0 +1,140 @@
+//! Which files make up a copy of the course: the handout a student is
+//! given, and the copy a student's checkout is graded in.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// The files of a course's folder, and those left out.
+pub struct CourseFiles {
+    /// Full paths, sorted.
+    pub files: Vec<PathBuf>,
+    /// Files in the folder that git does not track, relative to it.
+    pub untracked: Vec<String>,
+}
+
+/// The files of the course at `project`: in a git checkout, those git
+/// tracks, and no other. The folder also holds what its users made there:
+/// the README's own `grade all --csv > grades.csv` leaves a gradebook with
+/// students' names in it, which a copy of every file would hand out.
+/// Outside a git checkout (an unpacked archive), every file.
+pub fn course_files(project: &Path) -> Result<CourseFiles> {
+    let Some(tracked) = git_files(project, &["--cached"]) else {
+        return Ok(CourseFiles {
+            files: files_below(project, project)?,
+            untracked: Vec::new(),
+        });
+    };
+    let mut files: Vec<PathBuf> = tracked
+        .iter()
+        .map(|name| project.join(name))
+        // A file deleted from the working tree but not yet from git.
+        .filter(|file| file.is_file())
+        .collect();
+    files.sort();
+    Ok(CourseFiles {
+        files,
+        untracked: git_files(project, &["--others", "--exclude-standard"]).unwrap_or_default(),
+    })
+}
+
+/// `git ls-files` with `which` in `project`: paths relative to it, or `None`
+/// where git is missing or this is no checkout.
+fn git_files(project: &Path, which: &[&str]) -> Option<Vec<String>> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(project)
+        .args(["ls-files", "-z"])
+        .args(which)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let names = String::from_utf8(output.stdout).ok()?;
+    Some(
+        names
+            .split('\0')
+            .filter(|name| !name.is_empty())
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// Every file below `dir`, sorted, leaving out the folders no copy takes
+/// (`.git` and `target` at `root`) and every symbolic link: a link in a
+/// student's folder may point anywhere, all of `/` included.
+pub fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let (path, kind) = (entry.path(), entry.file_type()?);
+        let name = path.file_name().unwrap_or_default();
+        if kind.is_dir() {
+            if dir == root && (name == ".git" || name == "target") {
+                continue;
+            }
+            found.extend(files_below(&path, root)?);
+        } else if kind.is_file() {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkout_gives_only_what_git_tracks() {
+        let project = std::env::temp_dir().join(format!("handout-git-{}", std::process::id()));
+        std::fs::create_dir_all(project.join("lessons")).unwrap();
+        std::fs::write(project.join("lessons/server.rs"), "fn main() {}\n").unwrap();
+        std::fs::write(project.join("grades.csv"), "student,points\nada,3\n").unwrap();
+        let folder = || {
+            let course = course_files(&project).unwrap();
+            let names: Vec<String> = course
+                .files
+                .iter()
+                .map(|file| file.strip_prefix(&project).unwrap().display().to_string())
+                .collect();
+            (names, course.untracked)
+        };
+        // Not a checkout (an unpacked archive): every file.
+        assert_eq!(folder().0, ["grades.csv", "lessons/server.rs"]);
+        let git = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&project)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            status.is_ok_and(|status| status.success())
+        };
+        assert!(git(&["init", "-q"]) && git(&["add", "lessons/server.rs"]));
+        let (tracked, untracked) = folder();
+        assert_eq!(tracked, ["lessons/server.rs"]);
+        assert_eq!(untracked, ["grades.csv"]);
+        std::fs::remove_dir_all(&project).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("course-files-link-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("lessons")).unwrap();
+        std::fs::write(dir.join("lessons/server.rs"), "fn main() {}\n").unwrap();
+        std::os::unix::fs::symlink("/", dir.join("lessons/everything")).unwrap();
+        std::os::unix::fs::symlink("server.rs", dir.join("lessons/again.rs")).unwrap();
+        let files = files_below(&dir, &dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(files, [dir.join("lessons/server.rs")]);
+    }
+}

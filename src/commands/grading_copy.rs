@@ -1,0 +1,174 @@
+//! The copy of the course in which a student's checkout is graded: the
+//! handout's files, from this checkout, with the student's `lessons/`.
+//!
+//! A student's checkout holds the stages too (`tests/`, `src/harness/`,
+//! `Cargo.toml`), and a grade built there runs what they say: with the
+//! lesson's binary pointed at another file in `Cargo.toml`, or a check
+//! deleted from `tests/01_echo.rs`, the starter was graded 8 of 8. Built
+//! from this copy, only `lessons/` comes from the student. The copy holds
+//! what a handout holds and no more: with `solutions/` in it, a lesson
+//! could `include!` the reference and be graded as the student's work.
+//!
+//! The copy is kept in `target/grading` and reused from one student to the
+//! next: a file is written only where its bytes differ, so cargo rebuilds
+//! what changed (cargo goes by file times: a file rewritten with the same
+//! bytes would rebuild everything, and one left with an old time would
+//! rebuild nothing). It is built in its own `target/`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::commands::files::files_below;
+use crate::commands::handout::{student_course, Summary};
+
+/// Where the copy lives, inside this checkout's build folder.
+pub fn folder(project: &Path) -> PathBuf {
+    project.join("target").join("grading")
+}
+
+/// Make the copy of `project` with the `lessons/` of `student` in it, and
+/// return its folder.
+pub fn prepare(project: &Path, student: &Path) -> Result<PathBuf> {
+    let lessons = student.join("lessons");
+    if !lessons.is_dir() {
+        bail!(
+            "{} has no lessons/ folder: give the folder of a student's checkout of the course",
+            student.display()
+        );
+    }
+    let copy = folder(project);
+    let mut wanted = BTreeSet::new();
+    let course = student_course(project, &mut Summary::default())?;
+    for file in course.files {
+        let relative = file.strip_prefix(project)?.to_path_buf();
+        if relative.starts_with("lessons") {
+            continue;
+        }
+        let bytes = if relative == Path::new("Cargo.toml") {
+            course.manifest.clone().into_bytes()
+        } else {
+            read(&file)?
+        };
+        write_if_changed(&bytes, &copy.join(&relative))?;
+        wanted.insert(relative);
+    }
+    for file in files_below(&lessons, &lessons)? {
+        let relative = Path::new("lessons").join(file.strip_prefix(&lessons)?);
+        write_if_changed(&read(&file)?, &copy.join(&relative))?;
+        wanted.insert(relative);
+    }
+    // A file of an earlier student's, or one this course no longer has,
+    // would still be built with the next one.
+    for file in files_below(&copy, &copy)? {
+        let relative = file.strip_prefix(&copy)?;
+        if !wanted.contains(relative) {
+            fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
+        }
+    }
+    Ok(copy)
+}
+
+/// The largest file the copy takes: a lesson's files are some kilobytes,
+/// and each is read whole.
+const LARGEST_FILE: u64 = 16 << 20;
+
+fn read(file: &Path) -> Result<Vec<u8>> {
+    let size = fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    if size > LARGEST_FILE {
+        bail!(
+            "{} is {} MiB, larger than any lesson's file should be: it is not graded",
+            file.display(),
+            size >> 20
+        );
+    }
+    fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+/// Write `bytes` to `to` unless `to` holds them already.
+fn write_if_changed(bytes: &[u8], to: &Path) -> Result<()> {
+    if fs::read(to).is_ok_and(|held| held == bytes) {
+        return Ok(());
+    }
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    fs::write(to, bytes).with_context(|| format!("cannot write {}", to.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = "[package]\nname = \"x\"\n\n[[bin]]\nname = \"01-echo\"\n\
+        path = \"lessons/01-echo/main.rs\"\n\n[[bin]]\nname = \"01-echo-solution\"\n\
+        path = \"solutions/01-echo/main.rs\"\n\n[[test]]\nname = \"01_echo\"\n\
+        path = \"tests/01_echo.rs\"\n";
+
+    /// A course, and a student's checkout whose stages and manifest say
+    /// something else.
+    fn folders(test: &str) -> (PathBuf, PathBuf) {
+        let root = std::env::temp_dir().join(format!("grading-copy-{}-{test}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let (course, student) = (root.join("course"), root.join("ada"));
+        let write = |path: PathBuf, text: &str| {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        write(course.join("Cargo.toml"), MANIFEST);
+        write(course.join("tests/01_echo.rs"), "the course's stages");
+        write(course.join("lessons/01-echo/server.rs"), "TODO");
+        write(course.join("solutions/01-echo/server.rs"), "the answer");
+        write(student.join("Cargo.toml"), "[package]\nname = \"mine\"\n");
+        write(student.join("tests/01_echo.rs"), "every stage passes");
+        write(student.join("lessons/01-echo/server.rs"), "done");
+        (course, student)
+    }
+
+    #[test]
+    fn the_copy_has_the_courses_stages_and_the_students_lessons_only() {
+        let (course, student) = folders("stages");
+        let copy = prepare(&course, &student).unwrap();
+        let read = |path: &str| fs::read_to_string(copy.join(path)).unwrap();
+        assert_eq!(read("tests/01_echo.rs"), "the course's stages");
+        assert_eq!(read("lessons/01-echo/server.rs"), "done");
+        assert!(read("Cargo.toml").contains("name = \"01-echo\""));
+        // No answer for a lesson to `include!`, nor a binary built of one.
+        assert!(!copy.join("solutions").exists());
+        assert!(!read("Cargo.toml").contains("solution"));
+        let _ = fs::remove_dir_all(course.parent().unwrap());
+    }
+
+    #[test]
+    fn an_earlier_students_files_go_and_unchanged_files_keep_their_time() {
+        let (course, student) = folders("reuse");
+        fs::write(student.join("lessons/01-echo/extra.rs"), "mine").unwrap();
+        let copy = prepare(&course, &student).unwrap();
+        let manifest = copy.join("Cargo.toml");
+        let written = fs::metadata(&manifest).unwrap().modified().unwrap();
+        fs::remove_file(student.join("lessons/01-echo/extra.rs")).unwrap();
+        prepare(&course, &student).unwrap();
+        assert!(!copy.join("lessons/01-echo/extra.rs").exists());
+        assert_eq!(
+            fs::metadata(&manifest).unwrap().modified().unwrap(),
+            written
+        );
+        let _ = fs::remove_dir_all(course.parent().unwrap());
+    }
+
+    #[test]
+    fn a_folder_without_lessons_is_refused() {
+        let (course, _) = folders("refused");
+        let error = prepare(&course, &course.join("tests")).unwrap_err();
+        assert!(
+            error.to_string().contains("has no lessons/ folder"),
+            "{error}"
+        );
+        let _ = fs::remove_dir_all(course.parent().unwrap());
+    }
+}
