@@ -277,6 +277,7 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
     };
     // What the stages run, whose work it is (the checkout its facts come
     // from), and where the stages are built.
+    let mut not_compiling = std::collections::BTreeMap::new();
     let (subject, checkout, built_in) = match to_grade {
         ToGrade::Command(line) => {
             // Check the words now, so a typo is one clear line, once.
@@ -293,6 +294,13 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
         ),
         ToGrade::Checkout(dir) => {
             let copy = grading_copy::prepare(project(), &dir)?;
+            not_compiling = grading_copy::set_aside_lessons_that_do_not_compile(project(), &copy)?;
+            for lesson in not_compiling.keys() {
+                eprintln!(
+                    "note: {} does not compile: none of its stages counts",
+                    dir.join("lessons").join(lesson).display()
+                );
+            }
             (Subject::Build(Target::Lessons), dir, copy)
         }
     };
@@ -307,8 +315,14 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
     }
     let mut all_passed = true;
     for lesson in &lessons {
-        let mut records = run_lesson(&suites, &built_in, lesson, &subject, false)
+        // In place of a lesson that does not compile is its starter, whose
+        // run gives the stages' names; it need not be watched.
+        let set_aside = not_compiling.contains_key(&lesson.name());
+        let mut records = run_lesson(&suites, &built_in, lesson, &subject, set_aside)
             .map_err(|error| anyhow::anyhow!("lesson {}: {error}", lesson.name()))?;
+        if let Some(error) = not_compiling.get(&lesson.name()) {
+            grading_copy::mark_not_compiling(&mut records, &lesson.name(), error);
+        }
         let target = graded_target(lesson, &subject, &checkout);
         for record in &mut records {
             record.target = target.clone();

@@ -335,4 +335,26 @@ fn a_checkout_is_graded_with_the_courses_stages_not_its_own() {
     );
     let solved = row();
     assert!(solved.starts_with("ada,01-echo,8,8,"), "{solved}");
+
+    // Lesson 05 half written: it gets none of its stages, and lesson 01
+    // keeps its points (cargo builds every lesson for any lesson's stages).
+    let room = student.0.join("lessons/05-chat/room.rs");
+    let mut half_written = std::fs::read_to_string(&room).unwrap();
+    half_written.push_str("\nfn deliver_to_everyone(\n");
+    std::fs::write(&room, half_written).unwrap();
+    let still = row();
+    assert!(still.starts_with("ada,01-echo,8,8,"), "{still}");
+    let chat = Command::new(env!("CARGO_BIN_EXE_course"))
+        .args(["grade", "05", "--json", "--checkout"])
+        .arg(&student.0)
+        .output()
+        .unwrap();
+    let first = text(&chat);
+    assert!(
+        first.contains(r#""stage":1,"#)
+            && first.contains("lessons/05-chat does not compile")
+            && first.contains("deliver_to_everyone")
+            && !first.contains(r#""counted":true"#),
+        "{first}"
+    );
 }

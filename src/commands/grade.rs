@@ -107,6 +107,59 @@ pub fn cargo_build(
     ))
 }
 
+/// Run cargo with `args` (a build that goes on past errors: `--keep-going`)
+/// in `project`, in its own build folder, and return the first error of
+/// each binary that did not compile, as cargo renders it, by binary name.
+pub fn cargo_errors(project: &Path, args: &[String]) -> Result<BTreeMap<String, String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(&cargo)
+        .current_dir(project)
+        .args(args)
+        .arg("--target-dir")
+        .arg(own_build_folder(project))
+        .args(["--quiet", "--message-format=json"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    Ok(first_errors(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The first error cargo's JSON messages give for each binary.
+fn first_errors(messages: &str) -> BTreeMap<String, String> {
+    #[derive(Deserialize)]
+    struct Message {
+        reason: String,
+        target: Option<TargetInfo>,
+        message: Option<Diagnostic>,
+    }
+    #[derive(Deserialize)]
+    struct TargetInfo {
+        name: String,
+        kind: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct Diagnostic {
+        level: String,
+        rendered: Option<String>,
+    }
+    let mut errors = BTreeMap::new();
+    for line in messages.lines() {
+        let Ok(message) = serde_json::from_str::<Message>(line) else {
+            continue;
+        };
+        let (Some(target), Some(diagnostic)) = (message.target, message.message) else {
+            continue;
+        };
+        let an_error = message.reason == "compiler-message" && diagnostic.level == "error";
+        if an_error && target.kind.iter().any(|kind| kind == "bin") {
+            let rendered = diagnostic.rendered.unwrap_or_default();
+            errors.entry(target.name).or_insert(rendered);
+        }
+    }
+    errors
+}
+
 /// The executables of targets of `kind` (`test`, `bin`) named in cargo's
 /// JSON messages, by target name.
 fn executables_in(messages: &str, kind: &str) -> BTreeMap<String, PathBuf> {
@@ -203,6 +256,21 @@ pub fn run_suite(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_first_error_of_each_binary_from_cargo_messages() {
+        let messages = [
+            r#"{"reason":"compiler-message","target":{"name":"05-chat","kind":["bin"]},"message":{"level":"warning","rendered":"warning: unused"}}"#,
+            r#"{"reason":"compiler-message","target":{"name":"05-chat","kind":["bin"]},"message":{"level":"error","rendered":"error[E0425]: first"}}"#,
+            r#"{"reason":"compiler-message","target":{"name":"05-chat","kind":["bin"]},"message":{"level":"error","rendered":"error: second"}}"#,
+            r#"{"reason":"compiler-artifact","target":{"name":"01-echo","kind":["bin"]},"executable":"/x/01-echo"}"#,
+            r#"{"reason":"build-finished","success":false}"#,
+        ]
+        .join("\n");
+        let errors = first_errors(&messages);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors["05-chat"], "error[E0425]: first");
+    }
 
     #[test]
     fn reads_test_executables_from_cargo_messages() {

@@ -7,7 +7,8 @@
 //! deleted from `tests/01_echo.rs`, the starter was graded 8 of 8. Built
 //! from this copy, only `lessons/` comes from the student. The copy holds
 //! what a handout holds and no more: with `solutions/` in it, a lesson
-//! could `include!` the reference and be graded as the student's work.
+//! could `include!` the reference and be graded as the student's work. A
+//! lesson that does not compile is set aside, and the others are graded.
 //!
 //! The copy is kept in `target/grading` and reused from one student to the
 //! next: a file is written only where its bytes differ, so cargo rebuilds
@@ -15,14 +16,17 @@
 //! bytes would rebuild everything, and one left with an old time would
 //! rebuild nothing). It is built in its own `target/`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use crate::commands::files::files_below;
+use crate::commands::grade::cargo_errors;
 use crate::commands::handout::{student_course, Summary};
+use crate::harness::lesson::LESSONS;
+use crate::harness::stage::{StageRecord, Status};
 
 /// Where the copy lives, inside this checkout's build folder.
 pub fn folder(project: &Path) -> PathBuf {
@@ -55,20 +59,92 @@ pub fn prepare(project: &Path, student: &Path) -> Result<PathBuf> {
         write_if_changed(&bytes, &copy.join(&relative))?;
         wanted.insert(relative);
     }
-    for file in files_below(&lessons, &lessons)? {
-        let relative = Path::new("lessons").join(file.strip_prefix(&lessons)?);
-        write_if_changed(&read(&file)?, &copy.join(&relative))?;
-        wanted.insert(relative);
-    }
-    // A file of an earlier student's, or one this course no longer has,
-    // would still be built with the next one.
+    mirror(&lessons, &copy.join("lessons"))?;
+    // A file this course no longer has would still be in the copy.
     for file in files_below(&copy, &copy)? {
         let relative = file.strip_prefix(&copy)?;
-        if !wanted.contains(relative) {
+        if !relative.starts_with("lessons") && !wanted.contains(relative) {
             fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
         }
     }
     Ok(copy)
+}
+
+/// Make the folder `to` hold the files below `from`, and no other: a file
+/// of an earlier student's would still be built with the next one.
+fn mirror(from: &Path, to: &Path) -> Result<()> {
+    let mut wanted = BTreeSet::new();
+    for file in files_below(from, from)? {
+        let relative = file.strip_prefix(from)?.to_path_buf();
+        write_if_changed(&read(&file)?, &to.join(&relative))?;
+        wanted.insert(relative);
+    }
+    for file in files_below(to, to)? {
+        if !wanted.contains(file.strip_prefix(to)?) {
+            fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The lessons of the copy at `copy` that do not compile, each with why,
+/// after putting the course's starter in their place.
+///
+/// cargo builds every binary of the course before any lesson's stages (a
+/// stage finds its program by `CARGO_BIN_EXE_...`), so one lesson that does
+/// not compile would leave every lesson ungraded: a student whose last
+/// lesson is half written at the deadline would get no points at all. With
+/// the starter in its place, the others build and are graded, and the
+/// broken one gets none of its stages ([`mark_not_compiling`]).
+pub fn set_aside_lessons_that_do_not_compile(
+    project: &Path,
+    copy: &Path,
+) -> Result<BTreeMap<String, String>> {
+    let mut broken = BTreeMap::new();
+    // Without its main.rs, a lesson stops cargo before anything compiles.
+    for lesson in LESSONS {
+        let name = lesson.name();
+        if !copy.join("lessons").join(&name).join("main.rs").is_file() {
+            broken.insert(name.clone(), format!("lessons/{name} has no main.rs"));
+            set_aside(project, copy, &name)?;
+        }
+    }
+    // `--keep-going` builds every binary it can, and reports each that
+    // fails, rather than stop at the first.
+    let args = ["build", "--bins", "--keep-going"].map(String::from);
+    for (bin, error) in cargo_errors(copy, &args)? {
+        if LESSONS.iter().any(|lesson| lesson.name() == bin) && !broken.contains_key(&bin) {
+            set_aside(project, copy, &bin)?;
+            broken.insert(bin, error);
+        }
+    }
+    Ok(broken)
+}
+
+/// Put the course's starter of `lesson` in the copy, in place of the
+/// student's.
+fn set_aside(project: &Path, copy: &Path, lesson: &str) -> Result<()> {
+    let folder = |root: &Path| root.join("lessons").join(lesson);
+    mirror(&folder(project), &folder(copy))
+}
+
+/// Records of a lesson that does not compile, from its starter's run: no
+/// stage counts, and the first says why.
+pub fn mark_not_compiling(records: &mut [StageRecord], lesson: &str, error: &str) {
+    for (index, record) in records.iter_mut().enumerate() {
+        record.status = Status::Failed;
+        record.passed = false;
+        record.counted = false;
+        record.duration_ms = 0;
+        record.message = if index == 0 {
+            format!(
+                "lessons/{lesson} does not compile, so none of its stages could run. \
+                 cargo's first error:\n{error}"
+            )
+        } else {
+            format!("lessons/{lesson} does not compile (see stage 1)")
+        };
+    }
 }
 
 /// The largest file the copy takes: a lesson's files are some kilobytes,
