@@ -294,6 +294,12 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
         ),
         ToGrade::Checkout(dir) => {
             let copy = grading_copy::prepare(project(), &dir)?;
+            eprintln!(
+                "Building the lessons of {} with this course's stages, in {} \
+                 (the first time takes a minute or two)...",
+                dir.display(),
+                copy.display()
+            );
             not_compiling = grading_copy::set_aside_lessons_that_do_not_compile(project(), &copy)?;
             for lesson in not_compiling.keys() {
                 eprintln!(

@@ -79,7 +79,13 @@ fn mirror(from: &Path, to: &Path) -> Result<()> {
         write_if_changed(&read(&file)?, &to.join(&relative))?;
         wanted.insert(relative);
     }
-    for file in files_below(to, to)? {
+    // (With nothing to copy, `to` may not be there at all.)
+    let held = if to.is_dir() {
+        files_below(to, to)?
+    } else {
+        Vec::new()
+    };
+    for file in held {
         if !wanted.contains(file.strip_prefix(to)?) {
             fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
         }
@@ -234,6 +240,16 @@ mod tests {
             fs::metadata(&manifest).unwrap().modified().unwrap(),
             written
         );
+        let _ = fs::remove_dir_all(course.parent().unwrap());
+    }
+
+    #[test]
+    fn an_empty_lessons_folder_is_copied_as_empty() {
+        let (course, student) = folders("empty");
+        fs::remove_dir_all(student.join("lessons")).unwrap();
+        fs::create_dir(student.join("lessons")).unwrap();
+        let copy = prepare(&course, &student).unwrap();
+        assert!(!copy.join("lessons/01-echo/server.rs").exists());
         let _ = fs::remove_dir_all(course.parent().unwrap());
     }
 
