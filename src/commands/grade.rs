@@ -247,7 +247,14 @@ pub fn run_suite(
         .collect::<Result<_, _>>()
         .context("a stage record could not be read")?;
     if records.is_empty() {
-        bail!("its stages did not run: {}", stderr.trim());
+        // What the suite said, without the `error: ` that the board's and
+        // the grade's own words already stand for.
+        let said = stderr.trim();
+        let said = said.strip_prefix("error: ").unwrap_or(said);
+        if said.is_empty() {
+            bail!("the stages ended before the first, without a word");
+        }
+        bail!("{said}");
     }
     records.sort_by_key(|record| record.stage);
     Ok(records)
