@@ -278,21 +278,25 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
     // What the stages run, whose work it is (the checkout its facts come
     // from), and where the stages are built.
     let mut not_compiling = std::collections::BTreeMap::new();
-    let (subject, checkout, built_in) = match to_grade {
+    let (subject, checkout, built_in, _copy_held) = match to_grade {
         ToGrade::Command(line) => {
             // Check the words now, so a typo is one clear line, once.
             split_command(&line).map_err(anyhow::Error::msg)?;
             // Graded from where the instructor stands, usually the
             // student's checkout.
             let here = std::env::current_dir()?;
-            (Subject::Command(line), here, project().to_path_buf())
+            (Subject::Command(line), here, project().to_path_buf(), None)
         }
         ToGrade::Build(target) => (
             Subject::Build(target),
             project().to_path_buf(),
             project().to_path_buf(),
+            None,
         ),
         ToGrade::Checkout(dir) => {
+            // Held until the grade ends: the copy holds this student's
+            // lessons until then.
+            let held = grading_copy::take(project())?;
             let copy = grading_copy::prepare(project(), &dir)?;
             eprintln!(
                 "Building the lessons of {} with this course's stages, in {} \
@@ -307,7 +311,7 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
                     dir.join("lessons").join(lesson).display()
                 );
             }
-            (Subject::Build(Target::Lessons), dir, copy)
+            (Subject::Build(Target::Lessons), dir, copy, Some(held))
         }
     };
     // A grade is recorded: it is built where no other checkout builds.

@@ -17,7 +17,7 @@
 //! rebuild nothing). It is built in its own `target/`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -33,8 +33,45 @@ pub fn folder(project: &Path) -> PathBuf {
     project.join("target").join("grading")
 }
 
+/// The right to use the copy, held until dropped. The copy is one folder:
+/// two grades at once (a class graded with `xargs -P`) would build one
+/// student's lessons with the other's, so a second grade waits.
+pub fn take(project: &Path) -> Result<File> {
+    if let Some(held) = try_take(project)? {
+        return Ok(held);
+    }
+    eprintln!(
+        "Waiting for another `grade --checkout` to finish with {}...",
+        folder(project).display()
+    );
+    let file = lock_file(project)?;
+    file.lock().context("cannot lock the grading copy")?;
+    Ok(file)
+}
+
+/// The right to use the copy, if no other grade holds it now.
+fn try_take(project: &Path) -> Result<Option<File>> {
+    let file = lock_file(project)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(error)) => Err(error).context("cannot lock the grading copy"),
+    }
+}
+
+fn lock_file(project: &Path) -> Result<File> {
+    let path = project.join("target").join("grading.lock");
+    fs::create_dir_all(project.join("target"))?;
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
 /// Make the copy of `project` with the `lessons/` of `student` in it, and
-/// return its folder.
+/// return its folder. The caller holds the copy ([`take`]).
 pub fn prepare(project: &Path, student: &Path) -> Result<PathBuf> {
     let lessons = student.join("lessons");
     if !lessons.is_dir() {
@@ -250,6 +287,16 @@ mod tests {
         fs::create_dir(student.join("lessons")).unwrap();
         let copy = prepare(&course, &student).unwrap();
         assert!(!copy.join("lessons/01-echo/server.rs").exists());
+        let _ = fs::remove_dir_all(course.parent().unwrap());
+    }
+
+    #[test]
+    fn one_grade_at_a_time_holds_the_copy() {
+        let (course, _) = folders("lock");
+        let held = take(&course).unwrap();
+        assert!(try_take(&course).unwrap().is_none());
+        drop(held);
+        assert!(try_take(&course).unwrap().is_some());
         let _ = fs::remove_dir_all(course.parent().unwrap());
     }
 
