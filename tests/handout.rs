@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use course::commands::handout;
 use course::harness::lesson::LESSONS;
@@ -36,11 +37,11 @@ fn write_handout(test: &str) -> Folder {
     let dir =
         Folder(std::env::temp_dir().join(format!("course-handout-{}-{test}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
-    let written = Command::new(env!("CARGO_BIN_EXE_course"))
-        .arg("handout")
-        .arg(&dir.0)
-        .output()
-        .expect("the course command runs");
+    let written = finished(
+        Command::new(env!("CARGO_BIN_EXE_course"))
+            .arg("handout")
+            .arg(&dir.0),
+    );
     assert!(written.status.success(), "{}", text(&written));
     dir
 }
@@ -77,6 +78,27 @@ fn cargo_in(dir: &Path, args: &[&str]) -> Command {
         }
     }
     command
+}
+
+/// The longest a command of these tests may run: a first build of a copy
+/// of the course takes a minute or two here. One that hangs fails its test
+/// (and is ended) rather than hold CI until CI's own limit.
+const COMMAND_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+/// Run `command` to its end, within COMMAND_LIMIT.
+fn finished(command: &mut Command) -> Output {
+    let shown = format!("{command:?}");
+    let command = std::mem::replace(command, Command::new("true"));
+    let started = std::time::Instant::now();
+    let output = assert_cmd::Command::from_std(command)
+        .timeout(COMMAND_LIMIT)
+        .output()
+        .unwrap_or_else(|error| panic!("{shown} could not run: {error}"));
+    // Ended by a signal at the limit: assert_cmd killed it.
+    if output.status.code().is_none() && started.elapsed() >= COMMAND_LIMIT {
+        panic!("{shown} did not finish within {COMMAND_LIMIT:?}, and was ended");
+    }
+    output
 }
 
 fn text(output: &Output) -> String {
@@ -233,7 +255,7 @@ fn a_handout_builds_and_grades_the_starters() {
     let dir = write_handout("build");
 
     // The board.
-    let board = cargo_in(&dir.0, &["run", "--quiet"]).output().unwrap();
+    let board = finished(&mut cargo_in(&dir.0, &["run", "--quiet"]));
     assert!(board.status.success(), "{}", text(&board));
     let board = text(&board);
     assert!(board.contains("your course board"), "{board}");
@@ -246,11 +268,10 @@ fn a_handout_builds_and_grades_the_starters() {
     );
 
     // Lesson 01's stages run against the starter, and stage 1 fails.
-    let graded = text(
-        &cargo_in(&dir.0, &["test", "--test", "01_echo"])
-            .output()
-            .unwrap(),
-    );
+    let graded = text(&finished(&mut cargo_in(
+        &dir.0,
+        &["test", "--test", "01_echo"],
+    )));
     assert!(graded.contains("stage 1 of "), "{graded}");
     assert!(graded.contains("TODO"), "{graded}");
     assert!(
@@ -259,10 +280,10 @@ fn a_handout_builds_and_grades_the_starters() {
     );
 
     // The reference is not there, and one line says so.
-    let solutions = cargo_in(&dir.0, &["test", "--quiet", "--test", "01_echo"])
-        .env("COURSE_TARGET", "solutions")
-        .output()
-        .unwrap();
+    let solutions = finished(
+        cargo_in(&dir.0, &["test", "--quiet", "--test", "01_echo"])
+            .env("COURSE_TARGET", "solutions"),
+    );
     assert!(!solutions.status.success());
     let said: Vec<String> = String::from_utf8_lossy(&solutions.stderr)
         .lines()
@@ -307,13 +328,13 @@ fn a_checkout_is_graded_with_the_courses_stages_not_its_own() {
         .replace("lessons/01-echo/main.rs", "lessons/answer/main.rs");
     std::fs::write(student.0.join("Cargo.toml"), manifest).unwrap();
     let row = || {
-        let graded = Command::new(env!("CARGO_BIN_EXE_course"))
-            .args(["grade", "01", "--csv", "--student", "ada", "--checkout"])
-            .arg(&student.0)
-            .env_remove("COURSE_TARGET")
-            .env_remove("COURSE_CMD")
-            .output()
-            .unwrap();
+        let graded = finished(
+            Command::new(env!("CARGO_BIN_EXE_course"))
+                .args(["grade", "01", "--csv", "--student", "ada", "--checkout"])
+                .arg(&student.0)
+                .env_remove("COURSE_TARGET")
+                .env_remove("COURSE_CMD"),
+        );
         let rows = text(&graded);
         rows.lines()
             .find(|line| line.starts_with("ada,"))
@@ -344,11 +365,13 @@ fn a_checkout_is_graded_with_the_courses_stages_not_its_own() {
     std::fs::write(&room, half_written).unwrap();
     let still = row();
     assert!(still.starts_with("ada,01-echo,8,8,"), "{still}");
-    let chat = Command::new(env!("CARGO_BIN_EXE_course"))
-        .args(["grade", "05", "--json", "--checkout"])
-        .arg(&student.0)
-        .output()
-        .unwrap();
+    let chat = finished(
+        Command::new(env!("CARGO_BIN_EXE_course"))
+            .args(["grade", "05", "--json", "--checkout"])
+            .arg(&student.0)
+            .env_remove("COURSE_TARGET")
+            .env_remove("COURSE_CMD"),
+    );
     let first = text(&chat);
     assert!(
         first.contains(r#""stage":1,"#)

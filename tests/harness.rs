@@ -915,9 +915,15 @@ mod cli {
 
     use super::*;
 
+    /// The course command, ended (and its test failed) past 10 minutes: a
+    /// grade or a board builds first, and a build that hangs must not hold
+    /// the run.
     fn course() -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_course"));
-        command.env_remove("COURSE_TARGET").env_remove("COURSE_CMD");
+        command
+            .env_remove("COURSE_TARGET")
+            .env_remove("COURSE_CMD")
+            .timeout(Duration::from_secs(600));
         command
     }
 
