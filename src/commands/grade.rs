@@ -86,18 +86,13 @@ pub fn cargo_build(
     kind: &str,
     folder: BuildFolder,
 ) -> Result<BTreeMap<String, PathBuf>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(&cargo);
-    command.current_dir(project).args(args);
-    if folder == BuildFolder::Own {
-        command.arg("--target-dir").arg(own_build_folder(project));
-    }
-    let output = command
-        .args(["--quiet", "--message-format=json-render-diagnostics"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {cargo}"))?;
+    let output = run_cargo(
+        project,
+        args,
+        folder,
+        "json-render-diagnostics",
+        Stdio::inherit(),
+    )?;
     if !output.status.success() {
         bail!("the project does not compile: cargo's first error is above");
     }
@@ -111,18 +106,34 @@ pub fn cargo_build(
 /// in `project`, in its own build folder, and return the first error of
 /// each binary that did not compile, as cargo renders it, by binary name.
 pub fn cargo_errors(project: &Path, args: &[String]) -> Result<BTreeMap<String, String>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(&cargo)
-        .current_dir(project)
-        .args(args)
-        .arg("--target-dir")
-        .arg(own_build_folder(project))
-        .args(["--quiet", "--message-format=json"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {cargo}"))?;
+    // The errors come in the JSON, so cargo's own printing of them is not
+    // wanted: they are said once, in the records of the lesson.
+    let output = run_cargo(project, args, BuildFolder::Own, "json", Stdio::null())?;
     Ok(first_errors(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// Run cargo quietly with `args` in `project`, building in `folder`, its
+/// messages on stdout in the JSON `format`, its stderr to `stderr`.
+fn run_cargo(
+    project: &Path,
+    args: &[String],
+    folder: BuildFolder,
+    format: &str,
+    stderr: Stdio,
+) -> Result<std::process::Output> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command.current_dir(project).args(args);
+    if folder == BuildFolder::Own {
+        command.arg("--target-dir").arg(own_build_folder(project));
+    }
+    command
+        .arg("--quiet")
+        .arg(format!("--message-format={format}"))
+        .stdin(Stdio::null())
+        .stderr(stderr)
+        .output()
+        .with_context(|| format!("cannot run {cargo}"))
 }
 
 /// The first error cargo's JSON messages give for each binary.
