@@ -17,7 +17,8 @@ pub struct CourseFiles {
 /// tracks, and no other. The folder also holds what its users made there:
 /// the README's own `grade all --csv > grades.csv` leaves a gradebook with
 /// students' names in it, which a copy of every file would hand out.
-/// Outside a git checkout (an unpacked archive), every file.
+/// Outside a git checkout (an unpacked archive), every file but those of
+/// another project inside it (see `files_below`).
 pub fn course_files(project: &Path) -> Result<CourseFiles> {
     let Some(tracked) = git_files(project, &["--cached"]) else {
         return Ok(CourseFiles {
@@ -64,8 +65,9 @@ fn git_files(project: &Path, which: &[&str]) -> Option<Vec<String>> {
 }
 
 /// Every file below `dir`, sorted, leaving out the folders no copy takes
-/// (`.git` and `target` at `root`) and every symbolic link: a link in a
-/// student's folder may point anywhere, all of `/` included.
+/// (`.git` and `target` at `root`, and another project's, below) and every
+/// symbolic link: a link in a student's folder may point anywhere, all of
+/// `/` included.
 pub fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let entries =
@@ -78,6 +80,9 @@ pub fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
             if dir == root && (name == ".git" || name == "target") {
                 continue;
             }
+            if is_another_project(&path) {
+                continue;
+            }
             found.extend(files_below(&path, root)?);
         } else if kind.is_file() {
             found.push(path);
@@ -85,6 +90,15 @@ pub fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
     }
     found.sort();
     Ok(found)
+}
+
+/// A folder that is a checkout of its own (it holds a `.git`), or a build
+/// folder of cargo's (cargo marks each with a `CACHEDIR.TAG`). The README's
+/// classroom loop clones each student's checkout into `students/`, inside
+/// the course: where the course is no git checkout (an unpacked archive),
+/// nothing else keeps those out of a copy of it, builds and all.
+fn is_another_project(folder: &Path) -> bool {
+    folder.join(".git").exists() || folder.join("CACHEDIR.TAG").is_file()
 }
 
 #[cfg(test)]
@@ -123,6 +137,31 @@ mod tests {
         assert_eq!(tracked, ["lessons/server.rs"]);
         assert_eq!(untracked, ["grades.csv"]);
         std::fs::remove_dir_all(&project).unwrap();
+    }
+
+    #[test]
+    fn another_checkout_or_build_inside_is_not_taken() {
+        let dir = std::env::temp_dir().join(format!("course-files-nested-{}", std::process::id()));
+        let write = |name: &str| {
+            let file = dir.join(name);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, "x\n").unwrap();
+        };
+        write("lessons/server.rs");
+        write("students/ada/.git/HEAD");
+        write("students/ada/lessons/server.rs");
+        write("students/bob/target/CACHEDIR.TAG");
+        write("students/bob/target/release/huge");
+        write("students/bob/lessons/server.rs");
+        let files = files_below(&dir, &dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            files,
+            [
+                dir.join("lessons/server.rs"),
+                dir.join("students/bob/lessons/server.rs")
+            ]
+        );
     }
 
     #[cfg(unix)]
