@@ -1,8 +1,11 @@
-//! A chat server in the design of tokio's chat example: one task per
-//! member, and an unbounded channel to each, so a line said to the room is
-//! queued for every member at once and never waits for a slow one. It
-//! speaks the course's chat protocol (lesson 05), enough of it for the
-//! bench: the name, `* in the room:`, `[name] text` to the others, leaving.
+//! A chat server built as tokio's chat example is (`examples/chat.rs` in
+//! tokio's repository): one task per member, reading its lines and writing
+//! what others said, one or the other at a time (`select!`); lines framed
+//! by `LinesCodec`; an unbounded channel to each member, so a line said to
+//! the room is queued for every member at once (a `String` each) and never
+//! waits for a slow one; the members behind tokio's own `Mutex`. It speaks
+//! the course's chat protocol (lesson 05), enough of it for the bench: the
+//! name, `* in the room:`, `[name] text` to the others, leaving.
 //!
 //! What it does not have, on purpose, is the bound lesson 05 keeps: a
 //! member who stops reading makes its channel grow for as long as the room
@@ -12,83 +15,90 @@
 //!                                   prints `listening on ADDR`
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::codec::{Framed, LinesCodec};
 
-type Members = Arc<Mutex<HashMap<String, UnboundedSender<Arc<str>>>>>;
+/// The sending half of a member's channel.
+type Tx = mpsc::UnboundedSender<String>;
+
+/// Who is in the room, by connection, with their names.
+#[derive(Default)]
+struct Shared {
+    members: HashMap<SocketAddr, (String, Tx)>,
+}
+
+impl Shared {
+    /// Queue `line` for every member but `sender`: never waits.
+    fn broadcast(&mut self, sender: SocketAddr, line: &str) {
+        for (addr, (_, tx)) in &self.members {
+            if *addr != sender {
+                let _ = tx.send(line.into());
+            }
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let listener = tokio_peers::listen().await?;
-    let members: Members = Arc::default();
+    let state = Arc::new(Mutex::new(Shared::default()));
     loop {
-        let (stream, _) = listener.accept().await?;
-        let members = Arc::clone(&members);
+        let (stream, addr) = listener.accept().await?;
+        let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let _ = serve_member(stream, members).await;
+            let _ = serve_member(state, stream, addr).await;
         });
     }
 }
 
-async fn serve_member(stream: TcpStream, members: Members) -> std::io::Result<()> {
+async fn serve_member(
+    state: Arc<Mutex<Shared>>,
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error>> {
     stream.set_nodelay(true)?;
-    let (reader, mut writer) = stream.into_split();
-    let mut lines = BufReader::new(reader).lines();
-    writer.write_all(b"* what is your name?\n").await?;
-    let Some(name) = lines.next_line().await? else {
+    let mut lines = Framed::new(stream, LinesCodec::new());
+    lines.send("* what is your name?").await?;
+    let Some(Ok(name)) = lines.next().await else {
         return Ok(());
     };
-    let (outbox, mut queued) = mpsc::unbounded_channel::<Arc<str>>();
-    if !join(&members, &name, outbox) {
-        writer.write_all(b"! that name is taken\n").await?;
-        return Ok(());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut state = state.lock().await;
+        if state.members.values().any(|(taken, _)| *taken == name) {
+            lines.send("! that name is taken").await?;
+            return Ok(());
+        }
+        let mut everyone: Vec<&str> = state.members.values().map(|(n, _)| n.as_str()).collect();
+        everyone.push(&name);
+        everyone.sort_unstable();
+        let _ = tx.send(format!("* in the room: {}", everyone.join(" ")));
+        state.broadcast(addr, &format!("* {name} joined"));
+        state.members.insert(addr, (name.clone(), tx));
     }
-    // The member's writer: whatever is queued, in order, as it comes.
-    let writing = tokio::spawn(async move {
-        while let Some(line) = queued.recv().await {
-            if writer.write_all(line.as_bytes()).await.is_err() {
-                break;
+    loop {
+        tokio::select! {
+            // A line someone said: to this member's socket.
+            Some(line) = rx.recv() => {
+                lines.send(&line).await?;
             }
+            // A line this member said: to everyone else's channel.
+            said = lines.next() => match said {
+                Some(Ok(text)) => {
+                    let mut state = state.lock().await;
+                    state.broadcast(addr, &format!("[{name}] {text}"));
+                }
+                Some(Err(_)) | None => break,
+            },
         }
-    });
-    while let Ok(Some(text)) = lines.next_line().await {
-        let line: Arc<str> = format!("[{name}] {text}\n").into();
-        broadcast(&members.lock().unwrap(), &name, line);
     }
-    leave(&members, &name);
-    writing.abort();
+    let mut state = state.lock().await;
+    state.members.remove(&addr);
+    state.broadcast(addr, &format!("* {name} left"));
     Ok(())
-}
-
-/// Let `name` in, unless taken: it hears who is here, the others hear it came.
-fn join(members: &Members, name: &str, outbox: UnboundedSender<Arc<str>>) -> bool {
-    let mut members = members.lock().unwrap();
-    if members.contains_key(name) {
-        return false;
-    }
-    let mut everyone: Vec<&str> = members.keys().map(String::as_str).collect();
-    everyone.push(name);
-    everyone.sort_unstable();
-    let _ = outbox.send(format!("* in the room: {}\n", everyone.join(" ")).into());
-    broadcast(&members, name, format!("* {name} joined\n").into());
-    members.insert(name.to_string(), outbox);
-    true
-}
-
-fn leave(members: &Members, name: &str) {
-    let mut members = members.lock().unwrap();
-    members.remove(name);
-    broadcast(&members, name, format!("* {name} left\n").into());
-}
-
-/// Queue `line` for every member but `from`: never waits.
-fn broadcast(members: &HashMap<String, UnboundedSender<Arc<str>>>, from: &str, line: Arc<str>) {
-    for (name, outbox) in members {
-        if name != from {
-            let _ = outbox.send(Arc::clone(&line));
-        }
-    }
 }
