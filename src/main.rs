@@ -74,7 +74,8 @@ enum Action {
         #[arg(long, conflicts_with = "json")]
         csv: bool,
         /// Whose work this is, for --json and --csv; by default the
-        /// checkout's git `user.name <user.email>`.
+        /// checkout's git `user.name <user.email>`, and with --checkout,
+        /// the name of the checkout's folder.
         #[arg(long, value_name = "NAME")]
         student: Option<String>,
         /// Grade the lessons/ of the student's checkout in DIR with this
@@ -252,6 +253,14 @@ struct Output {
     student: Option<String>,
 }
 
+/// The last part of `dir`'s path (`ada` for `students/ada/`), its links
+/// resolved; none for a path without one (`/`).
+fn folder_name(dir: &Path) -> Option<String> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    dir.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+}
+
 /// What `grade` was asked to grade.
 enum ToGrade {
     /// A build of this checkout: the student's lessons/, or solutions/.
@@ -278,7 +287,7 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
     // What the stages run, whose work it is (the checkout its facts come
     // from), and where the stages are built.
     let mut not_compiling = std::collections::BTreeMap::new();
-    let (subject, checkout, built_in, _copy_held) = match to_grade {
+    let (subject, checkout, built_in, copy_held) = match to_grade {
         ToGrade::Command(line) => {
             // Check the words now, so a typo is one clear line, once.
             split_command(&line).map_err(anyhow::Error::msg)?;
@@ -319,7 +328,13 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
         eprintln!("{note}");
     }
     let suites = grade::build_suites(&built_in, &lessons, BuildFolder::Own)?;
-    let run = gradebook::Run::starting_now(&checkout, output.student);
+    // A student's checkout graded on the instructor's machine would take
+    // the instructor's git name: its folder's name says whose it is.
+    let student = match (&output.student, &copy_held) {
+        (None, Some(_)) => folder_name(&checkout),
+        _ => output.student,
+    };
+    let run = gradebook::Run::starting_now(&checkout, student);
     if output.csv {
         println!("{}", gradebook::CSV_HEADER);
     }

@@ -380,4 +380,11 @@ fn a_checkout_is_graded_with_the_courses_stages_not_its_own() {
             && !first.contains(r#""counted":true"#),
         "{first}"
     );
+    // Without --student, the record names the checkout's folder, not the
+    // git user of the machine that grades it.
+    let folder = student.0.file_name().unwrap().to_string_lossy();
+    assert!(
+        first.contains(&format!(r#""student":"{folder}""#)),
+        "{first}"
+    );
 }

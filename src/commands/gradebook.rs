@@ -16,7 +16,8 @@ use crate::harness::stage::StageRecord;
 /// for every record of the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
-    /// `--student`, or the checkout's git `user.name <user.email>`.
+    /// `--student`, or the checkout's git `user.name <user.email>` (with
+    /// `grade --checkout`, the name of the checkout's folder).
     pub student: String,
     /// The checkout's HEAD; none outside a git checkout.
     pub commit: Option<String>,
