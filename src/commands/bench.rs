@@ -5,9 +5,11 @@
 //! cargo run --release -- bench
 //! ```
 //!
-//! Each case runs the solution and its peer in turn (solution, peer,
-//! solution, peer...), so that a machine that gets busier halfway hurts
-//! both alike, and prints the median of the rounds. The peers: for lesson
+//! Each case runs the solution and its peers in turn (solution, peer;
+//! peer, solution; ...: a different one first each round), so that a
+//! machine that gets busier halfway hurts all alike, and what a round
+//! starts right after falls on each in turn; it prints the median of the
+//! rounds. The peers: for lesson
 //! 01, a 15-line Python echo server and one in the design of tokio's echo
 //! example (a task per connection, 1 KiB reads); for lesson 02, nginx with
 //! two workers serving the same file, measured with wrk and with the
@@ -15,8 +17,8 @@
 //! of the Rust Book's chapter 21 (`bench/book-server`); for lesson 04,
 //! lesson 03's sequential server, both with hundreds of idle connections
 //! held open (`idle.rs`); for lesson 05 a chat server built the way
-//! tokio's chat example is (a task and an unbounded channel per member,
-//! speaking the course's protocol). Both tokio peers are in
+//! tokio's chat example is (a task per member, `LinesCodec`, an unbounded
+//! channel to each member, speaking the course's protocol). Both tokio peers are in
 //! `bench/tokio-peers`. The bench builds the peers in `bench/` with cargo.
 //! A peer that is not installed, or cannot be built, is skipped, and the
 //! table says so. What the table shows, each ratio and the range of its
@@ -246,14 +248,41 @@ fn median(mut values: Vec<f64>) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// One contender of a case: a run of it, or none where it is missing (not
+/// installed, not built).
+type Contender<'a, T> = Option<Box<dyn FnMut() -> Result<T> + 'a>>;
+
+/// Run each contender there is once a round, for `rounds` rounds; each
+/// one's results, in its place. Who goes first moves on by one each round,
+/// so that what a round starts right after (the case before it, whose
+/// connections are still closing and whose memory is still being freed)
+/// falls on each contender in turn, never always on the solution.
+fn in_turns<T, const N: usize>(
+    rounds: u32,
+    mut contenders: [Contender<'_, T>; N],
+) -> Result<[Vec<T>; N]> {
+    let mut results: [Vec<T>; N] = std::array::from_fn(|_| Vec::new());
+    let present: Vec<usize> = (0..N)
+        .filter(|&index| contenders[index].is_some())
+        .collect();
+    for round in 0..rounds as usize {
+        for step in 0..present.len() {
+            let index = present[(round + step) % present.len()];
+            if let Some(run) = &mut contenders[index] {
+                results[index].push(run()?);
+            }
+        }
+    }
+    Ok(results)
+}
+
 // ---- Lesson 01: echo -------------------------------------------------------
 
 /// Bytes sent through the echo server on one connection.
 const ECHO_BYTES: u64 = 256 << 20;
 
 /// Lesson 01 beside two echo servers: Python's, and one in the design of
-/// tokio's example (`tokio`, or why it was not built). Each round runs the
-/// solution, then each peer.
+/// tokio's example (`tokio`, or why it was not built), in turns.
 fn echo_cases(
     programs: &Programs,
     scratch: &Scratch,
@@ -262,19 +291,23 @@ fn echo_cases(
 ) -> Result<Vec<Row>> {
     let python = installed("python3");
     let script = scratch.0.join("echo.py").display().to_string();
-    let (mut ours, mut pythons, mut tokios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        let (_server, addr) = start(&programs.echo, &["server", "--bind", "127.0.0.1:0"])?;
-        ours.push(echo_throughput(addr)?);
-        if python {
-            let (_server, addr) = start(Path::new("python3"), &[&script])?;
-            pythons.push(echo_throughput(addr)?);
-        }
-        if let Ok(program) = tokio {
-            let (_server, addr) = start(program, &["127.0.0.1:0"])?;
-            tokios.push(echo_throughput(addr)?);
-        }
-    }
+    let through = |program: &Path, args: &[&str]| -> Result<f64> {
+        let (_server, addr) = start(program, args)?;
+        echo_throughput(addr)
+    };
+    let [ours, pythons, tokios] = in_turns(
+        args.rounds,
+        [
+            Some(Box::new(|| {
+                through(&programs.echo, &["server", "--bind", "127.0.0.1:0"])
+            })),
+            python.then(|| Box::new(|| through(Path::new("python3"), &[&script])) as _),
+            tokio
+                .as_ref()
+                .ok()
+                .map(|program| Box::new(|| through(program, &["127.0.0.1:0"])) as _),
+        ],
+    )?;
     let ours_shown = format!("{:.0} MB/s", median(ours.clone()));
     let beside_python = Row {
         case: "01 echo, 256 MiB on one connection".to_string(),
@@ -444,28 +477,22 @@ fn http_cases(
     let mut rows = Vec::new();
     for load in loads {
         let with_book = matches!(load, HttpLoad::Wrk { connections: 50 });
-        let (mut ours, mut theirs, mut books) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..args.rounds {
-            let (_server, addr) = start(
-                &programs.http,
-                &[
-                    "server",
-                    "--bind",
-                    "127.0.0.1:0",
-                    "--root",
-                    &site.display().to_string(),
-                ],
-            )?;
-            ours.push(http_load(load, addr, args.seconds)?);
-            if nginx {
-                let (_server, addr) = start_nginx(&scratch.0)?;
-                theirs.push(http_load(load, addr, args.seconds)?);
-            }
-            if let (true, Ok(book)) = (with_book, &book) {
-                let (_server, addr) = start_book(book)?;
-                books.push(http_load(load, addr, args.seconds)?);
-            }
-        }
+        let loaded = |(_server, addr): (Running, SocketAddr)| http_load(load, addr, args.seconds);
+        let root = site.display().to_string();
+        let [ours, theirs, books] = in_turns(
+            args.rounds,
+            [
+                Some(Box::new(|| {
+                    let args = ["server", "--bind", "127.0.0.1:0", "--root", &root];
+                    loaded(start(&programs.http, &args)?)
+                })),
+                nginx.then(|| Box::new(|| loaded(start_nginx(&scratch.0)?)) as _),
+                book.as_ref()
+                    .ok()
+                    .filter(|_| with_book)
+                    .map(|book| Box::new(|| loaded(start_book(book)?)) as _),
+            ],
+        )?;
         let rates = |runs: &[HttpRun]| runs.iter().map(|run| run.ok_per_second).collect::<Vec<_>>();
         let (peer, ratio) = if nginx {
             (
@@ -728,13 +755,15 @@ fn chat_cases(
         program: solution.to_path_buf(),
         args: &["server", "--bind", "127.0.0.1:0"],
     };
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        ours.push(chat_round(&solution, args.seconds)?);
-        if let Ok(peer) = peer {
-            theirs.push(chat_round(peer, args.seconds)?);
-        }
-    }
+    let [ours, theirs] = in_turns(
+        args.rounds,
+        [
+            Some(Box::new(|| chat_round(&solution, args.seconds))),
+            peer.as_ref()
+                .ok()
+                .map(|peer| Box::new(|| chat_round(peer, args.seconds)) as _),
+        ],
+    )?;
     let each = |rounds: &[ChatRound], get: fn(&ChatRound) -> f64| -> Vec<f64> {
         rounds.iter().map(get).collect()
     };
@@ -1119,6 +1148,28 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(buffer.iter().all(|&byte| byte == 0));
         }
+    }
+
+    #[test]
+    fn contenders_take_turns_going_first() {
+        let order = std::cell::RefCell::new(String::new());
+        let order = &order;
+        let run = |name: char| {
+            move || -> Result<char> {
+                order.borrow_mut().push(name);
+                Ok(name)
+            }
+        };
+        let [ours, missing, theirs] = in_turns(
+            3,
+            [Some(Box::new(run('o'))), None, Some(Box::new(run('t')))],
+        )
+        .unwrap();
+        assert_eq!(*order.borrow(), "ottoot");
+        assert_eq!(
+            (ours, missing, theirs),
+            (vec!['o'; 3], vec![], vec!['t'; 3])
+        );
     }
 
     #[test]

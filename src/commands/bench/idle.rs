@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{median, start, BenchArgs, Programs, Row};
+use super::{in_turns, median, start, BenchArgs, Programs, Row};
 use crate::harness::resources::resident_bytes;
 use crate::net::load::{self, LoadArgs, Protocol};
 
@@ -93,27 +93,25 @@ impl IdleRun {
 pub(super) fn idle_cases(programs: &Programs, args: &BenchArgs) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for idle in IDLE {
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..args.rounds {
-            ours.push(idle_run(
-                &programs.concurrency,
-                &[
-                    "server",
-                    "--bind",
-                    "127.0.0.1:0",
-                    "--max-connections",
-                    MAX_CONNECTIONS,
-                ],
-                idle,
-                args.seconds,
-            )?);
-            theirs.push(idle_run(
-                &programs.messages,
-                &["server", "--bind", "127.0.0.1:0"],
-                idle,
-                args.seconds,
-            )?);
-        }
+        let ours_args = [
+            "server",
+            "--bind",
+            "127.0.0.1:0",
+            "--max-connections",
+            MAX_CONNECTIONS,
+        ];
+        let theirs_args = ["server", "--bind", "127.0.0.1:0"];
+        let [ours, theirs] = in_turns(
+            args.rounds,
+            [
+                Some(Box::new(|| {
+                    idle_run(&programs.concurrency, &ours_args, idle, args.seconds)
+                })),
+                Some(Box::new(|| {
+                    idle_run(&programs.messages, &theirs_args, idle, args.seconds)
+                })),
+            ],
+        )?;
         rows.push(Row {
             case: format!("04 mailbox, {idle} idle held, {CLIENTS} new clients"),
             solution: IdleRun::median_of(&ours).shown(idle),
