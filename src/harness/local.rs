@@ -1,7 +1,9 @@
 //! The test's own sockets, for stages that play the other role: a server the
 //! student's client talks to, or an address where nothing listens.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -9,16 +11,75 @@ use crate::harness::conn::Conn;
 use crate::harness::failure::{Check, Failure};
 use crate::harness::journal::Journal;
 
-/// A listener on a free port of 127.0.0.1, and its address.
-pub fn listener() -> Check<(TcpListener, SocketAddr)> {
-    let bound = TcpListener::bind("127.0.0.1:0").and_then(|listener| {
-        let addr = listener.local_addr()?;
-        Ok((listener, addr))
-    });
-    bound.map_err(|error| Failure::new(format!("the test could not bind a port: {error}")))
+/// Every port this test process has handed out, or seen a program say it
+/// listens on. A lesson's stages run at once, and a stage's programs may
+/// still call an address its test let go: a service retrying a device that
+/// went away, an agent its stopped service. Given that port again, another
+/// stage's listener would take the call meant for the first, and fail a
+/// stage that did nothing wrong (seen: lesson 07's stage 7 got a push of
+/// another stage's service, with another device's token).
+static PORTS_SEEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// How many ports the system may offer, in a row, that were handed out
+/// before: each is held until a fresh one comes, so it offers another.
+const PORTS_PASSED_OVER: usize = 64;
+
+/// Note that a program listens on `addr`: no listener of the test gets its
+/// port, in this process, even once the program has ended.
+pub fn remember_port(addr: SocketAddr) {
+    ports_seen().insert(addr.port());
 }
 
-/// An address on this machine where nothing listens: bound, read, released.
+fn ports_seen() -> std::sync::MutexGuard<'static, BTreeSet<u16>> {
+    // Each change is one insert: a panic elsewhere leaves the set whole.
+    PORTS_SEEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A listener on a free port of 127.0.0.1 that this process never handed
+/// out nor saw a program use, and its address.
+pub fn listener() -> Check<(TcpListener, SocketAddr)> {
+    let listener = on_a_fresh_port(|| TcpListener::bind("127.0.0.1:0"), TcpListener::local_addr)
+        .map_err(|why| Failure::new(format!("the test could not bind a port: {why}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| Failure::new(format!("the test could not read its port: {error}")))?;
+    Ok((listener, addr))
+}
+
+/// A UDP socket on a port of 127.0.0.1 that this process never handed out
+/// nor saw a program use: a stage's game server may still be sending to
+/// the port of a player another stage has let go.
+pub fn udp_socket() -> Check<UdpSocket> {
+    on_a_fresh_port(|| UdpSocket::bind("127.0.0.1:0"), UdpSocket::local_addr)
+        .map_err(|why| Failure::new(format!("the test could not open a UDP socket: {why}")))
+}
+
+/// A socket from `bind` whose port (`addr_of`) is not in PORTS_SEEN, which
+/// it joins; or why none could be had.
+fn on_a_fresh_port<S>(
+    bind: impl Fn() -> std::io::Result<S>,
+    addr_of: impl Fn(&S) -> std::io::Result<SocketAddr>,
+) -> Result<S, String> {
+    // Held, not dropped, while the next is bound: dropped at once, a
+    // port would be the system's next offer again.
+    let mut passed_over = Vec::new();
+    while passed_over.len() < PORTS_PASSED_OVER {
+        let socket = bind().map_err(|error| error.to_string())?;
+        let port = addr_of(&socket).map_err(|error| error.to_string())?.port();
+        if ports_seen().insert(port) {
+            return Ok(socket);
+        }
+        passed_over.push(socket);
+    }
+    Err(format!(
+        "the system offered {PORTS_PASSED_OVER} ports in a row that this test had used"
+    ))
+}
+
+/// An address on this machine where nothing listens: bound, read, released
+/// (and, like every port [`listener`] gives, never given again).
 pub fn unused_address() -> Check<SocketAddr> {
     listener().map(|(_, addr)| addr)
 }
@@ -47,4 +108,34 @@ pub fn accept_conn(
     patience: Duration,
 ) -> Option<Conn> {
     accept_before(listener, deadline).map(|stream| Conn::accepted(stream, journal, patience))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_handed_out_once_however_often_the_system_offers_it() {
+        // Each listener dropped at once, its port free again: among a
+        // thousand of the system's offers, some port comes twice (the
+        // ephemeral range holds some 28 000).
+        let mut given = BTreeSet::new();
+        for _ in 0..1000 {
+            let (_, addr) = listener().unwrap();
+            assert!(
+                given.insert(addr.port()),
+                "port {} given twice",
+                addr.port()
+            );
+        }
+    }
+
+    #[test]
+    fn a_udp_port_is_handed_out_once_too() {
+        let mut given = BTreeSet::new();
+        for _ in 0..1000 {
+            let port = udp_socket().unwrap().local_addr().unwrap().port();
+            assert!(given.insert(port), "port {port} given twice");
+        }
+    }
 }

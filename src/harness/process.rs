@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::escape;
 use crate::harness::failure::Failure;
+use crate::harness::local;
 
 /// Bytes kept of the start of an output stream, and of its end.
 const KEPT_BYTES: usize = 4096;
@@ -249,7 +250,10 @@ impl Running {
             if let Some(end) = head.iter().position(|&b| b == b'\n') {
                 let line = &head[..end];
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
-                return parse_listening(line).ok_or_else(|| StartError::WrongLine(line.to_vec()));
+                let addr =
+                    parse_listening(line).ok_or_else(|| StartError::WrongLine(line.to_vec()))?;
+                local::remember_port(addr);
+                return Ok(addr);
             }
             if total >= KEPT_BYTES {
                 return Err(StartError::Flood(total));

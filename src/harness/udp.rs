@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::harness::escape;
 use crate::harness::failure::{Check, Failure};
 use crate::harness::journal::{Journal, Wire};
+use crate::harness::local;
 
 /// Bytes of a datagram shown in the journal; the rest is counted.
 const SHOWN: usize = 48;
@@ -34,9 +35,7 @@ pub struct Udp {
 
 impl Udp {
     pub fn bind(journal: &Journal, label: &str) -> Check<Udp> {
-        let socket = UdpSocket::bind("127.0.0.1:0").map_err(|error| {
-            Failure::new(format!("the test could not open a UDP socket: {error}"))
-        })?;
+        let socket = local::udp_socket()?;
         Ok(Udp {
             socket,
             journal: journal.clone(),
