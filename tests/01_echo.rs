@@ -360,7 +360,9 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     }
 
     ctx.step("now against an address where nothing listens");
-    let nowhere = local::unused_address()?.to_string();
+    // Held until the stage ends: no other stage's server can take it.
+    let refusing = local::refusing_address()?;
+    let nowhere = refusing.addr.to_string();
     let refused = ctx.run(&["client", "--connect", &nowhere], b"hello\n")?;
     ctx.expect_one_line_error(
         &refused,

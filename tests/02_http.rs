@@ -1196,7 +1196,9 @@ fn the_client(ctx: &mut Ctx) -> Check<()> {
     }
 
     ctx.step("now a URL where nothing listens");
-    let nowhere = local::unused_address()?.to_string();
+    // Held until the stage ends: no other stage's server can take it.
+    let refusing = local::refusing_address()?;
+    let nowhere = refusing.addr.to_string();
     one_clear_line(ctx, &format!("http://{nowhere}/"), &nowhere)?;
     ctx.step("and a URL the client cannot use");
     one_clear_line(ctx, &format!("ftp://{nowhere}/file"), "ftp://")

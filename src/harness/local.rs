@@ -79,9 +79,69 @@ fn on_a_fresh_port<S>(
 }
 
 /// An address on this machine where nothing listens: bound, read, released
-/// (and, like every port [`listener`] gives, never given again).
+/// (and, like every port [`listener`] gives, never given again), for a
+/// program to bind. An address that must refuse calls is [`refusing_address`].
 pub fn unused_address() -> Check<SocketAddr> {
     listener().map(|(_, addr)| addr)
+}
+
+/// An address that refuses every connection for as long as this lives: a
+/// port of 127.0.0.1 held by a socket that is bound but never listens, and
+/// without SO_REUSEADDR, so that no other program can bind it meanwhile.
+/// Released, as [`unused_address`] does, a port could be taken by another
+/// stage's server, and a client the stage expects to be refused would be
+/// answered.
+pub struct Refusing {
+    pub addr: SocketAddr,
+    #[cfg(target_os = "linux")]
+    _held: std::os::fd::OwnedFd,
+}
+
+#[cfg(target_os = "linux")]
+pub fn refusing_address() -> Check<Refusing> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let failed = |what: &str| {
+        let error = std::io::Error::last_os_error();
+        Failure::new(format!(
+            "the test could not {what} a port that refuses: {error}"
+        ))
+    };
+    for _ in 0..PORTS_PASSED_OVER {
+        // SAFETY: plain socket calls on a descriptor this function owns
+        // (OwnedFd closes it), with a sockaddr_in of the size given.
+        let (held, addr) = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(failed("open"));
+            }
+            let held = OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let mut length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let pointer = (&mut addr as *mut libc::sockaddr_in).cast();
+            if libc::bind(fd, pointer, length) != 0 {
+                return Err(failed("bind"));
+            }
+            if libc::getsockname(fd, pointer, &mut length) != 0 {
+                return Err(failed("read"));
+            }
+            let port = u16::from_be(addr.sin_port);
+            (held, SocketAddr::from(([127, 0, 0, 1], port)))
+        };
+        if ports_seen().insert(addr.port()) {
+            return Ok(Refusing { addr, _held: held });
+        }
+    }
+    Err(Failure::new(
+        "the test could not bind a port that refuses, which it had not used before",
+    ))
+}
+
+/// Elsewhere: a port bound and released, as [`unused_address`] gives.
+#[cfg(not(target_os = "linux"))]
+pub fn refusing_address() -> Check<Refusing> {
+    unused_address().map(|addr| Refusing { addr })
 }
 
 /// Accept one connection before `deadline`, or none.
@@ -128,6 +188,17 @@ mod tests {
                 addr.port()
             );
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_refusing_address_refuses_and_no_one_else_can_bind_it() {
+        let refusing = refusing_address().unwrap();
+        let error = TcpStream::connect(refusing.addr).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
+        // std's bind sets SO_REUSEADDR, as most servers' do: still refused.
+        assert!(TcpListener::bind(refusing.addr).is_err());
+        drop(refusing);
     }
 
     #[test]
