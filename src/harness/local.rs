@@ -40,12 +40,8 @@ fn ports_seen() -> std::sync::MutexGuard<'static, BTreeSet<u16>> {
 /// A listener on a free port of 127.0.0.1 that this process never handed
 /// out nor saw a program use, and its address.
 pub fn listener() -> Check<(TcpListener, SocketAddr)> {
-    let listener = on_a_fresh_port(|| TcpListener::bind("127.0.0.1:0"), TcpListener::local_addr)
-        .map_err(|why| Failure::new(format!("the test could not bind a port: {why}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|error| Failure::new(format!("the test could not read its port: {error}")))?;
-    Ok((listener, addr))
+    on_a_fresh_port(|| TcpListener::bind("127.0.0.1:0"), TcpListener::local_addr)
+        .map_err(|why| Failure::new(format!("the test could not bind a port: {why}")))
 }
 
 /// A UDP socket on a port of 127.0.0.1 that this process never handed out
@@ -53,23 +49,24 @@ pub fn listener() -> Check<(TcpListener, SocketAddr)> {
 /// the port of a player another stage has let go.
 pub fn udp_socket() -> Check<UdpSocket> {
     on_a_fresh_port(|| UdpSocket::bind("127.0.0.1:0"), UdpSocket::local_addr)
+        .map(|(socket, _)| socket)
         .map_err(|why| Failure::new(format!("the test could not open a UDP socket: {why}")))
 }
 
-/// A socket from `bind` whose port (`addr_of`) is not in PORTS_SEEN, which
-/// it joins; or why none could be had.
+/// A socket from `bind`, and its address (`addr_of`), whose port is not in
+/// PORTS_SEEN, which it joins; or why none could be had.
 fn on_a_fresh_port<S>(
     bind: impl Fn() -> std::io::Result<S>,
     addr_of: impl Fn(&S) -> std::io::Result<SocketAddr>,
-) -> Result<S, String> {
+) -> Result<(S, SocketAddr), String> {
     // Held, not dropped, while the next is bound: dropped at once, a
     // port would be the system's next offer again.
     let mut passed_over = Vec::new();
     while passed_over.len() < PORTS_PASSED_OVER {
         let socket = bind().map_err(|error| error.to_string())?;
-        let port = addr_of(&socket).map_err(|error| error.to_string())?.port();
-        if ports_seen().insert(port) {
-            return Ok(socket);
+        let addr = addr_of(&socket).map_err(|error| error.to_string())?;
+        if ports_seen().insert(addr.port()) {
+            return Ok((socket, addr));
         }
         passed_over.push(socket);
     }
@@ -99,43 +96,55 @@ pub struct Refusing {
 
 #[cfg(target_os = "linux")]
 pub fn refusing_address() -> Check<Refusing> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let failed = |what: &str| {
-        let error = std::io::Error::last_os_error();
-        Failure::new(format!(
-            "the test could not {what} a port that refuses: {error}"
-        ))
-    };
-    for _ in 0..PORTS_PASSED_OVER {
-        // SAFETY: plain socket calls on a descriptor this function owns
-        // (OwnedFd closes it), with a sockaddr_in of the size given.
-        let (held, addr) = unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                return Err(failed("open"));
-            }
-            let held = OwnedFd::from_raw_fd(fd);
-            let mut addr: libc::sockaddr_in = std::mem::zeroed();
-            addr.sin_family = libc::AF_INET as libc::sa_family_t;
-            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-            let mut length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            let pointer = (&mut addr as *mut libc::sockaddr_in).cast();
-            if libc::bind(fd, pointer, length) != 0 {
-                return Err(failed("bind"));
-            }
-            if libc::getsockname(fd, pointer, &mut length) != 0 {
-                return Err(failed("read"));
-            }
-            let port = u16::from_be(addr.sin_port);
-            (held, SocketAddr::from(([127, 0, 0, 1], port)))
-        };
-        if ports_seen().insert(addr.port()) {
-            return Ok(Refusing { addr, _held: held });
+    on_a_fresh_port(bound_without_listening, socket_address)
+        .map(|(held, addr)| Refusing { addr, _held: held })
+        .map_err(|why| {
+            Failure::new(format!(
+                "the test could not hold a port that refuses: {why}"
+            ))
+        })
+}
+
+/// A TCP socket bound to a free port of 127.0.0.1 that does not listen,
+/// without SO_REUSEADDR (std's `TcpListener::bind` would set it, and listen).
+#[cfg(target_os = "linux")]
+fn bound_without_listening() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: `socket` returns a new descriptor or -1; the new one is owned
+    // here (OwnedFd closes it). `bind` reads a sockaddr_in of the size given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
         }
+        let held = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let pointer = (&addr as *const libc::sockaddr_in).cast();
+        if libc::bind(held.as_raw_fd(), pointer, length) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(held)
     }
-    Err(Failure::new(
-        "the test could not bind a port that refuses, which it had not used before",
-    ))
+}
+
+/// The address `socket` is bound to (an IPv4 one).
+#[cfg(target_os = "linux")]
+fn socket_address(socket: &std::os::fd::OwnedFd) -> std::io::Result<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `getsockname` writes at most `length` bytes into `addr`.
+    unsafe {
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        let mut length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let pointer = (&mut addr as *mut libc::sockaddr_in).cast();
+        if libc::getsockname(socket.as_raw_fd(), pointer, &mut length) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+        Ok(SocketAddr::from((ip, u16::from_be(addr.sin_port))))
+    }
 }
 
 /// Elsewhere: a port bound and released, as [`unused_address`] gives.
