@@ -107,9 +107,9 @@ pub fn run(project: &Path, args: &BenchArgs) -> Result<()> {
     if args.solutions.is_none() && !project.join("solutions").is_dir() {
         bail!(NO_SOLUTIONS);
     }
-    // Before the build: the load average at the start then says what else
-    // the machine was doing, not what the compiler was.
-    let machine = Machine::now();
+    // Before the build: what the CPUs were doing then is what else the
+    // machine was doing, not what the compiler was.
+    let machine = Machine::watch(Duration::from_secs(1));
     let wants = |lesson: &str| args.only.is_empty() || args.only.iter().any(|o| o == lesson);
     let programs = match &args.solutions {
         Some(folder) => Programs::in_folder(folder),

@@ -65,58 +65,88 @@ impl Ratio {
     }
 }
 
-/// How busy the machine was: its load average and the CPU time its host
-/// took back (steal, on a virtual machine), from Linux's `/proc`.
+/// How busy the machine was: what its CPUs were doing in the second before
+/// the bench began, and the CPU time its host took back during it (steal,
+/// on a virtual machine), from Linux's `/proc`. Not the load average: that
+/// is a mean over the last minute, so a bench started right after another
+/// would read the first one's load as the machine's.
 pub struct Machine {
-    load_before: Option<f64>,
+    busy_before: Option<f64>,
     cpu_before: Option<CpuTimes>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct CpuTimes {
     total: u64,
+    /// Time the CPUs had nothing to run: idle, or waiting for a disk.
+    idle: u64,
     steal: u64,
 }
 
+impl CpuTimes {
+    /// The share of the time from `self` to `later` that the CPUs were
+    /// running something (the host's steal included: nobody here could use
+    /// it), from 0 to 1. `None` if no time was counted in between.
+    fn busy_until(self, later: CpuTimes) -> Option<f64> {
+        let idle = later.idle.saturating_sub(self.idle);
+        Some(1.0 - idle as f64 / self.ticks_until(later)?)
+    }
+
+    /// The share of the time from `self` to `later` that the host took.
+    fn stolen_until(self, later: CpuTimes) -> Option<f64> {
+        let steal = later.steal.saturating_sub(self.steal);
+        Some(steal as f64 / self.ticks_until(later)?)
+    }
+
+    fn ticks_until(self, later: CpuTimes) -> Option<f64> {
+        let ticks = later.total.saturating_sub(self.total);
+        (ticks > 0).then_some(ticks as f64)
+    }
+}
+
 impl Machine {
-    /// Note the state at the start of the run.
-    pub fn now() -> Machine {
+    /// Watch the CPUs for `how_long`, before anything of the bench runs,
+    /// and note the state at the start of the run.
+    pub fn watch(how_long: std::time::Duration) -> Machine {
+        let first = cpu_times();
+        std::thread::sleep(how_long);
+        let cpu_before = cpu_times();
         Machine {
-            load_before: load_average(),
-            cpu_before: cpu_times(),
+            busy_before: first.zip(cpu_before).and_then(|(a, b)| a.busy_until(b)),
+            cpu_before,
         }
     }
 
-    /// One line on the run: CPUs, load average at its start and end, and
-    /// the share of CPU time stolen meanwhile, as far as it can be read.
+    /// One line on the run: CPUs, how busy they were before it, and the
+    /// share of CPU time stolen during it, as far as it can be read.
     fn summary(&self) -> String {
+        self.summary_at(cpu_times())
+    }
+
+    /// The summary, with the CPU times at the end of the run given.
+    fn summary_at(&self, now: Option<CpuTimes>) -> String {
         let cpus = std::thread::available_parallelism().map_or(0, usize::from);
         let mut parts = vec![format!("{cpus} CPUs")];
-        if let (Some(before), Some(after)) = (self.load_before, load_average()) {
+        if let Some(busy) = self.busy_before {
             parts.push(format!(
-                "load average {before:.2} at the start, {after:.2} at the end"
+                "{:.0}% busy with other work just before the bench",
+                100.0 * busy
             ));
         }
-        if let (Some(before), Some(after)) = (self.cpu_before, cpu_times()) {
-            let total = after.total.saturating_sub(before.total).max(1);
-            let steal = after.steal.saturating_sub(before.steal);
+        let stolen =
+            (self.cpu_before.zip(now)).and_then(|(before, after)| before.stolen_until(after));
+        if let Some(stolen) = stolen {
             parts.push(format!(
-                "{:.1}% of CPU time taken by the host (steal)",
-                100.0 * steal as f64 / total as f64
+                "{:.1}% of CPU time taken by the host (steal) during it",
+                100.0 * stolen
             ));
         }
         parts.join("; ")
     }
 }
 
-/// The one-minute load average.
-fn load_average() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
-/// All CPU time and stolen CPU time so far, from `/proc/stat`'s `cpu` line:
-/// user nice system idle iowait irq softirq steal, in clock ticks.
+/// All CPU time so far, from `/proc/stat`'s `cpu` line: user nice system
+/// idle iowait irq softirq steal, in clock ticks.
 fn cpu_times() -> Option<CpuTimes> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().find(|line| line.starts_with("cpu "))?;
@@ -128,6 +158,7 @@ fn cpu_times() -> Option<CpuTimes> {
         .collect::<Option<_>>()?;
     (ticks.len() == 8).then(|| CpuTimes {
         total: ticks.iter().sum(),
+        idle: ticks[3] + ticks[4],
         steal: ticks[7],
     })
 }
@@ -185,12 +216,63 @@ mod tests {
     }
 
     #[test]
-    fn this_machine_has_a_summary() {
-        let summary = Machine::now().summary();
-        assert!(summary.contains("CPUs"), "{summary}");
+    fn this_machine_is_watched() {
+        let machine = Machine::watch(std::time::Duration::from_millis(50));
         if cfg!(target_os = "linux") {
-            assert!(summary.contains("load average"), "{summary}");
-            assert!(summary.contains("steal"), "{summary}");
+            assert!(machine.busy_before.is_some());
+            assert!(machine.cpu_before.is_some());
         }
+    }
+
+    #[test]
+    fn the_summary_says_how_busy_and_how_much_was_stolen() {
+        let before = CpuTimes {
+            total: 1000,
+            idle: 600,
+            steal: 10,
+        };
+        let after = CpuTimes {
+            total: 3000,
+            idle: 2000,
+            steal: 30,
+        };
+        let machine = Machine {
+            busy_before: Some(0.034),
+            cpu_before: Some(before),
+        };
+        let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+        assert_eq!(
+            machine.summary_at(Some(after)),
+            format!(
+                "{cpus} CPUs; 3% busy with other work just before the bench; \
+                 1.0% of CPU time taken by the host (steal) during it"
+            )
+        );
+        // Where /proc cannot be read, the line says only what it knows.
+        let blind = Machine {
+            busy_before: None,
+            cpu_before: None,
+        };
+        assert_eq!(blind.summary_at(None), format!("{cpus} CPUs"));
+    }
+
+    #[test]
+    fn busy_and_stolen_are_shares_of_the_time_between() {
+        let before = CpuTimes {
+            total: 1000,
+            idle: 600,
+            steal: 10,
+        };
+        // 200 ticks went by: 50 idle, 20 stolen, 130 running something.
+        let after = CpuTimes {
+            total: 1200,
+            idle: 650,
+            steal: 30,
+        };
+        assert_eq!(before.busy_until(after), Some(0.75));
+        assert_eq!(before.stolen_until(after), Some(0.1));
+        // No tick between the two: no share to tell.
+        assert_eq!(before.busy_until(before), None);
+        assert_eq!(before.stolen_until(before), None);
     }
 }
