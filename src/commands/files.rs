@@ -65,10 +65,30 @@ fn git_files(project: &Path, which: &[&str]) -> Option<Vec<String>> {
 }
 
 /// Every file below `dir`, sorted, leaving out the folders no copy takes
-/// (`.git` and `target` at `root`, and another project's, below) and every
+/// (`.git`, `target` at `root`, and another project's, below) and every
 /// symbolic link: a link in a student's folder may point anywhere, all of
 /// `/` included.
 pub fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
+    walk(dir, root, Checkouts::LeftOut)
+}
+
+/// Every file of a student's `lessons/` folder at `dir`, as `files_below`
+/// finds them but for one thing: a folder below that is a git checkout of
+/// its own (a student ran `git init` in a lesson's folder) is still the
+/// student's work, and only its `.git` is left out. Left out whole, the
+/// lesson would be graded as if it had no `main.rs`.
+pub fn lesson_files_below(dir: &Path) -> Result<Vec<PathBuf>> {
+    walk(dir, dir, Checkouts::Taken)
+}
+
+/// What a walk does with a folder that holds a `.git`.
+#[derive(Clone, Copy, PartialEq)]
+enum Checkouts {
+    LeftOut,
+    Taken,
+}
+
+fn walk(dir: &Path, root: &Path, checkouts: Checkouts) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -76,14 +96,19 @@ pub fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
         let entry = entry?;
         let (path, kind) = (entry.path(), entry.file_type()?);
         let name = path.file_name().unwrap_or_default();
+        // A folder of git's, or the file that stands for one in a
+        // worktree: history, not the course.
+        if name == ".git" {
+            continue;
+        }
         if kind.is_dir() {
-            if dir == root && (name == ".git" || name == "target") {
+            if dir == root && name == "target" {
                 continue;
             }
-            if is_another_project(&path) {
+            if is_build_folder(&path) || (checkouts == Checkouts::LeftOut && is_checkout(&path)) {
                 continue;
             }
-            found.extend(files_below(&path, root)?);
+            found.extend(walk(&path, root, checkouts)?);
         } else if kind.is_file() {
             found.push(path);
         }
@@ -92,13 +117,17 @@ pub fn files_below(dir: &Path, root: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// A folder that is a checkout of its own (it holds a `.git`), or a build
-/// folder of cargo's (cargo marks each with a `CACHEDIR.TAG`). The README's
+/// A folder that is a checkout of its own: it holds a `.git`. The README's
 /// classroom loop clones each student's checkout into `students/`, inside
 /// the course: where the course is no git checkout (an unpacked archive),
-/// nothing else keeps those out of a copy of it, builds and all.
-fn is_another_project(folder: &Path) -> bool {
-    folder.join(".git").exists() || folder.join("CACHEDIR.TAG").is_file()
+/// nothing else keeps those out of a copy of it.
+fn is_checkout(folder: &Path) -> bool {
+    folder.join(".git").exists()
+}
+
+/// A build folder of cargo's: cargo marks each with a `CACHEDIR.TAG`.
+fn is_build_folder(folder: &Path) -> bool {
+    folder.join("CACHEDIR.TAG").is_file()
 }
 
 #[cfg(test)]
@@ -162,6 +191,36 @@ mod tests {
                 dir.join("students/bob/lessons/server.rs")
             ]
         );
+    }
+
+    #[test]
+    fn a_lesson_that_is_a_checkout_of_its_own_is_taken_without_its_git() {
+        let dir = std::env::temp_dir().join(format!("course-files-lesson-{}", std::process::id()));
+        let write = |name: &str| {
+            let file = dir.join(name);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, "x\n").unwrap();
+        };
+        write("03-messages/.git/HEAD");
+        write("03-messages/main.rs");
+        write("04-concurrency/.git");
+        write("04-concurrency/main.rs");
+        write("05-chat/target/CACHEDIR.TAG");
+        write("05-chat/target/debug/huge");
+        write("05-chat/main.rs");
+        let lessons = lesson_files_below(&dir).unwrap();
+        let course = files_below(&dir, &dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            lessons,
+            [
+                dir.join("03-messages/main.rs"),
+                dir.join("04-concurrency/main.rs"),
+                dir.join("05-chat/main.rs")
+            ]
+        );
+        // In a copy of the course, the same folders are other projects.
+        assert_eq!(course, [dir.join("05-chat/main.rs")]);
     }
 
     #[cfg(unix)]

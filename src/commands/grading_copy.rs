@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::commands::files::files_below;
+use crate::commands::files::{files_below, lesson_files_below};
 use crate::commands::grade::cargo_errors;
 use crate::commands::handout::{student_course, Summary};
 use crate::harness::lesson::LESSONS;
@@ -111,7 +111,7 @@ pub fn prepare(project: &Path, student: &Path) -> Result<PathBuf> {
 /// of an earlier student's would still be built with the next one.
 fn mirror(from: &Path, to: &Path) -> Result<()> {
     let mut wanted = BTreeSet::new();
-    for file in files_below(from, from)? {
+    for file in lesson_files_below(from)? {
         let relative = file.strip_prefix(from)?.to_path_buf();
         write_if_changed(&read(&file)?, &to.join(&relative))?;
         wanted.insert(relative);
