@@ -238,34 +238,32 @@ fn deliver(members: &mut Members, line: String, wanted: impl Fn(&str) -> bool) {
 /// a thread costs some tens. See slides/05-chat.md, "One line, two cores".
 const SENDS_PER_THREAD: usize = 64;
 
-/// Share the sends of one line among up to one thread a core, each thread
-/// a part of the recipients; the names of those too slow to keep. A room of
-/// 200 on 2 cores sends to 100 members here while a helper sends to 99.
-/// Every part is done before this returns, still under the room lock: each
-/// member gets its lines in the order said, from one thread at a time.
+/// Share the sends of one line among up to one thread a core; the names
+/// of those too slow to keep. The threads take the recipients one at a
+/// time from a shared count, not a fixed part each: a thread the system
+/// stops for a while (another program wanted the core, or the host of a
+/// virtual machine took it back) leaves the recipients it has not taken to
+/// the others, and the line is late for one member rather than for half
+/// the room. Every send is done before this returns, still under the room
+/// lock: each member gets its lines in the order said.
 fn send_on_every_core(recipients: &[(&String, &Member)], line: &Outgoing) -> Vec<String> {
     let threads = cores().min(recipients.len() / SENDS_PER_THREAD).max(1);
-    let mut parts = recipients.chunks(recipients.len().div_ceil(threads).max(1));
-    let mine = parts.next().unwrap_or_default();
+    let next = AtomicUsize::new(0);
     // Scoped threads may borrow the members, which this lock holds: the
     // scope ends only once every thread started in it has.
     thread::scope(|scope| {
-        let helpers: Vec<_> = parts
-            .map(|part| {
-                let helper = thread::Builder::new().spawn_scoped(scope, || send_each(part, line));
-                (part, helper)
+        let helpers: Vec<_> = (1..threads)
+            .map(|_| {
+                thread::Builder::new().spawn_scoped(scope, || send_each(recipients, line, &next))
             })
             .collect();
-        let mut too_slow = send_each(mine, line);
-        for (part, helper) in helpers {
-            match helper {
-                // A helper that panicked (a bug) sent what it sent: its
-                // part again could give someone the line twice.
-                Ok(helper) => too_slow.extend(helper.join().unwrap_or_default()),
-                // No thread to be had: this one sends that part too.
-                // Slower, but the line still goes out.
-                Err(_) => too_slow.extend(send_each(part, line)),
-            }
+        // With no helper to be had (the system's limit on threads), this
+        // thread takes every recipient itself: slower, but the line goes out.
+        let mut too_slow = send_each(recipients, line, &next);
+        for helper in helpers.into_iter().flatten() {
+            // A helper that panicked (a bug) sent what it sent; this
+            // thread took the rest.
+            too_slow.extend(helper.join().unwrap_or_default());
         }
         too_slow
     })
@@ -277,11 +275,19 @@ fn cores() -> usize {
     *CORES.get_or_init(|| thread::available_parallelism().map_or(1, usize::from))
 }
 
-/// Send `line` to each of `recipients`, one after another; the names of
-/// those whose outbox is full.
-fn send_each(recipients: &[(&String, &Member)], line: &Outgoing) -> Vec<String> {
+/// Send `line` to the recipients no other thread has taken, one after
+/// another, each taken with `next`; the names of those whose outbox is full.
+fn send_each(
+    recipients: &[(&String, &Member)],
+    line: &Outgoing,
+    next: &AtomicUsize,
+) -> Vec<String> {
     let mut too_slow = Vec::new();
-    for &(name, member) in recipients {
+    // `fetch_add` gives each index to one thread only: no member hears
+    // the line twice, nor from two threads at once. `Relaxed` is enough:
+    // the count is all the threads pass through it; the members they read
+    // were there before the threads began.
+    while let Some(&(name, member)) = recipients.get(next.fetch_add(1, Ordering::Relaxed)) {
         let Some(rest) = member.write_now(line) else {
             continue;
         };
