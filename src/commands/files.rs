@@ -168,20 +168,31 @@ mod tests {
         std::fs::remove_dir_all(&project).unwrap();
     }
 
-    #[test]
-    fn another_checkout_or_build_inside_is_not_taken() {
-        let dir = std::env::temp_dir().join(format!("course-files-nested-{}", std::process::id()));
-        let write = |name: &str| {
+    /// A folder of the system's temporary one, named after `name` and this
+    /// process, holding each of `files` (a line of text each).
+    fn tree(name: &str, files: &[&str]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("course-files-{name}-{}", std::process::id()));
+        for name in files {
             let file = dir.join(name);
             std::fs::create_dir_all(file.parent().unwrap()).unwrap();
             std::fs::write(file, "x\n").unwrap();
-        };
-        write("lessons/server.rs");
-        write("students/ada/.git/HEAD");
-        write("students/ada/lessons/server.rs");
-        write("students/bob/target/CACHEDIR.TAG");
-        write("students/bob/target/release/huge");
-        write("students/bob/lessons/server.rs");
+        }
+        dir
+    }
+
+    #[test]
+    fn another_checkout_or_build_inside_is_not_taken() {
+        let dir = tree(
+            "nested",
+            &[
+                "lessons/server.rs",
+                "students/ada/.git/HEAD",
+                "students/ada/lessons/server.rs",
+                "students/bob/target/CACHEDIR.TAG",
+                "students/bob/target/release/huge",
+                "students/bob/lessons/server.rs",
+            ],
+        );
         let files = files_below(&dir, &dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
@@ -195,19 +206,18 @@ mod tests {
 
     #[test]
     fn a_lesson_that_is_a_checkout_of_its_own_is_taken_without_its_git() {
-        let dir = std::env::temp_dir().join(format!("course-files-lesson-{}", std::process::id()));
-        let write = |name: &str| {
-            let file = dir.join(name);
-            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(file, "x\n").unwrap();
-        };
-        write("03-messages/.git/HEAD");
-        write("03-messages/main.rs");
-        write("04-concurrency/.git");
-        write("04-concurrency/main.rs");
-        write("05-chat/target/CACHEDIR.TAG");
-        write("05-chat/target/debug/huge");
-        write("05-chat/main.rs");
+        let dir = tree(
+            "lesson",
+            &[
+                "03-messages/.git/HEAD",
+                "03-messages/main.rs",
+                "04-concurrency/.git",
+                "04-concurrency/main.rs",
+                "05-chat/target/CACHEDIR.TAG",
+                "05-chat/target/debug/huge",
+                "05-chat/main.rs",
+            ],
+        );
         let lessons = lesson_files_below(&dir).unwrap();
         let course = files_below(&dir, &dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

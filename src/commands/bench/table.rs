@@ -215,6 +215,13 @@ mod tests {
         assert_eq!(Ratio::of(&[2.0], &[]), None);
     }
 
+    /// The CPU counters at some start, for the tests that count from it.
+    const BEFORE: CpuTimes = CpuTimes {
+        total: 1000,
+        idle: 600,
+        steal: 10,
+    };
+
     #[test]
     fn this_machine_is_watched() {
         let machine = Machine::watch(std::time::Duration::from_millis(50));
@@ -226,11 +233,7 @@ mod tests {
 
     #[test]
     fn the_summary_says_how_busy_and_how_much_was_stolen() {
-        let before = CpuTimes {
-            total: 1000,
-            idle: 600,
-            steal: 10,
-        };
+        let before = BEFORE;
         let after = CpuTimes {
             total: 3000,
             idle: 2000,
@@ -258,11 +261,7 @@ mod tests {
 
     #[test]
     fn busy_and_stolen_are_shares_of_the_time_between() {
-        let before = CpuTimes {
-            total: 1000,
-            idle: 600,
-            steal: 10,
-        };
+        let before = BEFORE;
         // 200 ticks went by: 50 idle, 20 stolen, 130 running something.
         let after = CpuTimes {
             total: 1200,
