@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{in_turns, median, start, BenchArgs, Programs, Row};
+use super::{median, start, BenchArgs, Programs, Row};
 use crate::harness::resources::resident_bytes;
 use crate::net::load::{self, LoadArgs, Protocol};
 
@@ -101,29 +101,18 @@ pub(super) fn idle_cases(programs: &Programs, args: &BenchArgs) -> Result<Vec<Ro
             MAX_CONNECTIONS,
         ];
         let theirs_args = ["server", "--bind", "127.0.0.1:0"];
-        let [ours] = in_turns(
-            args.rounds,
-            [Some(Box::new(|| {
-                idle_run(&programs.concurrency, &ours_args, idle, args.seconds)
-            }))],
-        )?;
+        let ours = (0..args.rounds)
+            .map(|_| idle_run(&programs.concurrency, &ours_args, idle, args.seconds))
+            .collect::<Result<Vec<_>>>()?;
         // The sequential server runs once: it answers no one whichever the
         // round, each of its runs waits out the timeouts (some 6 s), and
         // with no ratio there is nothing for more rounds of it to steady.
         // At five rounds, this took 72 s off lesson 04's 199.
-        let [theirs] = in_turns(
-            1,
-            [Some(Box::new(|| {
-                idle_run(&programs.messages, &theirs_args, idle, args.seconds)
-            }))],
-        )?;
+        let theirs = idle_run(&programs.messages, &theirs_args, idle, args.seconds)?;
         rows.push(Row {
             case: format!("04 mailbox, {idle} idle held, {CLIENTS} new clients"),
             solution: IdleRun::median_of(&ours).shown(idle),
-            peer: format!(
-                "03 sequential, one run: {}",
-                IdleRun::median_of(&theirs).shown(idle)
-            ),
+            peer: format!("03 sequential, one run: {}", theirs.shown(idle)),
             // The sequential server's delay is our timeout, not its own:
             // no ratio of the two means anything.
             ratio: None,
