@@ -27,6 +27,8 @@ pub struct Ratio {
     /// over round i of the second, which ran right after it.
     pub lowest: f64,
     pub highest: f64,
+    /// How many rounds of both there were: not the same for every case.
+    pub rounds: usize,
 }
 
 impl Ratio {
@@ -41,6 +43,7 @@ impl Ratio {
             of_medians: super::median(first.to_vec()) / super::median(second.to_vec()),
             lowest,
             highest,
+            rounds: rounds.len(),
         })
     }
 
@@ -50,17 +53,17 @@ impl Ratio {
         format!("{:.2}", self.of_medians)
     }
 
-    /// The range of the rounds, `0.45 to 1.05`, or one number where they
-    /// agreed.
+    /// How many rounds, and their range: `5: 0.45 to 1.05`, or one number
+    /// where they agreed.
     fn range(&self) -> String {
         let (lowest, highest) = (
             format!("{:.2}", self.lowest),
             format!("{:.2}", self.highest),
         );
         if lowest == highest {
-            lowest
+            format!("{}: {lowest}", self.rounds)
         } else {
-            format!("{lowest} to {highest}")
+            format!("{}: {lowest} to {highest}", self.rounds)
         }
     }
 }
@@ -166,8 +169,9 @@ fn cpu_times() -> Option<CpuTimes> {
 pub fn print_table(rows: &[Row], rounds: u32, machine: &Machine) {
     println!();
     println!(
-        "Medians of {rounds} alternating runs; ratio = solution / peer (higher is better); \
-         rounds = the lowest and highest ratio of one round."
+        "Medians of {rounds} alternating runs, more where the last column says so; ratio = \
+         solution / peer (higher is better); rounds = how many, and the lowest and highest \
+         ratio of one."
     );
     println!("Machine: {}.", machine.summary());
     println!();
@@ -197,17 +201,18 @@ mod tests {
             Ratio {
                 of_medians: 3.0 / 2.0,
                 lowest: 0.5,
-                highest: 2.0
+                highest: 2.0,
+                rounds: 3
             }
         );
         assert_eq!(ratio.shown(), "1.50");
-        assert_eq!(ratio.range(), "0.50 to 2.00");
+        assert_eq!(ratio.range(), "3: 0.50 to 2.00");
     }
 
     #[test]
     fn rounds_that_agree_show_one_number() {
         let ratio = Ratio::of(&[2.0, 2.0], &[1.0, 1.0]).unwrap();
-        assert_eq!(ratio.range(), "2.00");
+        assert_eq!(ratio.range(), "2: 2.00");
     }
 
     #[test]
