@@ -178,7 +178,7 @@ fn main() -> ExitCode {
 }
 
 fn show_board() -> Result<ExitCode> {
-    eprintln!("Building the lessons and their stages (the first time takes a minute or two)...");
+    eprintln!("Building the lessons and their stages (the first time takes a few minutes)...");
     let suites = grade::build_suites(project(), LESSONS, BuildFolder::AsConfigured)?;
     let subject = Subject::Build(Target::Lessons);
     // Lessons are independent programs: grade them side by side, but no
@@ -309,7 +309,7 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
             let copy = grading_copy::prepare(project(), &dir)?;
             eprintln!(
                 "Building the lessons of {} with this course's stages, in {} \
-                 (the first time takes a minute or two)...",
+                 (the first time takes a few minutes)...",
                 dir.display(),
                 copy.display()
             );

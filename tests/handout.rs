@@ -7,7 +7,7 @@
 //! in it, in `target/handout-check`; the third grades a student's checkout
 //! with `course grade --checkout`, whose copy of the course is the
 //! handout's files and the student's `lessons/` (in `target/grading`). Each
-//! builds its own copy of every dependency the first time, a minute or two,
+//! builds its own copy of every dependency the first time, a few minutes,
 //! and takes seconds after that: both are ignored by a plain `cargo test`,
 //! and CI runs them with `cargo test --test handout -- --ignored`.
 
@@ -81,7 +81,7 @@ fn cargo_in(dir: &Path, args: &[&str]) -> Command {
 }
 
 /// The longest a command of these tests may run: a first build of a copy
-/// of the course takes a minute or two here. One that hangs fails its test
+/// of the course takes a few minutes here. One that hangs fails its test
 /// (and is ended) rather than hold CI until CI's own limit.
 const COMMAND_LIMIT: Duration = Duration::from_secs(15 * 60);
 
@@ -249,7 +249,7 @@ fn a_handout_holds_the_exercises_and_no_answer() {
 }
 
 #[test]
-#[ignore = "builds the handout as a second project: a minute or two the first time. \
+#[ignore = "builds the handout as a second project: a few minutes the first time. \
             CI runs it: cargo test --test handout -- --ignored"]
 fn a_handout_builds_and_grades_the_starters() {
     let dir = write_handout("build");
@@ -308,7 +308,7 @@ fn copy_folder(from: &Path, to: &Path) {
 }
 
 #[test]
-#[ignore = "builds the grading copy: a minute or two the first time. \
+#[ignore = "builds the grading copy: a few minutes the first time. \
             CI runs it: cargo test --test handout -- --ignored"]
 fn a_checkout_is_graded_with_the_courses_stages_not_its_own() {
     let student =
