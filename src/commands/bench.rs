@@ -78,10 +78,11 @@ const ROUNDS: u32 = 5;
 /// theirs is short (under half a second a server for lesson 01, about two
 /// for the room) and their rounds swing the most. Their medians, of 15 and
 /// of 11 rounds for five asked, would be on the wrong side of their goals
-/// about one bench in 800 and one in 30 were rounds independent; on a
-/// shared machine they are not (a busy minute falls on several in a row),
-/// which is why more of them, spread over more time, still helps. It adds
-/// some 40 s to a bench of six or seven minutes.
+/// about one bench in 800 and one in 30 were rounds independent. On a
+/// shared machine they are not: a busy minute falls on several in a row,
+/// and a host busy for the whole run moves every round (lesson 01 missed
+/// its goal at 1.14 and 1.17 with the host taking 15% of the CPU back).
+/// It adds some 40 s to a bench of six or seven minutes.
 fn echo_rounds(asked: u32) -> u32 {
     3 * asked
 }
