@@ -49,7 +49,8 @@ use table::{print_table, Machine, Ratio, Row};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// How many times each contender runs each case; the table shows medians.
+    /// How many times each contender runs each case (lesson 01 three times as
+    /// many, the room twice as many and one more); the table shows medians.
     #[arg(long, default_value_t = ROUNDS, value_parser = clap::value_parser!(u32).range(1..=15))]
     pub rounds: u32,
     /// How long each timed run lasts, in seconds.
