@@ -277,6 +277,16 @@ fn median(mut values: Vec<f64>) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// One number of each run, in the runs' order.
+fn values_of<T>(runs: &[T], field: fn(&T) -> f64) -> Vec<f64> {
+    runs.iter().map(field).collect()
+}
+
+/// The median of one number over several runs.
+fn median_by<T>(runs: &[T], field: fn(&T) -> f64) -> f64 {
+    median(values_of(runs, field))
+}
+
 /// One contender of a case: a run of it, or none where it is missing (not
 /// installed, not built).
 type Contender<'a, T> = Option<Box<dyn FnMut() -> Result<T> + 'a>>;
@@ -447,12 +457,11 @@ struct HttpRun {
 
 /// The medians of several runs, each number on its own.
 fn median_run(runs: &[HttpRun]) -> HttpRun {
-    let of = |field: fn(&HttpRun) -> f64| median(runs.iter().map(field).collect());
     HttpRun {
-        ok_per_second: of(|run| run.ok_per_second),
-        p99_ms: of(|run| run.p99_ms),
-        errors: of(|run| run.errors),
-        refused: of(|run| run.refused),
+        ok_per_second: median_by(runs, |run| run.ok_per_second),
+        p99_ms: median_by(runs, |run| run.p99_ms),
+        errors: median_by(runs, |run| run.errors),
+        refused: median_by(runs, |run| run.refused),
     }
 }
 
@@ -789,12 +798,11 @@ fn chat_cases(
         ],
     )?;
     let room = |rooms: &[Room]| {
-        let of = |field: fn(&Room) -> f64| median(rooms.iter().map(field).collect());
-        let cpu = of(|room| room.cpu_ms_per_line);
+        let cpu = median_by(rooms, |room| room.cpu_ms_per_line);
         format!(
             "p50 {:.1} ms, p99 {:.1} ms{}",
-            of(|room| room.p50_ms),
-            of(|room| room.p99_ms),
+            median_by(rooms, |room| room.p50_ms),
+            median_by(rooms, |room| room.p99_ms),
             if cpu.is_nan() {
                 String::new()
             } else {
@@ -803,22 +811,14 @@ fn chat_cases(
         )
     };
     let flood = |floods: &[Flood]| {
-        let of = |field: fn(&Flood) -> f64| median(floods.iter().map(field).collect());
         format!(
             "{:.0} lines/s, delivery p50 {:.1} ms p99 {:.1} ms, +{:.1} MiB, CPU {:.0}%",
-            of(|flood| flood.rate),
-            of(|flood| flood.p50_ms),
-            of(|flood| flood.p99_ms),
-            of(|flood| flood.memory_mib),
-            of(|flood| flood.cpu_percent)
+            median_by(floods, |flood| flood.rate),
+            median_by(floods, |flood| flood.p50_ms),
+            median_by(floods, |flood| flood.p99_ms),
+            median_by(floods, |flood| flood.memory_mib),
+            median_by(floods, |flood| flood.cpu_percent)
         )
-    };
-    let p99s = |rooms: &[Room]| rooms.iter().map(|room| room.p99_ms).collect::<Vec<_>>();
-    let cpus = |floods: &[Flood]| {
-        floods
-            .iter()
-            .map(|flood| flood.cpu_percent)
-            .collect::<Vec<_>>()
     };
     let (room_peer, flood_peer, room_ratio, flood_ratio) = match peer {
         Ok(_) => (
@@ -826,8 +826,14 @@ fn chat_cases(
             format!("tokio: {}", flood(&their_floods)),
             // Lower is better for a delay and for CPU: the ratio is the
             // peer's over ours, so that above 1 still means ours does better.
-            Ratio::of(&p99s(&their_rooms), &p99s(&our_rooms)),
-            Ratio::of(&cpus(&their_floods), &cpus(&our_floods)),
+            Ratio::of(
+                &values_of(&their_rooms, |room| room.p99_ms),
+                &values_of(&our_rooms, |room| room.p99_ms),
+            ),
+            Ratio::of(
+                &values_of(&their_floods, |flood| flood.cpu_percent),
+                &values_of(&our_floods, |flood| flood.cpu_percent),
+            ),
         ),
         Err(why) => {
             let skipped = not_built("tokio peer", why);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{median, start, BenchArgs, Programs, Row};
+use super::{median_by, start, BenchArgs, Programs, Row};
 use crate::harness::resources::resident_bytes;
 use crate::net::load::{self, LoadArgs, Protocol};
 
@@ -56,7 +56,7 @@ struct IdleRun {
 
 impl IdleRun {
     fn median_of(runs: &[IdleRun]) -> IdleRun {
-        let of = |field: fn(&IdleRun) -> f64| median(runs.iter().map(field).collect());
+        let of = |field: fn(&IdleRun) -> f64| median_by(runs, field);
         IdleRun {
             p50_ms: of(|run| run.p50_ms),
             p99_ms: of(|run| run.p99_ms),
