@@ -291,6 +291,23 @@ fn a_handout_builds_and_grades_the_starters() {
         .map(String::from)
         .collect();
     assert_eq!(said.len(), 1, "{}", text(&solutions));
+
+    // A lesson half written stops every lesson's stages (cargo builds them
+    // all first), and the board says which one.
+    let server = dir.0.join("lessons/03-messages/server.rs");
+    let mut half_written = std::fs::read_to_string(&server).expect("lesson 03's server");
+    half_written.push_str("\nfn send_to_everyone(\n");
+    std::fs::write(&server, half_written).expect("lesson 03's server written");
+    let board = finished(&mut cargo_in(&dir.0, &["run", "--quiet"]));
+    assert!(!board.status.success(), "{}", text(&board));
+    let said = String::from_utf8_lossy(&board.stderr);
+    assert!(
+        said.contains(
+            "error: lesson 03 (lessons/03-messages) does not compile (cargo's first error is \
+             above). cargo builds every lesson before it runs the stages of any"
+        ),
+        "{said}"
+    );
 }
 
 /// Copy every file below `from` into `to`.

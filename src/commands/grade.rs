@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::harness::checkout;
-use crate::harness::lesson::Lesson;
+use crate::harness::lesson::{Lesson, LESSONS};
 use crate::harness::progress;
 use crate::harness::stage::StageRecord;
 use crate::harness::target::Target;
@@ -43,7 +43,8 @@ pub enum BuildFolder {
 
 /// Build the stage suites of `lessons` (and so every lesson's binaries) in
 /// `folder`, and return where each suite's executable is, by test target
-/// (`01_echo`). Compile errors reach the user as cargo prints them.
+/// (`01_echo`). Compile errors reach the user as cargo prints them, and the
+/// error says which lessons they stop.
 pub fn build_suites(
     project: &Path,
     lessons: &[Lesson],
@@ -53,7 +54,44 @@ pub fn build_suites(
     for lesson in lessons {
         args.extend(["--test".to_string(), lesson.test_target()]);
     }
-    cargo_build(project, &args, "test", folder)
+    cargo_build(project, &args, "test", folder).map_err(|error| {
+        // cargo's own last words name a binary (`bin "04-concurrency"`),
+        // and a student on lesson 01 does not see why lesson 04 matters.
+        let build = ["build", "--bins", "--keep-going"].map(String::from);
+        let broken = cargo_errors(project, &build, folder).unwrap_or_default();
+        let stopping: Vec<&Lesson> = LESSONS
+            .iter()
+            .filter(|lesson| broken.contains_key(&lesson.name()))
+            .collect();
+        match not_compiling(&stopping) {
+            Some(why) => anyhow::anyhow!(why),
+            None => error,
+        }
+    })
+}
+
+/// Why no stage runs while `lessons` do not compile; `None` when none is a
+/// lesson (the course's own code, say, does not compile).
+fn not_compiling(lessons: &[&Lesson]) -> Option<String> {
+    let (last, others) = lessons.split_last()?;
+    let folder = |lesson: &Lesson| format!("lessons/{}", lesson.name());
+    let (which, until) = match others {
+        [] => (
+            format!("lesson {} ({}) does not", last.number, folder(last)),
+            "it compiles",
+        ),
+        _ => {
+            let numbers: Vec<&str> = others.iter().map(|lesson| lesson.number).collect();
+            (
+                format!("lessons {} and {} do not", numbers.join(", "), last.number),
+                "they compile",
+            )
+        }
+    };
+    Some(format!(
+        "{which} compile (cargo's first error is above). cargo builds every lesson \
+         before it runs the stages of any: no lesson's stages run until {until}"
+    ))
 }
 
 fn own_build_folder(project: &Path) -> PathBuf {
@@ -103,12 +141,16 @@ pub fn cargo_build(
 }
 
 /// Run cargo with `args` (a build that goes on past errors: `--keep-going`)
-/// in `project`, in its own build folder, and return the first error of
+/// in `project`, building in `folder`, and return the first error of
 /// each binary that did not compile, as cargo renders it, by binary name.
-pub fn cargo_errors(project: &Path, args: &[String]) -> Result<BTreeMap<String, String>> {
+pub fn cargo_errors(
+    project: &Path,
+    args: &[String],
+    folder: BuildFolder,
+) -> Result<BTreeMap<String, String>> {
     // The errors come in the JSON, so cargo's own printing of them is not
-    // wanted: they are said once, in the records of the lesson.
-    let output = run_cargo(project, args, BuildFolder::Own, "json", Stdio::null())?;
+    // wanted: they are said once, by whoever asked.
+    let output = run_cargo(project, args, folder, "json", Stdio::null())?;
     Ok(first_errors(&String::from_utf8_lossy(&output.stdout)))
 }
 
@@ -274,6 +316,26 @@ pub fn run_suite(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn says_which_lessons_stop_every_stage() {
+        let (echo, http, messages) = (&LESSONS[0], &LESSONS[1], &LESSONS[2]);
+        assert_eq!(
+            not_compiling(&[echo]).as_deref(),
+            Some(
+                "lesson 01 (lessons/01-echo) does not compile (cargo's first error is above). \
+                 cargo builds every lesson before it runs the stages of any: no lesson's stages \
+                 run until it compiles"
+            )
+        );
+        let several = not_compiling(&[echo, http, messages]).unwrap();
+        assert!(
+            several.starts_with("lessons 01, 02 and 03 do not compile"),
+            "{several}"
+        );
+        assert!(several.ends_with("until they compile"), "{several}");
+        assert_eq!(not_compiling(&[]), None);
+    }
 
     #[test]
     fn reads_the_first_error_of_each_binary_from_cargo_messages() {

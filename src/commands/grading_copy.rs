@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::commands::files::{files_below, lesson_files_below};
-use crate::commands::grade::cargo_errors;
+use crate::commands::grade::{cargo_errors, BuildFolder};
 use crate::commands::handout::{student_course, Summary};
 use crate::harness::lesson::LESSONS;
 use crate::harness::stage::{StageRecord, Status};
@@ -155,7 +155,7 @@ pub fn set_aside_lessons_that_do_not_compile(
     // `--keep-going` builds every binary it can, and reports each that
     // fails, rather than stop at the first.
     let args = ["build", "--bins", "--keep-going"].map(String::from);
-    for (bin, error) in cargo_errors(copy, &args)? {
+    for (bin, error) in cargo_errors(copy, &args, BuildFolder::Own)? {
         if LESSONS.iter().any(|lesson| lesson.name() == bin) && !broken.contains_key(&bin) {
             set_aside(project, copy, &bin)?;
             broken.insert(bin, error);
