@@ -286,7 +286,7 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
     };
     // What the stages run, whose work it is (the checkout its facts come
     // from), and where the stages are built.
-    let mut not_compiling = std::collections::BTreeMap::new();
+    let mut set_aside = std::collections::BTreeMap::new();
     let (subject, checkout, built_in, copy_held) = match to_grade {
         ToGrade::Command(line) => {
             // Check the words now, so a typo is one clear line, once.
@@ -313,11 +313,12 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
                 dir.display(),
                 copy.display()
             );
-            not_compiling = grading_copy::set_aside_lessons_that_do_not_compile(project(), &copy)?;
-            for lesson in not_compiling.keys() {
+            set_aside = grading_copy::set_aside_lessons_that_cannot_be_graded(project(), &copy)?;
+            for (lesson, why) in &set_aside {
                 eprintln!(
-                    "note: {} does not compile: none of its stages counts",
-                    dir.join("lessons").join(lesson).display()
+                    "note: {} {}: none of its stages counts",
+                    dir.join("lessons").join(lesson).display(),
+                    why.what
                 );
             }
             (Subject::Build(Target::Lessons), dir, copy, Some(held))
@@ -340,13 +341,13 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
     }
     let mut all_passed = true;
     for lesson in &lessons {
-        // In place of a lesson that does not compile is its starter, whose
-        // run gives the stages' names; it need not be watched.
-        let set_aside = not_compiling.contains_key(&lesson.name());
-        let mut records = run_lesson(&suites, &built_in, lesson, &subject, set_aside)
+        // In place of a lesson set aside is its starter, whose run gives
+        // the stages' names; it need not be watched.
+        let why = set_aside.get(&lesson.name());
+        let mut records = run_lesson(&suites, &built_in, lesson, &subject, why.is_some())
             .map_err(|error| anyhow::anyhow!("lesson {}: {error}", lesson.name()))?;
-        if let Some(error) = not_compiling.get(&lesson.name()) {
-            grading_copy::mark_not_compiling(&mut records, &lesson.name(), error);
+        if let Some(why) = why {
+            grading_copy::mark_set_aside(&mut records, &lesson.name(), why);
         }
         let target = graded_target(lesson, &subject, &checkout);
         for record in &mut records {

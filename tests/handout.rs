@@ -324,6 +324,20 @@ fn copy_folder(from: &Path, to: &Path) {
     }
 }
 
+/// `course grade WORDS... --checkout DIR`, run to its end, on what it is
+/// told and nothing of this run's environment.
+fn grade_checkout(dir: &Path, words: &[&str]) -> Output {
+    finished(
+        Command::new(env!("CARGO_BIN_EXE_course"))
+            .arg("grade")
+            .args(words)
+            .arg("--checkout")
+            .arg(dir)
+            .env_remove("COURSE_TARGET")
+            .env_remove("COURSE_CMD"),
+    )
+}
+
 #[test]
 #[ignore = "builds the grading copy: a few minutes the first time. \
             CI runs it: cargo test --test handout -- --ignored"]
@@ -345,13 +359,7 @@ fn a_checkout_is_graded_with_the_courses_stages_not_its_own() {
         .replace("lessons/01-echo/main.rs", "lessons/answer/main.rs");
     std::fs::write(student.0.join("Cargo.toml"), manifest).unwrap();
     let row = || {
-        let graded = finished(
-            Command::new(env!("CARGO_BIN_EXE_course"))
-                .args(["grade", "01", "--csv", "--student", "ada", "--checkout"])
-                .arg(&student.0)
-                .env_remove("COURSE_TARGET")
-                .env_remove("COURSE_CMD"),
-        );
+        let graded = grade_checkout(&student.0, &["01", "--csv", "--student", "ada"]);
         let rows = text(&graded);
         rows.lines()
             .find(|line| line.starts_with("ada,"))
@@ -374,6 +382,32 @@ fn a_checkout_is_graded_with_the_courses_stages_not_its_own() {
     let solved = row();
     assert!(solved.starts_with("ada,01-echo,8,8,"), "{solved}");
 
+    // The starter, with its server module taken from the reference by a
+    // path that leaves the lesson's folder: the copy sits in this
+    // checkout's target/grading, so the path reaches solutions/ here. It
+    // passed 6 of 8 that way; the lesson is set aside, and says why.
+    copy_folder(
+        &project().join("lessons/01-echo"),
+        &student.0.join("lessons/01-echo"),
+    );
+    let main = student.0.join("lessons/01-echo/main.rs");
+    let borrowed = std::fs::read_to_string(&main).unwrap().replace(
+        "\nmod server;",
+        "\n#[path = \"../../../../solutions/01-echo/server.rs\"]\nmod server;",
+    );
+    std::fs::write(&main, borrowed).unwrap();
+    let records = text(&grade_checkout(&student.0, &["01", "--json"]));
+    assert!(
+        records.contains("lessons/01-echo names a file outside its folder")
+            && records.contains("main.rs:")
+            && !records.contains(r#""counted":true"#),
+        "{records}"
+    );
+    copy_folder(
+        &project().join("solutions/01-echo"),
+        &student.0.join("lessons/01-echo"),
+    );
+
     // Lesson 05 half written: it gets none of its stages, and lesson 01
     // keeps its points (cargo builds every lesson for any lesson's stages).
     let room = student.0.join("lessons/05-chat/room.rs");
@@ -382,14 +416,7 @@ fn a_checkout_is_graded_with_the_courses_stages_not_its_own() {
     std::fs::write(&room, half_written).unwrap();
     let still = row();
     assert!(still.starts_with("ada,01-echo,8,8,"), "{still}");
-    let chat = finished(
-        Command::new(env!("CARGO_BIN_EXE_course"))
-            .args(["grade", "05", "--json", "--checkout"])
-            .arg(&student.0)
-            .env_remove("COURSE_TARGET")
-            .env_remove("COURSE_CMD"),
-    );
-    let first = text(&chat);
+    let first = text(&grade_checkout(&student.0, &["05", "--json"]));
     assert!(
         first.contains(r#""stage":1,"#)
             && first.contains("lessons/05-chat does not compile")

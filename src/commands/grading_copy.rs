@@ -8,7 +8,9 @@
 //! from this copy, only `lessons/` comes from the student. The copy holds
 //! what a handout holds and no more: with `solutions/` in it, a lesson
 //! could `include!` the reference and be graded as the student's work. A
-//! lesson that does not compile is set aside, and the others are graded.
+//! lesson that does not compile, or names a file outside its folder (the
+//! copy sits inside a checkout that has `solutions/`: `named_files.rs`), is
+//! set aside, and the others are graded.
 //!
 //! The copy is kept in `target/grading` and reused from one student to the
 //! next: a file is written only where its bytes differ, so cargo rebuilds
@@ -25,6 +27,7 @@ use anyhow::{bail, Context, Result};
 use crate::commands::files::{files_below, lesson_files_below};
 use crate::commands::grade::{cargo_errors, BuildFolder};
 use crate::commands::handout::{student_course, Summary};
+use crate::commands::named_files::first_outside_file;
 use crate::harness::lesson::LESSONS;
 use crate::harness::stage::{StageRecord, Status};
 
@@ -130,7 +133,17 @@ fn mirror(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The lessons of the copy at `copy` that do not compile, each with why,
+/// Why a lesson was set aside: none of its stages counts.
+pub struct SetAside {
+    /// What is wrong, said after the lesson's folder: `does not compile`.
+    pub what: &'static str,
+    /// What shows it: cargo's first error, or the line at fault.
+    pub detail: String,
+}
+
+const DOES_NOT_COMPILE: &str = "does not compile";
+
+/// The lessons of the copy at `copy` that cannot be graded, each with why,
 /// after putting the course's starter in their place.
 ///
 /// cargo builds every binary of the course before any lesson's stages (a
@@ -138,17 +151,26 @@ fn mirror(from: &Path, to: &Path) -> Result<()> {
 /// not compile would leave every lesson ungraded: a student whose last
 /// lesson is half written at the deadline would get no points at all. With
 /// the starter in its place, the others build and are graded, and the
-/// broken one gets none of its stages ([`mark_not_compiling`]).
-pub fn set_aside_lessons_that_do_not_compile(
+/// broken one gets none of its stages ([`mark_set_aside`]).
+pub fn set_aside_lessons_that_cannot_be_graded(
     project: &Path,
     copy: &Path,
-) -> Result<BTreeMap<String, String>> {
+) -> Result<BTreeMap<String, SetAside>> {
     let mut broken = BTreeMap::new();
-    // Without its main.rs, a lesson stops cargo before anything compiles.
     for lesson in LESSONS {
         let name = lesson.name();
-        if !copy.join("lessons").join(&name).join("main.rs").is_file() {
-            broken.insert(name.clone(), format!("lessons/{name} has no main.rs"));
+        let folder = copy.join("lessons").join(&name);
+        // Without its main.rs, a lesson stops cargo before anything compiles.
+        let why = if !folder.join("main.rs").is_file() {
+            Some(SetAside {
+                what: DOES_NOT_COMPILE,
+                detail: format!("lessons/{name} has no main.rs"),
+            })
+        } else {
+            outside_file(&folder, &name)?
+        };
+        if let Some(why) = why {
+            broken.insert(name.clone(), why);
             set_aside(project, copy, &name)?;
         }
     }
@@ -158,10 +180,45 @@ pub fn set_aside_lessons_that_do_not_compile(
     for (bin, error) in cargo_errors(copy, &args, BuildFolder::Own)? {
         if LESSONS.iter().any(|lesson| lesson.name() == bin) && !broken.contains_key(&bin) {
             set_aside(project, copy, &bin)?;
-            broken.insert(bin, error);
+            let detail = format!("cargo's first error:\n{error}");
+            broken.insert(
+                bin,
+                SetAside {
+                    what: DOES_NOT_COMPILE,
+                    detail,
+                },
+            );
         }
     }
     Ok(broken)
+}
+
+/// The first line of the lesson `name`, in `folder`, that makes the
+/// compiler read a file outside the folder, as the reason to set it aside.
+fn outside_file(folder: &Path, name: &str) -> Result<Option<SetAside>> {
+    for file in lesson_files_below(folder)? {
+        if file.extension().is_none_or(|ending| ending != "rs") {
+            continue;
+        }
+        let code = String::from_utf8_lossy(&read(&file)?).into_owned();
+        if let Some((line, text)) = first_outside_file(&code) {
+            let shown = file
+                .strip_prefix(folder)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            return Ok(Some(SetAside {
+                what: "names a file outside its folder",
+                detail: format!(
+                    "lessons/{name}/{shown}:{line}: `{text}`. A lesson is built from the files \
+                     in its own folder, named plainly (`include_str!(\"page.html\")`, \
+                     `#[path = \"sub/x.rs\"]`): a path that leaves the folder, or one made by \
+                     a macro or with an escape, is not graded."
+                ),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Put the course's starter of `lesson` in the copy, in place of the
@@ -171,9 +228,10 @@ fn set_aside(project: &Path, copy: &Path, lesson: &str) -> Result<()> {
     mirror(&folder(project), &folder(copy))
 }
 
-/// Records of a lesson that does not compile, from its starter's run: no
-/// stage counts, and the first says why.
-pub fn mark_not_compiling(records: &mut [StageRecord], lesson: &str, error: &str) {
+/// Records of a lesson set aside, from its starter's run: no stage counts,
+/// and the first says why.
+pub fn mark_set_aside(records: &mut [StageRecord], lesson: &str, why: &SetAside) {
+    let what = why.what;
     for (index, record) in records.iter_mut().enumerate() {
         record.status = Status::Failed;
         record.passed = false;
@@ -181,11 +239,11 @@ pub fn mark_not_compiling(records: &mut [StageRecord], lesson: &str, error: &str
         record.duration_ms = 0;
         record.message = if index == 0 {
             format!(
-                "lessons/{lesson} does not compile, so none of its stages could run. \
-                 cargo's first error:\n{error}"
+                "lessons/{lesson} {what}, so none of its stages could run. {}",
+                why.detail
             )
         } else {
-            format!("lessons/{lesson} does not compile (see stage 1)")
+            format!("lessons/{lesson} {what} (see stage 1)")
         };
     }
 }

@@ -9,4 +9,5 @@ pub mod grade;
 pub mod gradebook;
 pub mod grading_copy;
 pub mod handout;
+pub mod named_files;
 pub mod slides;
