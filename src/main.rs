@@ -34,6 +34,7 @@ use course::commands::classroom;
 use course::commands::grade::{self, BuildFolder, Subject};
 use course::commands::gradebook;
 use course::commands::grading_copy;
+use course::commands::named_files;
 use course::harness::checkout;
 use course::harness::lesson::{self, Lesson, LESSONS};
 use course::harness::report::wrap;
@@ -180,6 +181,19 @@ fn main() -> ExitCode {
 fn show_board() -> Result<ExitCode> {
     eprintln!("Building the lessons and their stages (the first time takes a few minutes)...");
     let suites = grade::build_suites(project(), LESSONS, BuildFolder::AsConfigured)?;
+    // The stages here run what the student's files build, but a grade with
+    // --checkout refuses such a lesson: better known now than at the grade.
+    for lesson in LESSONS {
+        let folder = project().join("lessons").join(lesson.name());
+        if let Ok(Some(place)) = named_files::first_outside_file_in(&folder, &lesson.name()) {
+            eprintln!(
+                "note: {place} names a file outside the lesson's folder: a grade sets \
+                 lesson {} aside. {}",
+                lesson.number,
+                named_files::OWN_FILES_ONLY
+            );
+        }
+    }
     let subject = Subject::Build(Target::Lessons);
     // Lessons are independent programs: grade them side by side, but no
     // more at once than the machine has cores. Each lesson runs its stages

@@ -27,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use crate::commands::files::{files_below, lesson_files_below};
 use crate::commands::grade::{cargo_errors, BuildFolder};
 use crate::commands::handout::{student_course, Summary};
-use crate::commands::named_files::first_outside_file;
+use crate::commands::named_files::{first_outside_file_in, OWN_FILES_ONLY};
 use crate::harness::lesson::LESSONS;
 use crate::harness::stage::{StageRecord, Status};
 
@@ -193,32 +193,13 @@ pub fn set_aside_lessons_that_cannot_be_graded(
     Ok(broken)
 }
 
-/// The first line of the lesson `name`, in `folder`, that makes the
-/// compiler read a file outside the folder, as the reason to set it aside.
+/// Why the lesson `name`, in `folder`, is set aside, if it makes the
+/// compiler read a file outside the folder.
 fn outside_file(folder: &Path, name: &str) -> Result<Option<SetAside>> {
-    for file in lesson_files_below(folder)? {
-        if file.extension().is_none_or(|ending| ending != "rs") {
-            continue;
-        }
-        let code = String::from_utf8_lossy(&read(&file)?).into_owned();
-        if let Some((line, text)) = first_outside_file(&code) {
-            let shown = file
-                .strip_prefix(folder)
-                .unwrap_or(&file)
-                .display()
-                .to_string();
-            return Ok(Some(SetAside {
-                what: "names a file outside its folder",
-                detail: format!(
-                    "lessons/{name}/{shown}:{line}: `{text}`. A lesson is built from the files \
-                     in its own folder, named plainly (`include_str!(\"page.html\")`, \
-                     `#[path = \"sub/x.rs\"]`): a path that leaves the folder, or one made by \
-                     a macro or with an escape, is not graded."
-                ),
-            }));
-        }
-    }
-    Ok(None)
+    Ok(first_outside_file_in(folder, name)?.map(|place| SetAside {
+        what: "names a file outside its folder",
+        detail: format!("{place}. {OWN_FILES_ONLY}"),
+    }))
 }
 
 /// Put the course's starter of `lesson` in the copy, in place of the

@@ -14,6 +14,35 @@
 //! says "include" is no such call. What cannot be told plain, a name built
 //! by a macro, a raw string, an escape, is refused rather than guessed at.
 
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::commands::files::lesson_files_below;
+
+/// The rule that a grade keeps, in a sentence.
+pub const OWN_FILES_ONLY: &str = "A lesson is built from the files in its own folder, named \
+     plainly (`include_str!(\"page.html\")`, `#[path = \"sub/x.rs\"]`): a path that leaves \
+     the folder, or one made by a macro or with an escape, is not graded.";
+
+/// The first line of the lesson `name`, whose files are in `folder`, that
+/// makes the compiler read a file outside the folder:
+/// `lessons/NAME/FILE:LINE: `the line``.
+pub fn first_outside_file_in(folder: &Path, name: &str) -> Result<Option<String>> {
+    for file in lesson_files_below(folder)? {
+        if file.extension().is_none_or(|ending| ending != "rs") {
+            continue;
+        }
+        let code =
+            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        if let Some((line, text)) = first_outside_file(&String::from_utf8_lossy(&code)) {
+            let shown = file.strip_prefix(folder).unwrap_or(&file).display();
+            return Ok(Some(format!("lessons/{name}/{shown}:{line}: `{text}`")));
+        }
+    }
+    Ok(None)
+}
+
 /// The first place in `code` where the compiler is told to read a file that
 /// is not plainly inside the folder of the file: its line number, from 1,
 /// and that line. `None` when every name is plain.
@@ -316,6 +345,28 @@ mod tests {
         // Renamed, or handed to another macro to call.
         assert_eq!(refused("use std::include_str as read;"), Some(1));
         assert_eq!(refused("call!(include_str);"), Some(1));
+    }
+
+    #[test]
+    fn a_lessons_folder_is_searched_file_by_file_and_the_place_named() {
+        let folder = std::env::temp_dir().join(format!("named-files-{}", std::process::id()));
+        std::fs::create_dir_all(folder.join("parts")).unwrap();
+        std::fs::write(folder.join("main.rs"), "mod server;\n").unwrap();
+        std::fs::write(folder.join("notes.txt"), "include!(\"../x.rs\")\n").unwrap();
+        let clean = first_outside_file_in(&folder, "01-echo").unwrap();
+        std::fs::write(
+            folder.join("parts/more.rs"),
+            "\n#[path = \"../../x.rs\"]\nmod x;\n",
+        )
+        .unwrap();
+        let found = first_outside_file_in(&folder, "01-echo").unwrap();
+        std::fs::remove_dir_all(&folder).unwrap();
+        // Only Rust files are read: what else a folder holds is not built.
+        assert_eq!(clean, None);
+        assert_eq!(
+            found.as_deref(),
+            Some("lessons/01-echo/parts/more.rs:2: `#[path = \"../../x.rs\"]`")
+        );
     }
 
     #[test]
