@@ -12,6 +12,9 @@
 //!   stands for the answer until it is written);
 //! - the solution copies from one another, in the file's opening `//!`
 //!   comment, which may say which lesson the copy serves.
+//!
+//! Within one lesson, a starter's file with no TODO is given code: it is its
+//! solution's file, whole.
 
 use std::path::Path;
 
@@ -167,6 +170,23 @@ fn show(hunk: &Hunk, old_path: &str, old: &[String], new_path: &str, new: &[Stri
     text
 }
 
+/// Where `lessons/{lesson}/{file}` differs from `solutions/{lesson}/{file}`,
+/// shown, at each place `counts` (given the starter's lines) holds against.
+fn starter_against_solution(
+    lesson: &str,
+    file: &str,
+    counts: impl Fn(&[String], &Hunk) -> bool,
+) -> Vec<String> {
+    let starter_path = format!("lessons/{lesson}/{file}");
+    let solution_path = format!("solutions/{lesson}/{file}");
+    let (starter, solution) = (read(&starter_path), read(&solution_path));
+    differences(&starter, &solution)
+        .iter()
+        .filter(|hunk| counts(&starter, hunk))
+        .map(|hunk| show(hunk, &starter_path, &starter, &solution_path, &solution))
+        .collect()
+}
+
 /// The number of lines of the file's opening `//!` comment.
 fn opening_comment(lines: &[String]) -> usize {
     lines
@@ -203,23 +223,10 @@ fn each_starter_differs_from_its_solution_only_at_its_todos() {
                 continue;
             }
             for file in carried.files {
-                let starter_path = format!("lessons/{lesson}/{file}");
-                let solution_path = format!("solutions/{lesson}/{file}");
-                let starter = read(&starter_path);
-                let solution = read(&solution_path);
-                for hunk in differences(&starter, &solution) {
-                    let at_a_todo = belongs_to_a_todo(&starter, hunk.old_start)
-                        && hunk.old_end > hunk.old_start;
-                    if !at_a_todo {
-                        problems.push(show(
-                            &hunk,
-                            &starter_path,
-                            &starter,
-                            &solution_path,
-                            &solution,
-                        ));
-                    }
-                }
+                problems.extend(starter_against_solution(lesson, file, |starter, hunk| {
+                    // Not at a TODO: a change made on one side only.
+                    !(belongs_to_a_todo(starter, hunk.old_start) && hunk.old_end > hunk.old_start)
+                }));
             }
         }
     }
@@ -326,4 +333,53 @@ fn differences_are_found_where_they_are() {
     assert!(differences(&old, &old).is_empty());
     assert_eq!(differences(&old, &[]).len(), 1);
     assert_eq!(opening_comment(&lines("//! one\n//! two\nuse x;")), 2);
+}
+
+/// The `.rs` files of one lesson's folder, by name.
+fn rust_files(folder: &str) -> Vec<String> {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+    let mut names: Vec<String> = std::fs::read_dir(&full)
+        .unwrap_or_else(|error| panic!("{folder}: {error}"))
+        .map(|entry| entry.expect("a readable folder").file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".rs"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A starter's file that asks for nothing is given code (lesson 01's
+/// zero_copy.rs, lesson 05's server.rs, lesson 09's screen.rs): it is the
+/// solution's file, whole, so that what a student was given is what the
+/// solution runs. And each lesson has the same files in both.
+#[test]
+fn a_starter_file_without_a_todo_is_its_solutions_file() {
+    let mut problems = Vec::new();
+    for lesson in course::harness::lesson::LESSONS {
+        let name = lesson.name();
+        let (starter_folder, solution_folder) =
+            (format!("lessons/{name}"), format!("solutions/{name}"));
+        let (starter_files, solution_files) =
+            (rust_files(&starter_folder), rust_files(&solution_folder));
+        if starter_files != solution_files {
+            problems.push(format!(
+                "{starter_folder} has {starter_files:?}, {solution_folder} has {solution_files:?}"
+            ));
+        }
+        for file in starter_files
+            .iter()
+            .filter(|file| solution_files.contains(file))
+        {
+            // Given code, unless it asks for something: every difference counts.
+            problems.extend(starter_against_solution(&name, file, |starter, _| {
+                !starter.iter().any(|line| line.contains("TODO"))
+            }));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "a starter's file with no TODO is given code and must be its solution's file, whole; \
+         here they differ:\n\n{}",
+        problems.join("\n\n")
+    );
 }

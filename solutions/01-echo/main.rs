@@ -10,6 +10,7 @@
 
 mod client;
 mod server;
+mod zero_copy;
 
 use std::process::ExitCode;
 

@@ -455,6 +455,7 @@ fn exercise(project: &Path, lesson: &str, title: &str, starter: &str, quote_todo
     let folder = project.join("lessons").join(lesson);
     let named = format!("slides/{lesson}.md, \"{title}\"");
     let mut numbers = Vec::new();
+    let mut naming = Vec::new();
     for file in files_below(&folder, &folder).unwrap_or_default() {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
@@ -498,10 +499,21 @@ fn exercise(project: &Path, lesson: &str, title: &str, starter: &str, quote_todo
             let in_starter = name == starter || name.starts_with(starter);
             let number: String = todo.chars().take_while(char::is_ascii_digit).collect();
             if in_starter && !number.is_empty() && !numbers.contains(&number) {
-                numbers.push(number);
+                numbers.push(number.clone());
+            }
+            if in_starter
+                && line.contains(&named)
+                && !naming.contains(&number)
+                && !number.is_empty()
+            {
+                naming.push(number);
             }
         }
     }
+    // The TODOs that send the student to this very slide say best which one
+    // asks for its code; without one, every TODO of the file might.
+    let mut numbers = if naming.is_empty() { numbers } else { naming };
+    numbers.sort_by_key(|number| number.parse::<u32>().unwrap_or(u32::MAX));
     let which = match numbers.as_slice() {
         [] => "a TODO".to_string(),
         [one] => format!("TODO {one}"),
@@ -573,5 +585,32 @@ mod tests {
         assert!(!out.contains("write_all") && !out.contains("let n = 1"));
         assert!(!out.contains("Answer key"));
         assert_eq!(slides::split(&out).1.len(), 3);
+    }
+
+    #[test]
+    fn a_slide_too_full_for_its_todo_names_the_todo_that_sends_students_to_it() {
+        let project = std::env::temp_dir().join(format!("handout-todo-{}", std::process::id()));
+        std::fs::create_dir_all(project.join("lessons/01-echo")).unwrap();
+        std::fs::write(
+            project.join("lessons/01-echo/server.rs"),
+            "// TODO 1 (slides/01-echo.md, \"bind\"): bind.\n\
+             // TODO 5 (slides/01-echo.md, \"Zero copies\"), once every stage passes.\n\
+             // TODO 2 (slides/01-echo.md, \"A read\"): read.\n",
+        )
+        .unwrap();
+        let starter = "lessons/01-echo/server.rs";
+        let named = exercise(&project, "01-echo", "Zero copies", starter, false);
+        let unnamed = exercise(&project, "01-echo", "Elsewhere", starter, false);
+        std::fs::remove_dir_all(&project).unwrap();
+        assert!(
+            named.contains("TODO 5 in `lessons/01-echo/server.rs` asks for it"),
+            "{named}"
+        );
+        // No TODO names the slide: each of the file's, in the order a
+        // student meets them.
+        assert!(
+            unnamed.contains("TODO 1, 2 or 5 in `lessons/01-echo/server.rs`"),
+            "{unnamed}"
+        );
     }
 }
