@@ -181,19 +181,7 @@ fn main() -> ExitCode {
 fn show_board() -> Result<ExitCode> {
     eprintln!("Building the lessons and their stages (the first time takes a few minutes)...");
     let suites = grade::build_suites(project(), LESSONS, BuildFolder::AsConfigured)?;
-    // The stages here run what the student's files build, but a grade with
-    // --checkout refuses such a lesson: better known now than at the grade.
-    for lesson in LESSONS {
-        let folder = project().join("lessons").join(lesson.name());
-        if let Ok(Some(place)) = named_files::first_outside_file_in(&folder, &lesson.name()) {
-            eprintln!(
-                "note: {place} names a file outside the lesson's folder: a grade sets \
-                 lesson {} aside. {}",
-                lesson.number,
-                named_files::OWN_FILES_ONLY
-            );
-        }
-    }
+    warn_of_files_outside(LESSONS);
     let subject = Subject::Build(Target::Lessons);
     // Lessons are independent programs: grade them side by side, but no
     // more at once than the machine has cores. Each lesson runs its stages
@@ -240,6 +228,24 @@ fn show_board() -> Result<ExitCode> {
         .collect();
     print!("{}", board::render(&standings));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A note for each of `lessons` whose code names a file outside its folder.
+/// The stages in the student's own checkout run what those files build,
+/// but a grade with --checkout (the one recorded) sets such a lesson aside:
+/// better known now than at the grade.
+fn warn_of_files_outside(lessons: &[Lesson]) {
+    for lesson in lessons {
+        let folder = project().join("lessons").join(lesson.name());
+        if let Ok(Some(place)) = named_files::first_outside_file_in(&folder, &lesson.name()) {
+            eprintln!(
+                "note: {place} names a file outside the lesson's folder: a grade with \
+                 --checkout, the one an instructor records, sets lesson {} aside. {}",
+                lesson.number,
+                named_files::OWN_FILES_ONLY
+            );
+        }
+    }
 }
 
 /// A lesson's stage records, or why its stages could not run.
@@ -310,12 +316,17 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
             let here = std::env::current_dir()?;
             (Subject::Command(line), here, project().to_path_buf(), None)
         }
-        ToGrade::Build(target) => (
-            Subject::Build(target),
-            project().to_path_buf(),
-            project().to_path_buf(),
-            None,
-        ),
+        ToGrade::Build(target) => {
+            if target == Target::Lessons {
+                warn_of_files_outside(&lessons);
+            }
+            (
+                Subject::Build(target),
+                project().to_path_buf(),
+                project().to_path_buf(),
+                None,
+            )
+        }
         ToGrade::Checkout(dir) => {
             // Held until the grade ends: the copy holds this student's
             // lessons until then.
@@ -327,7 +338,7 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
                 dir.display(),
                 copy.display()
             );
-            set_aside = grading_copy::set_aside_lessons_that_cannot_be_graded(project(), &copy)?;
+            set_aside = grading_copy::set_aside_lessons_that_cannot_be_graded(&copy)?;
             for (lesson, why) in &set_aside {
                 eprintln!(
                     "note: {} {}: none of its stages counts",
@@ -355,7 +366,7 @@ fn grade_lesson(number: &str, to_grade: ToGrade, output: Output) -> Result<ExitC
     }
     let mut all_passed = true;
     for lesson in &lessons {
-        // In place of a lesson set aside is its starter, whose run gives
+        // In place of a lesson set aside is a stand-in, whose run gives
         // the stages' names; it need not be watched.
         let why = set_aside.get(&lesson.name());
         let mut records = run_lesson(&suites, &built_in, lesson, &subject, why.is_some())

@@ -4,7 +4,10 @@
 //! The first test writes a handout and reads it: what is left out, what the
 //! manifest keeps, the slides, every line of every answer (a second). The
 //! second builds the handout as a project of its own and grades lesson 01
-//! in it, in `target/handout-check`; the third grades a student's checkout
+//! in it, in `target/handout-check`, then runs the GitHub Classroom
+//! workflow's commands there as a student's repository runs them (their
+//! grading copy, inside the handout, is built from nothing each time: a
+//! few minutes more); the third grades a student's checkout
 //! with `course grade --checkout`, whose copy of the course is the
 //! handout's files and the student's `lessons/` (in `target/grading`). Each
 //! builds its own copy of every dependency the first time, a few minutes,
@@ -307,6 +310,41 @@ fn a_handout_builds_and_grades_the_starters() {
              above). cargo builds every lesson before it runs the stages of any"
         ),
         "{said}"
+    );
+
+    // The GitHub Classroom workflow's own commands, run here as its steps
+    // run them in a student's repository: lesson 01, solved, earns its
+    // points though lesson 03 does not compile (with `cargo test --test
+    // 01_echo`, it did not), and lesson 03's step fails, saying why.
+    copy_folder(
+        &project().join("solutions/01-echo"),
+        &dir.0.join("lessons/01-echo"),
+    );
+    let workflow = std::fs::read_to_string(dir.0.join(".github/workflows/classroom.yml"))
+        .expect("the handout keeps the Classroom workflow");
+    let step = |number: &str| {
+        let command = workflow
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("command: "))
+            .find(|command| command.contains(&format!(" grade {number} ")))
+            .unwrap_or_else(|| panic!("no step grades lesson {number}:\n{workflow}"));
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(words[0], "cargo", "{command}");
+        finished(&mut cargo_in(&dir.0, &words[1..]))
+    };
+    let solved = step("01");
+    assert!(solved.status.success(), "{}", text(&solved));
+    assert!(
+        text(&solved).contains("8 of 8 stages pass"),
+        "{}",
+        text(&solved)
+    );
+    let broken = step("03");
+    assert!(!broken.status.success(), "{}", text(&broken));
+    assert!(
+        text(&broken).contains("lessons/03-messages does not compile, so none of its stages"),
+        "{}",
+        text(&broken)
     );
 }
 

@@ -2,6 +2,13 @@
 //! from the lesson list: a grading step per lesson and the step that
 //! reports the points to Classroom. `course classroom` writes it; a test
 //! fails when the committed file differs from what the lessons make.
+//!
+//! Each step grades its lesson with `course grade NN --checkout .`, not
+//! `cargo test --test NN_name`: cargo builds every lesson before the stages
+//! of any, so with `cargo test` one lesson half written failed the build
+//! and every lesson's step with it, and the student got no points at all
+//! until it compiled. The grading copy sets that lesson aside and builds
+//! the others (`grading_copy.rs`).
 
 use crate::harness::lesson::Lesson;
 
@@ -16,6 +23,11 @@ pub const POINTS_PER_LESSON: u32 = 10;
 
 /// Minutes a lesson's stages may take in Classroom before the step fails.
 const TIMEOUT_MINUTES: u32 = 10;
+
+/// Minutes more for the first lesson's step, which builds the grading copy
+/// (every lesson and its stages) before it grades: on 2 cores, three to
+/// four minutes.
+const FIRST_BUILD_MINUTES: u32 = 15;
 
 /// The workflow, byte for byte, for `lessons`.
 pub fn workflow(lessons: &[Lesson]) -> String {
@@ -38,10 +50,15 @@ pub fn workflow(lessons: &[Lesson]) -> String {
          \x20   steps:\n\
          \x20   - name: Checkout code\n\
          \x20     uses: actions/checkout@v4\n\
-         \x20   - name: Build the lessons and their stages\n\
-         \x20     run: cargo test --no-run --quiet\n",
+         \x20   - name: Build the course tool\n\
+         \x20     run: cargo build --quiet --bin course\n",
     );
-    for lesson in lessons {
+    for (index, lesson) in lessons.iter().enumerate() {
+        let timeout = if index == 0 {
+            TIMEOUT_MINUTES + FIRST_BUILD_MINUTES
+        } else {
+            TIMEOUT_MINUTES
+        };
         text.push_str(&format!(
             "    - name: {name}\n\
              \x20     id: {id}\n\
@@ -49,12 +66,12 @@ pub fn workflow(lessons: &[Lesson]) -> String {
              \x20     with:\n\
              \x20       test-name: {name}\n\
              \x20       setup-command: ''\n\
-             \x20       command: cargo test --quiet --test {test}\n\
-             \x20       timeout: {TIMEOUT_MINUTES}\n\
+             \x20       command: cargo run --quiet -- grade {number} --checkout .\n\
+             \x20       timeout: {timeout}\n\
              \x20       max-score: {POINTS_PER_LESSON}\n",
             name = lesson.name(),
             id = step_id(lesson),
-            test = lesson.test_target(),
+            number = lesson.number,
         ));
     }
     text.push_str(
@@ -111,8 +128,8 @@ mod tests {
         let text = workflow(LESSONS);
         for lesson in LESSONS {
             assert!(text.contains(&format!(
-                "command: cargo test --quiet --test {}\n",
-                lesson.test_target()
+                "command: cargo run --quiet -- grade {} --checkout .\n",
+                lesson.number
             )));
             assert!(text.contains(&format!("steps.lesson-{}.outputs.result", lesson.name())));
         }

@@ -144,18 +144,15 @@ pub struct SetAside {
 const DOES_NOT_COMPILE: &str = "does not compile";
 
 /// The lessons of the copy at `copy` that cannot be graded, each with why,
-/// after putting the course's starter in their place.
+/// after putting a stand-in in their place: a `main.rs` that builds anywhere.
 ///
 /// cargo builds every binary of the course before any lesson's stages (a
 /// stage finds its program by `CARGO_BIN_EXE_...`), so one lesson that does
 /// not compile would leave every lesson ungraded: a student whose last
 /// lesson is half written at the deadline would get no points at all. With
-/// the starter in its place, the others build and are graded, and the
+/// a stand-in in its place, the others build and are graded, and the
 /// broken one gets none of its stages ([`mark_set_aside`]).
-pub fn set_aside_lessons_that_cannot_be_graded(
-    project: &Path,
-    copy: &Path,
-) -> Result<BTreeMap<String, SetAside>> {
+pub fn set_aside_lessons_that_cannot_be_graded(copy: &Path) -> Result<BTreeMap<String, SetAside>> {
     let mut broken = BTreeMap::new();
     for lesson in LESSONS {
         let name = lesson.name();
@@ -171,7 +168,7 @@ pub fn set_aside_lessons_that_cannot_be_graded(
         };
         if let Some(why) = why {
             broken.insert(name.clone(), why);
-            set_aside(project, copy, &name)?;
+            set_aside(copy, &name)?;
         }
     }
     // `--keep-going` builds every binary it can, and reports each that
@@ -179,7 +176,7 @@ pub fn set_aside_lessons_that_cannot_be_graded(
     let args = ["build", "--bins", "--keep-going"].map(String::from);
     for (bin, error) in cargo_errors(copy, &args, BuildFolder::Own)? {
         if LESSONS.iter().any(|lesson| lesson.name() == bin) && !broken.contains_key(&bin) {
-            set_aside(project, copy, &bin)?;
+            set_aside(copy, &bin)?;
             let detail = format!("cargo's first error:\n{error}");
             broken.insert(
                 bin,
@@ -202,14 +199,36 @@ fn outside_file(folder: &Path, name: &str) -> Result<Option<SetAside>> {
     }))
 }
 
-/// Put the course's starter of `lesson` in the copy, in place of the
-/// student's.
-fn set_aside(project: &Path, copy: &Path, lesson: &str) -> Result<()> {
-    let folder = |root: &Path| root.join("lessons").join(lesson);
-    mirror(&folder(project), &folder(copy))
+/// Put a stand-in in the copy in place of the student's `lesson`: a
+/// `main.rs` that builds anywhere and, run by a stage, says the lesson was
+/// set aside and exits. Not the course's starter: in a grade of a student's
+/// own checkout (`--checkout .`, as the GitHub Classroom workflow grades),
+/// the only starter there is the student's lesson that does not compile.
+fn set_aside(copy: &Path, lesson: &str) -> Result<()> {
+    let folder = copy.join("lessons").join(lesson);
+    let main = folder.join("main.rs");
+    write_if_changed(stand_in(lesson).as_bytes(), &main)?;
+    for file in files_below(&folder, &folder)? {
+        if file != main {
+            fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
+        }
+    }
+    Ok(())
 }
 
-/// Records of a lesson set aside, from its starter's run: no stage counts,
+/// The program that stands in for a lesson set aside.
+fn stand_in(lesson: &str) -> String {
+    format!(
+        "//! Written by `course grade` in its copy: lessons/{lesson} could not be \
+         graded, and this stands in its place so that the other lessons build.\n\n\
+         fn main() {{\n    \
+             eprintln!(\"lessons/{lesson} was set aside by the grade: none of its stages counts\");\n    \
+             std::process::exit(1);\n\
+         }}\n"
+    )
+}
+
+/// Records of a lesson set aside, from its stand-in's run: no stage counts,
 /// and the first says why.
 pub fn mark_set_aside(records: &mut [StageRecord], lesson: &str, why: &SetAside) {
     let what = why.what;
@@ -315,6 +334,29 @@ mod tests {
         assert_eq!(
             fs::metadata(&manifest).unwrap().modified().unwrap(),
             written
+        );
+        let _ = fs::remove_dir_all(course.parent().unwrap());
+    }
+
+    #[test]
+    fn a_lesson_set_aside_is_a_stand_in_alone() {
+        let (course, student) = folders("stand-in");
+        fs::write(student.join("lessons/01-echo/main.rs"), "fn main( {").unwrap();
+        let copy = prepare(&course, &student).unwrap();
+        set_aside(&copy, "01-echo").unwrap();
+        let folder = copy.join("lessons/01-echo");
+        // Neither the student's files nor the course's starter: graded in
+        // the student's own checkout, the starter is the student's lesson.
+        assert_eq!(
+            files_below(&folder, &folder).unwrap(),
+            [folder.join("main.rs")]
+        );
+        let main = fs::read_to_string(folder.join("main.rs")).unwrap();
+        assert!(
+            main.contains("fn main() {")
+                && main.contains("lessons/01-echo was set aside")
+                && main.contains("std::process::exit(1);"),
+            "{main}"
         );
         let _ = fs::remove_dir_all(course.parent().unwrap());
     }
