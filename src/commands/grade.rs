@@ -58,6 +58,9 @@ pub fn build_suites(
         // cargo's own last words name a binary (`bin "04-concurrency"`),
         // and a student on lesson 01 does not see why lesson 04 matters.
         let build = ["build", "--bins", "--keep-going"].map(String::from);
+        // On a first build, this one builds every lesson that compiles,
+        // which takes minutes with nothing else on the screen.
+        eprintln!("Finding which lessons do not compile (the others build meanwhile)...");
         let broken = cargo_errors(project, &build, folder).unwrap_or_default();
         let stopping: Vec<&Lesson> = LESSONS
             .iter()
