@@ -14,7 +14,9 @@
 //!   comment, which may say which lesson the copy serves.
 //!
 //! Within one lesson, a starter's file with no TODO is given code: it is its
-//! solution's file, whole.
+//! solution's file, whole. And every starter's file mirrors its solution's
+//! outside the functions that hold a TODO, but for its opening comment and
+//! the `allow` lines that let an unwritten starter build without warnings.
 
 use std::path::Path;
 
@@ -380,6 +382,140 @@ fn a_starter_file_without_a_todo_is_its_solutions_file() {
         problems.is_empty(),
         "a starter's file with no TODO is given code and must be its solution's file, whole; \
          here they differ:\n\n{}",
+        problems.join("\n\n")
+    );
+}
+
+/// How far `line` is indented, in characters.
+fn indentation(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// Whether `line` opens a function: `fn`, after any of `pub`,
+/// `pub(crate)`, `const`, `async`, `unsafe`.
+fn opens_a_function(line: &str) -> bool {
+    let mut rest = line.trim_start();
+    for qualifier in ["pub(crate) ", "pub ", "const ", "async ", "unsafe "] {
+        rest = rest.strip_prefix(qualifier).unwrap_or(rest);
+    }
+    rest.starts_with("fn ")
+}
+
+/// Whether the starter's lines `start..end` (or the place before `start`,
+/// where the solution adds lines indented by `indented`) lie inside a
+/// function of the starter that holds a `// TODO`: an exercise may leave a
+/// function's code on both sides of the lines it shares with the answer.
+fn inside_a_function_with_a_todo(starter: &[String], start: usize, indented: usize) -> bool {
+    // Back to the function that encloses the place: the first line above
+    // it that opens a function indented less than the place is.
+    let Some(opening) = starter[..start.min(starter.len())]
+        .iter()
+        .rposition(|line| opens_a_function(line) && indentation(line) < indented)
+    else {
+        return false;
+    };
+    let depth = indentation(&starter[opening]);
+    // Its body runs to the first `}` as indented as its `fn`.
+    let closing = starter[opening + 1..]
+        .iter()
+        .position(|line| line.trim() == "}" && indentation(line) == depth)
+        .map_or(starter.len(), |at| opening + 1 + at);
+    closing >= start && starter[opening..closing].iter().any(|line| is_todo(line))
+}
+
+/// Whether the starter's lines `start..end` are only what a starter adds so
+/// that its unwritten TODOs build without warnings: `#![allow(...)]` and
+/// `#[allow(...)] // until TODO n`, the comments above them, blank lines.
+fn only_allowances(starter: &[String], start: usize, end: usize) -> bool {
+    let mut inside_an_allow = false;
+    let mut allows = false;
+    for line in &starter[start..end] {
+        let line = line.trim();
+        if line.starts_with("#![allow(") || line.starts_with("#[allow(") {
+            allows = true;
+            inside_an_allow = !line.contains(")]");
+        } else if inside_an_allow {
+            // The lints an attribute over several lines names.
+            inside_an_allow = !line.ends_with(")]");
+        } else if !(line.is_empty() || line.starts_with("//")) {
+            return false;
+        }
+    }
+    allows
+}
+
+/// Every file of every starter, beside its solution: they may differ at
+/// the TODOs (inside a function that holds one), in the opening `//!`
+/// comment (which tells a student where the work is), and in the lines
+/// that let an unwritten starter build without warnings. Nowhere else: a
+/// fix made in a solution must reach its starter, or the student starts
+/// from code the solution no longer is. The exercises whose starters leave
+/// whole functions to write (`exercise_in` above) are checked by
+/// `check-starters`.
+#[test]
+fn every_starter_mirrors_its_solution_outside_its_todos() {
+    let exercises: Vec<String> = CARRIED
+        .iter()
+        .filter_map(|carried| {
+            let lesson = carried.exercise_in?;
+            Some(
+                carried
+                    .files
+                    .iter()
+                    .map(move |file| format!("{lesson}/{file}")),
+            )
+        })
+        .flatten()
+        .collect();
+    let mut problems = Vec::new();
+    for lesson in course::harness::lesson::LESSONS {
+        let name = lesson.name();
+        for file in rust_files(&format!("lessons/{name}")) {
+            if exercises.contains(&format!("{name}/{file}")) {
+                continue;
+            }
+            let (starter_path, solution_path) = (
+                format!("lessons/{name}/{file}"),
+                format!("solutions/{name}/{file}"),
+            );
+            let (starter, solution) = (read(&starter_path), read(&solution_path));
+            let (starter_skipped, solution_skipped) =
+                (opening_comment(&starter), opening_comment(&solution));
+            for hunk in differences(&starter[starter_skipped..], &solution[solution_skipped..]) {
+                let hunk = Hunk {
+                    old_start: hunk.old_start + starter_skipped,
+                    old_end: hunk.old_end + starter_skipped,
+                    new_start: hunk.new_start + solution_skipped,
+                    new_end: hunk.new_end + solution_skipped,
+                };
+                let indented = starter[hunk.old_start..hunk.old_end]
+                    .iter()
+                    .chain(&solution[hunk.new_start..hunk.new_end])
+                    .filter(|line| !line.trim().is_empty())
+                    .map(|line| indentation(line))
+                    .min()
+                    .unwrap_or(0);
+                let at_a_todo = (belongs_to_a_todo(&starter, hunk.old_start)
+                    && hunk.old_end > hunk.old_start)
+                    || inside_a_function_with_a_todo(&starter, hunk.old_start, indented);
+                let allowances = hunk.new_start == hunk.new_end
+                    && only_allowances(&starter, hunk.old_start, hunk.old_end);
+                if !(at_a_todo || allowances) {
+                    problems.push(show(
+                        &hunk,
+                        &starter_path,
+                        &starter,
+                        &solution_path,
+                        &solution,
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "a starter must mirror its solution outside its TODOs (a change made in one must \
+         be made in the other), and here they differ outside any function with a TODO:\n\n{}",
         problems.join("\n\n")
     );
 }
