@@ -121,7 +121,8 @@ fn echoes_a_line(ctx: &mut Ctx) -> Check<()> {
     conn.expect(b"hello\n").map_err(|failure| {
         failure.more_hint(format!(
             "Where: TODO 2 in {SERVER_FILE}, fn echo. Read into the buffer, then write back \
-             exactly the bytes you read."
+             exactly the bytes you read. (Begun TODO 5? Then `serve` calls the loop in \
+             lessons/01-echo/zero_copy.rs, and that is the one to look at.)"
         ))
     })
 }

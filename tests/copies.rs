@@ -350,8 +350,8 @@ fn rust_files(folder: &str) -> Vec<String> {
     names
 }
 
-/// A starter's file that asks for nothing is given code (lesson 01's
-/// zero_copy.rs, lesson 05's server.rs, lesson 09's screen.rs): it is the
+/// A starter's file that asks for nothing is given code (lesson 02's
+/// date.rs, lesson 05's server.rs, lesson 09's screen.rs): it is the
 /// solution's file, whole, so that what a student was given is what the
 /// solution runs. And each lesson has the same files in both.
 #[test]

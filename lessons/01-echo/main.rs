@@ -1,9 +1,10 @@
 //! Lesson 01: echo. A server that sends back every byte it receives, and a
 //! client that types lines at it.
 //!
-//! Your work is in server.rs (TODO 1 and 2) and client.rs (TODO 3 and 4).
-//! TODO 5, in server.rs, is for after every stage passes; zero_copy.rs and
-//! this file are ready. `cargo test --test 01_echo` tells you what is left.
+//! Your work is in server.rs (TODO 1 and 2) and client.rs (TODO 3 and 4);
+//! this file is ready. `cargo test --test 01_echo` tells you what is left.
+//! TODO 5, in zero_copy.rs and server.rs, is for after every stage passes:
+//! no stage asks for it.
 //!
 //!     cargo run --bin 01-echo -- server
 //!     cargo run --bin 01-echo -- client      (in a second terminal)

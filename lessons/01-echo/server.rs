@@ -65,8 +65,9 @@ fn accept_loop(listener: &TcpListener) {
 /// our buffer where it cannot.
 fn serve(stream: TcpStream) -> io::Result<()> {
     // TODO 5 (slides/01-echo.md, "Zero copies"), once every stage passes:
-    // on Linux the kernel can echo by itself. Try `zero_copy::echo(&stream)`
-    // first, and call `echo` only where it answers `None`.
+    // on Linux the kernel can echo by itself. Write the loop in
+    // zero_copy.rs, then try `zero_copy::echo(&stream)` here first, and call
+    // `echo` only where it answers `None`.
     echo(stream)
 }
 
